@@ -1,0 +1,4 @@
+pub mod generate;
+pub mod inspect;
+pub mod logits;
+pub mod quantize;

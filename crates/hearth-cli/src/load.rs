@@ -1,0 +1,55 @@
+//! Opening model files with a progress bar, shared by the commands.
+
+use std::path::Path;
+
+use anyhow::Context;
+use hearth_core::gguf::{GgufFile, MappedFile};
+use hearth_core::model::CpuModel;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Where the forward pass runs.
+#[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
+pub enum Backend {
+    /// The reference forward pass on the CPU.
+    #[default]
+    Cpu,
+}
+
+/// Maps a GGUF file and reads its header.
+pub fn open(path: &Path) -> anyhow::Result<GgufFile<MappedFile>> {
+    let source = MappedFile::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    GgufFile::open(source).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// A bar on stderr that shows bytes; hidden when stderr is not a terminal.
+pub fn byte_bar(message: &'static str) -> ProgressBar {
+    let bar = ProgressBar::new(0).with_message(message);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})")
+            .expect("template is valid")
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Opens and loads a model for `backend`, showing a progress bar while weights load.
+pub fn model(path: &Path, backend: Backend) -> anyhow::Result<CpuModel> {
+    let file = open(path)?;
+    let bar = byte_bar("loading");
+    let model = match backend {
+        Backend::Cpu => CpuModel::load(&file, &mut |loaded, total| {
+            bar.set_length(total);
+            bar.set_position(loaded);
+        }),
+    }
+    .with_context(|| format!("cannot load {}", path.display()))?;
+    bar.finish_and_clear();
+    Ok(model)
+}
+
+/// Parses "1,2,3" into token ids.
+pub fn parse_tokens(s: &str) -> anyhow::Result<Vec<u32>> {
+    s.split(',')
+        .map(|t| t.trim().parse().with_context(|| format!("{t:?} is not a token id")))
+        .collect()
+}

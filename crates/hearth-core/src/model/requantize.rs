@@ -1,0 +1,139 @@
+//! Re-quantizing a whole model file: which type each tensor gets, following llama.cpp's
+//! choices for its named schemes.
+
+use super::arch::names;
+use crate::gguf::{ByteSource, GgufFile, TensorInfo, TensorToWrite, Value, write_gguf};
+use crate::quant::{dequantize, quantize, GgmlType, QuantError, QK_K};
+
+/// The schemes `hearth quantize` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Q8_0,
+    Q4_0,
+    /// Q4_K, with Q6_K for the output head and for half of the attn_v and ffn_down tensors.
+    Q4KM,
+}
+
+impl Scheme {
+    /// llama.cpp's `general.file_type` value for the scheme.
+    fn file_type(self) -> u32 {
+        match self {
+            Scheme::Q8_0 => 7,
+            Scheme::Q4_0 => 2,
+            Scheme::Q4KM => 15,
+        }
+    }
+
+    fn base_type(self) -> GgmlType {
+        match self {
+            Scheme::Q8_0 => GgmlType::Q8_0,
+            Scheme::Q4_0 => GgmlType::Q4_0,
+            Scheme::Q4KM => GgmlType::Q4_K,
+        }
+    }
+}
+
+/// llama.cpp's rule for which layers get more bits: the first and last eighth, and every third
+/// layer between.
+fn use_more_bits(layer: usize, n_layer: usize) -> bool {
+    layer < n_layer / 8 || layer >= 7 * n_layer / 8 || (layer - n_layer / 8) % 3 == 2
+}
+
+/// The layer index of a `blk.N.` tensor.
+fn layer_of(name: &str) -> Option<usize> {
+    name.strip_prefix("blk.")?.split('.').next()?.parse().ok()
+}
+
+/// The type a tensor gets under `scheme` in a model of `n_layer` layers.
+pub fn target_type(t: &TensorInfo, scheme: Scheme, n_layer: usize, has_output: bool) -> GgmlType {
+    // Norms, biases and rope factors stay exact.
+    if t.dims.len() < 2 || !t.name.ends_with(".weight") {
+        return GgmlType::F32;
+    }
+    let row = t.dims[0] as usize;
+    let is_head = t.name == names::OUTPUT || (!has_output && t.name == names::TOKEN_EMBD);
+    let more_bits = || layer_of(&t.name).is_some_and(|l| use_more_bits(l, n_layer));
+    let ty = if is_head {
+        if row % QK_K != 0 || scheme == Scheme::Q8_0 {
+            GgmlType::Q8_0
+        } else {
+            GgmlType::Q6_K
+        }
+    } else if scheme == Scheme::Q4KM
+        && (t.name.contains("attn_v.weight") || t.name.contains("ffn_down.weight"))
+        && more_bits()
+    {
+        GgmlType::Q6_K
+    } else {
+        scheme.base_type()
+    };
+    // Rows that are not whole super-blocks take llama.cpp's fallbacks.
+    let ty = match ty {
+        GgmlType::Q4_K if row % QK_K != 0 => GgmlType::Q5_0,
+        GgmlType::Q6_K if row % QK_K != 0 => GgmlType::Q8_0,
+        other => other,
+    };
+    if row % ty.block_size() == 0 {
+        ty
+    } else {
+        GgmlType::F16
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequantizeError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("tensor {name:?}: {source}")]
+    Quant { name: String, source: QuantError },
+    #[error("the file names no general.architecture / block_count")]
+    NotAModel,
+}
+
+/// Writes `file` re-quantized under `scheme` to `out`, one tensor at a time;
+/// `progress(done, total)` counts tensors.
+pub fn requantize<S: ByteSource>(
+    file: &GgufFile<S>,
+    scheme: Scheme,
+    out: impl std::io::Write,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(), RequantizeError> {
+    let h = &file.header;
+    let arch = h.architecture().ok_or(RequantizeError::NotAModel)?;
+    let n_layer = h.get_u64(&format!("{arch}.block_count")).ok_or(RequantizeError::NotAModel)? as usize;
+    let has_output = h.tensor(names::OUTPUT).is_some();
+
+    let mut metadata: Vec<(String, Value)> = h
+        .metadata()
+        .iter()
+        .filter(|(k, _)| k != "general.file_type" && k != "general.quantization_version")
+        .cloned()
+        .collect();
+    metadata.push(("general.file_type".into(), Value::U32(scheme.file_type())));
+    metadata.push(("general.quantization_version".into(), Value::U32(2)));
+
+    let plan: Vec<TensorToWrite> = h
+        .tensors()
+        .iter()
+        .map(|t| TensorToWrite {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            ty: target_type(t, scheme, n_layer, has_output),
+        })
+        .collect();
+    let total = plan.len();
+    write_gguf(out, &metadata, &plan, |i| {
+        let (src, dst) = (&h.tensors()[i], &plan[i]);
+        let err = |source| RequantizeError::Quant { name: src.name.clone(), source };
+        let bytes = file.tensor_bytes(src)?;
+        let out = if src.ty == dst.ty {
+            bytes.into_owned()
+        } else {
+            let mut values = vec![0.0; src.n_elements() as usize];
+            dequantize(src.ty, &bytes, &mut values).map_err(err)?;
+            quantize(dst.ty, &values).map_err(err)?
+        };
+        progress(i + 1, total);
+        Ok(out)
+    })
+}
