@@ -130,11 +130,17 @@ impl ModelSpec {
         if arch.requires_qkv_bias() && !has_qkv_bias {
             return Err(ModelError::MissingTensor(names::layer(0, "attn_q.bias")));
         }
+        // Each layer has at least nine tensors: a layer count the file cannot back is refused
+        // before anything is sized by it.
+        let n_layer = k.required("block_count")?;
+        if n_layer > gguf.tensors().len() / 9 {
+            return Err(bad(format!("{n_layer} layers, but the file holds {} tensors", gguf.tensors().len())));
+        }
         Ok(ModelSpec {
             arch,
             n_vocab,
             n_embd,
-            n_layer: k.required("block_count")?,
+            n_layer,
             n_ff: k.required("feed_forward_length")?,
             n_head,
             n_head_kv,
@@ -230,7 +236,7 @@ impl ModelSpec {
                 None => counts.push((t.ty, 1)),
             }
         }
-        counts.sort_by(|a, b| b.1.cmp(&a.1));
+        counts.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
         counts
     }
 }
