@@ -1,0 +1,104 @@
+//! Every committed model fixture against its PyTorch reference: last-position logits within
+//! 1e-4 of the logit range, equal top-1, and 32 greedy tokens equal to PyTorch's wherever the
+//! reference's top-2 gap is wider than that tolerance.
+
+mod common;
+
+use hearth_core::gguf::GgufFile;
+use hearth_core::model::CpuModel;
+
+/// Allowed difference, as a fraction of the reference logits' range.
+const TOLERANCE: f32 = 1e-4;
+
+fn argmax(x: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+#[test]
+fn every_fixture_matches_pytorch() {
+    let fixtures = common::model_fixtures();
+    assert!(fixtures.len() >= 12, "expected the full fixture set, found {}", fixtures.len());
+    let mut failures = Vec::new();
+    for f in &fixtures {
+        let label = format!("{}.{}", f.name, f.ty);
+        let file = GgufFile::open(common::gunzip(&f.gguf)).unwrap();
+        let model = CpuModel::load(&file, &mut |_, _| {}).unwrap_or_else(|e| panic!("{label}: {e}"));
+        let reference: serde_json::Value = serde_json::from_slice(&common::gunzip(&f.reference)).unwrap();
+        for (s, seq) in reference["sequences"].as_array().unwrap().iter().enumerate() {
+            let tokens = ids(&seq["tokens"]);
+            let want = floats(&seq["last_logits"]);
+            let mut cache = model.new_cache(tokens.len() + 32);
+            let got = model.forward(&mut cache, &tokens).unwrap();
+            assert_eq!(got.len(), want.len(), "{label}: vocabulary size");
+
+            let range = want.iter().fold(f32::MIN, |a, &b| a.max(b)) - want.iter().fold(f32::MAX, |a, &b| a.min(b));
+            let tol = TOLERANCE * range;
+            let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            eprintln!("{label} seq {s}: max diff {worst:.3e} (tolerance {tol:.3e})");
+            if worst > tol {
+                failures.push(format!("{label} seq {s}: max |diff| {worst} > {tol}"));
+            }
+            if argmax(&got) != argmax(&want) {
+                failures.push(format!("{label} seq {s}: top-1 {} != {}", argmax(&got), argmax(&want)));
+            }
+
+            // Greedy continuation, compared until the first token the reference calls a near-tie.
+            let greedy = ids(&seq["greedy"]);
+            let gaps = floats(&seq["greedy_gaps"]);
+            let mut logits = got;
+            for (step, (&want_id, &gap)) in greedy.iter().zip(&gaps).enumerate() {
+                let id = argmax(&logits) as u32;
+                if id != want_id {
+                    if gap > tol {
+                        failures.push(format!("{label} seq {s}: greedy step {step}: {id} != {want_id} (gap {gap})"));
+                    }
+                    break;
+                }
+                logits = model.forward(&mut cache, &[id]).unwrap();
+            }
+        }
+        eprintln!("{label}: ok");
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A prompt run at once and the same prompt run a token at a time give the same logits at
+/// every position.
+#[test]
+fn prompt_and_decode_paths_agree() {
+    for f in common::model_fixtures().iter().filter(|f| f.ty == "f32") {
+        let file = GgufFile::open(common::gunzip(&f.gguf)).unwrap();
+        let model = CpuModel::load(&file, &mut |_, _| {}).unwrap();
+        let tokens = [1u32, 17, 300, 42, 7, 99];
+        let mut cache = model.new_cache(16);
+        let all = model.forward_all(&mut cache, &tokens).unwrap();
+        let mut cache = model.new_cache(16);
+        let n_vocab = model.spec.n_vocab;
+        for (t, &id) in tokens.iter().enumerate() {
+            let step = model.forward(&mut cache, &[id]).unwrap();
+            let batch = &all[t * n_vocab..(t + 1) * n_vocab];
+            let worst = step.iter().zip(batch).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            assert!(worst < 1e-4, "{}: position {t} differs by {worst}", f.name);
+        }
+        // A truncated cache continues exactly as a fresh one.
+        cache.truncate(3, &model.spec);
+        let again = model.forward(&mut cache, &tokens[3..]).unwrap();
+        let fresh = &all[(tokens.len() - 1) * n_vocab..];
+        let worst = again.iter().zip(fresh).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(worst < 1e-4, "{}: after truncate differs by {worst}", f.name);
+    }
+}
