@@ -17,7 +17,8 @@ pub enum Backend {
 
 /// Maps a GGUF file and reads its header.
 pub fn open(path: &Path) -> anyhow::Result<GgufFile<MappedFile>> {
-    let source = MappedFile::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let source =
+        MappedFile::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     GgufFile::open(source).with_context(|| format!("cannot read {}", path.display()))
 }
 
@@ -50,6 +51,10 @@ pub fn model(path: &Path, backend: Backend) -> anyhow::Result<CpuModel> {
 /// Parses "1,2,3" into token ids.
 pub fn parse_tokens(s: &str) -> anyhow::Result<Vec<u32>> {
     s.split(',')
-        .map(|t| t.trim().parse().with_context(|| format!("{t:?} is not a token id")))
+        .map(|t| {
+            t.trim()
+                .parse()
+                .with_context(|| format!("{t:?} is not a token id"))
+        })
         .collect()
 }

@@ -18,21 +18,44 @@ fn sample_file() -> Vec<u8> {
         ("llama.attention.head_count".into(), Value::U32(4)),
         ("llama.attention.head_count_kv".into(), Value::U16(2)),
         ("llama.context_length".into(), Value::I32(64)),
-        ("llama.attention.layer_norm_rms_epsilon".into(), Value::F32(1e-5)),
+        (
+            "llama.attention.layer_norm_rms_epsilon".into(),
+            Value::F32(1e-5),
+        ),
         ("llama.rope.freq_base".into(), Value::F64(10000.0)),
         ("t.u8".into(), Value::U8(1)),
         ("t.i8".into(), Value::I8(-1)),
         ("t.i16".into(), Value::I16(-2)),
         ("t.i64".into(), Value::I64(-3)),
         ("t.bool".into(), Value::Bool(true)),
-        ("t.strings".into(), Value::Array(Array::String(vec!["a".into(), "bé".into()]))),
-        ("t.nested".into(), Value::Array(Array::Array(vec![Array::I32(vec![1, 2]), Array::F32(vec![0.5])]))),
-        ("t.bools".into(), Value::Array(Array::Bool(vec![true, false]))),
+        (
+            "t.strings".into(),
+            Value::Array(Array::String(vec!["a".into(), "bé".into()])),
+        ),
+        (
+            "t.nested".into(),
+            Value::Array(Array::Array(vec![
+                Array::I32(vec![1, 2]),
+                Array::F32(vec![0.5]),
+            ])),
+        ),
+        (
+            "t.bools".into(),
+            Value::Array(Array::Bool(vec![true, false])),
+        ),
     ];
     meta.push(("general.alignment".into(), Value::U32(64)));
     let mut tensors = vec![
-        TensorToWrite { name: "token_embd.weight".into(), dims: vec![e, v], ty: GgmlType::Q8_0 },
-        TensorToWrite { name: "output_norm.weight".into(), dims: vec![e], ty: GgmlType::F32 },
+        TensorToWrite {
+            name: "token_embd.weight".into(),
+            dims: vec![e, v],
+            ty: GgmlType::Q8_0,
+        },
+        TensorToWrite {
+            name: "output_norm.weight".into(),
+            dims: vec![e],
+            ty: GgmlType::F32,
+        },
     ];
     for (name, dims, ty) in [
         ("attn_norm.weight", vec![e], GgmlType::F32),
@@ -45,7 +68,11 @@ fn sample_file() -> Vec<u8> {
         ("ffn_up.weight", vec![e, ff], GgmlType::Q4_1),
         ("ffn_down.weight", vec![ff, e], GgmlType::Q5_1),
     ] {
-        tensors.push(TensorToWrite { name: format!("blk.0.{name}"), dims, ty });
+        tensors.push(TensorToWrite {
+            name: format!("blk.0.{name}"),
+            dims,
+            ty,
+        });
     }
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let mut out = Vec::new();
@@ -66,7 +93,11 @@ fn sample_file() -> Vec<u8> {
             }
         } else {
             // Q4_1 and Q5_1 follow the scale with an f16 minimum.
-            let scales = if matches!(t.ty, GgmlType::Q4_1 | GgmlType::Q5_1) { 2 } else { 1 };
+            let scales = if matches!(t.ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
+                2
+            } else {
+                1
+            };
             for c in bytes.chunks_exact_mut(block) {
                 for s in c[..2 * scales].chunks_exact_mut(2) {
                     s.copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
@@ -92,7 +123,10 @@ fn sample_file_reads_back_and_runs() {
     assert_eq!(g.get("t.i64"), Some(&Value::I64(-3)));
     assert_eq!(
         g.get_array("t.nested"),
-        Some(&Array::Array(vec![Array::I32(vec![1, 2]), Array::F32(vec![0.5])]))
+        Some(&Array::Array(vec![
+            Array::I32(vec![1, 2]),
+            Array::F32(vec![0.5])
+        ]))
     );
     for t in g.tensors() {
         assert_eq!(t.offset % 64, 0, "{} is aligned", t.name);
@@ -130,7 +164,11 @@ fn random_byte_flips_never_panic() {
         let mut m = bytes.clone();
         for _ in 0..rng.random_range(1..=4) {
             // Flips land in the header most of the time, where the structure is.
-            let span = if rng.random_bool(0.8) { 700.min(m.len()) } else { m.len() };
+            let span = if rng.random_bool(0.8) {
+                700.min(m.len())
+            } else {
+                m.len()
+            };
             let at = rng.random_range(0..span);
             m[at] = match rng.random_range(0..3) {
                 0 => rng.random(),
@@ -151,7 +189,10 @@ fn random_byte_flips_never_panic() {
         }
     }
     // The mutations must reach deep enough to leave some files valid.
-    assert!(parsed > 100 && loaded > 10, "parsed {parsed}, loaded {loaded}");
+    assert!(
+        parsed > 100 && loaded > 10,
+        "parsed {parsed}, loaded {loaded}"
+    );
 }
 
 /// Builds header bytes by hand for targeted cases.
@@ -197,9 +238,18 @@ fn targeted_malformations_give_clear_errors() {
     assert!(matches!(err(b"GGML\x03\0\0\0"), GgufError::BadMagic(_)));
     assert_eq!(err(&Raw::new(1, 0, 0).0), GgufError::UnsupportedVersion(1));
     // A big-endian file reads as version 0x03000000.
-    assert_eq!(err(&Raw::new(3u32.swap_bytes(), 0, 0).0), GgufError::UnsupportedVersion(50331648));
-    assert!(matches!(err(&Raw::new(3, 0, u64::MAX).0), GgufError::CountTooLarge { .. }));
-    assert!(matches!(err(&Raw::new(3, u64::MAX, 0).0), GgufError::CountTooLarge { .. }));
+    assert_eq!(
+        err(&Raw::new(3u32.swap_bytes(), 0, 0).0),
+        GgufError::UnsupportedVersion(50331648)
+    );
+    assert!(matches!(
+        err(&Raw::new(3, 0, u64::MAX).0),
+        GgufError::CountTooLarge { .. }
+    ));
+    assert!(matches!(
+        err(&Raw::new(3, u64::MAX, 0).0),
+        GgufError::CountTooLarge { .. }
+    ));
     // A string longer than the file.
     let mut r = Raw::new(3, 0, 1);
     r.u64(1 << 60);
@@ -217,7 +267,10 @@ fn targeted_malformations_give_clear_errors() {
     assert!(matches!(err(&r.0), GgufError::ArrayTooDeep { .. }));
     let mut r = Raw::new(3, 0, 1);
     r.str("k").u32(13).u32(0);
-    assert!(matches!(err(&r.0), GgufError::UnknownValueType { tag: 13, .. }));
+    assert!(matches!(
+        err(&r.0),
+        GgufError::UnknownValueType { tag: 13, .. }
+    ));
     let mut r = Raw::new(3, 0, 1);
     r.str("k").u32(8).str("ok");
     r.0.pop();
@@ -236,23 +289,59 @@ fn targeted_malformations_give_clear_errors() {
         parse(&r.data(data))
     };
     assert!(one(&[8, 2], 0, 0, 64).is_ok());
-    assert_eq!(one(&[8], 200, 0, 64).unwrap_err(), GgufError::UnknownTensorType { name: "t".into(), id: 200 });
-    assert!(matches!(one(&[8, 2], 0, 0, 63).unwrap_err(), GgufError::TensorOutOfBounds { .. }));
-    assert!(matches!(one(&[8], 0, 32, 40).unwrap_err(), GgufError::TensorOutOfBounds { .. }));
-    assert!(matches!(one(&[8], 0, 7, 64).unwrap_err(), GgufError::BadTensor { .. }));
-    assert!(matches!(one(&[1 << 40, 1 << 40], 0, 0, 64).unwrap_err(), GgufError::BadTensor { .. }));
-    assert!(matches!(one(&[u64::MAX, 2], 0, 0, 64).unwrap_err(), GgufError::BadTensor { .. }));
-    assert!(matches!(one(&[8, 1, 1, 1, 1], 0, 0, 64).unwrap_err(), GgufError::BadTensor { .. }));
-    assert!(matches!(one(&[], 0, 0, 64).unwrap_err(), GgufError::BadTensor { .. }));
+    assert_eq!(
+        one(&[8], 200, 0, 64).unwrap_err(),
+        GgufError::UnknownTensorType {
+            name: "t".into(),
+            id: 200
+        }
+    );
+    assert!(matches!(
+        one(&[8, 2], 0, 0, 63).unwrap_err(),
+        GgufError::TensorOutOfBounds { .. }
+    ));
+    assert!(matches!(
+        one(&[8], 0, 32, 40).unwrap_err(),
+        GgufError::TensorOutOfBounds { .. }
+    ));
+    assert!(matches!(
+        one(&[8], 0, 7, 64).unwrap_err(),
+        GgufError::BadTensor { .. }
+    ));
+    assert!(matches!(
+        one(&[1 << 40, 1 << 40], 0, 0, 64).unwrap_err(),
+        GgufError::BadTensor { .. }
+    ));
+    assert!(matches!(
+        one(&[u64::MAX, 2], 0, 0, 64).unwrap_err(),
+        GgufError::BadTensor { .. }
+    ));
+    assert!(matches!(
+        one(&[8, 1, 1, 1, 1], 0, 0, 64).unwrap_err(),
+        GgufError::BadTensor { .. }
+    ));
+    assert!(matches!(
+        one(&[], 0, 0, 64).unwrap_err(),
+        GgufError::BadTensor { .. }
+    ));
     // Q4_0 rows must be whole blocks of 32.
-    assert!(matches!(one(&[16], 2, 0, 64).unwrap_err(), GgufError::BadTensor { .. }));
+    assert!(matches!(
+        one(&[16], 2, 0, 64).unwrap_err(),
+        GgufError::BadTensor { .. }
+    ));
 
     let mut r = Raw::new(3, 2, 0);
     r.tensor("a", &[16], 0, 0).tensor("b", &[16], 0, 32);
-    assert!(matches!(parse(&r.data(96)).unwrap_err(), GgufError::OverlappingTensors(..)));
+    assert!(matches!(
+        parse(&r.data(96)).unwrap_err(),
+        GgufError::OverlappingTensors(..)
+    ));
     let mut r = Raw::new(3, 2, 0);
     r.tensor("a", &[8], 0, 0).tensor("a", &[8], 0, 32);
-    assert_eq!(parse(&r.data(64)).unwrap_err(), GgufError::DuplicateTensor("a".into()));
+    assert_eq!(
+        parse(&r.data(64)).unwrap_err(),
+        GgufError::DuplicateTensor("a".into())
+    );
 }
 
 #[test]
@@ -277,22 +366,45 @@ fn models_that_do_not_fit_their_spec_are_refused_by_name() {
         let tensors: Vec<TensorToWrite> = g
             .tensors()
             .iter()
-            .map(|t| TensorToWrite { name: t.name.clone(), dims: t.dims.clone(), ty: t.ty })
+            .map(|t| TensorToWrite {
+                name: t.name.clone(),
+                dims: t.dims.clone(),
+                ty: t.ty,
+            })
             .collect();
         let mut out = Vec::new();
         write_gguf::<std::io::Error>(&mut out, &meta, &tensors, |i| {
-            Ok(bytes[g.tensors()[i].range().start as usize..g.tensors()[i].range().end as usize].to_vec())
+            Ok(
+                bytes[g.tensors()[i].range().start as usize..g.tensors()[i].range().end as usize]
+                    .to_vec(),
+            )
         })
         .unwrap();
-        ModelSpec::from_gguf(&parse(&out).unwrap()).and_then(|s| s.check_tensors(&parse(&out).unwrap()))
+        ModelSpec::from_gguf(&parse(&out).unwrap())
+            .and_then(|s| s.check_tensors(&parse(&out).unwrap()))
     };
     assert!(matches!(
         with("general.architecture", Value::String("mamba".into())),
         Err(ModelError::UnsupportedArchitecture(a)) if a == "mamba"
     ));
-    assert!(matches!(with("llama.attention.head_count_kv", Value::U32(3)), Err(ModelError::BadHyperParameter(_))));
-    assert!(matches!(with("llama.embedding_length", Value::U32(0)), Err(ModelError::BadHyperParameter(_))));
-    assert!(matches!(with("llama.feed_forward_length", Value::U32(65)), Err(ModelError::BadShape { .. })));
-    assert!(matches!(with("llama.block_count", Value::U32(2)), Err(ModelError::BadHyperParameter(_))));
-    assert!(matches!(with("llama.block_count", Value::U32(1 << 23)), Err(ModelError::BadHyperParameter(_))));
+    assert!(matches!(
+        with("llama.attention.head_count_kv", Value::U32(3)),
+        Err(ModelError::BadHyperParameter(_))
+    ));
+    assert!(matches!(
+        with("llama.embedding_length", Value::U32(0)),
+        Err(ModelError::BadHyperParameter(_))
+    ));
+    assert!(matches!(
+        with("llama.feed_forward_length", Value::U32(65)),
+        Err(ModelError::BadShape { .. })
+    ));
+    assert!(matches!(
+        with("llama.block_count", Value::U32(2)),
+        Err(ModelError::BadHyperParameter(_))
+    ));
+    assert!(matches!(
+        with("llama.block_count", Value::U32(1 << 23)),
+        Err(ModelError::BadHyperParameter(_))
+    ));
 }

@@ -21,39 +21,67 @@ fn argmax(x: &[f32]) -> usize {
 }
 
 fn floats(v: &serde_json::Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
 }
 
 fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 #[test]
 fn every_fixture_matches_pytorch() {
     let fixtures = common::model_fixtures();
-    assert!(fixtures.len() >= 12, "expected the full fixture set, found {}", fixtures.len());
+    assert!(
+        fixtures.len() >= 12,
+        "expected the full fixture set, found {}",
+        fixtures.len()
+    );
     let mut failures = Vec::new();
     for f in &fixtures {
         let label = format!("{}.{}", f.name, f.ty);
         let file = GgufFile::open(common::gunzip(&f.gguf)).unwrap();
-        let model = CpuModel::load(&file, &mut |_, _| {}).unwrap_or_else(|e| panic!("{label}: {e}"));
-        let reference: serde_json::Value = serde_json::from_slice(&common::gunzip(&f.reference)).unwrap();
-        for (s, seq) in reference["sequences"].as_array().unwrap().iter().enumerate() {
+        let model =
+            CpuModel::load(&file, &mut |_, _| {}).unwrap_or_else(|e| panic!("{label}: {e}"));
+        let reference: serde_json::Value =
+            serde_json::from_slice(&common::gunzip(&f.reference)).unwrap();
+        for (s, seq) in reference["sequences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+        {
             let tokens = ids(&seq["tokens"]);
             let want = floats(&seq["last_logits"]);
             let mut cache = model.new_cache(tokens.len() + 32);
             let got = model.forward(&mut cache, &tokens).unwrap();
             assert_eq!(got.len(), want.len(), "{label}: vocabulary size");
 
-            let range = want.iter().fold(f32::MIN, |a, &b| a.max(b)) - want.iter().fold(f32::MAX, |a, &b| a.min(b));
+            let range = want.iter().fold(f32::MIN, |a, &b| a.max(b))
+                - want.iter().fold(f32::MAX, |a, &b| a.min(b));
             let tol = TOLERANCE * range;
-            let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
             eprintln!("{label} seq {s}: max diff {worst:.3e} (tolerance {tol:.3e})");
             if worst > tol {
                 failures.push(format!("{label} seq {s}: max |diff| {worst} > {tol}"));
             }
             if argmax(&got) != argmax(&want) {
-                failures.push(format!("{label} seq {s}: top-1 {} != {}", argmax(&got), argmax(&want)));
+                failures.push(format!(
+                    "{label} seq {s}: top-1 {} != {}",
+                    argmax(&got),
+                    argmax(&want)
+                ));
             }
 
             // Greedy continuation, compared until the first token the reference calls a near-tie.
@@ -64,7 +92,9 @@ fn every_fixture_matches_pytorch() {
                 let id = argmax(&logits) as u32;
                 if id != want_id {
                     if gap > tol {
-                        failures.push(format!("{label} seq {s}: greedy step {step}: {id} != {want_id} (gap {gap})"));
+                        failures.push(format!(
+                            "{label} seq {s}: greedy step {step}: {id} != {want_id} (gap {gap})"
+                        ));
                     }
                     break;
                 }
@@ -91,14 +121,26 @@ fn prompt_and_decode_paths_agree() {
         for (t, &id) in tokens.iter().enumerate() {
             let step = model.forward(&mut cache, &[id]).unwrap();
             let batch = &all[t * n_vocab..(t + 1) * n_vocab];
-            let worst = step.iter().zip(batch).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            let worst = step
+                .iter()
+                .zip(batch)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
             assert!(worst < 1e-4, "{}: position {t} differs by {worst}", f.name);
         }
         // A truncated cache continues exactly as a fresh one.
         cache.truncate(3, &model.spec);
         let again = model.forward(&mut cache, &tokens[3..]).unwrap();
         let fresh = &all[(tokens.len() - 1) * n_vocab..];
-        let worst = again.iter().zip(fresh).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-        assert!(worst < 1e-4, "{}: after truncate differs by {worst}", f.name);
+        let worst = again
+            .iter()
+            .zip(fresh)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            worst < 1e-4,
+            "{}: after truncate differs by {worst}",
+            f.name
+        );
     }
 }

@@ -14,7 +14,12 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let file = crate::load::open(&args.model)?;
     let h = &file.header;
-    println!("file:          {} (GGUF v{}, {} bytes)", args.model.display(), h.version, h.file_len);
+    println!(
+        "file:          {} (GGUF v{}, {} bytes)",
+        args.model.display(),
+        h.version,
+        h.file_len
+    );
     if let Some(name) = h.get_str("general.name") {
         println!("name:          {name}");
     }
@@ -34,9 +39,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 s.rope_style,
                 s.rope_base,
                 s.rope_dim,
-                if s.has_rope_freqs { ", per-frequency factors (Llama 3 scaling)" } else { "" }
+                if s.has_rope_freqs {
+                    ", per-frequency factors (Llama 3 scaling)"
+                } else {
+                    ""
+                }
             );
-            println!("output head:   {}", if s.tied_output { "tied to the token embedding" } else { "separate" });
+            println!(
+                "output head:   {}",
+                if s.tied_output {
+                    "tied to the token embedding"
+                } else {
+                    "separate"
+                }
+            );
             if let Err(e) = s.check_tensors(h) {
                 println!("cannot run:    {e}");
             }
@@ -45,13 +61,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let params: u64 = h.tensors().iter().map(|t| t.n_elements()).sum();
     let bytes: u64 = h.tensors().iter().map(|t| t.n_bytes).sum();
-    println!("parameters:    {params} in {} tensors, {bytes} bytes", h.tensors().len());
-    let types: Vec<String> =
-        ModelSpec::type_counts(h).iter().map(|(ty, n)| format!("{ty} x{n}")).collect();
+    println!(
+        "parameters:    {params} in {} tensors, {bytes} bytes",
+        h.tensors().len()
+    );
+    let types: Vec<String> = ModelSpec::type_counts(h)
+        .iter()
+        .map(|(ty, n)| format!("{ty} x{n}"))
+        .collect();
     println!("tensor types:  {}", types.join(", "));
     let tokenizer = h.get_str("tokenizer.ggml.model").unwrap_or("(none)");
     let vocab = h.get_array("tokenizer.ggml.tokens").map_or(0, |a| a.len());
-    let pre = h.get_str("tokenizer.ggml.pre").map(|p| format!(", pre-tokenizer {p}")).unwrap_or_default();
+    let pre = h
+        .get_str("tokenizer.ggml.pre")
+        .map(|p| format!(", pre-tokenizer {p}"))
+        .unwrap_or_default();
     println!("tokenizer:     {tokenizer} ({vocab} tokens{pre})");
     match h.get_str("tokenizer.chat_template") {
         Some(t) => println!("chat template:\n{t}"),
@@ -64,7 +88,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         println!("\ntensors:");
         for t in h.tensors() {
-            println!("  {:<32} {:<6} {:?} @ {}", t.name, t.ty.name(), t.dims, t.offset);
+            println!(
+                "  {:<32} {:<6} {:?} @ {}",
+                t.name,
+                t.ty.name(),
+                t.dims,
+                t.offset
+            );
         }
     }
     Ok(())

@@ -20,8 +20,15 @@ pub struct Args {
 /// The `k` highest logits, highest first, ties broken by the lower id.
 pub fn top_k(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
     let mut ids: Vec<u32> = (0..logits.len() as u32).collect();
-    ids.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]).then(a.cmp(&b)));
-    ids.into_iter().take(k).map(|i| (i, logits[i as usize])).collect()
+    ids.sort_by(|&a, &b| {
+        logits[b as usize]
+            .total_cmp(&logits[a as usize])
+            .then(a.cmp(&b))
+    });
+    ids.into_iter()
+        .take(k)
+        .map(|i| (i, logits[i as usize]))
+        .collect()
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {

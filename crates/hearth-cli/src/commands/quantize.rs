@@ -38,7 +38,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let tmp = args.output.with_extension("gguf.tmp");
     let out = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let bar = ProgressBar::new(file.header.tensors().len() as u64).with_message("quantizing");
-    let result = requantize(&file, scheme, BufWriter::new(out), &mut |done, _| bar.set_position(done as u64));
+    let result = requantize(&file, scheme, BufWriter::new(out), &mut |done, _| {
+        bar.set_position(done as u64)
+    });
     bar.finish_and_clear();
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);

@@ -35,7 +35,11 @@ pub enum GgufError {
     #[error("the file is truncated: it ends at byte {at} inside the {what}")]
     Truncated { at: u64, what: &'static str },
     #[error("{what} {count} at byte {at} is larger than the rest of the file could hold")]
-    CountTooLarge { what: &'static str, count: u64, at: u64 },
+    CountTooLarge {
+        what: &'static str,
+        count: u64,
+        at: u64,
+    },
     #[error("{what} at byte {at} is not valid UTF-8")]
     InvalidUtf8 { at: u64, what: &'static str },
     #[error("unknown metadata value type {tag} at byte {at}")]
@@ -53,7 +57,12 @@ pub enum GgufError {
     #[error("tensor {name:?} is malformed: {reason}")]
     BadTensor { name: String, reason: String },
     #[error("tensor {name:?} ({n_bytes} bytes at data offset {offset}) lies past the end of the {data_len} bytes of tensor data")]
-    TensorOutOfBounds { name: String, offset: u64, n_bytes: u64, data_len: u64 },
+    TensorOutOfBounds {
+        name: String,
+        offset: u64,
+        n_bytes: u64,
+        data_len: u64,
+    },
     #[error("tensors {0:?} and {1:?} overlap")]
     OverlappingTensors(String, String),
     #[error("tensor {0:?} appears twice")]
@@ -120,7 +129,16 @@ impl Gguf {
                 return Err(GgufError::DuplicateTensor(t.name.clone()));
             }
         }
-        Ok(Gguf { version, metadata, keys, tensors, tensor_names, alignment, data_offset, file_len })
+        Ok(Gguf {
+            version,
+            metadata,
+            keys,
+            tensors,
+            tensor_names,
+            alignment,
+            data_offset,
+            file_len,
+        })
     }
 
     /// Metadata in file order.

@@ -25,9 +25,14 @@ impl<'a> Reader<'a> {
     /// goes on, otherwise the file itself is truncated.
     fn end(&self, what: &'static str) -> GgufError {
         if (self.bytes.len() as u64) < self.file_len {
-            GgufError::NeedMore { have: self.bytes.len() as u64 }
+            GgufError::NeedMore {
+                have: self.bytes.len() as u64,
+            }
         } else {
-            GgufError::Truncated { at: self.pos as u64, what }
+            GgufError::Truncated {
+                at: self.pos as u64,
+                what,
+            }
         }
     }
 
@@ -59,14 +64,27 @@ impl<'a> Reader<'a> {
 
     /// Checks that `count` items of at least `min_size` bytes each could fit in the rest of the
     /// file, so that a count is never trusted further than the file could back it.
-    fn check_count(&self, count: u64, min_size: u64, what: &'static str) -> Result<usize, GgufError> {
+    fn check_count(
+        &self,
+        count: u64,
+        min_size: u64,
+        what: &'static str,
+    ) -> Result<usize, GgufError> {
         let fits = count
             .checked_mul(min_size)
             .is_some_and(|need| need <= self.remaining_in_file());
         if !fits {
-            return Err(GgufError::CountTooLarge { what, count, at: self.pos as u64 });
+            return Err(GgufError::CountTooLarge {
+                what,
+                count,
+                at: self.pos as u64,
+            });
         }
-        usize::try_from(count).map_err(|_| GgufError::CountTooLarge { what, count, at: self.pos as u64 })
+        usize::try_from(count).map_err(|_| GgufError::CountTooLarge {
+            what,
+            count,
+            at: self.pos as u64,
+        })
     }
 
     fn string(&mut self, what: &'static str) -> Result<String, GgufError> {
@@ -93,7 +111,10 @@ impl<'a> Reader<'a> {
             tag::STRING => Value::String(self.string("string value")?),
             tag::ARRAY => Value::Array(self.array_value(depth)?),
             other => {
-                return Err(GgufError::UnknownValueType { tag: other, at: self.pos as u64 - 4 })
+                return Err(GgufError::UnknownValueType {
+                    tag: other,
+                    at: self.pos as u64 - 4,
+                })
             }
         })
     }
@@ -122,7 +143,9 @@ impl<'a> Reader<'a> {
 
     fn array_value(&mut self, depth: usize) -> Result<Array, GgufError> {
         if depth >= MAX_ARRAY_DEPTH {
-            return Err(GgufError::ArrayTooDeep { at: self.pos as u64 });
+            return Err(GgufError::ArrayTooDeep {
+                at: self.pos as u64,
+            });
         }
         let elem = self.u32("array element type")?;
         let count = self.u64("array length")?;
@@ -133,7 +156,10 @@ impl<'a> Reader<'a> {
             tag::U64 | tag::I64 | tag::F64 | tag::STRING => 8,
             tag::ARRAY => 12,
             other => {
-                return Err(GgufError::UnknownValueType { tag: other, at: self.pos as u64 - 12 })
+                return Err(GgufError::UnknownValueType {
+                    tag: other,
+                    at: self.pos as u64 - 12,
+                })
             }
         };
         let n = self.check_count(count, min_size, "array length")?;
@@ -149,10 +175,16 @@ impl<'a> Reader<'a> {
             tag::F32 => Array::F32(self.items(n, f32::from_le_bytes)?),
             tag::F64 => Array::F64(self.items(n, f64::from_le_bytes)?),
             tag::BOOL => Array::Bool((0..n).map(|_| self.bool()).collect::<Result<_, _>>()?),
-            tag::STRING => {
-                Array::String((0..n).map(|_| self.string("string in array")).collect::<Result<_, _>>()?)
-            }
-            _ => Array::Array((0..n).map(|_| self.array_value(depth + 1)).collect::<Result<_, _>>()?),
+            tag::STRING => Array::String(
+                (0..n)
+                    .map(|_| self.string("string in array"))
+                    .collect::<Result<_, _>>()?,
+            ),
+            _ => Array::Array(
+                (0..n)
+                    .map(|_| self.array_value(depth + 1))
+                    .collect::<Result<_, _>>()?,
+            ),
         })
     }
 }
@@ -162,7 +194,11 @@ impl<'a> Reader<'a> {
 /// When `bytes` is a strict prefix that ends inside the header, the error is
 /// [`GgufError::NeedMore`]: read more of the file and call again.
 pub(super) fn parse(bytes: &[u8], file_len: u64) -> Result<Gguf, GgufError> {
-    let mut r = Reader { bytes, pos: 0, file_len };
+    let mut r = Reader {
+        bytes,
+        pos: 0,
+        file_len,
+    };
     let magic = r.array::<4>("magic")?;
     if &magic != b"GGUF" {
         return Err(GgufError::BadMagic(magic));
@@ -205,7 +241,15 @@ pub(super) fn parse(bytes: &[u8], file_len: u64) -> Result<Gguf, GgufError> {
 
     let data_offset = (r.pos as u64).next_multiple_of(alignment);
     let tensors = place_tensors(raw, data_offset, file_len, alignment)?;
-    Gguf::new(version, metadata, keys, tensors, alignment, data_offset, file_len)
+    Gguf::new(
+        version,
+        metadata,
+        keys,
+        tensors,
+        alignment,
+        data_offset,
+        file_len,
+    )
 }
 
 /// A tensor info as read, before its place in the file is checked.
@@ -220,16 +264,26 @@ fn read_tensor_info(r: &mut Reader) -> Result<RawTensor, GgufError> {
     let name = r.string("tensor name")?;
     let n_dims = r.u32("tensor dimension count")?;
     if n_dims == 0 || n_dims as usize > MAX_DIMS {
-        return Err(GgufError::BadTensor { name, reason: format!("{n_dims} dimensions") });
+        return Err(GgufError::BadTensor {
+            name,
+            reason: format!("{n_dims} dimensions"),
+        });
     }
-    let dims = (0..n_dims).map(|_| r.u64("tensor dimension")).collect::<Result<Vec<_>, _>>()?;
+    let dims = (0..n_dims)
+        .map(|_| r.u64("tensor dimension"))
+        .collect::<Result<Vec<_>, _>>()?;
     let type_id = r.u32("tensor type")?;
     let ty = GgmlType::from_id(type_id).ok_or_else(|| GgufError::UnknownTensorType {
         name: name.clone(),
         id: type_id,
     })?;
     let offset = r.u64("tensor offset")?;
-    Ok(RawTensor { name, dims, ty, offset })
+    Ok(RawTensor {
+        name,
+        dims,
+        ty,
+        offset,
+    })
 }
 
 /// Checks each tensor's size and place, and turns relative offsets into absolute ranges.
@@ -239,13 +293,24 @@ fn place_tensors(
     file_len: u64,
     alignment: u64,
 ) -> Result<Vec<TensorInfo>, GgufError> {
-    let data_len = file_len.checked_sub(data_offset).ok_or(GgufError::Truncated {
-        at: file_len,
-        what: "padding before tensor data",
-    })?;
+    let data_len = file_len
+        .checked_sub(data_offset)
+        .ok_or(GgufError::Truncated {
+            at: file_len,
+            what: "padding before tensor data",
+        })?;
     let mut tensors = Vec::with_capacity(raw.len());
-    for RawTensor { name, dims, ty, offset } in raw {
-        let bad = |reason: String| GgufError::BadTensor { name: name.clone(), reason };
+    for RawTensor {
+        name,
+        dims,
+        ty,
+        offset,
+    } in raw
+    {
+        let bad = |reason: String| GgufError::BadTensor {
+            name: name.clone(),
+            reason,
+        };
         let elements = dims
             .iter()
             .try_fold(1u64, |acc, &d| acc.checked_mul(d))
@@ -261,18 +326,34 @@ fn place_tensors(
             .bytes_for(elements)
             .ok_or_else(|| bad(format!("{elements} elements are not whole {ty} blocks")))?;
         if offset % alignment != 0 {
-            return Err(bad(format!("offset {offset} is not a multiple of the alignment {alignment}")));
+            return Err(bad(format!(
+                "offset {offset} is not a multiple of the alignment {alignment}"
+            )));
         }
         if offset.checked_add(n_bytes).is_none_or(|end| end > data_len) {
-            return Err(GgufError::TensorOutOfBounds { name, offset, n_bytes, data_len });
+            return Err(GgufError::TensorOutOfBounds {
+                name,
+                offset,
+                n_bytes,
+                data_len,
+            });
         }
-        tensors.push(TensorInfo { name, dims, ty, offset: data_offset + offset, n_bytes });
+        tensors.push(TensorInfo {
+            name,
+            dims,
+            ty,
+            offset: data_offset + offset,
+            n_bytes,
+        });
     }
     let mut by_offset: Vec<&TensorInfo> = tensors.iter().filter(|t| t.n_bytes > 0).collect();
     by_offset.sort_by_key(|t| t.offset);
     for pair in by_offset.windows(2) {
         if pair[0].offset + pair[0].n_bytes > pair[1].offset {
-            return Err(GgufError::OverlappingTensors(pair[0].name.clone(), pair[1].name.clone()));
+            return Err(GgufError::OverlappingTensors(
+                pair[0].name.clone(),
+                pair[1].name.clone(),
+            ));
         }
     }
     Ok(tensors)

@@ -23,8 +23,13 @@ fn slice_range(bytes: &[u8], range: Range<u64>) -> io::Result<Cow<'_, [u8]>> {
     let start = usize::try_from(range.start).ok();
     let end = usize::try_from(range.end).ok();
     match (start, end) {
-        (Some(start), Some(end)) if start <= end && end <= bytes.len() => Ok(Cow::Borrowed(&bytes[start..end])),
-        _ => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the source")),
+        (Some(start), Some(end)) if start <= end && end <= bytes.len() => {
+            Ok(Cow::Borrowed(&bytes[start..end]))
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "read past the end of the source",
+        )),
     }
 }
 
@@ -98,7 +103,10 @@ impl<F: Fn(Range<u64>) -> io::Result<Vec<u8>>> ByteSource for RangedSource<F> {
         if bytes.len() as u64 != want {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("a ranged read returned {} bytes where {want} were asked for", bytes.len()),
+                format!(
+                    "a ranged read returned {} bytes where {want} were asked for",
+                    bytes.len()
+                ),
             ));
         }
         Ok(Cow::Owned(bytes))

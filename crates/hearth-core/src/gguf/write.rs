@@ -18,7 +18,10 @@ impl TensorToWrite {
     fn n_bytes(&self) -> io::Result<u64> {
         let elements = self.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
         elements.and_then(|e| self.ty.bytes_for(e)).ok_or_else(|| {
-            invalid(format!("tensor {:?}: {:?} is not whole {} blocks", self.name, self.dims, self.ty))
+            invalid(format!(
+                "tensor {:?}: {:?} is not whole {} blocks",
+                self.name, self.dims, self.ty
+            ))
         })
     }
 }
@@ -110,12 +113,17 @@ pub fn write_gguf<E: From<io::Error>>(
 ) -> Result<(), E> {
     let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
         None => 32,
-        Some((_, v)) => v
-            .as_u64()
-            .filter(|a| a.is_power_of_two())
-            .ok_or_else(|| invalid(format!("general.alignment {} is not a power of two", v.summary())))?,
+        Some((_, v)) => v.as_u64().filter(|a| a.is_power_of_two()).ok_or_else(|| {
+            invalid(format!(
+                "general.alignment {} is not a power of two",
+                v.summary()
+            ))
+        })?,
     };
-    let mut w = Counted { inner: out, written: 0 };
+    let mut w = Counted {
+        inner: out,
+        written: 0,
+    };
     w.write_all(b"GGUF")?;
     w.write_all(&3u32.to_le_bytes())?;
     w.write_all(&(tensors.len() as u64).to_le_bytes())?;
@@ -130,7 +138,9 @@ pub fn write_gguf<E: From<io::Error>>(
     for t in tensors {
         put_str(&mut w, &t.name)?;
         w.write_all(&(t.dims.len() as u32).to_le_bytes())?;
-        t.dims.iter().try_for_each(|d| w.write_all(&d.to_le_bytes()))?;
+        t.dims
+            .iter()
+            .try_for_each(|d| w.write_all(&d.to_le_bytes()))?;
         w.write_all(&t.ty.id().to_le_bytes())?;
         w.write_all(&offset.to_le_bytes())?;
         let n = t.n_bytes()?;
@@ -141,7 +151,12 @@ pub fn write_gguf<E: From<io::Error>>(
         w.pad_to(alignment)?;
         let data = data_of(i)?;
         if data.len() as u64 != n {
-            return Err(invalid(format!("tensor {:?}: {} bytes given, {n} expected", t.name, data.len())).into());
+            return Err(invalid(format!(
+                "tensor {:?}: {} bytes given, {n} expected",
+                t.name,
+                data.len()
+            ))
+            .into());
         }
         w.write_all(&data)?;
     }

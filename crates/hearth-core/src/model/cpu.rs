@@ -89,7 +89,12 @@ impl CpuModel {
     /// An empty cache for up to `max_len` positions (at most the model's context length).
     pub fn new_cache(&self, max_len: usize) -> KvCache {
         let n = self.spec.n_layer;
-        KvCache { k: vec![Vec::new(); n], v: vec![Vec::new(); n], len: 0, max: max_len.min(self.spec.context_length) }
+        KvCache {
+            k: vec![Vec::new(); n],
+            v: vec![Vec::new(); n],
+            len: 0,
+            max: max_len.min(self.spec.context_length),
+        }
     }
 
     /// Runs `tokens` at the next positions of `cache` and returns the logits of the last one.
@@ -102,22 +107,35 @@ impl CpuModel {
         self.run(cache, tokens, true)
     }
 
-    fn run(&self, cache: &mut KvCache, tokens: &[u32], all_logits: bool) -> Result<Vec<f32>, ModelError> {
+    fn run(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        all_logits: bool,
+    ) -> Result<Vec<f32>, ModelError> {
         let s = &self.spec;
         if tokens.is_empty() {
             return Ok(Vec::new());
         }
         if cache.len + tokens.len() > cache.max {
-            return Err(ModelError::ContextFull { len: cache.len + tokens.len(), max: cache.max });
+            return Err(ModelError::ContextFull {
+                len: cache.len + tokens.len(),
+                max: cache.max,
+            });
         }
         let n = tokens.len();
         let e = s.n_embd;
         let mut x = vec![0.0; n * e];
         for (t, &id) in tokens.iter().enumerate() {
             if id as usize >= s.n_vocab {
-                return Err(ModelError::TokenOutOfRange { id, n_vocab: s.n_vocab });
+                return Err(ModelError::TokenOutOfRange {
+                    id,
+                    n_vocab: s.n_vocab,
+                });
             }
-            self.weights.token_embd.row(id as usize, &mut x[t * e..(t + 1) * e]);
+            self.weights
+                .token_embd
+                .row(id as usize, &mut x[t * e..(t + 1) * e]);
         }
         for (l, layer) in self.weights.layers.iter().enumerate() {
             self.attention(layer, l, cache, &mut x);

@@ -28,7 +28,11 @@ pub enum ModelError {
     #[error("tensor {0:?} is missing")]
     MissingTensor(String),
     #[error("tensor {name:?} has shape {got:?} where {want:?} is expected")]
-    BadShape { name: String, got: Vec<u64>, want: Vec<u64> },
+    BadShape {
+        name: String,
+        got: Vec<u64>,
+        want: Vec<u64>,
+    },
     #[error("tensor {name:?}: {source}")]
     Quant { name: String, source: QuantError },
     #[error(transparent)]

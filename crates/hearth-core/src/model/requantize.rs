@@ -2,7 +2,7 @@
 //! choices for its named schemes.
 
 use super::arch::names;
-use crate::gguf::{ByteSource, GgufFile, TensorInfo, TensorToWrite, Value, write_gguf};
+use crate::gguf::{write_gguf, ByteSource, GgufFile, TensorInfo, TensorToWrite, Value};
 use crate::quant::{dequantize, quantize, GgmlType, QuantError, QK_K};
 
 /// The schemes `hearth quantize` writes.
@@ -100,7 +100,9 @@ pub fn requantize<S: ByteSource>(
 ) -> Result<(), RequantizeError> {
     let h = &file.header;
     let arch = h.architecture().ok_or(RequantizeError::NotAModel)?;
-    let n_layer = h.get_u64(&format!("{arch}.block_count")).ok_or(RequantizeError::NotAModel)? as usize;
+    let n_layer = h
+        .get_u64(&format!("{arch}.block_count"))
+        .ok_or(RequantizeError::NotAModel)? as usize;
     let has_output = h.tensor(names::OUTPUT).is_some();
 
     let mut metadata: Vec<(String, Value)> = h
@@ -124,7 +126,10 @@ pub fn requantize<S: ByteSource>(
     let total = plan.len();
     write_gguf(out, &metadata, &plan, |i| {
         let (src, dst) = (&h.tensors()[i], &plan[i]);
-        let err = |source| RequantizeError::Quant { name: src.name.clone(), source };
+        let err = |source| RequantizeError::Quant {
+            name: src.name.clone(),
+            source,
+        };
         let bytes = file.tensor_bytes(src)?;
         let out = if src.ty == dst.ty {
             bytes.into_owned()

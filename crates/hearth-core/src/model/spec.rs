@@ -73,7 +73,8 @@ impl Keys<'_> {
     }
 
     fn required(&self, name: &str) -> Result<usize, ModelError> {
-        self.count(name)?.ok_or_else(|| ModelError::MissingKey(self.key(name)))
+        self.count(name)?
+            .ok_or_else(|| ModelError::MissingKey(self.key(name)))
     }
 
     fn float(&self, name: &str) -> Result<Option<f32>, ModelError> {
@@ -91,22 +92,33 @@ impl Keys<'_> {
 impl ModelSpec {
     pub fn from_gguf(gguf: &Gguf) -> Result<Self, ModelError> {
         let arch = Arch::from_name(gguf.architecture().ok_or(ModelError::NoArchitecture)?)?;
-        let k = Keys { gguf, prefix: arch.name() };
+        let k = Keys {
+            gguf,
+            prefix: arch.name(),
+        };
         let n_embd = k.required("embedding_length")?;
         let n_head = k.required("attention.head_count")?;
         let n_head_kv = k.count("attention.head_count_kv")?.unwrap_or(n_head);
         if n_head % n_head_kv != 0 {
-            return Err(bad(format!("{n_head} query heads cannot share {n_head_kv} key/value heads")));
+            return Err(bad(format!(
+                "{n_head} query heads cannot share {n_head_kv} key/value heads"
+            )));
         }
         let head_dim = match k.count("attention.key_length")? {
             Some(d) => d,
             None if n_embd % n_head == 0 => n_embd / n_head,
-            None => return Err(bad(format!("embedding {n_embd} is not a multiple of {n_head} heads"))),
+            None => {
+                return Err(bad(format!(
+                    "embedding {n_embd} is not a multiple of {n_head} heads"
+                )))
+            }
         };
         let head_dim_v = k.count("attention.value_length")?.unwrap_or(head_dim);
         let rope_dim = k.count("rope.dimension_count")?.unwrap_or(head_dim);
         if rope_dim > head_dim || rope_dim % 2 != 0 {
-            return Err(bad(format!("rope dimension {rope_dim} for heads of {head_dim}")));
+            return Err(bad(format!(
+                "rope dimension {rope_dim} for heads of {head_dim}"
+            )));
         }
         let rope_freq_scale = match gguf.get_str(&k.key("rope.scaling.type")) {
             None | Some("none") => 1.0,
@@ -134,7 +146,10 @@ impl ModelSpec {
         // before anything is sized by it.
         let n_layer = k.required("block_count")?;
         if n_layer > gguf.tensors().len() / 9 {
-            return Err(bad(format!("{n_layer} layers, but the file holds {} tensors", gguf.tensors().len())));
+            return Err(bad(format!(
+                "{n_layer} layers, but the file holds {} tensors",
+                gguf.tensors().len()
+            )));
         }
         Ok(ModelSpec {
             arch,
@@ -178,12 +193,18 @@ impl ModelSpec {
     pub fn expected_tensors(&self) -> Vec<(String, Vec<u64>)> {
         let [e, v, ff] = [self.n_embd, self.n_vocab, self.n_ff].map(|x| x as u64);
         let [q, kd, vd] = [self.q_dim(), self.k_dim(), self.v_dim()].map(|x| x as u64);
-        let mut out = vec![(names::TOKEN_EMBD.to_string(), vec![e, v]), (names::OUTPUT_NORM.to_string(), vec![e])];
+        let mut out = vec![
+            (names::TOKEN_EMBD.to_string(), vec![e, v]),
+            (names::OUTPUT_NORM.to_string(), vec![e]),
+        ];
         if !self.tied_output {
             out.push((names::OUTPUT.to_string(), vec![e, v]));
         }
         if self.has_rope_freqs {
-            out.push((names::ROPE_FREQS.to_string(), vec![self.rope_dim as u64 / 2]));
+            out.push((
+                names::ROPE_FREQS.to_string(),
+                vec![self.rope_dim as u64 / 2],
+            ));
         }
         for l in 0..self.n_layer {
             let mut layer = vec![
@@ -191,18 +212,28 @@ impl ModelSpec {
                 ("attn_q.weight", vec![e, q]),
                 ("attn_k.weight", vec![e, kd]),
                 ("attn_v.weight", vec![e, vd]),
-                ("attn_output.weight", vec![self.n_head as u64 * self.head_dim_v as u64, e]),
+                (
+                    "attn_output.weight",
+                    vec![self.n_head as u64 * self.head_dim_v as u64, e],
+                ),
                 ("ffn_norm.weight", vec![e]),
                 ("ffn_gate.weight", vec![e, ff]),
                 ("ffn_up.weight", vec![e, ff]),
                 ("ffn_down.weight", vec![ff, e]),
             ];
             if self.has_qkv_bias {
-                layer.extend([("attn_q.bias", vec![q]), ("attn_k.bias", vec![kd]), ("attn_v.bias", vec![vd])]);
+                layer.extend([
+                    ("attn_q.bias", vec![q]),
+                    ("attn_k.bias", vec![kd]),
+                    ("attn_v.bias", vec![vd]),
+                ]);
             }
             if self.has_qk_norm {
                 let d = self.head_dim as u64;
-                layer.extend([("attn_q_norm.weight", vec![d]), ("attn_k_norm.weight", vec![d])]);
+                layer.extend([
+                    ("attn_q_norm.weight", vec![d]),
+                    ("attn_k_norm.weight", vec![d]),
+                ]);
             }
             out.extend(layer.into_iter().map(|(n, s)| (names::layer(l, n), s)));
         }
@@ -213,9 +244,15 @@ impl ModelSpec {
     /// this crate can decode.
     pub fn check_tensors(&self, gguf: &Gguf) -> Result<(), ModelError> {
         for (name, want) in self.expected_tensors() {
-            let t = gguf.tensor(&name).ok_or_else(|| ModelError::MissingTensor(name.clone()))?;
+            let t = gguf
+                .tensor(&name)
+                .ok_or_else(|| ModelError::MissingTensor(name.clone()))?;
             if t.dims != want {
-                return Err(ModelError::BadShape { name, got: t.dims.clone(), want });
+                return Err(ModelError::BadShape {
+                    name,
+                    got: t.dims.clone(),
+                    want,
+                });
             }
             if !t.ty.can_dequantize() {
                 return Err(ModelError::Quant {

@@ -102,14 +102,23 @@ impl<S: ByteSource> Loader<'_, S> {
         (self.progress)(self.loaded, self.total);
         let cols = info.dims[0] as usize;
         let rows = (info.n_elements() / info.dims[0].max(1)) as usize;
-        Ok(QTensor { ty: info.ty, rows, cols, data })
+        Ok(QTensor {
+            ty: info.ty,
+            rows,
+            cols,
+            data,
+        })
     }
 
     fn vector(&mut self, name: &str) -> Result<Vec<f32>, ModelError> {
         Ok(self.tensor(name)?.to_f32())
     }
 
-    fn optional_vector(&mut self, present: bool, name: &str) -> Result<Option<Vec<f32>>, ModelError> {
+    fn optional_vector(
+        &mut self,
+        present: bool,
+        name: &str,
+    ) -> Result<Option<Vec<f32>>, ModelError> {
         present.then(|| self.vector(name)).transpose()
     }
 }
@@ -128,10 +137,17 @@ impl Weights {
             .filter_map(|(name, _)| file.header.tensor(name))
             .map(|t| t.n_bytes)
             .sum();
-        let mut ld = Loader { file, loaded: 0, total, progress };
+        let mut ld = Loader {
+            file,
+            loaded: 0,
+            total,
+            progress,
+        };
         let token_embd = ld.tensor(names::TOKEN_EMBD)?;
         let output_norm = ld.vector(names::OUTPUT_NORM)?;
-        let output = (!spec.tied_output).then(|| ld.tensor(names::OUTPUT)).transpose()?;
+        let output = (!spec.tied_output)
+            .then(|| ld.tensor(names::OUTPUT))
+            .transpose()?;
         let rope_freqs = ld.optional_vector(spec.has_rope_freqs, names::ROPE_FREQS)?;
         let mut layers = Vec::with_capacity(spec.n_layer);
         for l in 0..spec.n_layer {
@@ -153,7 +169,13 @@ impl Weights {
                 w_down: ld.tensor(&n("ffn_down.weight"))?,
             });
         }
-        Ok(Weights { token_embd, output_norm, output, rope_freqs, layers })
+        Ok(Weights {
+            token_embd,
+            output_norm,
+            output,
+            rope_freqs,
+            layers,
+        })
     }
 
     /// The output head: `output.weight`, or the token embedding when tied.

@@ -56,9 +56,17 @@ pub enum QuantError {
     #[error("quantizing to {0} is not supported")]
     UnsupportedQuant(GgmlType),
     #[error("{elements} elements are not a whole number of {ty} blocks of {block}")]
-    PartialBlock { ty: GgmlType, elements: usize, block: usize },
+    PartialBlock {
+        ty: GgmlType,
+        elements: usize,
+        block: usize,
+    },
     #[error("{ty}: {got} bytes given where {want} are needed")]
-    ByteLength { ty: GgmlType, got: usize, want: usize },
+    ByteLength {
+        ty: GgmlType,
+        got: usize,
+        want: usize,
+    },
 }
 
 impl GgmlType {
@@ -247,11 +255,19 @@ impl std::fmt::Display for GgmlType {
 fn check_lengths(ty: GgmlType, src_len: usize, elements: usize) -> Result<(), QuantError> {
     let block = ty.block_size();
     if elements % block != 0 {
-        return Err(QuantError::PartialBlock { ty, elements, block });
+        return Err(QuantError::PartialBlock {
+            ty,
+            elements,
+            block,
+        });
     }
     let want = elements / block * ty.block_geometry().1;
     if src_len != want {
-        return Err(QuantError::ByteLength { ty, got: src_len, want });
+        return Err(QuantError::ByteLength {
+            ty,
+            got: src_len,
+            want,
+        });
     }
     Ok(())
 }

@@ -13,7 +13,9 @@ pub fn fixtures_dir() -> PathBuf {
 pub fn gunzip(path: &std::path::Path) -> Vec<u8> {
     let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(file).read_to_end(&mut out).unwrap();
+    flate2::read::GzDecoder::new(file)
+        .read_to_end(&mut out)
+        .unwrap();
     out
 }
 
