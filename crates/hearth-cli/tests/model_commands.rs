@@ -1,0 +1,222 @@
+//! `hearth inspect`, `logits`, `generate` and `quantize` run as a user runs them, on the
+//! committed fixtures, checked against the fixtures' PyTorch references.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models")
+}
+
+/// Decompresses a fixture into the test's own scratch directory.
+fn unpack(name: &str, scratch: &Path) -> PathBuf {
+    let mut bytes = Vec::new();
+    let file = std::fs::File::open(fixtures().join(format!("{name}.gguf.gz"))).unwrap();
+    flate2::read::GzDecoder::new(file)
+        .read_to_end(&mut bytes)
+        .unwrap();
+    let out = scratch.join(format!("{name}.gguf"));
+    std::fs::write(&out, bytes).unwrap();
+    out
+}
+
+fn reference(name: &str) -> serde_json::Value {
+    let file = std::fs::File::open(fixtures().join(format!("{name}.ref.json.gz"))).unwrap();
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(file)
+        .read_to_string(&mut text)
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hearth-cli-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn hearth(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(args)
+        .output()
+        .unwrap();
+    out
+}
+
+fn ok_stdout(args: &[&str]) -> String {
+    let out = hearth(args);
+    assert!(
+        out.status.success(),
+        "hearth {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn joined(ids: &serde_json::Value) -> String {
+    let ids: Vec<String> = ids
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    ids.join(",")
+}
+
+#[test]
+fn inspect_describes_the_model() {
+    let dir = scratch("inspect");
+    let model = unpack("qwen3-tiny.q8_0", &dir);
+    let text = ok_stdout(&["inspect", model.to_str().unwrap()]);
+    for needle in [
+        "architecture:  qwen3",
+        "Q8_0 x",
+        "tokenizer:     gpt2",
+        "pre-tokenizer qwen2",
+        "<|im_start|>",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn logits_json_matches_pytorch() {
+    let dir = scratch("logits");
+    let model = unpack("llama3-rope.f32", &dir);
+    let seq = &reference("llama3-rope.f32")["sequences"][0];
+    let out = ok_stdout(&[
+        "logits",
+        "--model",
+        model.to_str().unwrap(),
+        "--tokens",
+        &joined(&seq["tokens"]),
+        "--json",
+    ]);
+    let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(json["tokens"], seq["tokens"]);
+    let got: Vec<f64> = json["last_logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let want: Vec<f64> = seq["last_logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(got.len(), want.len());
+    let range = want.iter().cloned().fold(f64::MIN, f64::max)
+        - want.iter().cloned().fold(f64::MAX, f64::min);
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-4 * range, "{g} vs {w}");
+    }
+    let top = json["top"].as_array().unwrap();
+    assert_eq!(top.len(), 10);
+    assert_eq!(
+        top[0][0], seq["greedy"][0],
+        "top-1 is the first greedy token"
+    );
+    let logits: Vec<f64> = top.iter().map(|p| p[1].as_f64().unwrap()).collect();
+    assert!(
+        logits.windows(2).all(|w| w[0] >= w[1]),
+        "top is sorted: {logits:?}"
+    );
+}
+
+#[test]
+fn generate_json_is_the_greedy_continuation() {
+    let dir = scratch("generate");
+    let model = unpack("qwen2-tiny.q8_0", &dir);
+    let seq = &reference("qwen2-tiny.q8_0")["sequences"][1];
+    let out = ok_stdout(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--tokens",
+        &joined(&seq["tokens"]),
+        "--max-tokens",
+        "32",
+        "--json",
+    ]);
+    let json: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(json["tokens"], seq["tokens"]);
+    let got = json["generated"].as_array().unwrap();
+    assert_eq!(got.len(), 32);
+    // Equal up to the first near-tie of the reference, if any.
+    let gaps = seq["greedy_gaps"].as_array().unwrap();
+    for (i, (g, w)) in got
+        .iter()
+        .zip(seq["greedy"].as_array().unwrap())
+        .enumerate()
+    {
+        if g != w {
+            assert!(gaps[i].as_f64().unwrap() < 1e-3, "step {i}: {g} != {w}");
+            break;
+        }
+    }
+}
+
+#[test]
+fn quantize_writes_a_model_that_runs() {
+    let dir = scratch("quantize");
+    let model = unpack("llama-spm.f32", &dir);
+    let out = dir.join("q8.gguf");
+    ok_stdout(&[
+        "quantize",
+        model.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--type",
+        "q8_0",
+    ]);
+    let text = ok_stdout(&["inspect", out.to_str().unwrap()]);
+    assert!(text.contains("Q8_0 x"), "{text}");
+    let seq = &reference("llama-spm.f32")["sequences"][0];
+    let json = ok_stdout(&[
+        "logits",
+        "--model",
+        out.to_str().unwrap(),
+        "--tokens",
+        &joined(&seq["tokens"]),
+        "--json",
+    ]);
+    let json: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(
+        json["top"][0][0], seq["greedy"][0],
+        "Q8_0 keeps this model's top-1"
+    );
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let dir = scratch("bad");
+    let not_gguf = dir.join("notes.txt");
+    std::fs::write(&not_gguf, "just some text, not a model").unwrap();
+    let out = hearth(&["inspect", not_gguf.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a GGUF file"));
+
+    let model = unpack("llama-spm.q8_0", &dir);
+    let out = hearth(&[
+        "logits",
+        "--model",
+        model.to_str().unwrap(),
+        "--tokens",
+        "1,999999",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("outside the vocabulary"));
+
+    let truncated = dir.join("truncated.gguf");
+    let bytes = std::fs::read(&model).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let out = hearth(&["inspect", truncated.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("past the end"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
