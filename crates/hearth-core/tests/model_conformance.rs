@@ -40,7 +40,7 @@ fn ids(v: &serde_json::Value) -> Vec<u32> {
 fn every_fixture_matches_pytorch() {
     let fixtures = common::model_fixtures();
     assert!(
-        fixtures.len() >= 10,
+        fixtures.len() >= 12,
         "expected the full fixture set, found {}",
         fixtures.len()
     );
