@@ -3,8 +3,9 @@
 use std::path::Path;
 
 use anyhow::Context;
-use hearth_core::gguf::{GgufFile, MappedFile};
+use hearth_core::gguf::{Gguf, GgufFile, MappedFile};
 use hearth_core::model::CpuModel;
+use hearth_core::tokenizer::Tokenizer;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Where the forward pass runs.
@@ -57,4 +58,44 @@ pub fn parse_tokens(s: &str) -> anyhow::Result<Vec<u32>> {
                 .with_context(|| format!("{t:?} is not a token id"))
         })
         .collect()
+}
+
+/// The tokenizer a model file describes.
+pub fn tokenizer(header: &Gguf, path: &Path) -> anyhow::Result<Tokenizer> {
+    Tokenizer::from_gguf(header)
+        .with_context(|| format!("cannot read the tokenizer of {}", path.display()))
+}
+
+/// A prompt given either as token ids or as text.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct Prompt {
+    /// Comma-separated prompt token ids.
+    #[arg(long)]
+    tokens: Option<String>,
+    /// Prompt text, tokenized with the model's tokenizer; special-token text such as
+    /// <|im_start|> becomes that token, and BOS is added where the model asks for it.
+    #[arg(long)]
+    prompt: Option<String>,
+}
+
+impl Prompt {
+    /// Whether the prompt is text, which needs the model's tokenizer.
+    pub fn is_text(&self) -> bool {
+        self.prompt.is_some()
+    }
+
+    /// The prompt's token ids (never empty); `tokenizer` encodes a text prompt.
+    pub fn ids(&self, tokenizer: Option<&Tokenizer>) -> anyhow::Result<Vec<u32>> {
+        let ids = match (&self.tokens, &self.prompt, tokenizer) {
+            (Some(tokens), _, _) => parse_tokens(tokens)?,
+            (None, Some(text), Some(tokenizer)) => tokenizer.encode(text, true),
+            _ => anyhow::bail!("give the prompt with --tokens or --prompt"),
+        };
+        anyhow::ensure!(
+            !ids.is_empty(),
+            "the prompt is empty: it has no tokens to run"
+        );
+        Ok(ids)
+    }
 }

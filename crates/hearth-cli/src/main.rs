@@ -16,12 +16,18 @@ struct Cli {
 enum Command {
     /// Print a model's architecture, sizes, tensor types, tokenizer and chat template.
     Inspect(commands::inspect::Args),
-    /// Print the logits after a token sequence.
+    /// Print the logits after a prompt.
     Logits(commands::logits::Args),
-    /// Continue a token sequence, streaming each token as it is produced.
+    /// Continue a prompt, streaming the text as it is produced.
     Generate(commands::generate::Args),
+    /// Chat with a model on stdin, one message per line, with its chat template applied.
+    Chat(commands::chat::Args),
+    /// Print the token ids of a text.
+    Tokenize(commands::tokenize::Args),
     /// Re-quantize a model file.
     Quantize(commands::quantize::Args),
+    /// Measure prefill and decode speed on the GPU against the device's copy bandwidth.
+    Bench(commands::bench::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -29,6 +35,9 @@ fn main() -> anyhow::Result<()> {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Logits(a) => commands::logits::run(a),
         Command::Generate(a) => commands::generate::run(a),
+        Command::Chat(a) => commands::chat::run(a),
+        Command::Tokenize(a) => commands::tokenize::run(a),
         Command::Quantize(a) => commands::quantize::run(a),
+        Command::Bench(a) => commands::bench::run(a),
     }
 }

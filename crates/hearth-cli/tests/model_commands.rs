@@ -1,39 +1,18 @@
 //! `hearth inspect`, `logits`, `generate` and `quantize` run as a user runs them, on the
 //! committed fixtures, checked against the fixtures' PyTorch references.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models")
+use hearth_fixtures::{model_fixture, scratch_dir as scratch};
+
+/// Decompresses a model fixture into the test's own scratch directory.
+fn unpack(label: &str, scratch: &Path) -> PathBuf {
+    hearth_fixtures::unpack(&format!("models/{label}.gguf.gz"), scratch)
 }
 
-/// Decompresses a fixture into the test's own scratch directory.
-fn unpack(name: &str, scratch: &Path) -> PathBuf {
-    let mut bytes = Vec::new();
-    let file = std::fs::File::open(fixtures().join(format!("{name}.gguf.gz"))).unwrap();
-    flate2::read::GzDecoder::new(file)
-        .read_to_end(&mut bytes)
-        .unwrap();
-    let out = scratch.join(format!("{name}.gguf"));
-    std::fs::write(&out, bytes).unwrap();
-    out
-}
-
-fn reference(name: &str) -> serde_json::Value {
-    let file = std::fs::File::open(fixtures().join(format!("{name}.ref.json.gz"))).unwrap();
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(file)
-        .read_to_string(&mut text)
-        .unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("hearth-cli-{test}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn reference(label: &str) -> serde_json::Value {
+    model_fixture(label).reference()
 }
 
 fn hearth(args: &[&str]) -> Output {

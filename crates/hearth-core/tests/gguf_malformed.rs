@@ -345,6 +345,20 @@ fn targeted_malformations_give_clear_errors() {
 }
 
 #[test]
+fn files_without_tensors_need_no_padding() {
+    // As the official converter writes vocabulary-only files: metadata, then the end.
+    let mut r = Raw::new(3, 0, 1);
+    r.str("general.architecture").u32(8).str("qwen2");
+    assert!(r.0.len() % 32 != 0);
+    let g = parse(&r.0).unwrap();
+    assert!(g.tensors().is_empty());
+    // With a tensor, the same shortfall is an error.
+    let mut r = Raw::new(3, 1, 0);
+    r.tensor("t", &[8], 0, 0);
+    assert!(matches!(parse(&r.0).unwrap_err(), GgufError::TensorOutOfBounds { .. }));
+}
+
+#[test]
 fn version_2_files_read() {
     let mut r = Raw::new(2, 1, 1);
     r.str("general.architecture").u32(8).str("llama");

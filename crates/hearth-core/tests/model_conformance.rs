@@ -2,43 +2,16 @@
 //! 1e-4 of the logit range, equal top-1, and 32 greedy tokens equal to PyTorch's wherever the
 //! reference's top-2 gap is wider than that tolerance.
 
-mod common;
-
 use hearth_core::gguf::GgufFile;
 use hearth_core::model::CpuModel;
+use hearth_fixtures::{argmax, floats, ids, model_fixtures};
 
 /// Allowed difference, as a fraction of the reference logits' range.
 const TOLERANCE: f32 = 1e-4;
 
-fn argmax(x: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &v) in x.iter().enumerate() {
-        if v > x[best] {
-            best = i;
-        }
-    }
-    best
-}
-
-fn floats(v: &serde_json::Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
 #[test]
 fn every_fixture_matches_pytorch() {
-    let fixtures = common::model_fixtures();
+    let fixtures = model_fixtures();
     assert!(
         fixtures.len() >= 12,
         "expected the full fixture set, found {}",
@@ -46,12 +19,11 @@ fn every_fixture_matches_pytorch() {
     );
     let mut failures = Vec::new();
     for f in &fixtures {
-        let label = format!("{}.{}", f.name, f.ty);
-        let file = GgufFile::open(common::gunzip(&f.gguf)).unwrap();
+        let label = f.label();
+        let file = GgufFile::open(f.gguf_bytes()).unwrap();
         let model =
             CpuModel::load(&file, &mut |_, _| {}).unwrap_or_else(|e| panic!("{label}: {e}"));
-        let reference: serde_json::Value =
-            serde_json::from_slice(&common::gunzip(&f.reference)).unwrap();
+        let reference: serde_json::Value = f.reference();
         for (s, seq) in reference["sequences"]
             .as_array()
             .unwrap()
@@ -110,8 +82,8 @@ fn every_fixture_matches_pytorch() {
 /// every position.
 #[test]
 fn prompt_and_decode_paths_agree() {
-    for f in common::model_fixtures().iter().filter(|f| f.ty == "f32") {
-        let file = GgufFile::open(common::gunzip(&f.gguf)).unwrap();
+    for f in model_fixtures().iter().filter(|f| f.ty == "f32") {
+        let file = GgufFile::open(f.gguf_bytes()).unwrap();
         let model = CpuModel::load(&file, &mut |_, _| {}).unwrap();
         let tokens = [1u32, 17, 300, 42, 7, 99];
         let mut cache = model.new_cache(16);

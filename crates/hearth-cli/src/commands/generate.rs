@@ -1,6 +1,9 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use anyhow::Context;
+use hearth_core::sampling::{GenerateOptions, Generator, SamplingOptions};
+
 use crate::load::{self, Backend};
 
 #[derive(clap::Args)]
@@ -8,40 +11,128 @@ pub struct Args {
     /// The GGUF file.
     #[arg(long)]
     model: PathBuf,
-    /// Comma-separated prompt token ids.
-    #[arg(long)]
-    tokens: String,
-    /// Tokens to generate.
+    #[command(flatten)]
+    prompt: load::Prompt,
+    /// Most tokens to generate.
     #[arg(long, default_value_t = 32)]
     max_tokens: usize,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     #[arg(long, value_enum, default_value_t)]
     backend: Backend,
-    /// One JSON object at the end instead of streaming.
+    /// One JSON object at the end instead of streaming: prompt ids, generated ids and text.
     #[arg(long)]
     json: bool,
 }
 
+/// How tokens are chosen; shared by `generate` and `chat`.
+#[derive(clap::Args, Clone)]
+pub struct SamplingArgs {
+    /// 0 always takes the most likely token; higher values sample more freely.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    temperature: f32,
+    /// Sample only among the k most likely tokens (0: all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Sample only among the most likely tokens whose probabilities sum to p (1: all).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    top_p: f32,
+    /// Drop tokens less likely than this fraction of the most likely one (0: none).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    min_p: f32,
+    /// Penalize tokens seen in the last --repeat-last-n tokens (1: off).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    repeat_penalty: f32,
+    /// How many recent tokens the penalties look at.
+    #[arg(long, default_value_t = 64)]
+    repeat_last_n: usize,
+    /// Lower a recent token's logit by this much per occurrence.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    frequency_penalty: f32,
+    /// Lower the logit of every recent token by this much.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    presence_penalty: f32,
+    /// TOKEN=BIAS added to a token's logit; -inf bans it. Repeatable.
+    #[arg(long = "logit-bias", value_name = "TOKEN=BIAS", value_parser = parse_bias)]
+    logit_bias: Vec<(u32, f32)>,
+    /// Random seed: the same seed and options give the same output.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop when this text appears; it is not printed. Repeatable.
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Keep generating past end-of-generation tokens such as EOS.
+    #[arg(long)]
+    ignore_eos: bool,
+}
+
+fn parse_bias(s: &str) -> Result<(u32, f32), String> {
+    let (id, bias) = s
+        .split_once('=')
+        .ok_or("expected TOKEN=BIAS, such as 42=-inf")?;
+    let id = id
+        .trim()
+        .parse()
+        .map_err(|_| format!("{id:?} is not a token id"))?;
+    let bias = bias
+        .trim()
+        .parse()
+        .map_err(|_| format!("{bias:?} is not a number"))?;
+    Ok((id, bias))
+}
+
+impl SamplingArgs {
+    pub fn options(&self, max_tokens: usize) -> GenerateOptions {
+        GenerateOptions {
+            sampling: SamplingOptions {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                min_p: self.min_p,
+                repeat_penalty: self.repeat_penalty,
+                frequency_penalty: self.frequency_penalty,
+                presence_penalty: self.presence_penalty,
+                penalty_last_n: self.repeat_last_n,
+                logit_bias: self.logit_bias.clone(),
+                seed: self.seed,
+            },
+            max_tokens,
+            stop: self.stop.clone(),
+            ignore_eos: self.ignore_eos,
+        }
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let prompt = load::parse_tokens(&args.tokens)?;
+    let tokenizer = load::tokenizer(&load::open(&args.model)?.header, &args.model)?;
+    let prompt = args.prompt.ids(Some(&tokenizer))?;
+    // Check the options before the (slow) model load.
+    let mut gen = Generator::new(&tokenizer, args.sampling.options(args.max_tokens), &prompt)
+        .context("invalid sampling options")?;
     let model = load::model(&args.model, args.backend)?;
     let mut cache = model.new_cache(prompt.len() + args.max_tokens);
     let mut logits = model.forward(&mut cache, &prompt)?;
-    let mut generated = Vec::with_capacity(args.max_tokens);
+    let mut text = String::new();
     let mut out = std::io::stdout().lock();
-    for _ in 0..args.max_tokens {
-        let next = crate::commands::logits::top_k(&logits, 1)[0].0;
-        generated.push(next);
+    let finish = loop {
+        let step = gen.step(&logits)?;
         if !args.json {
-            write!(out, "{next} ")?;
+            write!(out, "{}", step.text)?;
             out.flush()?;
         }
-        if generated.len() == args.max_tokens {
-            break;
+        text.push_str(&step.text);
+        if let Some(finish) = step.finished {
+            break finish;
         }
-        logits = model.forward(&mut cache, &[next])?;
-    }
+        logits = model.forward(&mut cache, &[step.token])?;
+    };
     if args.json {
-        let json = serde_json::json!({ "tokens": prompt, "generated": generated });
+        let json = serde_json::json!({
+            "tokens": prompt,
+            "generated": gen.generated(),
+            "text": text,
+            "finish_reason": finish.as_str(),
+        });
         writeln!(out, "{json}")?;
     } else {
         writeln!(out)?;

@@ -7,9 +7,8 @@ pub struct Args {
     /// The GGUF file.
     #[arg(long)]
     model: PathBuf,
-    /// Comma-separated token ids.
-    #[arg(long)]
-    tokens: String,
+    #[command(flatten)]
+    prompt: load::Prompt,
     #[arg(long, value_enum, default_value_t)]
     backend: Backend,
     /// One JSON object: tokens, the full last-position logits and the top 10.
@@ -32,7 +31,15 @@ pub fn top_k(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let tokens = load::parse_tokens(&args.tokens)?;
+    let tokenizer = if args.prompt.is_text() {
+        Some(load::tokenizer(
+            &load::open(&args.model)?.header,
+            &args.model,
+        )?)
+    } else {
+        None
+    };
+    let tokens = args.prompt.ids(tokenizer.as_ref())?;
     let model = load::model(&args.model, args.backend)?;
     let mut cache = model.new_cache(tokens.len());
     let logits = model.forward(&mut cache, &tokens)?;

@@ -293,12 +293,9 @@ fn place_tensors(
     file_len: u64,
     alignment: u64,
 ) -> Result<Vec<TensorInfo>, GgufError> {
-    let data_len = file_len
-        .checked_sub(data_offset)
-        .ok_or(GgufError::Truncated {
-            at: file_len,
-            what: "padding before tensor data",
-        })?;
+    // A file without tensors (a vocabulary-only file) may end before the aligned data offset;
+    // with tensors, the bounds check below refuses any that lie past the end.
+    let data_len = file_len.saturating_sub(data_offset);
     let mut tensors = Vec::with_capacity(raw.len());
     for RawTensor {
         name,

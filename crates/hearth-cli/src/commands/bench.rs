@@ -1,0 +1,123 @@
+//! `hearth bench`: prefill and decode speed on the GPU, and decode's achieved weight bandwidth
+//! against a plain copy kernel measured on the same device in the same run.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use hearth_gpu::bench::CopyKernel;
+use hearth_gpu::{Gpu, GpuModel, GpuOptions};
+
+use crate::load;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The GGUF model file.
+    #[arg(long)]
+    model: PathBuf,
+    /// Tokens in the prompt.
+    #[arg(long, default_value_t = 128)]
+    prompt_tokens: usize,
+    /// Tokens decoded after the prompt, greedily.
+    #[arg(long, default_value_t = 128)]
+    gen_tokens: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Use only the plainest kernels (no shader-f16, no subgroups).
+    #[arg(long)]
+    plain: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.prompt_tokens > 0 && args.gen_tokens > 0,
+        "--prompt-tokens and --gen-tokens must be positive"
+    );
+    let options = GpuOptions {
+        plain: args.plain,
+        max_binding: None,
+    };
+    let gpu = pollster::block_on(Gpu::new(&options))?;
+    eprintln!("adapter: {}", gpu.describe());
+    let file = load::open(&args.model)?;
+    let bar = load::byte_bar("loading");
+    let max_ctx = args.prompt_tokens + args.gen_tokens;
+    let mut model = pollster::block_on(GpuModel::load(&gpu, &file, max_ctx, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    }))
+    .with_context(|| format!("cannot load {}", args.model.display()))?;
+    bar.finish_and_clear();
+
+    let n_vocab = model.spec.n_vocab as u64;
+    let prompt: Vec<u32> = (0..args.prompt_tokens as u64)
+        .map(|i| ((i * 7919 + 1) % n_vocab) as u32)
+        .collect();
+    // A first step compiles what the driver compiles lazily; it is not timed.
+    pollster::block_on(model.forward_greedy(&prompt[..1]))?;
+    model.truncate(0);
+
+    let t = Instant::now();
+    let mut id = pollster::block_on(model.forward_greedy(&prompt))?;
+    let prefill_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for _ in 0..args.gen_tokens {
+        id = pollster::block_on(model.forward_greedy(&[id]))?;
+    }
+    let decode_s = t.elapsed().as_secs_f64();
+
+    let per_token = model.weight_bytes_per_token();
+    let copy = CopyKernel::new(&gpu, per_token.max(64 << 20));
+    copy.submit(&gpu, 1);
+    pollster::block_on(gpu.finish())?;
+    let runs = 8;
+    let t = Instant::now();
+    copy.submit(&gpu, runs);
+    pollster::block_on(gpu.finish())?;
+    let copy_bps = (copy.bytes_moved() * runs as u64) as f64 / t.elapsed().as_secs_f64();
+
+    let prefill_tps = args.prompt_tokens as f64 / prefill_s;
+    let decode_tps = args.gen_tokens as f64 / decode_s;
+    let decode_bps = per_token as f64 * decode_tps;
+    let report = serde_json::json!({
+        "adapter": gpu.describe(),
+        "prompt_tokens": args.prompt_tokens,
+        "gen_tokens": args.gen_tokens,
+        "prefill_tokens_per_s": prefill_tps,
+        "decode_tokens_per_s": decode_tps,
+        "weight_bytes_per_token": per_token,
+        "decode_bytes_per_s": decode_bps,
+        "copy_bytes_per_s": copy_bps,
+        "decode_over_copy": decode_bps / copy_bps,
+        "gpu_bytes_held": model.held_bytes(),
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        let gb = |b: f64| b / 1e9;
+        println!(
+            "prefill   {prefill_tps:.1} tokens/s ({} tokens)",
+            args.prompt_tokens
+        );
+        println!(
+            "decode    {decode_tps:.1} tokens/s ({} tokens)",
+            args.gen_tokens
+        );
+        println!(
+            "weights   {:.2} MB read per decoded token",
+            per_token as f64 / 1e6
+        );
+        println!("achieved  {:.2} GB/s of weights", gb(decode_bps));
+        println!(
+            "copy      {:.2} GB/s (read + write, same device)",
+            gb(copy_bps)
+        );
+        println!("ratio     {:.3} of the copy kernel", decode_bps / copy_bps);
+        println!(
+            "memory    {:.2} MB held on the GPU",
+            model.held_bytes() as f64 / 1e6
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,121 @@
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use hearth_core::chat::{ChatError, ChatTemplate, Message};
+use hearth_core::sampling::Generator;
+
+use super::generate::SamplingArgs;
+use crate::load::{self, Backend};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The GGUF file; it must have a chat template (tokenizer.chat_template).
+    #[arg(long)]
+    model: PathBuf,
+    /// A system prompt that starts the conversation.
+    #[arg(long)]
+    system: Option<String>,
+    /// Most tokens per reply.
+    #[arg(long, default_value_t = 512)]
+    max_tokens: usize,
+    /// Context positions to hold (default: the model's context length).
+    #[arg(long)]
+    ctx: Option<usize>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    #[arg(long, value_enum, default_value_t)]
+    backend: Backend,
+}
+
+/// Reads one message per line from stdin and streams each reply; ends at end of input.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let header = load::open(&args.model)?.header;
+    let tokenizer = load::tokenizer(&header, &args.model)?;
+    let template = match ChatTemplate::from_gguf(&header, &tokenizer) {
+        Err(ChatError::NoTemplate) => anyhow::bail!(
+            "{} has no chat template; use `hearth generate --prompt` for plain text",
+            args.model.display()
+        ),
+        t => t?,
+    };
+    let opts = args.sampling.options(args.max_tokens);
+    Generator::new(&tokenizer, opts.clone(), &[]).context("invalid sampling options")?;
+    let model = load::model(&args.model, args.backend)?;
+    let mut cache = model.new_cache(args.ctx.unwrap_or(usize::MAX));
+
+    let interactive = std::io::stdin().is_terminal();
+    if interactive {
+        let name = header.get_str("general.name").unwrap_or("the model");
+        eprintln!("Chatting with {name}. Type a message and press Enter; Ctrl-D quits.");
+    }
+    let mut messages: Vec<Message> = args
+        .system
+        .iter()
+        .map(|s| Message::new("system", s))
+        .collect();
+    // Tokens whose keys and values are in the cache, to reuse the prefix the next turn shares.
+    let mut cached: Vec<u32> = Vec::new();
+    let mut out = std::io::stdout().lock();
+    let mut lines = std::io::stdin().lock().lines();
+    loop {
+        if interactive {
+            eprint!("> ");
+        }
+        let Some(line) = lines.next() else { break };
+        let line = line.context("cannot read stdin")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        messages.push(Message::new("user", line));
+        let prompt = match template.render(&messages, true) {
+            Ok(p) => p,
+            Err(ChatError::Raised(msg)) => {
+                eprintln!("the chat template refused this message: {msg}");
+                messages.pop();
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // The template writes BOS itself where the model wants one, as transformers assumes.
+        let ids = tokenizer.encode(&prompt, false);
+        anyhow::ensure!(!ids.is_empty(), "the chat template rendered nothing");
+        anyhow::ensure!(
+            ids.len() + args.max_tokens <= cache.capacity(),
+            "the conversation ({} tokens) and a reply of up to {} no longer fit the context of {} positions",
+            ids.len(),
+            args.max_tokens,
+            cache.capacity()
+        );
+        // At least the last prompt token runs, for the logits of the first reply token.
+        let shared = cached
+            .iter()
+            .zip(&ids)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(ids.len() - 1);
+        cache.truncate(shared, &model.spec);
+        let mut logits = model.forward(&mut cache, &ids[shared..])?;
+        cached = ids.clone();
+
+        let mut gen = Generator::new(&tokenizer, opts.clone(), &ids)?;
+        let mut reply = String::new();
+        loop {
+            let step = gen.step(&logits)?;
+            write!(out, "{}", step.text)?;
+            out.flush()?;
+            reply.push_str(&step.text);
+            if step.finished.is_some() {
+                break;
+            }
+            logits = model.forward(&mut cache, &[step.token])?;
+            cached.push(step.token);
+        }
+        writeln!(out)?;
+        messages.push(Message::new("assistant", reply));
+    }
+    if interactive {
+        eprintln!();
+    }
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! `hearth tokenize`, `generate --prompt` and `chat` run as a user runs them, on the committed
+//! tokenizer and model fixtures.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use hearth_core::chat::{ChatTemplate, Message};
+use hearth_core::gguf::Gguf;
+use hearth_core::tokenizer::Tokenizer;
+use hearth_fixtures::{scratch_dir as scratch, unpack};
+
+fn hearth(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn ok_stdout(args: &[&str], stdin: &str) -> String {
+    let out = hearth(args, stdin);
+    assert!(
+        out.status.success(),
+        "hearth {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text.trim()).unwrap()
+}
+
+#[test]
+fn tokenize_json_matches_hugging_face() {
+    let dir = scratch("tokenize");
+    let vocab = unpack("tokenizers/llama3.gguf.gz", &dir);
+    let m = vocab.to_str().unwrap();
+    let out = ok_stdout(
+        &[
+            "tokenize",
+            "--model",
+            m,
+            "--text",
+            "Hello, world!",
+            "--json",
+        ],
+        "",
+    );
+    assert_eq!(
+        json(&out),
+        serde_json::json!({ "tokens": [128000, 9906, 11, 1917, 0] })
+    );
+    let out = ok_stdout(
+        &[
+            "tokenize",
+            "--model",
+            m,
+            "--text",
+            "Hello, world!",
+            "--json",
+            "--no-special",
+        ],
+        "",
+    );
+    assert_eq!(
+        json(&out),
+        serde_json::json!({ "tokens": [9906, 11, 1917, 0] })
+    );
+    // Special-token text is that token, with or without --no-special.
+    let out = ok_stdout(
+        &[
+            "tokenize",
+            "--model",
+            m,
+            "--text",
+            "<|eot_id|>hi",
+            "--json",
+            "--no-special",
+        ],
+        "",
+    );
+    assert_eq!(json(&out), serde_json::json!({ "tokens": [128009, 6151] }));
+    let out = ok_stdout(&["tokenize", "--model", m, "--text", "Hello"], "");
+    assert_eq!(
+        out,
+        "  128000  \"<|begin_of_text|>\"\n    9906  \"Hello\"\n"
+    );
+}
+
+#[test]
+fn bad_options_are_clear_errors() {
+    let dir = scratch("errors");
+    let vocab = unpack("tokenizers/llama2.gguf.gz", &dir);
+    let m = vocab.to_str().unwrap();
+    let out = hearth(
+        &[
+            "generate",
+            "--model",
+            m,
+            "--prompt",
+            "hi",
+            "--temperature",
+            "-1",
+        ],
+        "",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("temperature must be a finite number >= 0"),
+        "{err}"
+    );
+    let out = hearth(
+        &["generate", "--model", m, "--prompt", "hi", "--tokens", "1"],
+        "",
+    );
+    assert!(!out.status.success(), "--prompt and --tokens together");
+}
+
+/// The model's chat template rendered for `messages`, as `hearth chat` sends it.
+fn rendered(model: &Path, messages: &[Message]) -> String {
+    let bytes = std::fs::read(model).unwrap();
+    let header = Gguf::parse(&bytes, bytes.len() as u64).unwrap();
+    let tokenizer = Tokenizer::from_gguf(&header).unwrap();
+    ChatTemplate::from_gguf(&header, &tokenizer)
+        .unwrap()
+        .render(messages, true)
+        .unwrap()
+}
+
+#[test]
+fn chat_streams_replies_that_match_generate_on_the_rendered_conversation() {
+    let dir = scratch("chat");
+    let model = unpack("models/qwen2-tiny.q8_0.gguf.gz", &dir);
+    let m = model.to_str().unwrap();
+    let out = ok_stdout(
+        &["chat", "--model", m, "--max-tokens", "5"],
+        "Hello!\n\nHow are you?\n",
+    );
+
+    // Each reply is what `generate` continues the rendered conversation so far with.
+    let mut messages = vec![Message::new("user", "Hello!")];
+    let mut expected = String::new();
+    for next in ["How are you?", ""] {
+        let prompt = rendered(&model, &messages);
+        let gen = json(&ok_stdout(
+            &[
+                "generate",
+                "--model",
+                m,
+                "--prompt",
+                &prompt,
+                "--max-tokens",
+                "5",
+                "--json",
+            ],
+            "",
+        ));
+        let reply = gen["text"].as_str().unwrap().to_string();
+        expected.push_str(&reply);
+        expected.push('\n');
+        messages.push(Message::new("assistant", reply));
+        messages.push(Message::new("user", next));
+    }
+    assert_eq!(out, expected);
+}

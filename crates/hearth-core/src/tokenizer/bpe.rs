@@ -1,0 +1,252 @@
+//! Byte-level BPE (`tokenizer.ggml.model = "gpt2"`): GPT-2's byte-to-character map, then merges
+//! by rank, as Hugging Face `tokenizers` applies them.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+use super::pretokenize::PreTokenizer;
+use super::TokenizerError;
+
+/// The highest code point GPT-2's byte map uses (byte 0xAD maps to U+0143).
+const MAX_BYTE_CHAR: usize = 0x143;
+
+/// GPT-2's reversible map from bytes to printable characters: printable Latin-1 bytes stand
+/// for themselves, the rest are shifted past U+00FF in byte order.
+fn byte_chars() -> [char; 256] {
+    let mut table = ['\0'; 256];
+    let mut next = 256u32;
+    for (b, slot) in table.iter_mut().enumerate() {
+        let printable =
+            (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+        let code = if printable {
+            b as u32
+        } else {
+            next += 1;
+            next - 1
+        };
+        *slot = char::from_u32(code).unwrap_or('\0');
+    }
+    table
+}
+
+pub(crate) struct Bpe {
+    pub(crate) pre: PreTokenizer,
+    byte_char: [char; 256],
+    /// Indexed by code point: the byte a character stands for.
+    char_byte: Vec<Option<u8>>,
+    /// The token of each single byte.
+    byte_token: [u32; 256],
+    /// (left, right) -> (rank, merged token).
+    merges: HashMap<(u32, u32), (u32, u32)>,
+}
+
+impl Bpe {
+    pub(crate) fn new(
+        pre: PreTokenizer,
+        ids: &HashMap<String, u32>,
+        merges: &[String],
+    ) -> Result<Self, TokenizerError> {
+        let byte_char = byte_chars();
+        let mut char_byte = vec![None; MAX_BYTE_CHAR + 1];
+        let mut byte_token = [0u32; 256];
+        for (b, &c) in byte_char.iter().enumerate() {
+            char_byte[c as usize] = Some(b as u8);
+            byte_token[b] = *ids
+                .get(c.encode_utf8(&mut [0; 4]) as &str)
+                .ok_or(TokenizerError::MissingByte(b as u8))?;
+        }
+        let mut map = HashMap::with_capacity(merges.len());
+        for (rank, merge) in merges.iter().enumerate() {
+            let bad = |reason| TokenizerError::BadMerge {
+                index: rank,
+                merge: merge.clone(),
+                reason,
+            };
+            // The left part is at least one character, so a merge of a space-like token still splits.
+            let first = merge.chars().next().map_or(0, char::len_utf8);
+            let split = merge[first..]
+                .find(' ')
+                .map(|i| i + first)
+                .ok_or_else(|| bad("it has no space"))?;
+            let (left, right) = (&merge[..split], &merge[split + 1..]);
+            let id = |part: &str| {
+                ids.get(part)
+                    .copied()
+                    .ok_or_else(|| bad("it names a token not in the vocabulary"))
+            };
+            let (l, r) = (id(left)?, id(right)?);
+            let merged = ids
+                .get(&format!("{left}{right}"))
+                .copied()
+                .ok_or_else(|| bad("its result is not in the vocabulary"))?;
+            let rank = u32::try_from(rank).map_err(|_| bad("there are too many merges"))?;
+            map.insert((l, r), (rank, merged));
+        }
+        Ok(Bpe {
+            pre,
+            byte_char,
+            char_byte,
+            byte_token,
+            merges: map,
+        })
+    }
+
+    /// Encodes one fragment of ordinary text (no special tokens in it).
+    pub(crate) fn encode(&self, text: &str, ids: &HashMap<String, u32>, out: &mut Vec<u32>) {
+        let text = self.pre.normalize(text);
+        for word in self.pre.split(&text) {
+            if self.pre.ignore_merges() {
+                let mapped: String = word.bytes().map(|b| self.byte_char[b as usize]).collect();
+                if let Some(&id) = ids.get(&mapped) {
+                    out.push(id);
+                    continue;
+                }
+            }
+            self.merge_word(word.as_bytes(), out);
+        }
+    }
+
+    /// Applies merges lowest rank first, leftmost first among equal ranks.
+    fn merge_word(&self, bytes: &[u8], out: &mut Vec<u32>) {
+        struct Symbol {
+            id: u32,
+            prev: usize,
+            next: usize,
+            alive: bool,
+        }
+        const NONE: usize = usize::MAX;
+        let n = bytes.len();
+        let mut syms: Vec<Symbol> = bytes
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| Symbol {
+                id: self.byte_token[b as usize],
+                prev: if i == 0 { NONE } else { i - 1 },
+                next: if i + 1 == n { NONE } else { i + 1 },
+                alive: true,
+            })
+            .collect();
+        let mut heap = BinaryHeap::new();
+        let pair = |syms: &[Symbol], left: usize| {
+            let right = syms[left].next;
+            if right == NONE {
+                return None;
+            }
+            self.merges
+                .get(&(syms[left].id, syms[right].id))
+                .map(|&(rank, merged)| Reverse((rank, left, merged)))
+        };
+        for i in 0..n.saturating_sub(1) {
+            heap.extend(pair(&syms, i));
+        }
+        while let Some(Reverse((_, left, merged))) = heap.pop() {
+            // Entries go stale when a neighbour merges first; skip those whose pair changed.
+            if !syms[left].alive || pair(&syms, left).is_none_or(|Reverse((_, _, m))| m != merged) {
+                continue;
+            }
+            let right = syms[left].next;
+            syms[left].id = merged;
+            syms[right].alive = false;
+            let after = syms[right].next;
+            syms[left].next = after;
+            if after != NONE {
+                syms[after].prev = left;
+            }
+            let before = syms[left].prev;
+            if before != NONE {
+                heap.extend(pair(&syms, before));
+            }
+            heap.extend(pair(&syms, left));
+        }
+        out.extend(syms.iter().filter(|s| s.alive).map(|s| s.id));
+    }
+
+    /// The bytes a token's text stands for. Text with a character outside the byte map (added
+    /// tokens such as `<|im_end|>` are stored as plain text) is taken as UTF-8, as Hugging
+    /// Face's ByteLevel decoder does.
+    pub(crate) fn token_bytes(&self, text: &str, out: &mut Vec<u8>) {
+        let start = out.len();
+        for c in text.chars() {
+            match self.char_byte.get(c as usize).copied().flatten() {
+                Some(b) => out.push(b),
+                None => {
+                    out.truncate(start);
+                    out.extend_from_slice(text.as_bytes());
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_map_matches_gpt2() {
+        let t = byte_chars();
+        assert_eq!(t[b' ' as usize], 'Ġ');
+        assert_eq!(t[b'\n' as usize], 'Ċ');
+        assert_eq!(t[b'a' as usize], 'a');
+        assert_eq!(t[0xAD], '\u{143}');
+        let mut seen: Vec<char> = t.to_vec();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 256);
+    }
+
+    fn tiny(merges: &[&str], pre: &str) -> (Bpe, HashMap<String, u32>) {
+        let mut ids: HashMap<String, u32> = HashMap::new();
+        for c in byte_chars() {
+            let n = ids.len() as u32;
+            ids.insert(c.to_string(), n);
+        }
+        for m in merges {
+            let merged = m.replace(' ', "");
+            let n = ids.len() as u32;
+            ids.entry(merged).or_insert(n);
+        }
+        let merges: Vec<String> = merges.iter().map(|s| s.to_string()).collect();
+        (
+            Bpe::new(PreTokenizer::new(pre).unwrap(), &ids, &merges).unwrap(),
+            ids,
+        )
+    }
+
+    #[test]
+    fn merges_apply_by_rank_not_position() {
+        // "b c" outranks "a b", so "abc" becomes a + bc, not ab + c.
+        let (bpe, ids) = tiny(&["b c", "a b"], "gpt-2");
+        let mut out = Vec::new();
+        bpe.encode("abc", &ids, &mut out);
+        assert_eq!(out, [ids["a"], ids["bc"]]);
+    }
+
+    #[test]
+    fn equal_ranks_merge_leftmost_first() {
+        let (bpe, ids) = tiny(&["a a"], "gpt-2");
+        let mut out = Vec::new();
+        bpe.encode("aaa", &ids, &mut out);
+        assert_eq!(out, [ids["aa"], ids["a"]]);
+    }
+
+    #[test]
+    fn malformed_merges_are_errors() {
+        let (_, ids) = tiny(&[], "gpt-2");
+        for (merge, reason) in [
+            ("ab", "no space"),
+            ("a zz", "not in the vocabulary"),
+            ("a b", "result"),
+        ] {
+            let err = Bpe::new(
+                PreTokenizer::new("gpt-2").unwrap(),
+                &ids,
+                &[merge.to_string()],
+            )
+            .err()
+            .unwrap();
+            assert!(err.to_string().contains(reason), "{merge}: {err}");
+        }
+    }
+}

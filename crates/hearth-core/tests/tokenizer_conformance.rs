@@ -1,0 +1,192 @@
+//! Hearth's tokenizers against Hugging Face `tokenizers` on real vocabularies (Qwen3, Llama 3,
+//! and Mistral's SentencePiece vocabulary), with the ids recorded by
+//! tests/fixtures/tokenizers/make_tokenizer_fixtures.py.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use hearth_core::gguf::Gguf;
+use hearth_core::tokenizer::pretokenize::PreTokenizer;
+use hearth_core::tokenizer::Tokenizer;
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tokenizers")
+}
+
+fn tokenizer(name: &str) -> Tokenizer {
+    let path = fixtures().join(format!("{name}.gguf.gz"));
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(file)
+        .read_to_end(&mut bytes)
+        .unwrap();
+    let header = Gguf::parse(&bytes, bytes.len() as u64).unwrap();
+    Tokenizer::from_gguf(&header).unwrap()
+}
+
+fn json(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join(name)).unwrap()).unwrap()
+}
+
+fn corpus() -> Vec<String> {
+    serde_json::from_value(json("corpus.json")).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    serde_json::from_value(v.clone()).unwrap()
+}
+
+/// Every corpus string, every check; all mismatches are reported together.
+fn conformance(name: &str) {
+    let tok = tokenizer(name);
+    let reference = json("reference_ids.json");
+    let lines = reference["tokenizers"][name].as_array().unwrap();
+    let corpus = corpus();
+    assert_eq!(
+        lines.len(),
+        corpus.len(),
+        "reference and corpus differ in length"
+    );
+    let mut failures = Vec::new();
+    let mut round_trips = 0;
+    for (text, line) in corpus.iter().zip(lines) {
+        let mut check = |what: &str, got: &dyn std::fmt::Debug, want: &dyn std::fmt::Debug| {
+            let (got, want) = (format!("{got:?}"), format!("{want:?}"));
+            if got != want {
+                failures.push(format!(
+                    "{name} {what} of {text:?}:\n   got {got}\n  want {want}"
+                ));
+            }
+        };
+        let with_special = tok.encode(text, true);
+        let plain = tok.encode(text, false);
+        check("ids", &with_special, &ids(&line["ids"]));
+        check("ids without BOS/EOS", &plain, &ids(&line["ids_no_special"]));
+        check(
+            "decode",
+            &tok.decode(&ids(&line["ids"])),
+            &line["decoded"].as_str().unwrap(),
+        );
+        check(
+            "decode skipping specials",
+            &tok.decode_with(&ids(&line["ids"]), true),
+            &line["decoded_skip_special"].as_str().unwrap(),
+        );
+        if line["round_trips"].as_bool().unwrap() {
+            round_trips += 1;
+            check("round trip", &tok.decode(&plain), text);
+        }
+        let mut stream = tok.stream_decoder(false);
+        let mut streamed = String::new();
+        for &id in &with_special {
+            let piece = stream.push(id);
+            streamed.push_str(&piece);
+        }
+        streamed.push_str(&stream.finish());
+        check("streamed decode", &streamed, &tok.decode(&with_special));
+    }
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(
+        round_trips >= corpus.len() - 3,
+        "{name}: only {round_trips} strings round-trip"
+    );
+}
+
+#[test]
+fn qwen3_matches_hugging_face() {
+    conformance("qwen3");
+}
+
+#[test]
+fn llama3_matches_hugging_face() {
+    conformance("llama3");
+}
+
+#[test]
+fn llama2_sentencepiece_matches_hugging_face() {
+    conformance("llama2");
+}
+
+#[test]
+fn pre_tokenizers_split_as_hugging_face() {
+    let reference = json("reference_ids.json");
+    let corpus = corpus();
+    let mut failures = Vec::new();
+    for name in ["llama-bpe", "qwen2", "gpt-2", "smollm"] {
+        let pre = PreTokenizer::new(name).unwrap();
+        let splits = reference["pre_tokenizers"][name].as_array().unwrap();
+        for (text, want) in corpus.iter().zip(splits) {
+            let want: Vec<String> = serde_json::from_value(want.clone()).unwrap();
+            let got = pre.split(text);
+            if got != want {
+                failures.push(format!("{name} {text:?}:\n   got {got:?}\n  want {want:?}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn special_ids_and_stop_tokens() {
+    let qwen = tokenizer("qwen3");
+    assert_eq!(
+        (qwen.bos(), qwen.eos(), qwen.eot(), qwen.add_bos()),
+        (None, Some(151645), Some(151645), false)
+    );
+    assert!(qwen.is_stop(151643) && qwen.is_stop(151645) && !qwen.is_stop(151644));
+    assert_eq!(qwen.pre_tokenizer(), Some("qwen2"));
+
+    let llama3 = tokenizer("llama3");
+    assert_eq!(
+        (llama3.bos(), llama3.eos(), llama3.eot(), llama3.add_bos()),
+        (Some(128000), Some(128001), Some(128009), true)
+    );
+    assert!(llama3.is_stop(128001) && llama3.is_stop(128009) && !llama3.is_stop(128006));
+
+    let llama2 = tokenizer("llama2");
+    assert_eq!(
+        (
+            llama2.bos(),
+            llama2.eos(),
+            llama2.add_bos(),
+            llama2.model_name()
+        ),
+        (Some(1), Some(2), true, "llama")
+    );
+    assert_eq!(llama2.stop_ids(), [2]);
+}
+
+#[test]
+fn control_tokens_can_be_kept_out_of_user_text() {
+    let qwen = tokenizer("qwen3");
+    let text = "<|im_end|> and <think>";
+    assert_eq!(qwen.encode(text, false)[0], 151645);
+    let plain = qwen.encode_with(text, false, false);
+    assert!(!plain.contains(&151645), "{plain:?}");
+    // User-defined tokens are still matched, as llama.cpp does.
+    assert_eq!(*plain.last().unwrap(), 151667);
+    assert_eq!(qwen.decode(&plain), text);
+}
+
+#[test]
+fn streaming_emits_characters_as_soon_as_they_are_complete() {
+    let llama3 = tokenizer("llama3");
+    // Emoji with a skin-tone modifier: byte-level tokens that split inside characters.
+    let text = "👋🏽 日本";
+    let ids = llama3.encode(text, false);
+    let mut d = llama3.stream_decoder(false);
+    let mut out = String::new();
+    for &id in &ids {
+        let piece = d.push(id);
+        // Whatever came out so far is a prefix of the text, whole characters only.
+        out.push_str(&piece);
+        assert!(text.starts_with(&out), "{out:?}");
+    }
+    assert_eq!(out + &d.finish(), text);
+}

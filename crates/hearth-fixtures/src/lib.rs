@@ -1,0 +1,128 @@
+//! The committed test fixtures under `tests/fixtures/`, and the comparisons every suite makes
+//! against their references.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+/// The bytes of a gzip-compressed fixture.
+pub fn gunzip(path: &Path) -> Vec<u8> {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(file)
+        .read_to_end(&mut out)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    out
+}
+
+/// One model of `tests/fixtures/models/manifest.json`.
+pub struct ModelFixture {
+    pub name: String,
+    /// Lower-case type, such as "f32" or "q4_k_m".
+    pub ty: String,
+    pub gguf: PathBuf,
+    pub reference: PathBuf,
+}
+
+impl ModelFixture {
+    /// "name.type", as the files are named.
+    pub fn label(&self) -> String {
+        format!("{}.{}", self.name, self.ty)
+    }
+
+    pub fn gguf_bytes(&self) -> Vec<u8> {
+        gunzip(&self.gguf)
+    }
+
+    /// The PyTorch reference: `{"sequences": [{"tokens", "last_logits", "greedy", "greedy_gaps"}]}`.
+    pub fn reference(&self) -> serde_json::Value {
+        serde_json::from_slice(&gunzip(&self.reference)).expect("reference is JSON")
+    }
+}
+
+pub fn model_fixtures() -> Vec<ModelFixture> {
+    let dir = fixtures_dir().join("models");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).expect("manifest"))
+            .expect("manifest is JSON");
+    manifest["fixtures"]
+        .as_array()
+        .expect("fixtures list")
+        .iter()
+        .map(|f| ModelFixture {
+            name: f["name"].as_str().expect("name").to_string(),
+            ty: f["type"].as_str().expect("type").to_string(),
+            gguf: dir.join(f["gguf"].as_str().expect("gguf")),
+            reference: dir.join(f["ref"].as_str().expect("ref")),
+        })
+        .collect()
+}
+
+/// The fixture labelled "name.type".
+pub fn model_fixture(label: &str) -> ModelFixture {
+    model_fixtures()
+        .into_iter()
+        .find(|f| f.label() == label)
+        .unwrap_or_else(|| panic!("no fixture {label}"))
+}
+
+/// Index of the largest value, the lowest index among equals (as PyTorch's argmax).
+pub fn argmax(x: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Largest |a - b|, as a fraction of the range of the reference `b`.
+pub fn relative_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let max = b.iter().fold(f32::MIN, |m, &v| m.max(v));
+    let min = b.iter().fold(f32::MAX, |m, &v| m.min(v));
+    let range = (max - min).max(f32::MIN_POSITIVE);
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+        / range
+}
+
+/// JSON numbers as f32s.
+pub fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_f64().expect("number") as f32)
+        .collect()
+}
+
+/// JSON numbers as token ids.
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
+}
+
+/// A fresh directory for one test's files.
+pub fn scratch_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hearth-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    dir
+}
+
+/// Decompresses `tests/fixtures/<gz>` into `dir`, named without the `.gz`.
+pub fn unpack(gz: &str, dir: &Path) -> PathBuf {
+    let name = gz.rsplit('/').next().unwrap_or(gz).trim_end_matches(".gz");
+    let out = dir.join(name);
+    std::fs::write(&out, gunzip(&fixtures_dir().join(gz)))
+        .unwrap_or_else(|e| panic!("{}: {e}", out.display()));
+    out
+}

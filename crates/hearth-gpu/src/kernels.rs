@@ -1,0 +1,595 @@
+//! The compute pipelines built from `shaders/*.wgsl`, their bind group layouts, and the small
+//! uniform blocks each kernel reads. Pipelines are created once, when a model (or a test)
+//! sets up; nothing here runs per token.
+
+use std::collections::HashMap;
+
+use bytemuck::{Pod, Zeroable};
+use hearth_core::quant::GgmlType;
+use wgpu::util::DeviceExt;
+
+use crate::weights::{gpu_format, GpuMatrix};
+use crate::{Gpu, GpuError};
+
+const COMMON: &str = include_str!("../../../shaders/common.wgsl");
+const QUANT: &str = include_str!("../../../shaders/quant.wgsl");
+const MATVEC: &str = include_str!("../../../shaders/matvec.wgsl");
+const REDUCE_WG: &str = include_str!("../../../shaders/reduce_wg.wgsl");
+const REDUCE_SUBGROUP: &str = include_str!("../../../shaders/reduce_subgroup.wgsl");
+const EMBED: &str = include_str!("../../../shaders/embed.wgsl");
+const RMS_NORM: &str = include_str!("../../../shaders/rms_norm.wgsl");
+const ROPE: &str = include_str!("../../../shaders/rope.wgsl");
+const ATTENTION: &str = include_str!("../../../shaders/attention.wgsl");
+const ARGMAX: &str = include_str!("../../../shaders/argmax.wgsl");
+pub(crate) const COPY: &str = include_str!("../../../shaders/copy.wgsl");
+
+/// Bytes between the per-token [`Step`] blocks of one submission (WebGPU's largest
+/// `minUniformBufferOffsetAlignment`).
+pub const STEP_STRIDE: u64 = 256;
+
+/// Rows of a matrix one matvec workgroup takes (`ROWS` in matvec.wgsl).
+const MATVEC_ROWS: u32 = 4;
+
+/// Per-token parameters (common.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct Step {
+    pub pos: u32,
+    pub token: u32,
+    pub _pad: [u32; 2],
+}
+
+/// How a matrix-vector product stores its result (quant.wgsl's `Mat.mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Store = 0,
+    /// Adds to the output: the residual connection.
+    Add = 1,
+    /// Multiplies `silu(output)` by the product: the gated MLP's up projection after its gate.
+    SiluGate = 2,
+}
+
+/// Uniform block of the matrix kernels (quant.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct Mat {
+    pub rows: u32,
+    pub cols: u32,
+    pub row_words: u32,
+    pub scale_base: u32,
+    pub row_offset: u32,
+    pub mode: u32,
+    pub has_bias: u32,
+    pub pos_stride: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct NormParams {
+    pub n: u32,
+    pub eps: f32,
+    pub _pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct RopeParams {
+    pub head_dim: u32,
+    pub rope_dim: u32,
+    pub neox: u32,
+    pub has_norm: u32,
+    pub eps: f32,
+    pub pos_stride: u32,
+    pub _pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct AttnParams {
+    pub n_head: u32,
+    pub group: u32,
+    pub head_dim: u32,
+    pub head_dim_v: u32,
+    pub k_dim: u32,
+    pub v_dim: u32,
+    pub max_ctx: u32,
+    pub scale: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct LenParams {
+    pub n: u32,
+    pub _pad: [u32; 3],
+}
+
+/// What a binding of a kernel's group 1 is.
+#[derive(Clone, Copy)]
+enum Slot {
+    Uniform,
+    Read,
+    Write,
+}
+
+fn layout_entries(slots: &[Slot]) -> Vec<wgpu::BindGroupLayoutEntry> {
+    slots
+        .iter()
+        .enumerate()
+        .map(|(i, slot)| wgpu::BindGroupLayoutEntry {
+            binding: i as u32,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: match slot {
+                    Slot::Uniform => wgpu::BufferBindingType::Uniform,
+                    Slot::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                    Slot::Write => wgpu::BufferBindingType::Storage { read_only: false },
+                },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        })
+        .collect()
+}
+
+/// A pipeline and the layout of its group 1.
+pub struct Kernel {
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+}
+
+impl Kernel {
+    fn new(
+        gpu: &Gpu,
+        label: &str,
+        source: &str,
+        step: &wgpu::BindGroupLayout,
+        slots: &[Slot],
+    ) -> Self {
+        let device = &gpu.device;
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(label),
+            entries: &layout_entries(slots),
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(label),
+            bind_group_layouts: &[Some(step), Some(&layout)],
+            immediate_size: 0,
+        });
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(label),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(label),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        Kernel { pipeline, layout }
+    }
+
+    /// A bind group of `buffers`, in binding order, each bound whole.
+    pub fn bind(&self, gpu: &Gpu, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+        let entries: Vec<_> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &self.layout,
+            entries: &entries,
+        })
+    }
+}
+
+/// One recorded kernel launch.
+#[derive(Clone)]
+pub struct Dispatch {
+    pub pipeline: wgpu::ComputePipeline,
+    pub bind: wgpu::BindGroup,
+    pub groups: [u32; 3],
+}
+
+impl Dispatch {
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(1, &self.bind, &[]);
+        let [x, y, z] = self.groups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+}
+
+/// `n` workgroups as an (x, y) grid within WebGPU's 65535 per dimension; kernels that may need
+/// more rebuild the linear index from `num_workgroups`.
+pub fn grid(n: u32) -> [u32; 3] {
+    let x = n.clamp(1, 65535);
+    [x, n.div_ceil(x).max(1), 1]
+}
+
+/// Every pipeline a model needs.
+pub struct Kernels {
+    /// Group 0: the per-token [`Step`], at a dynamic offset.
+    pub step_layout: wgpu::BindGroupLayout,
+    matvec: HashMap<GgmlType, Kernel>,
+    embed: HashMap<GgmlType, Kernel>,
+    pub rms_norm: Kernel,
+    pub rope: Kernel,
+    pub attention: Kernel,
+    pub argmax: Kernel,
+    /// Bound where a kernel's optional input (bias, norm weight) is absent.
+    dummy: wgpu::Buffer,
+}
+
+fn unit_selector(ty: GgmlType) -> Result<String, GpuError> {
+    let name = match gpu_format(ty)? {
+        GgmlType::F32 => "f32",
+        GgmlType::F16 => "f16",
+        GgmlType::Q4_0 => "q4_0",
+        GgmlType::Q4_1 => "q4_1",
+        GgmlType::Q5_0 => "q5_0",
+        GgmlType::Q5_1 => "q5_1",
+        GgmlType::Q8_0 => "q8_0",
+        GgmlType::Q2_K => "q2_k",
+        GgmlType::Q3_K => "q3_k",
+        GgmlType::Q4_K => "q4_k",
+        GgmlType::Q5_K => "q5_k",
+        GgmlType::Q6_K => "q6_k",
+        other => return Err(GpuError::UnsupportedType(other)),
+    };
+    Ok(format!(
+        "fn unit(row: u32, u: u32) -> Unit {{ return unit_{name}(row, u); }}\n"
+    ))
+}
+
+impl Kernels {
+    /// Compiles the kernels, with matrix kernels for each of `types`.
+    pub fn new(gpu: &Gpu, types: &[GgmlType]) -> Result<Self, GpuError> {
+        use Slot::*;
+        let step_layout = gpu
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some("step"),
+                entries: &[wgpu::BindGroupLayoutEntry {
+                    binding: 0,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: true,
+                        min_binding_size: wgpu::BufferSize::new(std::mem::size_of::<Step>() as u64),
+                    },
+                    count: None,
+                }],
+            });
+        let (prelude, reduce) = match gpu.paths.subgroup_size {
+            Some(sg) => (
+                // Browsers require the directive; naga (native) enables subgroup operations
+                // with the device feature and rejects the directive.
+                format!(
+                    "{}const SG: u32 = {}u;\n",
+                    if cfg!(target_arch = "wasm32") {
+                        "enable subgroups;\n"
+                    } else {
+                        ""
+                    },
+                    sg.min(16)
+                ),
+                REDUCE_SUBGROUP,
+            ),
+            None => (String::new(), REDUCE_WG),
+        };
+        let mut matvec = HashMap::new();
+        let mut embed = HashMap::new();
+        for &ty in types {
+            let ty = gpu_format(ty)?;
+            if matvec.contains_key(&ty) {
+                continue;
+            }
+            let unit = unit_selector(ty)?;
+            let src = format!("{prelude}{COMMON}{QUANT}{unit}{MATVEC}{reduce}");
+            let k = Kernel::new(
+                gpu,
+                &format!("matvec {ty}"),
+                &src,
+                &step_layout,
+                &[Read, Uniform, Read, Write, Read],
+            );
+            matvec.insert(ty, k);
+            let src = format!("{COMMON}{QUANT}{unit}{EMBED}");
+            embed.insert(
+                ty,
+                Kernel::new(
+                    gpu,
+                    &format!("embed {ty}"),
+                    &src,
+                    &step_layout,
+                    &[Read, Uniform, Write],
+                ),
+            );
+        }
+        Ok(Kernels {
+            rms_norm: Kernel::new(
+                gpu,
+                "rms_norm",
+                RMS_NORM,
+                &step_layout,
+                &[Uniform, Read, Read, Write],
+            ),
+            rope: Kernel::new(
+                gpu,
+                "rope",
+                &format!("{COMMON}{ROPE}"),
+                &step_layout,
+                &[Uniform, Write, Read, Read],
+            ),
+            attention: Kernel::new(
+                gpu,
+                "attention",
+                &format!("{COMMON}{ATTENTION}"),
+                &step_layout,
+                &[Uniform, Read, Read, Read, Write, Write],
+            ),
+            argmax: Kernel::new(gpu, "argmax", ARGMAX, &step_layout, &[Uniform, Read, Write]),
+            step_layout,
+            matvec,
+            embed,
+            dummy: storage_f32(gpu, &[0.0]),
+        })
+    }
+
+    fn of(map: &HashMap<GgmlType, Kernel>, ty: GgmlType) -> Result<&Kernel, GpuError> {
+        map.get(&gpu_format(ty)?)
+            .ok_or(GpuError::UnsupportedType(ty))
+    }
+
+    pub fn matvec(&self, ty: GgmlType) -> Result<&Kernel, GpuError> {
+        Self::of(&self.matvec, ty)
+    }
+
+    pub fn embed(&self, ty: GgmlType) -> Result<&Kernel, GpuError> {
+        Self::of(&self.embed, ty)
+    }
+
+    /// `y (op)= m x + bias`, one launch per part of `m`; with a `pos_stride`, `y` starts at
+    /// `step.pos * pos_stride`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matvec_launches(
+        &self,
+        gpu: &Gpu,
+        m: &GpuMatrix,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        bias: Option<&wgpu::Buffer>,
+        mode: Output,
+        pos_stride: usize,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        let kernel = self.matvec(m.ty)?;
+        Ok(m.parts
+            .iter()
+            .map(|p| {
+                let u = uniform(gpu, &m.mat(p, mode, bias.is_some(), pos_stride));
+                Dispatch {
+                    pipeline: kernel.pipeline.clone(),
+                    bind: kernel.bind(gpu, &[&p.buffer, &u, x, y, bias.unwrap_or(&self.dummy)]),
+                    groups: grid((p.rows as u32).div_ceil(MATVEC_ROWS)),
+                }
+            })
+            .collect())
+    }
+
+    /// Row `step.token` of `table` into `out`: one launch per part, as (first row, rows,
+    /// launch); the caller picks the part holding the token.
+    pub fn embed_launches(
+        &self,
+        gpu: &Gpu,
+        table: &GpuMatrix,
+        out: &wgpu::Buffer,
+    ) -> Result<Vec<(usize, usize, Dispatch)>, GpuError> {
+        let kernel = self.embed(table.ty)?;
+        Ok(table
+            .parts
+            .iter()
+            .map(|p| {
+                let u = uniform(gpu, &table.mat(p, Output::Store, false, 0));
+                let d = Dispatch {
+                    pipeline: kernel.pipeline.clone(),
+                    bind: kernel.bind(gpu, &[&p.buffer, &u, out]),
+                    groups: grid((table.cols as u32).div_ceil(32).div_ceil(64)),
+                };
+                (p.row_offset, p.rows, d)
+            })
+            .collect())
+    }
+
+    /// RMS norm of `rows` rows of `n` values.
+    pub fn rms_norm_launch(
+        &self,
+        gpu: &Gpu,
+        params: NormParams,
+        rows: usize,
+        x: &wgpu::Buffer,
+        weight: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+    ) -> Dispatch {
+        let u = uniform(gpu, &params);
+        Dispatch {
+            pipeline: self.rms_norm.pipeline.clone(),
+            bind: self.rms_norm.bind(gpu, &[&u, x, weight, out]),
+            groups: [rows as u32, 1, 1],
+        }
+    }
+
+    /// Per-head norm (when `norm` is given) and rope over `heads` heads of `data`.
+    pub fn rope_launch(
+        &self,
+        gpu: &Gpu,
+        params: RopeParams,
+        heads: usize,
+        data: &wgpu::Buffer,
+        norm: Option<&wgpu::Buffer>,
+        table: &wgpu::Buffer,
+    ) -> Dispatch {
+        let u = uniform(
+            gpu,
+            &RopeParams {
+                has_norm: norm.is_some() as u32,
+                ..params
+            },
+        );
+        Dispatch {
+            pipeline: self.rope.pipeline.clone(),
+            bind: self
+                .rope
+                .bind(gpu, &[&u, data, norm.unwrap_or(&self.dummy), table]),
+            groups: [heads as u32, 1, 1],
+        }
+    }
+
+    /// Decode attention of the query heads in `q` over the caches; `scores` holds
+    /// `n_head * max_ctx` values.
+    pub fn attention_launch(
+        &self,
+        gpu: &Gpu,
+        params: &wgpu::Buffer,
+        n_head: usize,
+        [q, kc, vc, scores, out]: [&wgpu::Buffer; 5],
+    ) -> Dispatch {
+        Dispatch {
+            pipeline: self.attention.pipeline.clone(),
+            bind: self.attention.bind(gpu, &[params, q, kc, vc, scores, out]),
+            groups: [n_head as u32, 1, 1],
+        }
+    }
+
+    /// The index of the largest of `n` values into `result[0]`.
+    pub fn argmax_launch(
+        &self,
+        gpu: &Gpu,
+        n: usize,
+        values: &wgpu::Buffer,
+        result: &wgpu::Buffer,
+    ) -> Dispatch {
+        let u = uniform(
+            gpu,
+            &LenParams {
+                n: n as u32,
+                _pad: [0; 3],
+            },
+        );
+        Dispatch {
+            pipeline: self.argmax.pipeline.clone(),
+            bind: self.argmax.bind(gpu, &[&u, values, result]),
+            groups: [1, 1, 1],
+        }
+    }
+}
+
+/// A uniform buffer holding `value`.
+pub fn uniform<T: Pod>(gpu: &Gpu, value: &T) -> wgpu::Buffer {
+    gpu.device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: bytemuck::bytes_of(value),
+            usage: wgpu::BufferUsages::UNIFORM,
+        })
+}
+
+/// A zeroed f32 storage buffer of at least `n` values, padded to whole 32-value units so the
+/// matrix kernels may read their inputs as vec4s past the end.
+pub fn scratch(gpu: &Gpu, n: usize) -> wgpu::Buffer {
+    gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: (n.div_ceil(32).max(1) * 32 * 4) as u64,
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
+
+/// A storage buffer holding `values`, padded as [`scratch`].
+pub fn storage_f32(gpu: &Gpu, values: &[f32]) -> wgpu::Buffer {
+    let mut padded = values.to_vec();
+    padded.resize(values.len().div_ceil(32).max(1) * 32, 0.0);
+    gpu.device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: bytemuck::cast_slice(&padded),
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+        })
+}
+
+/// Room for the [`Step`] blocks of up to `capacity` tokens, and their bind group (group 0).
+pub struct Steps {
+    buffer: wgpu::Buffer,
+    pub bind: wgpu::BindGroup,
+    pub capacity: usize,
+}
+
+impl Steps {
+    pub fn new(gpu: &Gpu, kernels: &Kernels, capacity: usize) -> Self {
+        let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("steps"),
+            size: STEP_STRIDE * capacity as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let bind = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("steps"),
+            layout: &kernels.step_layout,
+            entries: &[wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &buffer,
+                    offset: 0,
+                    size: wgpu::BufferSize::new(std::mem::size_of::<Step>() as u64),
+                }),
+            }],
+        });
+        Steps {
+            buffer,
+            bind,
+            capacity,
+        }
+    }
+
+    /// Queues `steps` (at most `capacity`) for the next submission.
+    pub fn write(&self, gpu: &Gpu, steps: &[Step]) {
+        assert!(steps.len() <= self.capacity, "more steps than room");
+        let mut bytes = vec![0u8; steps.len() * STEP_STRIDE as usize];
+        for (chunk, step) in bytes.chunks_exact_mut(STEP_STRIDE as usize).zip(steps) {
+            chunk[..std::mem::size_of::<Step>()].copy_from_slice(bytemuck::bytes_of(step));
+        }
+        gpu.queue.write_buffer(&self.buffer, 0, &bytes);
+    }
+
+    /// Binds step `i` as group 0.
+    pub fn set(&self, pass: &mut wgpu::ComputePass<'_>, i: usize) {
+        pass.set_bind_group(0, &self.bind, &[(i as u64 * STEP_STRIDE) as u32]);
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.buffer.size()
+    }
+}
+
+/// Records `dispatches` for step 0 of `steps` and submits them.
+pub fn submit(gpu: &Gpu, steps: &Steps, dispatches: &[Dispatch]) {
+    let mut encoder = gpu.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        steps.set(&mut pass, 0);
+        for d in dispatches {
+            d.record(&mut pass);
+        }
+    }
+    gpu.queue.submit([encoder.finish()]);
+}

@@ -1,0 +1,44 @@
+//! Hearth's WebGPU engine: device set-up ([`device`]), weights repacked and streamed into GPU
+//! buffers ([`weights`]), the WGSL kernels of `shaders/` ([`kernels`]), and a model whose decode
+//! step is one command submission per token ([`model`]). The same code runs natively (Vulkan,
+//! Metal, DX12) and in browsers; nothing here blocks on the GPU except through `async` reads.
+
+pub mod bench;
+pub mod device;
+pub mod kernels;
+pub mod model;
+pub mod weights;
+
+pub use device::{Gpu, GpuOptions, Paths};
+pub use model::GpuModel;
+
+use hearth_core::model::ModelError;
+use hearth_core::quant::GgmlType;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error("no WebGPU adapter: {0}")]
+    NoAdapter(String),
+    #[error("the WebGPU device could not be opened: {0}")]
+    RequestDevice(String),
+    #[error("WebGPU validation error: {0}")]
+    Validation(String),
+    #[error("the GPU ran out of memory")]
+    OutOfMemory,
+    #[error("the WebGPU device was lost: {0}")]
+    DeviceLost(String),
+    #[error("reading a GPU buffer back failed: {0}")]
+    Map(String),
+    #[error("tensor type {0} has no GPU kernel")]
+    UnsupportedType(GgmlType),
+    #[error("{what} needs {bytes} bytes in one binding; this device allows {limit}")]
+    TooLarge {
+        what: String,
+        bytes: u64,
+        limit: u64,
+    },
+    #[error("no tokens were given")]
+    NoTokens,
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}

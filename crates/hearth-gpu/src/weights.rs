@@ -1,0 +1,206 @@
+//! Weight matrices in GPU buffers, repacked from GGUF blocks at load time.
+//!
+//! GGUF's legacy blocks are 18, 20, 22 or 34 bytes, so their quants sit at odd offsets and a
+//! shader would assemble every word from two. Each block is therefore split into a word-aligned
+//! body (the quants, and Q5's high-bit mask) and, where the block's f16 scale would break the
+//! alignment, a scale word in a region after all bodies. The kernels then read the quants as
+//! whole u32s, consecutive threads read consecutive bodies, and the byte count read per token
+//! stays within 1/16 of the file's. Q2_K, Q4_K and Q5_K are already word-aligned and unchanged.
+//! A matrix larger than one storage binding is split by rows into several buffers.
+
+use std::ops::Range;
+
+use hearth_core::quant::GgmlType;
+use wgpu::util::DeviceExt;
+
+use crate::kernels::Mat;
+use crate::{Gpu, GpuError};
+
+/// The type a tensor has on the GPU: BF16 is widened to F32 (exactly), others are kept.
+pub fn gpu_format(ty: GgmlType) -> Result<GgmlType, GpuError> {
+    use GgmlType::*;
+    match ty {
+        BF16 => Ok(F32),
+        F32 | F16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K => Ok(ty),
+        other => Err(GpuError::UnsupportedType(other)),
+    }
+}
+
+/// Byte ranges of a GGUF block that form its body and its scale word.
+fn block_split(ty: GgmlType) -> (Range<usize>, Option<Range<usize>>) {
+    use GgmlType::*;
+    match ty {
+        Q4_0 => (2..18, Some(0..2)),
+        Q4_1 => (4..20, Some(0..4)),
+        Q5_0 => (2..22, Some(0..2)),
+        Q5_1 => (4..24, Some(0..4)),
+        Q8_0 => (2..34, Some(0..2)),
+        Q3_K => (0..108, Some(108..110)),
+        Q6_K => (0..208, Some(208..210)),
+        other => (0..other.block_geometry().1, None),
+    }
+}
+
+/// One buffer of a matrix: `rows` rows starting at row `row_offset`.
+pub struct Part {
+    pub buffer: wgpu::Buffer,
+    pub rows: usize,
+    pub row_offset: usize,
+    pub row_words: usize,
+    pub scale_base: usize,
+}
+
+/// A `rows` x `cols` matrix on the GPU, in one or more row ranges.
+pub struct GpuMatrix {
+    /// The format the kernels decode (see [`gpu_format`]).
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    pub parts: Vec<Part>,
+}
+
+/// How one row of a tensor of type `ty` lies on the GPU: (body words, has scale words).
+fn row_shape(ty: GgmlType, cols: usize) -> (usize, bool) {
+    match ty {
+        GgmlType::F32 => (cols, false),
+        GgmlType::F16 => (cols.div_ceil(2), false),
+        _ => {
+            let (body, scale) = block_split(ty);
+            (
+                cols / ty.block_size() * body.len().div_ceil(4),
+                scale.is_some(),
+            )
+        }
+    }
+}
+
+/// Repacks `rows` whole rows of GGUF data (type `ty`, already the GPU format) into words.
+fn repack(ty: GgmlType, cols: usize, rows: usize, data: &[u8]) -> (Vec<u8>, usize) {
+    let (row_words, scaled) = row_shape(ty, cols);
+    match ty {
+        GgmlType::F32 => (data.to_vec(), 0),
+        GgmlType::F16 => {
+            let mut out = vec![0u8; rows * row_words * 4];
+            for (src, dst) in data
+                .chunks_exact(cols * 2)
+                .zip(out.chunks_exact_mut(row_words * 4))
+            {
+                dst[..src.len()].copy_from_slice(src);
+            }
+            (out, 0)
+        }
+        _ => {
+            let (body, scale) = block_split(ty);
+            let block_bytes = ty.block_geometry().1;
+            let n_blocks = rows * cols / ty.block_size();
+            let body_words = body.len().div_ceil(4);
+            if !scaled {
+                return (data.to_vec(), 0);
+            }
+            let scale_base = rows * row_words;
+            let mut out = vec![0u8; (scale_base + n_blocks) * 4];
+            for (i, b) in data.chunks_exact(block_bytes).enumerate() {
+                let at = i * body_words * 4;
+                out[at..at + body.len()].copy_from_slice(&b[body.clone()]);
+                if let Some(s) = &scale {
+                    let at = (scale_base + i) * 4;
+                    out[at..at + s.len()].copy_from_slice(&b[s.clone()]);
+                }
+            }
+            (out, scale_base)
+        }
+    }
+}
+
+/// Widens BF16 to F32 bytes (a shift, as ggml does).
+fn widen_bf16(data: &[u8]) -> Vec<u8> {
+    data.chunks_exact(2)
+        .flat_map(|b| (u32::from(u16::from_le_bytes([b[0], b[1]])) << 16).to_le_bytes())
+        .collect()
+}
+
+impl GpuMatrix {
+    /// Uploads a `rows` x `cols` tensor of type `ty` from its GGUF bytes, split by rows into
+    /// buffers no larger than the device's binding limit. `label` names it in errors.
+    pub fn upload(
+        gpu: &Gpu,
+        label: &str,
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        data: &[u8],
+    ) -> Result<Self, GpuError> {
+        let gty = gpu_format(ty)?;
+        let widened;
+        let data = if gty != ty {
+            widened = widen_bf16(data);
+            &widened[..]
+        } else {
+            data
+        };
+        let (row_words, scaled) = row_shape(gty, cols);
+        let row_bytes = (row_words + if scaled { cols / gty.block_size() } else { 0 }) * 4;
+        let src_row_bytes = data.len() / rows.max(1);
+        let per_part = (gpu.max_binding as usize / row_bytes.max(1)).min(rows.max(1));
+        if per_part == 0 {
+            return Err(GpuError::TooLarge {
+                what: format!("a row of {label}"),
+                bytes: row_bytes as u64,
+                limit: gpu.max_binding,
+            });
+        }
+        let mut parts = Vec::new();
+        let mut start = 0;
+        while start < rows {
+            let n = per_part.min(rows - start);
+            let src = &data[start * src_row_bytes..(start + n) * src_row_bytes];
+            let (bytes, scale_base) = repack(gty, cols, n, src);
+            let buffer = gpu
+                .device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(label),
+                    contents: &bytes,
+                    usage: wgpu::BufferUsages::STORAGE,
+                });
+            parts.push(Part {
+                buffer,
+                rows: n,
+                row_offset: start,
+                row_words,
+                scale_base,
+            });
+            start += n;
+        }
+        Ok(GpuMatrix {
+            ty: gty,
+            rows,
+            cols,
+            parts,
+        })
+    }
+
+    /// Bytes held on the GPU, which is also what one product reads.
+    pub fn bytes(&self) -> u64 {
+        self.parts.iter().map(|p| p.buffer.size()).sum()
+    }
+
+    /// The uniform block for a kernel over `part`.
+    pub fn mat(
+        &self,
+        part: &Part,
+        mode: crate::kernels::Output,
+        has_bias: bool,
+        pos_stride: usize,
+    ) -> Mat {
+        Mat {
+            rows: part.rows as u32,
+            cols: self.cols as u32,
+            row_words: part.row_words as u32,
+            scale_base: part.scale_base as u32,
+            row_offset: part.row_offset as u32,
+            mode: mode as u32,
+            has_bias: has_bias as u32,
+            pos_stride: pos_stride as u32,
+        }
+    }
+}

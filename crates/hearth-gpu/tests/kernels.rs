@@ -1,0 +1,420 @@
+//! Each kernel against the CPU reference, over shapes that are not multiples of the block,
+//! unit or workgroup sizes: f32 results within 1e-4 of the reference's largest magnitude.
+
+mod common;
+
+use hearth_core::model::QTensor;
+use hearth_core::quant::{quantize, GgmlType};
+use hearth_gpu::kernels::{
+    self, uniform, AttnParams, Kernels, NormParams, Output, RopeParams, Step, Steps,
+};
+use hearth_gpu::weights::GpuMatrix;
+use hearth_gpu::{Gpu, GpuOptions};
+
+const TOLERANCE: f32 = 1e-4;
+
+/// Deterministic values in [-1, 1).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn assert_close(label: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{label}: length");
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(
+        worst <= TOLERANCE * scale,
+        "{label}: max |diff| {worst:e} over max |value| {scale:e}"
+    );
+}
+
+struct Bench {
+    gpu: Gpu,
+    k: Kernels,
+    steps: Steps,
+}
+
+const ALL: [GgmlType; 13] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+impl Bench {
+    fn new(options: &GpuOptions) -> Option<Self> {
+        let gpu = common::gpu(options)?;
+        let k = Kernels::new(&gpu, &ALL).unwrap();
+        let steps = Steps::new(&gpu, &k, 1);
+        Some(Bench { gpu, k, steps })
+    }
+
+    fn run(&self, step: Step, launches: &[kernels::Dispatch]) {
+        self.steps.write(&self.gpu, &[step]);
+        kernels::submit(&self.gpu, &self.steps, launches);
+    }
+
+    fn read(&self, b: &wgpu::Buffer, n: usize) -> Vec<f32> {
+        pollster::block_on(self.gpu.read_f32(b, n)).unwrap()
+    }
+}
+
+fn step(pos: u32, token: u32) -> Step {
+    Step {
+        pos,
+        token,
+        _pad: [0; 2],
+    }
+}
+
+/// A quantized `rows` x `cols` matrix, with columns that fit the type's blocks.
+fn matrix(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> QTensor {
+    QTensor {
+        ty,
+        rows,
+        cols,
+        data: quantize(ty, &values(rows * cols, seed)).unwrap(),
+    }
+}
+
+fn cols_for(ty: GgmlType) -> usize {
+    match ty.block_size() {
+        1 => 45,
+        32 => 32 * 5,
+        _ => 256 * 3,
+    }
+}
+
+fn check_matvec(b: &Bench, gpu: &Gpu, ty: GgmlType, label: &str) {
+    let (rows, cols) = (37, cols_for(ty));
+    let w = matrix(ty, rows, cols, ty.id() as u64);
+    let m = GpuMatrix::upload(gpu, label, ty, rows, cols, &w.data).unwrap();
+    let x = values(cols, 7);
+    let bias = values(rows, 8);
+    let prev = values(rows, 9);
+    let mut want = vec![0.0; rows];
+    w.matmul(&x, Some(&bias), &mut want);
+    let xb = kernels::storage_f32(gpu, &x);
+    let bb = kernels::storage_f32(gpu, &bias);
+
+    // Store with bias.
+    let y = kernels::scratch(gpu, rows);
+    let l =
+        b.k.matvec_launches(gpu, &m, &xb, &y, Some(&bb), Output::Store, 0)
+            .unwrap();
+    b.run(step(0, 0), &l);
+    assert_close(&format!("{label} store"), &b.read(&y, rows), &want);
+
+    // Residual add, without bias.
+    let mut plain = vec![0.0; rows];
+    w.matmul(&x, None, &mut plain);
+    let y = kernels::storage_f32(gpu, &prev);
+    let l =
+        b.k.matvec_launches(gpu, &m, &xb, &y, None, Output::Add, 0)
+            .unwrap();
+    b.run(step(0, 0), &l);
+    let added: Vec<f32> = prev.iter().zip(&plain).map(|(p, v)| p + v).collect();
+    assert_close(&format!("{label} add"), &b.read(&y, rows), &added);
+
+    // SiLU gate over the previous output.
+    let y = kernels::storage_f32(gpu, &prev);
+    let l =
+        b.k.matvec_launches(gpu, &m, &xb, &y, None, Output::SiluGate, 0)
+            .unwrap();
+    b.run(step(0, 0), &l);
+    let gated: Vec<f32> = prev
+        .iter()
+        .zip(&plain)
+        .map(|(p, v)| p / (1.0 + (-p).exp()) * v)
+        .collect();
+    assert_close(&format!("{label} silu gate"), &b.read(&y, rows), &gated);
+
+    // Written at position 3 of a cache with rows + 2 values per position.
+    let stride = rows + 2;
+    let y = kernels::scratch(gpu, stride * 5);
+    let l =
+        b.k.matvec_launches(gpu, &m, &xb, &y, None, Output::Store, stride)
+            .unwrap();
+    b.run(step(3, 0), &l);
+    let got = b.read(&y, stride * 5);
+    assert_close(
+        &format!("{label} at position"),
+        &got[3 * stride..3 * stride + rows],
+        &plain,
+    );
+    assert!(
+        got[..3 * stride].iter().all(|&v| v == 0.0),
+        "{label}: wrote outside its row"
+    );
+}
+
+#[test]
+fn matvec_every_format() {
+    let Some(b) = Bench::new(&GpuOptions::default()) else {
+        return;
+    };
+    for ty in ALL {
+        check_matvec(&b, &b.gpu, ty, ty.name());
+    }
+}
+
+/// Matrices split into many buffers by a small binding limit, on the plainest path.
+#[test]
+fn matvec_split_and_plain() {
+    let Some(b) = Bench::new(&GpuOptions {
+        plain: true,
+        max_binding: None,
+    }) else {
+        return;
+    };
+    let mut small = b.gpu.clone();
+    small.max_binding = 1024;
+    for ty in [
+        GgmlType::F32,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+    ] {
+        let m = GpuMatrix::upload(
+            &small,
+            "split",
+            ty,
+            37,
+            cols_for(ty),
+            &matrix(ty, 37, cols_for(ty), 1).data,
+        )
+        .unwrap();
+        assert!(m.parts.len() > 1, "{ty}: not split");
+        check_matvec(&b, &small, ty, &format!("{ty} split"));
+    }
+}
+
+#[test]
+fn embedding_rows_of_every_format() {
+    let Some(b) = Bench::new(&GpuOptions::default()) else {
+        return;
+    };
+    for ty in ALL {
+        let (rows, cols) = (11, cols_for(ty));
+        let w = matrix(ty, rows, cols, 3);
+        let m = GpuMatrix::upload(&b.gpu, "embd", ty, rows, cols, &w.data).unwrap();
+        let out = kernels::scratch(&b.gpu, cols);
+        let launches = b.k.embed_launches(&b.gpu, &m, &out).unwrap();
+        for token in [0, 5, rows - 1] {
+            let (_, _, l) = &launches[0];
+            b.run(step(0, token as u32), std::slice::from_ref(l));
+            let mut want = vec![0.0; cols];
+            w.row(token, &mut want);
+            assert_close(&format!("{ty} row {token}"), &b.read(&out, cols), &want);
+        }
+    }
+}
+
+fn rms_norm_ref(x: &mut [f32], w: &[f32], eps: f32) {
+    let mean_sq = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let scale = 1.0 / (mean_sq + eps).sqrt();
+    for (v, w) in x.iter_mut().zip(w) {
+        *v = *v * scale * w;
+    }
+}
+
+#[test]
+fn rms_norm_rows() {
+    let Some(b) = Bench::new(&GpuOptions::default()) else {
+        return;
+    };
+    let (n, rows, eps) = (301, 3, 1e-5);
+    let x = values(n * rows, 1);
+    let w = values(n, 2);
+    let (xb, wb, out) = (
+        kernels::storage_f32(&b.gpu, &x),
+        kernels::storage_f32(&b.gpu, &w),
+        kernels::scratch(&b.gpu, n * rows),
+    );
+    let params = NormParams {
+        n: n as u32,
+        eps,
+        _pad: [0; 2],
+    };
+    b.run(
+        step(0, 0),
+        &[b.k.rms_norm_launch(&b.gpu, params, rows, &xb, &wb, &out)],
+    );
+    let mut want = x.clone();
+    for row in want.chunks_exact_mut(n) {
+        rms_norm_ref(row, &w, eps);
+    }
+    assert_close("rms norm", &b.read(&out, n * rows), &want);
+}
+
+#[test]
+fn rope_both_styles_with_and_without_head_norm() {
+    let Some(b) = Bench::new(&GpuOptions::default()) else {
+        return;
+    };
+    let (head_dim, rope_dim, heads, max_ctx, pos) = (24, 18, 3, 40, 37);
+    let freqs: Vec<f32> = (0..rope_dim / 2).map(|i| 1.0 + i as f32 * 0.5).collect();
+    let scale = 0.25;
+    let mut table = Vec::new();
+    for p in 0..max_ctx {
+        for (i, f) in freqs.iter().enumerate() {
+            let theta = 10000f64.powf(-2.0 * i as f64 / rope_dim as f64) / *f as f64;
+            let angle = p as f64 * scale * theta;
+            table.extend([angle.cos() as f32, angle.sin() as f32]);
+        }
+    }
+    let tb = kernels::storage_f32(&b.gpu, &table);
+    let norm = values(head_dim, 4);
+    let nb = kernels::storage_f32(&b.gpu, &norm);
+    for neox in [false, true] {
+        for with_norm in [false, true] {
+            // Heads at position `pos` of a cache laid out with `stride` values per position.
+            let stride = heads * head_dim + 5;
+            let data = values(stride * max_ctx, 5);
+            let db = kernels::storage_f32(&b.gpu, &data);
+            let params = RopeParams {
+                head_dim: head_dim as u32,
+                rope_dim: rope_dim as u32,
+                neox: neox as u32,
+                has_norm: 0,
+                eps: 1e-6,
+                pos_stride: stride as u32,
+                _pad: [0; 2],
+            };
+            let l =
+                b.k.rope_launch(&b.gpu, params, heads, &db, with_norm.then_some(&nb), &tb);
+            b.run(step(pos as u32, 0), &[l]);
+            let mut want = data.clone();
+            for head in
+                want[pos * stride..pos * stride + heads * head_dim].chunks_exact_mut(head_dim)
+            {
+                if with_norm {
+                    rms_norm_ref(head, &norm, 1e-6);
+                }
+                let half = rope_dim / 2;
+                for i in 0..half {
+                    let (cos, sin) = (table[(pos * half + i) * 2], table[(pos * half + i) * 2 + 1]);
+                    let (a, c) = if neox {
+                        (i, i + half)
+                    } else {
+                        (2 * i, 2 * i + 1)
+                    };
+                    let (x0, x1) = (head[a], head[c]);
+                    head[a] = x0 * cos - x1 * sin;
+                    head[c] = x0 * sin + x1 * cos;
+                }
+            }
+            let label = format!("rope neox={neox} norm={with_norm}");
+            assert_close(&label, &b.read(&db, data.len()), &want);
+        }
+    }
+}
+
+#[test]
+fn attention_grouped_query_over_cache() {
+    let Some(b) = Bench::new(&GpuOptions::default()) else {
+        return;
+    };
+    let (n_head, n_kv, hd, hdv, max_ctx) = (6, 2, 20, 12, 150);
+    let (k_dim, v_dim) = (n_kv * hd, n_kv * hdv);
+    let q = values(n_head * hd, 1);
+    let kc = values(max_ctx * k_dim, 2);
+    let vc = values(max_ctx * v_dim, 3);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let params = uniform(
+        &b.gpu,
+        &AttnParams {
+            n_head: n_head as u32,
+            group: (n_head / n_kv) as u32,
+            head_dim: hd as u32,
+            head_dim_v: hdv as u32,
+            k_dim: k_dim as u32,
+            v_dim: v_dim as u32,
+            max_ctx: max_ctx as u32,
+            scale,
+        },
+    );
+    let bufs = [&q, &kc, &vc].map(|v| kernels::storage_f32(&b.gpu, v));
+    let scores = kernels::scratch(&b.gpu, n_head * max_ctx);
+    let out = kernels::scratch(&b.gpu, n_head * hdv);
+    let l = b.k.attention_launch(
+        &b.gpu,
+        &params,
+        n_head,
+        [&bufs[0], &bufs[1], &bufs[2], &scores, &out],
+    );
+    for pos in [0, 63, 64, 130] {
+        b.run(step(pos as u32, 0), std::slice::from_ref(&l));
+        let mut want = vec![0.0; n_head * hdv];
+        for h in 0..n_head {
+            let kv = h / (n_head / n_kv);
+            let mut s: Vec<f32> = (0..=pos)
+                .map(|p| {
+                    let qh = &q[h * hd..][..hd];
+                    let kh = &kc[p * k_dim + kv * hd..][..hd];
+                    qh.iter().zip(kh).map(|(a, b)| a * b).sum::<f32>() * scale
+                })
+                .collect();
+            let m = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let sum: f32 = s
+                .iter_mut()
+                .map(|v| {
+                    *v = (*v - m).exp();
+                    *v
+                })
+                .sum();
+            for (p, a) in s.iter().enumerate() {
+                for d in 0..hdv {
+                    want[h * hdv + d] += a / sum * vc[p * v_dim + kv * hdv + d];
+                }
+            }
+        }
+        assert_close(
+            &format!("attention at {pos}"),
+            &b.read(&out, n_head * hdv),
+            &want,
+        );
+    }
+}
+
+#[test]
+fn argmax_prefers_the_first_of_equals() {
+    let Some(b) = Bench::new(&GpuOptions::default()) else {
+        return;
+    };
+    let mut v = values(70001, 9);
+    v[40000] = 5.0;
+    v[50000] = 5.0;
+    v[3] = f32::NAN;
+    let vb = kernels::storage_f32(&b.gpu, &v);
+    let result = kernels::scratch(&b.gpu, 4);
+    b.run(
+        step(0, 0),
+        &[b.k.argmax_launch(&b.gpu, v.len(), &vb, &result)],
+    );
+    let got = b.read(&result, 1)[0].to_bits();
+    assert_eq!(got, 40000);
+}

@@ -1,0 +1,50 @@
+// y = W x (+ bias) for one input vector, decoding W's blocks in registers: the decode step is
+// memory-bound, so each weight byte is read exactly once and never written back dequantized.
+// A workgroup of 64 threads takes ROWS rows; the LANES threads of a row stride over its 32-value
+// units, so consecutive threads read consecutive blocks. Needs quant.wgsl and common.wgsl.
+
+@group(1) @binding(2) var<storage, read> x: array<vec4<f32>>;
+@group(1) @binding(3) var<storage, read_write> y: array<f32>;
+@group(1) @binding(4) var<storage, read> bias: array<f32>;
+
+const ROWS: u32 = 4u;
+const LANES: u32 = 16u;
+
+var<workgroup> partial: array<f32, 64>;
+
+fn silu(v: f32) -> f32 {
+    return v / (1.0 + exp(-v));
+}
+
+@compute @workgroup_size(64)
+fn main(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let lane = li % LANES;
+    let row = (wg.x + wg.y * nwg.x) * ROWS + li / LANES;
+    var acc = 0.0;
+    if (row < M.rows) {
+        let units = units_per_row();
+        for (var u = lane; u < units; u += LANES) {
+            let v = unit(row, u);
+            for (var k = 0u; k < 8u; k++) {
+                acc += dot(v.v[k], x[u * 8u + k]);
+            }
+        }
+    }
+    acc = reduce_lanes(li, lane, acc);
+    if (lane == 0u && row < M.rows) {
+        let r = M.row_offset + row;
+        if (M.has_bias != 0u) {
+            acc += bias[r];
+        }
+        let o = step.pos * M.pos_stride + r;
+        switch M.mode {
+            case 1u: { y[o] += acc; }
+            case 2u: { y[o] = silu(y[o]) * acc; }
+            default: { y[o] = acc; }
+        }
+    }
+}

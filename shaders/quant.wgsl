@@ -1,0 +1,268 @@
+// Weight decoding shared by the matrix kernels: one "unit" is 32 consecutive values of a row,
+// returned as eight vec4s so callers can dot them with vec4 loads of the input.
+//
+// Layout, repacked at load time (hearth-gpu's weights.rs): every tensor (or row range of a split
+// tensor) is one u32 array. Rows are whole blocks; a block's body words come first, in row-major
+// block order, and formats whose f16 scale would break 4-byte alignment (Q4_0, Q4_1, Q5_0, Q5_1,
+// Q8_0, Q3_K, Q6_K) keep it in a separate region at word `M.scale_base`: one u32 per block, an
+// f16 `d` in the low half (Q4_1 and Q5_1: `d` low, `m` high). Q2_K, Q4_K and Q5_K are already
+// word-aligned and stay as in GGUF. F32 rows are plain; F16 rows are padded to an even count.
+//
+// Arithmetic follows hearth-core's dequantizers (which follow ggml) operation for operation.
+
+struct Mat {
+    rows: u32,        // rows held by this buffer
+    cols: u32,
+    row_words: u32,   // body words per row
+    scale_base: u32,  // first word of the scale region
+    row_offset: u32,  // index of this buffer's first row in the whole tensor
+    mode: u32,        // matvec output: 0 store, 1 add to the output, 2 multiply silu(output)
+    has_bias: u32,
+    pos_stride: u32,  // matvec output starts at step.pos * pos_stride (writes into a KV cache)
+}
+
+struct Unit {
+    v: array<vec4<f32>, 8>,
+}
+
+@group(1) @binding(0) var<storage, read> w: array<u32>;
+@group(1) @binding(1) var<uniform> M: Mat;
+
+fn f16_lo(word: u32) -> f32 {
+    return unpack2x16float(word).x;
+}
+
+// Bits `shift..shift + width` of each byte of `word`.
+fn bytes_bits(word: u32, shift: u32, mask: u32) -> vec4<u32> {
+    return (vec4<u32>(word) >> vec4<u32>(shift, shift + 8u, shift + 16u, shift + 24u)) & vec4<u32>(mask);
+}
+
+// Byte `i` of the words starting at `base`.
+fn byte_at(base: u32, i: u32) -> u32 {
+    return (w[base + i / 4u] >> (8u * (i % 4u))) & 255u;
+}
+
+fn units_per_row() -> u32 {
+    return (M.cols + 31u) / 32u;
+}
+
+fn unit_f32(row: u32, u: u32) -> Unit {
+    var r: Unit;
+    let base = row * M.cols;
+    for (var k = 0u; k < 8u; k++) {
+        let c = u * 32u + 4u * k;
+        var v = vec4<f32>(0.0);
+        for (var i = 0u; i < 4u; i++) {
+            if (c + i < M.cols) {
+                v[i] = bitcast<f32>(w[base + c + i]);
+            }
+        }
+        r.v[k] = v;
+    }
+    return r;
+}
+
+fn unit_f16(row: u32, u: u32) -> Unit {
+    var r: Unit;
+    let base = row * M.row_words;
+    for (var k = 0u; k < 8u; k++) {
+        let c = u * 16u + 2u * k;
+        var a = vec2<f32>(0.0);
+        var b = vec2<f32>(0.0);
+        if (c < M.row_words) {
+            a = unpack2x16float(w[base + c]);
+        }
+        if (c + 1u < M.row_words) {
+            b = unpack2x16float(w[base + c + 1u]);
+        }
+        r.v[k] = vec4<f32>(a, b);
+    }
+    return r;
+}
+
+// Block `blk` of a 32-value format: the body starts at word blk * words.
+fn unit_q4_0(row: u32, u: u32) -> Unit {
+    var r: Unit;
+    let blk = row * (M.cols / 32u) + u;
+    let d = f16_lo(w[M.scale_base + blk]);
+    for (var k = 0u; k < 4u; k++) {
+        let q = w[blk * 4u + k];
+        r.v[k] = (vec4<f32>(bytes_bits(q, 0u, 15u)) - 8.0) * d;
+        r.v[k + 4u] = (vec4<f32>(bytes_bits(q, 4u, 15u)) - 8.0) * d;
+    }
+    return r;
+}
+
+fn unit_q4_1(row: u32, u: u32) -> Unit {
+    var r: Unit;
+    let blk = row * (M.cols / 32u) + u;
+    let dm = unpack2x16float(w[M.scale_base + blk]);
+    for (var k = 0u; k < 4u; k++) {
+        let q = w[blk * 4u + k];
+        r.v[k] = vec4<f32>(bytes_bits(q, 0u, 15u)) * dm.x + dm.y;
+        r.v[k + 4u] = vec4<f32>(bytes_bits(q, 4u, 15u)) * dm.x + dm.y;
+    }
+    return r;
+}
+
+// The fifth bits of values e..e+4 from the 32-bit mask qh.
+fn high4(qh: u32, e: u32) -> vec4<u32> {
+    return ((vec4<u32>(qh) >> vec4<u32>(e, e + 1u, e + 2u, e + 3u)) & vec4<u32>(1u)) << vec4<u32>(4u);
+}
+
+// Q5_0 and Q5_1 bodies: qh, then 16 bytes of nibbles.
+fn unit_q5_0(row: u32, u: u32) -> Unit {
+    var r: Unit;
+    let blk = row * (M.cols / 32u) + u;
+    let d = f16_lo(w[M.scale_base + blk]);
+    let qh = w[blk * 5u];
+    for (var k = 0u; k < 4u; k++) {
+        let q = w[blk * 5u + 1u + k];
+        r.v[k] = (vec4<f32>(bytes_bits(q, 0u, 15u) | high4(qh, 4u * k)) - 16.0) * d;
+        r.v[k + 4u] = (vec4<f32>(bytes_bits(q, 4u, 15u) | high4(qh, 16u + 4u * k)) - 16.0) * d;
+    }
+    return r;
+}
+
+fn unit_q5_1(row: u32, u: u32) -> Unit {
+    var r: Unit;
+    let blk = row * (M.cols / 32u) + u;
+    let dm = unpack2x16float(w[M.scale_base + blk]);
+    let qh = w[blk * 5u];
+    for (var k = 0u; k < 4u; k++) {
+        let q = w[blk * 5u + 1u + k];
+        r.v[k] = vec4<f32>(bytes_bits(q, 0u, 15u) | high4(qh, 4u * k)) * dm.x + dm.y;
+        r.v[k + 4u] = vec4<f32>(bytes_bits(q, 4u, 15u) | high4(qh, 16u + 4u * k)) * dm.x + dm.y;
+    }
+    return r;
+}
+
+fn unit_q8_0(row: u32, u: u32) -> Unit {
+    var r: Unit;
+    let blk = row * (M.cols / 32u) + u;
+    let d = f16_lo(w[M.scale_base + blk]);
+    for (var k = 0u; k < 8u; k++) {
+        let q = bitcast<i32>(w[blk * 8u + k]);
+        let s = vec4<i32>(q << 24u, q << 16u, q << 8u, q) >> vec4<u32>(24u);
+        r.v[k] = vec4<f32>(s) * d;
+    }
+    return r;
+}
+
+// K-quants: unit u of a row is sub-block u % 8 of super-block u / 8.
+
+// Q2_K (21 words): scales[16], qs[64], d|dmin.
+fn unit_q2_k(row: u32, u: u32) -> Unit {
+    var r: Unit;
+    let base = (row * (M.cols / 256u) + u / 8u) * 21u;
+    let g = u % 8u;
+    let dm = unpack2x16float(w[base + 20u]);
+    let shift = 2u * (g % 4u);
+    for (var half = 0u; half < 2u; half++) {
+        let sc = byte_at(base, 2u * g + half);
+        let dl = dm.x * f32(sc & 15u);
+        let ml = dm.y * f32(sc >> 4u);
+        for (var k = 0u; k < 4u; k++) {
+            let q = w[base + 4u + 8u * (g / 4u) + 4u * half + k];
+            r.v[4u * half + k] = dl * vec4<f32>(bytes_bits(q, shift, 3u)) - ml;
+        }
+    }
+    return r;
+}
+
+fn scale_q3_k(base: u32, j: u32) -> f32 {
+    var low: u32;
+    if (j < 8u) {
+        low = byte_at(base, j) & 15u;
+    } else {
+        low = byte_at(base, j - 8u) >> 4u;
+    }
+    let high = (byte_at(base, 8u + j % 4u) >> (2u * (j / 4u))) & 3u;
+    return f32(i32(low | (high << 4u)) - 32);
+}
+
+// Q3_K (27 words): hmask[32], qs[64], scales[12]; d in the scale region.
+fn unit_q3_k(row: u32, u: u32) -> Unit {
+    var r: Unit;
+    let blk = row * (M.cols / 256u) + u / 8u;
+    let base = blk * 27u;
+    let g = u % 8u;
+    let d = f16_lo(w[M.scale_base + blk]);
+    let shift = 2u * (g % 4u);
+    for (var half = 0u; half < 2u; half++) {
+        let dl = d * scale_q3_k(base + 24u, 2u * g + half);
+        for (var k = 0u; k < 4u; k++) {
+            let q = vec4<i32>(bytes_bits(w[base + 8u + 8u * (g / 4u) + 4u * half + k], shift, 3u));
+            let h = vec4<i32>(bytes_bits(w[base + 4u * half + k], g, 1u));
+            r.v[4u * half + k] = dl * vec4<f32>(q - 4 + 4 * h);
+        }
+    }
+    return r;
+}
+
+// The 6-bit scale and min of sub-block j from the 12 bytes at `base` (Q4_K and Q5_K).
+fn scale_min_k4(base: u32, j: u32) -> vec2<f32> {
+    if (j < 4u) {
+        return vec2<f32>(f32(byte_at(base, j) & 63u), f32(byte_at(base, j + 4u) & 63u));
+    }
+    let sc = (byte_at(base, j + 4u) & 15u) | ((byte_at(base, j - 4u) >> 6u) << 4u);
+    let m = (byte_at(base, j + 4u) >> 4u) | ((byte_at(base, j) >> 6u) << 4u);
+    return vec2<f32>(f32(sc), f32(m));
+}
+
+// Q4_K (36 words): d|dmin, scales[12], qs[128].
+fn unit_q4_k(row: u32, u: u32) -> Unit {
+    var r: Unit;
+    let base = (row * (M.cols / 256u) + u / 8u) * 36u;
+    let g = u % 8u;
+    let dm = unpack2x16float(w[base]);
+    let sm = scale_min_k4(base + 1u, g);
+    let d1 = dm.x * sm.x;
+    let m1 = dm.y * sm.y;
+    let shift = 4u * (g % 2u);
+    for (var k = 0u; k < 8u; k++) {
+        let q = w[base + 4u + 8u * (g / 2u) + k];
+        r.v[k] = d1 * vec4<f32>(bytes_bits(q, shift, 15u)) - m1;
+    }
+    return r;
+}
+
+// Q5_K (44 words): d|dmin, scales[12], qh[32], qs[128].
+fn unit_q5_k(row: u32, u: u32) -> Unit {
+    var r: Unit;
+    let base = (row * (M.cols / 256u) + u / 8u) * 44u;
+    let g = u % 8u;
+    let dm = unpack2x16float(w[base]);
+    let sm = scale_min_k4(base + 1u, g);
+    let d1 = dm.x * sm.x;
+    let m1 = dm.y * sm.y;
+    let shift = 4u * (g % 2u);
+    for (var k = 0u; k < 8u; k++) {
+        let q = bytes_bits(w[base + 12u + 8u * (g / 2u) + k], shift, 15u);
+        let h = bytes_bits(w[base + 4u + k], g, 1u) << vec4<u32>(4u);
+        r.v[k] = d1 * vec4<f32>(q | h) - m1;
+    }
+    return r;
+}
+
+// Q6_K (52 words): ql[128], qh[64], scales[16] (i8); d in the scale region.
+fn unit_q6_k(row: u32, u: u32) -> Unit {
+    var r: Unit;
+    let blk = row * (M.cols / 256u) + u / 8u;
+    let base = blk * 52u;
+    let g = u % 8u;
+    let h = g / 4u;
+    let k4 = g % 4u;
+    let d = f16_lo(w[M.scale_base + blk]);
+    for (var half = 0u; half < 2u; half++) {
+        let sc = i32(byte_at(base + 48u, 8u * h + 2u * k4 + half) << 24u) >> 24u;
+        let ds = d * f32(sc);
+        for (var k = 0u; k < 4u; k++) {
+            let l = 4u * half + k;
+            let low = bytes_bits(w[base + 16u * h + 8u * (k4 % 2u) + l], 4u * (k4 / 2u), 15u);
+            let high = bytes_bits(w[base + 32u + 8u * h + l], 2u * k4, 3u);
+            r.v[l] = ds * vec4<f32>(vec4<i32>(low | (high << vec4<u32>(4u))) - 32);
+        }
+    }
+    return r;
+}

@@ -1,0 +1,37 @@
+// out = x * w / rms(x) over each row of N.n values, one workgroup per row.
+
+struct Norm {
+    n: u32,
+    eps: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(1) @binding(0) var<uniform> N: Norm;
+@group(1) @binding(1) var<storage, read> x: array<f32>;
+@group(1) @binding(2) var<storage, read> weight: array<f32>;
+@group(1) @binding(3) var<storage, read_write> out: array<f32>;
+
+var<workgroup> sums: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    let base = wg.x * N.n;
+    var s = 0.0;
+    for (var i = li; i < N.n; i += 256u) {
+        let v = x[base + i];
+        s += v * v;
+    }
+    sums[li] = s;
+    workgroupBarrier();
+    for (var k = 128u; k > 0u; k >>= 1u) {
+        if (li < k) {
+            sums[li] += sums[li + k];
+        }
+        workgroupBarrier();
+    }
+    let scale = 1.0 / sqrt(sums[0] / f32(N.n) + N.eps);
+    for (var i = li; i < N.n; i += 256u) {
+        out[base + i] = x[base + i] * scale * weight[i];
+    }
+}
