@@ -6,12 +6,13 @@ FIXTURE := tests/fixtures/models/qwen2-tiny.q8_0.gguf.gz
 
 .PHONY: demo test lint
 
-# Builds the CLI and streams a greedy continuation from a bundled fixture model.
+# Builds the CLI and streams a continuation from a bundled fixture model (random weights with
+# the real Qwen tokenizer: the text is fluent nonsense).
 demo: target/release/hearth
 	@mkdir -p target/demo
 	gunzip -c $(FIXTURE) > target/demo/model.gguf
 	target/release/hearth inspect target/demo/model.gguf
-	target/release/hearth generate --model target/demo/model.gguf --tokens 9707,11,1879 --max-tokens 24
+	target/release/hearth generate --model target/demo/model.gguf --prompt "Once upon a time" --max-tokens 24
 
 target/release/hearth: FORCE
 	cargo build --release -p hearth-cli
