@@ -355,7 +355,10 @@ fn files_without_tensors_need_no_padding() {
     // With a tensor, the same shortfall is an error.
     let mut r = Raw::new(3, 1, 0);
     r.tensor("t", &[8], 0, 0);
-    assert!(matches!(parse(&r.0).unwrap_err(), GgufError::TensorOutOfBounds { .. }));
+    assert!(matches!(
+        parse(&r.0).unwrap_err(),
+        GgufError::TensorOutOfBounds { .. }
+    ));
 }
 
 #[test]
