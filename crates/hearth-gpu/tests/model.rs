@@ -34,12 +34,11 @@ fn check_fixtures(options: &GpuOptions, full: bool) {
         return;
     };
     let mut failures = Vec::new();
-    for f in common::model_fixtures() {
+    for f in hearth_fixtures::model_fixtures() {
         let label = format!("{}.{}", f.name, f.ty);
-        let file = GgufFile::open(common::gunzip(&f.gguf)).unwrap();
+        let file = GgufFile::open(f.gguf_bytes()).unwrap();
         let cpu = CpuModel::load(&file, &mut |_, _| {}).unwrap();
-        let reference: serde_json::Value =
-            serde_json::from_slice(&common::gunzip(&f.reference)).unwrap();
+        let reference: serde_json::Value = f.reference();
         let seqs = reference["sequences"].as_array().unwrap();
         let max_ctx = seqs.iter().map(|s| ids(&s["tokens"]).len()).max().unwrap() + GREEDY + 1;
         let mut model = pollster::block_on(GpuModel::load(&gpu, &file, max_ctx, &mut |_, _| {}))
@@ -55,9 +54,9 @@ fn check_fixtures(options: &GpuOptions, full: bool) {
             let got = pollster::block_on(model.forward(&tokens)).unwrap();
             let mut cache = cpu.new_cache(max_ctx);
             let cpu_logits = cpu.forward(&mut cache, &tokens).unwrap();
-            let gpu_vs_ref = common::relative_diff(&got, &want);
-            let cpu_vs_ref = common::relative_diff(&cpu_logits, &want);
-            let gpu_vs_cpu = common::relative_diff(&got, &cpu_logits);
+            let gpu_vs_ref = hearth_fixtures::relative_diff(&got, &want);
+            let cpu_vs_ref = hearth_fixtures::relative_diff(&cpu_logits, &want);
+            let gpu_vs_cpu = hearth_fixtures::relative_diff(&got, &cpu_logits);
             eprintln!(
                 "{label} seq {s}: gpu-pytorch {gpu_vs_ref:.2e}, cpu-pytorch {cpu_vs_ref:.2e}, gpu-cpu {gpu_vs_cpu:.2e}"
             );
@@ -66,7 +65,7 @@ fn check_fixtures(options: &GpuOptions, full: bool) {
                     "{label} seq {s}: logits differ by {gpu_vs_ref:.2e}"
                 ));
             }
-            if common::argmax(&got) != common::argmax(&cpu_logits) {
+            if hearth_fixtures::argmax(&got) != hearth_fixtures::argmax(&cpu_logits) {
                 failures.push(format!("{label} seq {s}: top-1 differs from the CPU's"));
             }
             if !full || s > 0 {
@@ -75,7 +74,7 @@ fn check_fixtures(options: &GpuOptions, full: bool) {
             // Greedy continuations of both backends, reading back only token ids on the GPU.
             model.truncate(0);
             let mut id = pollster::block_on(model.forward_greedy(&tokens)).unwrap();
-            let mut want_id = common::argmax(&cpu_logits) as u32;
+            let mut want_id = hearth_fixtures::argmax(&cpu_logits) as u32;
             for step in 0..GREEDY {
                 if id != want_id {
                     failures.push(format!("{label}: greedy step {step}: {id} != {want_id}"));
@@ -83,7 +82,8 @@ fn check_fixtures(options: &GpuOptions, full: bool) {
                 }
                 if step + 1 < GREEDY {
                     id = pollster::block_on(model.forward_greedy(&[id])).unwrap();
-                    want_id = common::argmax(&cpu.forward(&mut cache, &[want_id]).unwrap()) as u32;
+                    want_id = hearth_fixtures::argmax(&cpu.forward(&mut cache, &[want_id]).unwrap())
+                        as u32;
                 }
             }
         }

@@ -1,4 +1,4 @@
-//! Shared by the integration tests: the device (or a skip), and the committed model fixtures.
+//! Shared by the integration tests: the device, or a skip where there is none.
 
 #![allow(dead_code)]
 
@@ -18,5 +18,3 @@ pub fn gpu(options: &GpuOptions) -> Option<Gpu> {
         }
     }
 }
-
-pub use hearth_fixtures::{argmax, gunzip, model_fixtures, relative_diff};
