@@ -1,0 +1,262 @@
+//! Where the forward pass runs: the CPU reference in wasm, or WebGPU. Both keep a KV cache that
+//! can be cut back to a shared prefix.
+
+use std::io;
+
+use hearth_core::gguf::{write_gguf, ByteSource, GgufFile, TensorToWrite, Value};
+use hearth_core::model::{CpuModel, KvCache, ModelSpec};
+use hearth_core::quant::{quantize, GgmlType};
+use hearth_gpu::{Gpu, GpuModel, GpuOptions};
+
+use crate::error::WebError;
+
+// One per engine, so the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Backend {
+    Cpu {
+        model: CpuModel,
+        cache: KvCache,
+        weight_bytes: u64,
+    },
+    Gpu {
+        gpu: Gpu,
+        model: GpuModel,
+    },
+}
+
+impl Backend {
+    pub fn load_cpu<S: ByteSource>(
+        file: &GgufFile<S>,
+        context_length: usize,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Self, WebError> {
+        let mut weight_bytes = 0;
+        let model = CpuModel::load(file, &mut |loaded, total| {
+            weight_bytes = total;
+            progress(loaded, total)
+        })?;
+        let cache = model.new_cache(context_length);
+        Ok(Backend::Cpu {
+            model,
+            cache,
+            weight_bytes,
+        })
+    }
+
+    pub async fn load_gpu<S: ByteSource>(
+        gpu: Gpu,
+        file: &GgufFile<S>,
+        context_length: usize,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Self, WebError> {
+        let model = GpuModel::load(&gpu, file, context_length, progress).await?;
+        Ok(Backend::Gpu { gpu, model })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Cpu { .. } => "cpu",
+            Backend::Gpu { .. } => "webgpu",
+        }
+    }
+
+    /// Positions in the KV cache.
+    pub fn positions(&self) -> usize {
+        match self {
+            Backend::Cpu { cache, .. } => cache.len(),
+            Backend::Gpu { model, .. } => model.len(),
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        match self {
+            Backend::Cpu { cache, .. } => cache.capacity(),
+            Backend::Gpu { model, .. } => model.capacity(),
+        }
+    }
+
+    /// Forgets every position from `len` on.
+    pub fn truncate(&mut self, len: usize) {
+        match self {
+            Backend::Cpu { model, cache, .. } => cache.truncate(len, &model.spec),
+            Backend::Gpu { model, .. } => model.truncate(len),
+        }
+    }
+
+    /// Runs `tokens` at the next positions; the logits of the last one.
+    pub async fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, WebError> {
+        match self {
+            Backend::Cpu { model, cache, .. } => Ok(model.forward(cache, tokens)?),
+            Backend::Gpu { model, .. } => Ok(model.forward(tokens).await?),
+        }
+    }
+
+    /// Bytes of memory the model holds (wasm memory for the CPU, GPU memory for WebGPU).
+    pub fn held_bytes(&self) -> u64 {
+        match self {
+            Backend::Cpu {
+                model,
+                cache,
+                weight_bytes,
+            } => {
+                let s = &model.spec;
+                weight_bytes + (cache.len() * s.n_layer * (s.k_dim() + s.v_dim()) * 4) as u64
+            }
+            Backend::Gpu { model, .. } => model.held_bytes(),
+        }
+    }
+
+    /// The adapter and the optional features in use, for `engine.info`.
+    pub fn adapter(&self) -> Option<(String, Vec<&'static str>)> {
+        match self {
+            Backend::Cpu { .. } => None,
+            Backend::Gpu { gpu, .. } => {
+                let mut features = Vec::new();
+                if gpu.paths.shader_f16 {
+                    features.push("shader-f16");
+                }
+                if gpu.paths.subgroup_size.is_some() {
+                    features.push("subgroups");
+                }
+                Some((gpu.describe(), features))
+            }
+        }
+    }
+}
+
+/// Opens the WebGPU device and checks that it computes a small model's logits as the CPU
+/// reference does, with `ty` for the matrices (the model's own weight type where it can be
+/// made), so a driver that gets answers silently wrong is never used.
+pub async fn open_checked_gpu(ty: GgmlType) -> Result<Gpu, WebError> {
+    let gpu = Gpu::new(&GpuOptions::default()).await?;
+    let file = GgufFile::open(probe_model(ty)).map_err(|e| WebError::Internal(e.to_string()))?;
+    let cpu = CpuModel::load(&file, &mut |_, _| {})?;
+    let tokens = [1, 7, 30, 2];
+    let want = cpu.forward(&mut cpu.new_cache(tokens.len()), &tokens)?;
+    let mut model = GpuModel::load(&gpu, &file, tokens.len(), &mut |_, _| {}).await?;
+    let got = model.forward(&tokens).await?;
+    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let worst = want
+        .iter()
+        .zip(&got)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    if got.len() != want.len() || worst.is_nan() || worst > 2e-2 * scale {
+        return Err(WebError::Gpu(format!(
+            "the WebGPU self-test failed on {}: logits differ from the CPU's by {worst} (scale {scale})",
+            gpu.describe()
+        )));
+    }
+    Ok(gpu)
+}
+
+/// A one-layer llama model with deterministic weights, as a GGUF file in memory.
+fn probe_model(ty: GgmlType) -> Vec<u8> {
+    const E: u64 = 256;
+    const VOCAB: u64 = 64;
+    const FF: u64 = 256;
+    const HEADS: u64 = 4;
+    let meta = [
+        ("general.architecture", Value::String("llama".into())),
+        ("llama.embedding_length", Value::U32(E as u32)),
+        ("llama.feed_forward_length", Value::U32(FF as u32)),
+        ("llama.block_count", Value::U32(1)),
+        ("llama.context_length", Value::U32(16)),
+        ("llama.attention.head_count", Value::U32(HEADS as u32)),
+        ("llama.attention.head_count_kv", Value::U32(2)),
+        ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
+    ]
+    .map(|(k, v)| (k.to_string(), v));
+    let kv = E / HEADS * 2;
+    let shapes: Vec<(String, Vec<u64>)> = vec![
+        ("token_embd.weight".into(), vec![E, VOCAB]),
+        ("output_norm.weight".into(), vec![E]),
+        ("output.weight".into(), vec![E, VOCAB]),
+        ("blk.0.attn_norm.weight".into(), vec![E]),
+        ("blk.0.attn_q.weight".into(), vec![E, E]),
+        ("blk.0.attn_k.weight".into(), vec![E, kv]),
+        ("blk.0.attn_v.weight".into(), vec![E, kv]),
+        ("blk.0.attn_output.weight".into(), vec![E, E]),
+        ("blk.0.ffn_norm.weight".into(), vec![E]),
+        ("blk.0.ffn_gate.weight".into(), vec![E, FF]),
+        ("blk.0.ffn_up.weight".into(), vec![E, FF]),
+        ("blk.0.ffn_down.weight".into(), vec![FF, E]),
+    ];
+    let mut seed = 0x2545_f491_u32;
+    let data: Vec<(GgmlType, Vec<u8>)> = shapes
+        .iter()
+        .map(|(_, dims)| {
+            let n: u64 = dims.iter().product();
+            if dims.len() == 1 {
+                let ones: Vec<f32> = vec![1.0; n as usize];
+                return (GgmlType::F32, bytes_of(&ones));
+            }
+            let values: Vec<f32> = (0..n)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    (seed as f32 / u32::MAX as f32 - 0.5) * 0.2
+                })
+                .collect();
+            match quantize(ty, &values) {
+                Ok(q) => (ty, q),
+                Err(_) => (GgmlType::F32, bytes_of(&values)),
+            }
+        })
+        .collect();
+    let tensors: Vec<TensorToWrite> = shapes
+        .iter()
+        .zip(&data)
+        .map(|((name, dims), (ty, _))| TensorToWrite {
+            name: name.clone(),
+            dims: dims.clone(),
+            ty: *ty,
+        })
+        .collect();
+    let mut out = Vec::new();
+    write_gguf::<io::Error>(&mut out, &meta, &tensors, |i| Ok(data[i].1.clone()))
+        .expect("the probe model's shapes are whole blocks");
+    out
+}
+
+fn bytes_of(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// The most common type among a model's matrices (what its quantization is called by).
+pub fn matrix_type(file_header: &hearth_core::gguf::Gguf, spec: &ModelSpec) -> GgmlType {
+    let mut counts: Vec<(GgmlType, u64)> = Vec::new();
+    for (name, dims) in spec.expected_tensors() {
+        if dims.len() < 2 {
+            continue;
+        }
+        if let Some(t) = file_header.tensor(&name) {
+            match counts.iter_mut().find(|(ty, _)| *ty == t.ty) {
+                Some((_, n)) => *n += t.n_elements(),
+                None => counts.push((t.ty, t.n_elements())),
+            }
+        }
+    }
+    counts
+        .into_iter()
+        .max_by_key(|&(_, n)| n)
+        .map_or(GgmlType::F32, |(ty, _)| ty)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_model_loads_on_the_cpu() {
+        for ty in [GgmlType::F32, GgmlType::Q8_0, GgmlType::Q4_K] {
+            let file = GgufFile::open(probe_model(ty)).unwrap();
+            let model = CpuModel::load(&file, &mut |_, _| {}).unwrap();
+            let logits = model.forward(&mut model.new_cache(4), &[1, 2, 3]).unwrap();
+            assert_eq!(logits.len(), 64);
+            assert!(logits.iter().all(|v| v.is_finite()));
+            assert!(logits.iter().any(|&v| v != logits[0]));
+        }
+    }
+}

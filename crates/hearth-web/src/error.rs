@@ -1,0 +1,127 @@
+//! Errors a page can act on: each carries a stable `code` that the JS side turns into a typed
+//! error.
+
+use hearth_core::gguf::{GgufError, SourceError};
+use hearth_core::model::ModelError;
+use hearth_core::quant::QuantError;
+use hearth_core::tokenizer::TokenizerError;
+use hearth_gpu::GpuError;
+use wasm_bindgen::JsValue;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error("{0}")]
+    NotGguf(String),
+    #[error("{0}")]
+    InvalidModel(String),
+    #[error("{0}")]
+    UnsupportedArchitecture(String),
+    #[error("{0}")]
+    UnsupportedQuantization(String),
+    #[error("{0}")]
+    UnsupportedTokenizer(String),
+    #[error("the model needs {need} bytes of memory; {limit} are available here")]
+    TooLarge { need: u64, limit: u64 },
+    #[error("out of memory: {0} more bytes could not be allocated")]
+    OutOfMemory(u64),
+    #[error("{0}")]
+    GpuOutOfMemory(String),
+    #[error("{0}")]
+    DeviceLost(String),
+    #[error("{0}")]
+    NoGpu(String),
+    #[error("{0}")]
+    Gpu(String),
+    #[error("{0}")]
+    ContextFull(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the engine is busy with another request")]
+    Busy,
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl WebError {
+    /// The stable name the JS API exposes as `error.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            WebError::NotGguf(_) => "not_gguf",
+            WebError::InvalidModel(_) => "invalid_model",
+            WebError::UnsupportedArchitecture(_) => "unsupported_architecture",
+            WebError::UnsupportedQuantization(_) => "unsupported_quantization",
+            WebError::UnsupportedTokenizer(_) => "unsupported_tokenizer",
+            WebError::TooLarge { .. } => "too_large",
+            WebError::OutOfMemory(_) | WebError::GpuOutOfMemory(_) => "out_of_memory",
+            WebError::DeviceLost(_) => "device_lost",
+            WebError::NoGpu(_) => "no_webgpu",
+            WebError::Gpu(_) => "gpu_error",
+            WebError::ContextFull(_) => "context_full",
+            WebError::BadRequest(_) => "bad_request",
+            WebError::Busy => "busy",
+            WebError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<WebError> for JsValue {
+    fn from(e: WebError) -> JsValue {
+        let err = js_sys::Error::new(&e.to_string());
+        // Setting a plain data property on a fresh Error cannot fail.
+        let _ = js_sys::Reflect::set(&err, &"code".into(), &e.code().into());
+        err.into()
+    }
+}
+
+impl From<GgufError> for WebError {
+    fn from(e: GgufError) -> Self {
+        match e {
+            GgufError::BadMagic(_) | GgufError::UnsupportedVersion(_) => {
+                WebError::NotGguf(e.to_string())
+            }
+            other => WebError::InvalidModel(other.to_string()),
+        }
+    }
+}
+
+impl From<ModelError> for WebError {
+    fn from(e: ModelError) -> Self {
+        match e {
+            ModelError::NoArchitecture | ModelError::UnsupportedArchitecture(_) => {
+                WebError::UnsupportedArchitecture(e.to_string())
+            }
+            ModelError::Quant {
+                source: QuantError::UnsupportedDequant(_),
+                ..
+            } => WebError::UnsupportedQuantization(e.to_string()),
+            ModelError::ContextFull { .. } => WebError::ContextFull(e.to_string()),
+            ModelError::TokenOutOfRange { .. } => WebError::BadRequest(e.to_string()),
+            ModelError::Source(SourceError::Format(f)) => f.into(),
+            other => WebError::InvalidModel(other.to_string()),
+        }
+    }
+}
+
+impl From<TokenizerError> for WebError {
+    fn from(e: TokenizerError) -> Self {
+        match e {
+            TokenizerError::UnsupportedModel(_) | TokenizerError::UnsupportedPreTokenizer(_) => {
+                WebError::UnsupportedTokenizer(e.to_string())
+            }
+            other => WebError::InvalidModel(other.to_string()),
+        }
+    }
+}
+
+impl From<GpuError> for WebError {
+    fn from(e: GpuError) -> Self {
+        match e {
+            GpuError::NoAdapter(_) | GpuError::RequestDevice(_) => WebError::NoGpu(e.to_string()),
+            GpuError::OutOfMemory => WebError::GpuOutOfMemory(e.to_string()),
+            GpuError::DeviceLost(_) => WebError::DeviceLost(e.to_string()),
+            GpuError::UnsupportedType(_) => WebError::UnsupportedQuantization(e.to_string()),
+            GpuError::Model(m) => m.into(),
+            other => WebError::Gpu(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,454 @@
+//! The browser runtime behind the `pkg/` npm package. The JS side fetches bytes (ranges,
+//! caching, resuming) and drives the decode loop one token per call, so it can stream and
+//! abort between tokens; this crate turns those bytes into a model and runs it:
+//!
+//! 1. [`Loader::header`] parses each file's GGUF header from a growing prefix;
+//! 2. [`Loader::plan`] checks the model (architecture, quantization, tokenizer, memory) before
+//!    any weight is fetched and names the byte ranges to fetch;
+//! 3. [`Loader::put`] takes those bytes as they stream in;
+//! 4. [`Loader::load_gpu`] or [`Loader::load_cpu`] builds an [`Engine`].
+
+mod backend;
+mod error;
+mod session;
+mod source;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use hearth_core::chat::ChatTemplate;
+use hearth_core::gguf::{Gguf, GgufError, GgufFile};
+use hearth_core::model::ModelSpec;
+use hearth_core::quant::GgmlType;
+use hearth_core::tokenizer::Tokenizer;
+use serde::Serialize;
+use wasm_bindgen::prelude::*;
+
+pub use backend::{open_checked_gpu, Backend};
+pub use error::WebError;
+pub use session::{ChatMessage, GenerateOptions, Session};
+pub use source::TensorChunks;
+
+#[wasm_bindgen(start)]
+fn start() {
+    console_error_panic_hook::set_once();
+}
+
+/// Tensors closer than this in a file are fetched with one request.
+const MERGE_GAP: u64 = 64 << 10;
+
+/// What a wasm32 instance can address, less room for everything but the weights and cache.
+const WASM_LIMIT: u64 = (4 << 30) - (256 << 20);
+
+fn js_err(e: impl Into<WebError>) -> JsValue {
+    e.into().into()
+}
+
+fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsValue> {
+    value
+        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(|e| js_err(WebError::Internal(e.to_string())))
+}
+
+/// Facts about a model, known from its header alone.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelInfo {
+    pub architecture: String,
+    pub name: Option<String>,
+    /// The most common type among the weight matrices ("Q4_K", "F16").
+    pub quantization: String,
+    pub parameters: f64,
+    pub weight_bytes: f64,
+    pub layers: usize,
+    pub vocab_size: usize,
+    pub context_length: usize,
+    /// Positions the KV cache holds (the requested context, at most the model's).
+    pub cache_positions: usize,
+    /// Wasm memory the weights and a full CPU KV cache take.
+    pub memory_needed: f64,
+    pub chat_template: bool,
+}
+
+/// The model checked and the byte ranges of its tensors to fetch.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Plan<'a> {
+    info: &'a ModelInfo,
+    /// `[file, start, end]` triples, in file order.
+    fetch: Vec<[f64; 3]>,
+}
+
+/// Model-level state shared by [`Loader`] and [`Engine`].
+struct Prepared {
+    file: GgufFile<TensorChunks>,
+    spec: ModelSpec,
+    tokenizer: Tokenizer,
+    info: ModelInfo,
+}
+
+#[wasm_bindgen]
+pub struct Loader {
+    headers: Vec<Option<(Gguf, Vec<u8>)>>,
+    prepared: Option<Prepared>,
+}
+
+#[wasm_bindgen]
+impl Loader {
+    /// A loader for a model made of `files` GGUF files (more than one for a split model).
+    #[wasm_bindgen(constructor)]
+    pub fn new(files: usize) -> Loader {
+        Loader {
+            headers: (0..files.max(1)).map(|_| None).collect(),
+            prepared: None,
+        }
+    }
+
+    /// Parses file `file`'s header from its first bytes. Returns 0 once the header is read,
+    /// otherwise how long a prefix to fetch next.
+    pub fn header(&mut self, file: usize, prefix: &[u8], file_len: f64) -> Result<f64, JsValue> {
+        let len = file_len as u64;
+        let slot = self
+            .headers
+            .get_mut(file)
+            .ok_or_else(|| js_err(WebError::BadRequest(format!("no file {file}"))))?;
+        match Gguf::parse(prefix, len) {
+            Ok(h) => {
+                let head = prefix[..(h.data_offset as usize).min(prefix.len())].to_vec();
+                *slot = Some((h, head));
+                Ok(0.0)
+            }
+            Err(GgufError::NeedMore { .. }) if (prefix.len() as u64) < len => {
+                Ok(((prefix.len() as u64).max(1 << 16) * 4).min(len) as f64)
+            }
+            // Too short to hold even the magic: not a model at all.
+            Err(GgufError::NeedMore { .. }) if prefix.len() < 8 => Err(js_err(WebError::NotGguf(
+                format!("a file of {len} bytes is not a GGUF file"),
+            ))),
+            Err(GgufError::NeedMore { .. }) => Err(js_err(WebError::InvalidModel(format!(
+                "the file ends inside its GGUF header ({len} bytes)"
+            )))),
+            Err(e) => Err(js_err(e)),
+        }
+    }
+
+    /// Checks the model before any weight is fetched and plans the fetches; `context_length`
+    /// is the number of positions to hold (0: the model's own, up to 4096).
+    pub fn plan(&mut self, context_length: usize) -> Result<JsValue, JsValue> {
+        let headers: Vec<(Gguf, Vec<u8>)> = self
+            .headers
+            .iter()
+            .map(|h| {
+                h.clone()
+                    .ok_or_else(|| js_err(WebError::BadRequest("a header is missing".into())))
+            })
+            .collect::<Result<_, _>>()?;
+        let (merged, header_bytes, virt_len) = if headers.len() == 1 {
+            let (h, bytes) = headers[0].clone();
+            let len = h.file_len;
+            (h, bytes, len)
+        } else {
+            let parsed: Vec<Gguf> = headers.iter().map(|(h, _)| h.clone()).collect();
+            let (bytes, len) = source::merge_headers(&parsed).map_err(js_err)?;
+            let merged = Gguf::parse(&bytes, len).map_err(js_err)?;
+            (merged, bytes, len)
+        };
+        let spec = ModelSpec::from_gguf(&merged).map_err(js_err)?;
+        spec.check_tensors(&merged).map_err(js_err)?;
+        let tokenizer = Tokenizer::from_gguf(&merged).map_err(js_err)?;
+        let names: Vec<String> = spec
+            .expected_tensors()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        let parsed: Vec<Gguf> = headers.iter().map(|(h, _)| h.clone()).collect();
+        let located = source::locate(&parsed, &merged, &names).map_err(js_err)?;
+
+        let positions = match context_length {
+            0 => spec.context_length.min(4096),
+            n => n.min(spec.context_length),
+        };
+        let weight_bytes: u64 = names
+            .iter()
+            .filter_map(|n| merged.tensor(n))
+            .map(|t| t.n_bytes)
+            .sum();
+        let parameters: u64 = names
+            .iter()
+            .filter_map(|n| merged.tensor(n))
+            .map(|t| t.n_elements())
+            .sum();
+        let cache_bytes = (positions * spec.n_layer * (spec.k_dim() + spec.v_dim()) * 4) as u64;
+        // The vocabulary and merges are held twice while the tokenizer is built.
+        let memory_needed = weight_bytes + cache_bytes + 2 * header_bytes.len() as u64;
+        let limit = WASM_LIMIT.saturating_sub(wasm_memory_bytes());
+        if memory_needed > limit {
+            return Err(js_err(WebError::TooLarge {
+                need: memory_needed,
+                limit,
+            }));
+        }
+        let info = ModelInfo {
+            architecture: spec.arch.name().to_string(),
+            name: merged.get_str("general.name").map(str::to_string),
+            quantization: backend::matrix_type(&merged, &spec).name().to_string(),
+            parameters: parameters as f64,
+            weight_bytes: weight_bytes as f64,
+            layers: spec.n_layer,
+            vocab_size: spec.n_vocab,
+            context_length: spec.context_length,
+            cache_positions: positions,
+            memory_needed: memory_needed as f64,
+            chat_template: merged.get_str("tokenizer.chat_template").is_some(),
+        };
+        let chunks = TensorChunks::new(header_bytes, virt_len, located);
+        let fetch = chunks
+            .fetch_plan(MERGE_GAP)
+            .into_iter()
+            .map(|(f, r)| [f as f64, r.start as f64, r.end as f64])
+            .collect();
+        let file =
+            GgufFile::open(chunks).map_err(|e| js_err(WebError::InvalidModel(e.to_string())))?;
+        let plan = to_js(&Plan { info: &info, fetch })?;
+        self.prepared = Some(Prepared {
+            file,
+            spec,
+            tokenizer,
+            info,
+        });
+        Ok(plan)
+    }
+
+    /// Stores bytes fetched from file `file`, starting at `offset`.
+    pub fn put(&self, file: usize, offset: f64, bytes: &[u8]) -> Result<(), JsValue> {
+        self.prepared()?
+            .file
+            .source()
+            .put(file, offset as u64, bytes)
+            .map_err(js_err)
+    }
+
+    /// Tensor bytes still to arrive.
+    pub fn missing(&self) -> Result<f64, JsValue> {
+        Ok(self.prepared()?.file.source().missing() as f64)
+    }
+
+    /// The ggml type id of most weight matrices, for the WebGPU self-test.
+    #[wasm_bindgen(js_name = matrixType)]
+    pub fn matrix_type(&self) -> Result<u32, JsValue> {
+        let p = self.prepared()?;
+        Ok(backend::matrix_type(&p.file.header, &p.spec).id())
+    }
+
+    /// Builds the engine on the CPU. `progress(loaded, total)` follows the weight bytes taken
+    /// in, up to the weights' total once the engine is built.
+    #[wasm_bindgen(js_name = loadCpu)]
+    pub fn load_cpu(self, progress: &js_sys::Function) -> Result<Engine, JsValue> {
+        let p = self.into_prepared()?;
+        let backend = Backend::load_cpu(&p.file, p.info.cache_positions, &mut |_, _| {
+            weights_progress(progress, &p)
+        })
+        .map_err(js_err)?;
+        weights_progress(progress, &p);
+        Ok(Engine::new(p, backend))
+    }
+
+    /// Builds the engine on WebGPU, after the device passed its self-test; `progress` as for
+    /// [`Loader::load_cpu`].
+    #[wasm_bindgen(js_name = loadGpu)]
+    pub async fn load_gpu(
+        self,
+        gpu: GpuDevice,
+        progress: js_sys::Function,
+    ) -> Result<Engine, JsValue> {
+        let p = self.into_prepared()?;
+        let backend = Backend::load_gpu(
+            gpu.0.clone(),
+            &p.file,
+            p.info.cache_positions,
+            &mut |_, _| weights_progress(&progress, &p),
+        )
+        .await
+        .map_err(js_err)?;
+        weights_progress(&progress, &p);
+        Ok(Engine::new(p, backend))
+    }
+}
+
+impl Loader {
+    fn prepared(&self) -> Result<&Prepared, JsValue> {
+        self.prepared
+            .as_ref()
+            .ok_or_else(|| js_err(WebError::BadRequest("plan() must come first".into())))
+    }
+
+    fn into_prepared(self) -> Result<Prepared, JsValue> {
+        let p = self
+            .prepared
+            .ok_or_else(|| js_err(WebError::BadRequest("plan() must come first".into())))?;
+        match p.file.source().missing() {
+            0 => Ok(p),
+            n => Err(js_err(WebError::BadRequest(format!(
+                "{n} bytes of tensor data have not arrived"
+            )))),
+        }
+    }
+}
+
+/// Reports the weight bytes the backend has taken from the source. Counted at the source, so
+/// every tensor counts (the backends' own counts may leave small ones out).
+fn weights_progress(progress: &js_sys::Function, p: &Prepared) {
+    let loaded = p.file.source().handed() as f64;
+    // Progress is advisory: a throwing callback must not stop the load.
+    let _ = progress.call2(&JsValue::NULL, &loaded.into(), &p.info.weight_bytes.into());
+}
+
+#[cfg(target_arch = "wasm32")]
+fn wasm_memory_bytes() -> u64 {
+    core::arch::wasm32::memory_size(0) as u64 * 65536
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn wasm_memory_bytes() -> u64 {
+    0
+}
+
+/// An opened WebGPU device that passed the start-up self-test.
+#[wasm_bindgen]
+pub struct GpuDevice(hearth_gpu::Gpu);
+
+#[wasm_bindgen]
+impl GpuDevice {
+    /// Opens the device and runs the self-test with matrices of ggml type `matrix_type` (the
+    /// model's); fails with `no_webgpu` without an adapter, `gpu_error` when the test fails.
+    pub async fn open(matrix_type: u32) -> Result<GpuDevice, JsValue> {
+        let ty = GgmlType::from_id(matrix_type).unwrap_or(GgmlType::F32);
+        Ok(GpuDevice(open_checked_gpu(ty).await.map_err(js_err)?))
+    }
+
+    pub fn describe(&self) -> String {
+        self.0.describe()
+    }
+}
+
+/// What `engine.info` reports.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EngineInfo<'a> {
+    #[serde(flatten)]
+    model: &'a ModelInfo,
+    backend: &'static str,
+    adapter: Option<String>,
+    features: Vec<&'static str>,
+    memory_held: f64,
+    cached_tokens: usize,
+}
+
+/// A loaded model: tokenizer, chat template, backend and the conversation in its KV cache.
+#[wasm_bindgen]
+pub struct Engine {
+    inner: Rc<RefCell<Session>>,
+}
+
+impl Engine {
+    fn new(p: Prepared, backend: Backend) -> Engine {
+        // A template that does not parse leaves the raw-prompt API usable.
+        let template = ChatTemplate::from_gguf(&p.file.header, &p.tokenizer).ok();
+        Engine {
+            inner: Rc::new(RefCell::new(Session::new(
+                backend,
+                p.tokenizer,
+                p.spec,
+                p.info,
+                template,
+            ))),
+        }
+    }
+
+    fn session(&self) -> Result<std::cell::RefMut<'_, Session>, JsValue> {
+        self.inner
+            .try_borrow_mut()
+            .map_err(|_| js_err(WebError::Busy))
+    }
+}
+
+#[wasm_bindgen]
+impl Engine {
+    /// Token ids of `text`; with `add_special`, the BOS/EOS the model's tokenizer adds.
+    pub fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<u32>, JsValue> {
+        Ok(self.session()?.tokenizer().encode(text, add_special))
+    }
+
+    /// Text of `ids`; with `skip_special`, control tokens are left out.
+    pub fn detokenize(&self, ids: &[u32], skip_special: bool) -> Result<String, JsValue> {
+        Ok(self.session()?.tokenizer().decode_with(ids, skip_special))
+    }
+
+    /// The model, the backend and the memory held.
+    pub fn info(&self) -> Result<JsValue, JsValue> {
+        let s = self.session()?;
+        let (adapter, features) = match s.backend().adapter() {
+            Some((a, f)) => (Some(a), f),
+            None => (None, Vec::new()),
+        };
+        to_js(&EngineInfo {
+            model: s.info(),
+            backend: s.backend().name(),
+            adapter,
+            features,
+            memory_held: s.backend().held_bytes() as f64,
+            cached_tokens: s.backend().positions(),
+        })
+    }
+
+    /// Renders `[{ role, content }]` messages with the model's chat template, ending with the
+    /// assistant's turn opened.
+    #[wasm_bindgen(js_name = applyChatTemplate)]
+    pub fn apply_chat_template(&self, messages: JsValue) -> Result<String, JsValue> {
+        let messages: Vec<ChatMessage> = serde_wasm_bindgen::from_value(messages)
+            .map_err(|e| js_err(WebError::BadRequest(format!("messages: {e}"))))?;
+        self.session()?.render_chat(&messages).map_err(js_err)
+    }
+
+    /// The tokens of a rendered chat, special-token text parsed. Nothing is added: the
+    /// template writes BOS itself where the model wants one (as `hearth chat` and transformers
+    /// assume).
+    #[wasm_bindgen(js_name = chatTokens)]
+    pub fn chat_tokens(&self, rendered: &str) -> Result<Vec<u32>, JsValue> {
+        Ok(self.session()?.tokenizer().encode(rendered, false))
+    }
+
+    /// Starts generating after `prompt` (token ids), reusing the KV cache of the prefix it
+    /// shares with what the cache holds. Returns `{ promptTokens, cachedTokens }`.
+    pub fn begin(&self, prompt: Vec<u32>, options: JsValue) -> Result<JsValue, JsValue> {
+        let options: GenerateOptions = if options.is_undefined() || options.is_null() {
+            GenerateOptions::default()
+        } else {
+            serde_wasm_bindgen::from_value(options)
+                .map_err(|e| js_err(WebError::BadRequest(format!("options: {e}"))))?
+        };
+        let started = self.session()?.begin(prompt, options).map_err(js_err)?;
+        to_js(&started)
+    }
+
+    /// Produces the next token: `{ text, token, finishReason }`, where `finishReason` is null
+    /// while generation goes on, then "stop" or "length" (and `token` null when nothing more
+    /// was produced).
+    pub fn step(&self) -> js_sys::Promise {
+        let inner = self.inner.clone();
+        // The session stays borrowed for the whole step on purpose: every other call takes it
+        // with `try_borrow_mut`, so one made meanwhile fails with `busy` rather than panicking.
+        #[allow(clippy::await_holding_refcell_ref)]
+        wasm_bindgen_futures::future_to_promise(async move {
+            let mut s = inner.try_borrow_mut().map_err(|_| js_err(WebError::Busy))?;
+            let step = s.step().await.map_err(js_err)?;
+            to_js(&step)
+        })
+    }
+
+    /// Forgets the conversation held in the KV cache.
+    pub fn reset(&self) -> Result<(), JsValue> {
+        self.session()?.reset();
+        Ok(())
+    }
+}

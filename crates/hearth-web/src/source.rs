@@ -1,0 +1,343 @@
+//! The bytes of a model as the browser fetches them: each GGUF header in full, then only the
+//! tensors the model reads, streamed in as ranges of their files. A split model (several
+//! GGUF files) is presented to the loaders as one virtual file whose header lists every tensor.
+
+use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::io;
+use std::ops::Range;
+
+use hearth_core::gguf::{write_gguf, ByteSource, Gguf, TensorInfo, TensorToWrite, Value};
+
+use crate::error::WebError;
+
+/// One tensor's bytes: where they lie in their file and in the virtual file, and what of them
+/// has arrived (always a prefix, so a resent range is harmless).
+struct Part {
+    file: usize,
+    real: Range<u64>,
+    virt_start: u64,
+    data: Vec<u8>,
+}
+
+impl Part {
+    fn len(&self) -> u64 {
+        self.real.end - self.real.start
+    }
+}
+
+/// A [`ByteSource`] that holds a header and the tensors put into it. Reading a tensor hands its
+/// buffer over to the reader, so each weight lives in wasm memory once and only until loaded.
+pub struct TensorChunks {
+    header: Vec<u8>,
+    len: u64,
+    parts: RefCell<Vec<Part>>,
+    /// (file, real start) -> index into `parts`.
+    by_real: BTreeMap<(usize, u64), usize>,
+    /// Virtual start -> index into `parts`.
+    by_virt: BTreeMap<u64, usize>,
+    /// Tensor bytes handed over to readers so far.
+    handed: Cell<u64>,
+}
+
+impl TensorChunks {
+    /// `header` is the (virtual) file's header, `len` its length; `tensors` are the ones to
+    /// fetch, as (file, range in that file, range in the virtual file).
+    pub fn new(header: Vec<u8>, len: u64, tensors: Vec<(usize, Range<u64>, u64)>) -> Self {
+        let mut parts = Vec::with_capacity(tensors.len());
+        let mut by_real = BTreeMap::new();
+        let mut by_virt = BTreeMap::new();
+        for (i, (file, real, virt_start)) in tensors.into_iter().enumerate() {
+            by_real.insert((file, real.start), i);
+            by_virt.insert(virt_start, i);
+            parts.push(Part {
+                file,
+                real,
+                virt_start,
+                data: Vec::new(),
+            });
+        }
+        TensorChunks {
+            header,
+            len,
+            parts: RefCell::new(parts),
+            by_real,
+            by_virt,
+            handed: Cell::new(0),
+        }
+    }
+
+    /// The ranges to fetch, per file, with neighbours closer than `gap` merged into one.
+    pub fn fetch_plan(&self, gap: u64) -> Vec<(usize, Range<u64>)> {
+        let parts = self.parts.borrow();
+        let mut plan: Vec<(usize, Range<u64>)> = Vec::new();
+        for &i in self.by_real.values() {
+            let p = &parts[i];
+            match plan.last_mut() {
+                Some((f, r)) if *f == p.file && p.real.start <= r.end + gap => {
+                    r.end = r.end.max(p.real.end)
+                }
+                _ => plan.push((p.file, p.real.clone())),
+            }
+        }
+        plan
+    }
+
+    /// Stores `bytes`, which start at `offset` of file `file`. Bytes outside every tensor are
+    /// dropped; bytes a tensor already holds are skipped.
+    pub fn put(&self, file: usize, offset: u64, bytes: &[u8]) -> Result<(), WebError> {
+        let end = offset + bytes.len() as u64;
+        let mut parts = self.parts.borrow_mut();
+        let first = self
+            .by_real
+            .range(..=(file, offset))
+            .next_back()
+            .map_or((file, 0), |(&k, _)| k);
+        for (&(f, start), &i) in self.by_real.range(first..(file, end)) {
+            if f != file {
+                continue;
+            }
+            let p = &mut parts[i];
+            let have = start + p.data.len() as u64;
+            let from = offset.max(have);
+            let to = end.min(p.real.end);
+            // Only bytes that continue what the tensor holds are kept.
+            if from >= to || from > have {
+                continue;
+            }
+            if p.data.capacity() == 0 {
+                p.data
+                    .try_reserve_exact(p.len() as usize)
+                    .map_err(|_| WebError::OutOfMemory(p.len()))?;
+            }
+            p.data
+                .extend_from_slice(&bytes[(from - offset) as usize..(to - offset) as usize]);
+        }
+        Ok(())
+    }
+
+    /// Tensor bytes handed over to readers (each tensor is read once), for load progress.
+    pub fn handed(&self) -> u64 {
+        self.handed.get()
+    }
+
+    /// Bytes still to arrive.
+    pub fn missing(&self) -> u64 {
+        self.parts
+            .borrow()
+            .iter()
+            .map(|p| p.len() - p.data.len() as u64)
+            .sum()
+    }
+}
+
+impl ByteSource for TensorChunks {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read(&self, range: Range<u64>) -> io::Result<Cow<'_, [u8]>> {
+        let (start, end) = (range.start as usize, range.end as usize);
+        if end <= self.header.len() {
+            return Ok(Cow::Borrowed(&self.header[start..end]));
+        }
+        // The header parser reads a fixed-size first prefix; what lies past the header is never
+        // interpreted, so zeros stand in for bytes that were not fetched.
+        if start == 0 {
+            let mut prefix = self.header.clone();
+            prefix.resize(end, 0);
+            return Ok(Cow::Owned(prefix));
+        }
+        let mut parts = self.parts.borrow_mut();
+        let p = self
+            .by_virt
+            .get(&range.start)
+            .map(|&i| &mut parts[i])
+            .filter(|p| p.virt_start + p.len() == range.end)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("bytes {range:?} are not one tensor of the model"),
+                )
+            })?;
+        if p.data.len() as u64 != p.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the tensor at {range:?} has {} of its {} bytes (already read, or not fetched)",
+                    p.data.len(),
+                    p.len()
+                ),
+            ));
+        }
+        self.handed.set(self.handed.get() + p.len());
+        Ok(Cow::Owned(std::mem::take(&mut p.data)))
+    }
+}
+
+/// GGUF's keys for split files (llama.cpp's `gguf-split`).
+const SPLIT_PREFIX: &str = "split.";
+
+/// The header of one virtual file holding the tensors of every split, with the metadata of the
+/// first, and its length. Returns the header bytes and the virtual file's length.
+pub fn merge_headers(headers: &[Gguf]) -> Result<(Vec<u8>, u64), WebError> {
+    let first = &headers[0];
+    let metadata: Vec<(String, Value)> = first
+        .metadata()
+        .iter()
+        .filter(|(k, _)| !k.starts_with(SPLIT_PREFIX))
+        .cloned()
+        .collect();
+    let tensors: Vec<TensorToWrite> = headers
+        .iter()
+        .flat_map(|h| h.tensors())
+        .map(|t| TensorToWrite {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            ty: t.ty,
+        })
+        .collect();
+    let alignment = first.alignment;
+    let data_len: u64 = headers
+        .iter()
+        .flat_map(|h| h.tensors())
+        .map(|t| t.n_bytes.next_multiple_of(alignment))
+        .sum();
+    // The writer asks for the first tensor's bytes only once the header and its padding are
+    // written: stopping there leaves exactly the header.
+    struct HeaderDone;
+    impl From<io::Error> for HeaderDone {
+        fn from(_: io::Error) -> Self {
+            HeaderDone
+        }
+    }
+    let mut header = Vec::new();
+    let done = write_gguf(&mut header, &metadata, &tensors, |_| {
+        Err::<Vec<u8>, _>(HeaderDone)
+    });
+    if done.is_ok() && !tensors.is_empty() {
+        return Err(WebError::Internal("the merged header has no end".into()));
+    }
+    let len = header.len() as u64 + data_len;
+    Ok((header, len))
+}
+
+/// The splits' tensors paired with their place in the merged header: (file, real range,
+/// virtual start) for each name in `names`.
+pub fn locate(
+    headers: &[Gguf],
+    merged: &Gguf,
+    names: &[String],
+) -> Result<Vec<(usize, Range<u64>, u64)>, WebError> {
+    names
+        .iter()
+        .map(|name| {
+            let (file, real) = headers
+                .iter()
+                .enumerate()
+                .find_map(|(f, h)| h.tensor(name).map(|t: &TensorInfo| (f, t.range())))
+                .ok_or_else(|| WebError::Internal(format!("tensor {name:?} vanished")))?;
+            let virt = merged
+                .tensor(name)
+                .ok_or_else(|| WebError::Internal(format!("tensor {name:?} vanished")))?;
+            Ok((file, real, virt.offset))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hearth_core::gguf::GgufFile;
+    use hearth_core::quant::GgmlType;
+
+    fn file(tensors: &[(&str, u64)], extra: Vec<(String, Value)>) -> Vec<u8> {
+        let t: Vec<TensorToWrite> = tensors
+            .iter()
+            .map(|&(n, d)| TensorToWrite {
+                name: n.into(),
+                dims: vec![d],
+                ty: GgmlType::F32,
+            })
+            .collect();
+        let mut out = Vec::new();
+        write_gguf::<io::Error>(&mut out, &extra, &t, |i| {
+            Ok((0..tensors[i].1 * 4)
+                .map(|b| (b as u8) ^ (i as u8))
+                .collect())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn split_files_read_as_one() {
+        let meta = |no: u16| {
+            vec![
+                (
+                    "general.architecture".to_string(),
+                    Value::String("llama".into()),
+                ),
+                ("split.no".to_string(), Value::U16(no)),
+            ]
+        };
+        let a = file(&[("x", 10), ("y", 3)], meta(0));
+        let b = file(&[("z", 7)], meta(1));
+        let headers: Vec<Gguf> = [&a, &b]
+            .iter()
+            .map(|f| Gguf::parse(f, f.len() as u64).unwrap())
+            .collect();
+        let (header, len) = merge_headers(&headers).unwrap();
+        let merged = Gguf::parse(&header, len).unwrap();
+        assert!(merged.get("split.no").is_none());
+        assert_eq!(merged.tensors().len(), 3);
+        let names: Vec<String> = ["x", "z"].map(String::from).to_vec();
+        let located = locate(&headers, &merged, &names).unwrap();
+        let chunks = TensorChunks::new(header, len, located);
+        // Everything of both files, in pieces that straddle tensor boundaries.
+        for (f, bytes) in [&a, &b].iter().enumerate() {
+            for (i, piece) in bytes.chunks(37).enumerate() {
+                chunks.put(f, (i * 37) as u64, piece).unwrap();
+            }
+        }
+        assert_eq!(chunks.missing(), 0);
+        let file = GgufFile::open(chunks).unwrap();
+        for (name, src, real) in [("x", &a, &headers[0]), ("z", &b, &headers[1])] {
+            let t = file.header.tensor(name).unwrap().clone();
+            let r = real.tensor(name).unwrap().range();
+            assert_eq!(
+                &*file.tensor_bytes(&t).unwrap(),
+                &src[r.start as usize..r.end as usize]
+            );
+            // Handed over: a second read fails rather than copying.
+            assert!(file.tensor_bytes(&t).is_err());
+        }
+    }
+
+    #[test]
+    fn bytes_out_of_order_are_not_kept() {
+        let a = file(&[("x", 16)], Vec::new());
+        let h = Gguf::parse(&a, a.len() as u64).unwrap();
+        let r = h.tensor("x").unwrap().range();
+        let chunks = TensorChunks::new(
+            a[..h.data_offset as usize].to_vec(),
+            a.len() as u64,
+            vec![(0, r.clone(), r.start)],
+        );
+        chunks
+            .put(0, r.start + 8, &a[r.start as usize + 8..])
+            .unwrap();
+        assert_eq!(chunks.missing(), 64);
+        chunks
+            .put(0, r.start, &a[r.start as usize..r.start as usize + 12])
+            .unwrap();
+        chunks
+            .put(0, r.start + 4, &a[r.start as usize + 4..])
+            .unwrap();
+        assert_eq!(chunks.missing(), 0);
+        assert_eq!(chunks.handed(), 0);
+        assert_eq!(&*chunks.read(r.clone()).unwrap(), &a[r.start as usize..]);
+        assert_eq!(chunks.handed(), 64);
+    }
+}

@@ -1,0 +1,213 @@
+// Types of the hearth-llm package.
+
+export type ErrorCode =
+  | 'not_found'
+  | 'cors'
+  | 'network'
+  | 'http_error'
+  | 'not_gguf'
+  | 'invalid_model'
+  | 'unsupported_architecture'
+  | 'unsupported_quantization'
+  | 'unsupported_tokenizer'
+  | 'too_large'
+  | 'out_of_memory'
+  | 'quota_exceeded'
+  | 'no_webgpu'
+  | 'gpu_error'
+  | 'device_lost'
+  | 'context_full'
+  | 'aborted'
+  | 'bad_request'
+  | 'busy'
+  | 'disposed'
+  | 'internal';
+
+export declare const ERROR_CODES: readonly ErrorCode[];
+
+/** Every error the API throws. `name` is "AbortError" for code "aborted". */
+export declare class HearthError extends Error {
+  readonly code: ErrorCode;
+  /** The HTTP status, for "not_found" and "http_error". */
+  readonly status?: number;
+  constructor(code: ErrorCode, message: string, extra?: { status?: number; cause?: unknown });
+  static from(e: unknown): HearthError;
+}
+
+export type Backend = 'auto' | 'webgpu' | 'cpu';
+
+export interface LoadProgress {
+  /** "download": tensor bytes fetched (or read from the cache); "load": weight bytes built into
+   * the engine, `total` being the weights' size (`info.weightBytes`). */
+  phase: 'download' | 'load';
+  loaded: number;
+  total: number;
+}
+
+export interface LoadOptions {
+  /** Called as loading moves forward; never with less than before. */
+  onProgress?: (progress: LoadProgress) => void;
+  signal?: AbortSignal;
+  /** Positions the KV cache holds (default: the model's context length, at most 4096). */
+  contextLength?: number;
+  /** "auto" (default) uses WebGPU when a device passes the self-test, else the CPU. */
+  backend?: Backend;
+  /** Keep downloaded bytes in the Origin Private File System (default true). */
+  cache?: boolean;
+}
+
+export interface EngineInfo {
+  architecture: string;
+  name: string | null;
+  /** The type of most weight matrices, such as "Q4_K" or "F16". */
+  quantization: string;
+  parameters: number;
+  weightBytes: number;
+  layers: number;
+  vocabSize: number;
+  contextLength: number;
+  cachePositions: number;
+  memoryNeeded: number;
+  chatTemplate: boolean;
+  backend: 'webgpu' | 'cpu';
+  /** The WebGPU adapter, or null on the CPU. */
+  adapter: string | null;
+  /** Optional WebGPU features in use ("shader-f16", "subgroups"). */
+  features: string[];
+  /** Bytes the model holds now (GPU memory, or wasm memory on the CPU). */
+  memoryHeld: number;
+  /** Tokens whose keys and values the cache holds. */
+  cachedTokens: number;
+  /** Why WebGPU is not in use under backend "auto", if it is not. */
+  fallbackReason: string | null;
+}
+
+export interface SamplingParams {
+  max_tokens?: number;
+  max_completion_tokens?: number;
+  temperature?: number;
+  top_p?: number;
+  top_k?: number;
+  min_p?: number;
+  seed?: number;
+  stop?: string | string[];
+  frequency_penalty?: number;
+  presence_penalty?: number;
+  repetition_penalty?: number;
+  /** Token id -> bias added to its logit (-Infinity bans it). */
+  logit_bias?: Record<string | number, number>;
+  /** Aborting ends the stream at once with a HearthError of code "aborted". */
+  signal?: AbortSignal;
+}
+
+export type ChatContentPart = { type: 'text'; text: string };
+
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant' | 'developer' | 'tool' | string;
+  content: string | ChatContentPart[] | null;
+}
+
+export interface ChatCompletionRequest extends SamplingParams {
+  messages: ChatMessage[];
+  model?: string;
+  stream?: boolean;
+  stream_options?: { include_usage?: boolean };
+}
+
+export interface CompletionUsage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  prompt_tokens_details: { cached_tokens: number };
+}
+
+export type FinishReason = 'stop' | 'length';
+
+export interface ChatCompletion {
+  id: string;
+  object: 'chat.completion';
+  created: number;
+  model: string;
+  choices: Array<{
+    index: number;
+    message: { role: 'assistant'; content: string };
+    logprobs: null;
+    finish_reason: FinishReason;
+  }>;
+  usage: CompletionUsage;
+}
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: 'chat.completion.chunk';
+  created: number;
+  model: string;
+  choices: Array<{
+    index: number;
+    delta: { role?: 'assistant'; content?: string };
+    logprobs: null;
+    finish_reason: FinishReason | null;
+  }>;
+  /** On the chunk that carries the finish reason (and on a usage-only chunk with include_usage). */
+  usage?: CompletionUsage;
+}
+
+export interface GenerateOptions extends SamplingParams {
+  maxTokens?: number;
+  topP?: number;
+  topK?: number;
+  minP?: number;
+  frequencyPenalty?: number;
+  presencePenalty?: number;
+  repeatPenalty?: number;
+  logitBias?: Record<string | number, number>;
+  /** Add the tokenizer's BOS/EOS around the prompt (default true). */
+  addSpecial?: boolean;
+}
+
+export interface GeneratedToken {
+  text: string;
+  token: number;
+}
+
+export interface GenerateResult {
+  finishReason: FinishReason;
+  usage: CompletionUsage;
+}
+
+export interface CacheEntry {
+  url: string;
+  size: number | null;
+  cachedBytes: number;
+  complete: boolean;
+}
+
+export declare class Hearth {
+  private constructor();
+  static load(source: string | URL | Blob | Array<string | URL>, options?: LoadOptions): Promise<Hearth>;
+  static cache: {
+    list(): Promise<CacheEntry[]>;
+    /** Removes a URL's cached bytes; resolves true if there were any. */
+    delete(url: string | URL): Promise<boolean>;
+  };
+  readonly model: string;
+  readonly info: EngineInfo;
+  readonly chat: {
+    completions: {
+      create(request: ChatCompletionRequest & { stream: true }): Promise<AsyncIterable<ChatCompletionChunk>>;
+      create(request: ChatCompletionRequest & { stream?: false }): Promise<ChatCompletion>;
+    };
+  };
+  /** Continues raw text (no chat template); greedy unless a temperature is given. */
+  generate(prompt: string, options?: GenerateOptions): AsyncIterable<GeneratedToken> & {
+    [Symbol.asyncIterator](): AsyncIterator<GeneratedToken, GenerateResult | undefined>;
+  };
+  tokenize(text: string, options?: { addSpecial?: boolean }): Promise<number[]>;
+  detokenize(tokens: ArrayLike<number>, options?: { skipSpecial?: boolean }): Promise<string>;
+  /** Forgets the conversation held in the KV cache. */
+  reset(): Promise<void>;
+  /** Stops the engine's worker and frees its memory. */
+  dispose(): void;
+}
+
+export default Hearth;

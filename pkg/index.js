@@ -1,0 +1,309 @@
+// Hearth: quantized GGUF language models in the browser. The engine lives in a dedicated module
+// Worker (worker.js); this module is the page-side handle that talks to it, so nothing here
+// blocks the thread it runs on. It works the same when imported inside a worker.
+
+import { HearthError, ERROR_CODES } from './errors.js';
+import { listCache, deleteCache } from './fetch.js';
+
+export { HearthError, ERROR_CODES };
+
+let nextId = 1;
+
+function abortError(signal) {
+  const reason = signal?.reason;
+  return new HearthError('aborted', reason?.message || 'aborted');
+}
+
+/** Flattens OpenAI message content (a string or an array of parts) to text. */
+function messageText(content) {
+  if (typeof content === 'string') return content;
+  if (Array.isArray(content)) {
+    return content.map((part) => {
+      if (part?.type === 'text') return part.text;
+      throw new HearthError('bad_request', `message parts of type ${JSON.stringify(part?.type)} are not supported`);
+    }).join('');
+  }
+  if (content == null) return '';
+  throw new HearthError('bad_request', 'message content must be a string or an array of text parts');
+}
+
+/** OpenAI's request fields -> the engine's generation options. */
+function generationOptions(req, defaults) {
+  const bias = req.logit_bias ?? req.logitBias;
+  const stop = req.stop == null ? [] : Array.isArray(req.stop) ? req.stop : [req.stop];
+  const pick = (snake, camel, fallback) => req[snake] ?? req[camel] ?? fallback;
+  const opts = {
+    maxTokens: pick('max_tokens', 'maxTokens', pick('max_completion_tokens', 'maxCompletionTokens', defaults.maxTokens)),
+    temperature: req.temperature ?? defaults.temperature,
+    topP: pick('top_p', 'topP', 1),
+    topK: pick('top_k', 'topK', 0),
+    minP: pick('min_p', 'minP', 0),
+    frequencyPenalty: pick('frequency_penalty', 'frequencyPenalty', 0),
+    presencePenalty: pick('presence_penalty', 'presencePenalty', 0),
+    repeatPenalty: pick('repetition_penalty', 'repeatPenalty', 1),
+    seed: req.seed ?? Math.floor(Math.random() * 2 ** 32),
+    stop,
+    logitBias: bias ? Object.entries(bias).map(([id, b]) => [Number(id), b]) : [],
+  };
+  if (req.addSpecial !== undefined) opts.addSpecial = req.addSpecial;
+  return opts;
+}
+
+/** A minimal async queue: the worker pushes, the consumer iterates. */
+class Channel {
+  constructor() {
+    this.items = [];
+    this.waiting = null;
+    this.closed = false;
+    this.error = null;
+  }
+  push(item) {
+    if (this.closed) return;
+    if (this.waiting) { this.waiting.resolve({ value: item, done: false }); this.waiting = null; }
+    else this.items.push(item);
+  }
+  close(error = null) {
+    if (this.closed) return;
+    this.closed = true;
+    this.error = error;
+    if (this.waiting) {
+      if (error) this.waiting.reject(error);
+      else this.waiting.resolve({ value: undefined, done: true });
+      this.waiting = null;
+    }
+  }
+  /** Ends the queue now with `error`, dropping what has not been taken yet. */
+  fail(error) {
+    if (this.closed) return;
+    this.items.length = 0;
+    this.close(error);
+  }
+  next() {
+    if (this.items.length) return Promise.resolve({ value: this.items.shift(), done: false });
+    if (this.closed) return this.error ? Promise.reject(this.error) : Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve, reject) => { this.waiting = { resolve, reject }; });
+  }
+}
+
+export class Hearth {
+  /** @private Use Hearth.load. */
+  constructor(worker, info) {
+    this._worker = worker;
+    this._pending = new Map();
+    this._info = info;
+    this._disposed = false;
+    this.model = info.name || `${info.architecture}-${info.quantization}`;
+    worker.onmessage = ({ data }) => this._receive(data);
+    worker.onerror = (e) => this._fail(new HearthError('internal', `the engine's worker failed: ${e.message || 'unknown error'}`));
+    const completions = { create: (req) => this._createCompletion(req) };
+    this.chat = { completions };
+  }
+
+  /** Facts about the model and where it runs (a snapshot, refreshed after each call). */
+  get info() {
+    return this._info;
+  }
+
+  /**
+   * Loads a model. `source`: a URL, a File/Blob, or a list of URLs of a split GGUF file.
+   * @returns {Promise<Hearth>}
+   */
+  static async load(source, { onProgress, signal, contextLength, backend = 'auto', cache = true } = {}) {
+    if (signal?.aborted) throw abortError(signal);
+    const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module', name: 'hearth' });
+    const id = nextId++;
+    let furthest = { rank: -1, loaded: -1 };
+    const phases = ['download', 'load'];
+    const onAbort = () => worker.postMessage({ op: 'abort', target: id });
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      const info = await new Promise((resolve, reject) => {
+        worker.onerror = (e) => reject(new HearthError('internal', `the engine's worker failed to start: ${e.message || 'unknown error'}`));
+        worker.onmessage = ({ data }) => {
+          if (data.id !== id) return;
+          if (data.type === 'progress' && onProgress) {
+            const rank = phases.indexOf(data.progress.phase);
+            // Only ever forward: a later phase, or more of the same one.
+            if (rank > furthest.rank || (rank === furthest.rank && data.progress.loaded > furthest.loaded)) {
+              furthest = { rank, loaded: data.progress.loaded };
+              onProgress(data.progress);
+            }
+          } else if (data.type === 'done') resolve(data.value);
+          else if (data.type === 'error') reject(new HearthError(data.error.code, data.error.message, { status: data.error.status }));
+        };
+        worker.postMessage({ id, op: 'load', source, options: { contextLength, backend, cache } });
+      });
+      return new Hearth(worker, info);
+    } catch (e) {
+      worker.terminate();
+      throw signal?.aborted ? abortError(signal) : e;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  _receive(data) {
+    const p = this._pending.get(data.id);
+    if (!p) return;
+    if (data.type === 'token') p.onToken?.(data);
+    else if (data.type === 'done') {
+      this._pending.delete(data.id);
+      if (data.info) this._info = data.info;
+      p.resolve(data.value);
+    } else if (data.type === 'error') {
+      this._pending.delete(data.id);
+      p.reject(new HearthError(data.error.code, data.error.message, { status: data.error.status }));
+    }
+  }
+
+  _fail(error) {
+    for (const p of this._pending.values()) p.reject(error);
+    this._pending.clear();
+  }
+
+  _call(op, args = {}, { onToken, signal } = {}) {
+    if (this._disposed) return Promise.reject(new HearthError('disposed', 'the engine was disposed'));
+    if (signal?.aborted) return Promise.reject(abortError(signal));
+    const id = nextId++;
+    return new Promise((resolve, reject) => {
+      const onAbort = () => this._worker.postMessage({ op: 'abort', target: id });
+      signal?.addEventListener('abort', onAbort, { once: true });
+      const done = () => signal?.removeEventListener('abort', onAbort);
+      this._pending.set(id, {
+        onToken,
+        resolve: (v) => { done(); resolve(v); },
+        reject: (e) => { done(); reject(e); },
+      });
+      this._worker.postMessage({ id, op, ...args });
+    });
+  }
+
+  /** Streams a generation as { kind: 'token', text, token } items, then { kind: 'end', ... }. */
+  // Leaving the iteration early (break, return) stops the generation in the worker.
+  _stream(args, signal) {
+    const channel = new Channel();
+    const stop = new AbortController();
+    // An abort ends the stream at once: tokens the worker sent before it saw the abort are
+    // dropped, not delivered.
+    const onAbort = () => { stop.abort(signal.reason); channel.fail(abortError(signal)); };
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener('abort', onAbort, { once: true });
+    this._call('generate', args, { signal: stop.signal, onToken: (t) => channel.push({ kind: 'token', text: t.text, token: t.token }) })
+      .then((end) => { channel.push({ kind: 'end', ...end }); channel.close(); }, (e) => channel.close(e))
+      .finally(() => signal?.removeEventListener('abort', onAbort));
+    channel.cancel = () => { if (!channel.closed) stop.abort(); };
+    return channel;
+  }
+
+  /**
+   * Continues `prompt` (raw text, no chat template): an async iterable of { text, token }.
+   * Options as in chat completions, camelCase or snake_case; greedy unless a temperature is given.
+   */
+  generate(prompt, options = {}) {
+    const opts = generationOptions(options, { maxTokens: 256, temperature: 0 });
+    const args = { prompt: String(prompt), options: opts };
+    const self = this;
+    return {
+      async *[Symbol.asyncIterator]() {
+        const channel = self._stream(args, options.signal);
+        try {
+          for (;;) {
+            const { value, done } = await channel.next();
+            if (done) return;
+            if (value.kind === 'token') yield { text: value.text, token: value.token };
+            else return { finishReason: value.finishReason, usage: value.usage };
+          }
+        } finally {
+          channel.cancel();
+        }
+      },
+    };
+  }
+
+  async _createCompletion(req) {
+    if (!Array.isArray(req?.messages) || req.messages.length === 0) {
+      throw new HearthError('bad_request', 'messages must be a non-empty array');
+    }
+    const messages = req.messages.map((m) => ({ role: String(m.role), content: messageText(m.content) }));
+    const options = generationOptions(req, { maxTokens: 256, temperature: 1 });
+    const id = `chatcmpl-${crypto.randomUUID()}`;
+    const created = Math.floor(Date.now() / 1000);
+    const model = req.model ?? this.model;
+    const finish = (reason) => (reason === 'length' ? 'length' : 'stop');
+    if (!req.stream) {
+      let content = '';
+      const channel = this._stream({ messages, options }, req.signal);
+      for (;;) {
+        const { value } = await channel.next();
+        if (value.kind === 'token') content += value.text;
+        else {
+          return {
+            id, object: 'chat.completion', created, model,
+            choices: [{ index: 0, message: { role: 'assistant', content }, logprobs: null, finish_reason: finish(value.finishReason) }],
+            usage: value.usage,
+          };
+        }
+      }
+    }
+    const self = this;
+    const chunk = (delta, finishReason, extra = {}) => ({
+      id, object: 'chat.completion.chunk', created, model,
+      choices: [{ index: 0, delta, logprobs: null, finish_reason: finishReason }],
+      ...extra,
+    });
+    const includeUsage = req.stream_options?.include_usage;
+    return {
+      async *[Symbol.asyncIterator]() {
+        const channel = self._stream({ messages, options }, req.signal);
+        try {
+          yield chunk({ role: 'assistant', content: '' }, null);
+          for (;;) {
+            const { value, done } = await channel.next();
+            if (done) return;
+            if (value.kind === 'token') {
+              if (value.text) yield chunk({ content: value.text }, null);
+            } else {
+              yield chunk({}, finish(value.finishReason), { usage: value.usage });
+              if (includeUsage) yield { id, object: 'chat.completion.chunk', created, model, choices: [], usage: value.usage };
+            }
+          }
+        } finally {
+          channel.cancel();
+        }
+      },
+    };
+  }
+
+  /** Token ids of `text`; `addSpecial` (default true) adds the tokenizer's BOS/EOS. */
+  async tokenize(text, { addSpecial = true } = {}) {
+    return this._call('tokenize', { text: String(text), addSpecial });
+  }
+
+  /** Text of token ids; `skipSpecial` leaves control tokens out. */
+  async detokenize(tokens, { skipSpecial = false } = {}) {
+    return this._call('detokenize', { tokens: Array.from(tokens), skipSpecial });
+  }
+
+  /** Forgets the conversation held in the KV cache. */
+  async reset() {
+    await this._call('reset');
+  }
+
+  /** Stops the worker and frees the model's memory. */
+  dispose() {
+    if (this._disposed) return;
+    this._disposed = true;
+    this._fail(new HearthError('disposed', 'the engine was disposed'));
+    this._worker.terminate();
+  }
+}
+
+/** The download cache (Origin Private File System), shared by every engine of this origin. */
+Hearth.cache = {
+  /** @returns {Promise<Array<{ url: string, size: number | null, cachedBytes: number, complete: boolean }>>} */
+  list: listCache,
+  /** @returns {Promise<boolean>} whether anything was removed */
+  delete: deleteCache,
+};
+
+export default Hearth;

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Every browser check, on headless Chromium with SwiftShader WebGPU:
+#   1. chat.test.mjs, vite.test.mjs: the npm package end to end (node --test), as a page
+#      imports it and as a Vite-built app bundles it;
+#   2. crates/hearth-web/tests/web.rs: WebGPU logits against the CPU's (wasm-bindgen-test),
+#      unless HEARTH_SKIP_WASM_TESTS=1.
+# Needs target/release/hearth and pkg/wasm built first (cargo build --release -p hearth-cli;
+# scripts/build-wasm.sh), /usr/bin/chromium and chromedriver, wasm-bindgen-cli and Node.js.
+# Ends with a line "browser checks: N passed, M failed"; exits non-zero on any failure.
+set -uo pipefail
+cd "$(dirname "$0")"
+root=$(cd ../.. && pwd)
+for f in target/release/hearth pkg/wasm/hearth_web_bg.wasm; do
+  [ -e "$root/$f" ] || { echo "$f is missing: build it first" >&2; exit 1; }
+done
+[ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund || exit 1
+(cd ../vite && { [ -x node_modules/.bin/vite ] || npm ci --no-audit --no-fund; }) || exit 1
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+node --test --test-concurrency=1 --test-reporter=tap chat.test.mjs vite.test.mjs 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+passed=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$log" | tail -1)
+failed=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$log" | tail -1)
+passed=${passed:-0}
+failed=${failed:-0}
+
+if [ "${HEARTH_SKIP_WASM_TESTS:-0}" != 1 ]; then
+  : >"$log"
+  # The profile and flags of scripts/build-wasm.sh: the code that ships, and its dependencies
+  # already built.
+  (cd "$root/crates/hearth-web" &&
+    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128" \
+    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+    CHROMEDRIVER=${CHROMEDRIVER:-/usr/bin/chromedriver} WASM_BINDGEN_TEST_TIMEOUT=180 \
+      cargo test -p hearth-web --profile wasm-release --target wasm32-unknown-unknown --test web) \
+    2>&1 | tee -a "$log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  ok=$(sed -n 's/^test result: .* \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$log" | tail -1)
+  if [ -n "$ok" ]; then
+    passed=$((passed + ${ok% *}))
+    failed=$((failed + ${ok#* }))
+  else
+    failed=$((failed + 1))
+  fi
+fi
+
+if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
+echo "browser checks: $passed passed, $failed failed"
+exit "$status"
