@@ -4,16 +4,20 @@ use std::path::Path;
 
 use anyhow::Context;
 use hearth_core::gguf::{Gguf, GgufFile, MappedFile};
-use hearth_core::model::CpuModel;
 use hearth_core::tokenizer::Tokenizer;
+use hearth_gpu::{Backend, Gpu, GpuOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Where the forward pass runs.
 #[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
-pub enum Backend {
+pub enum BackendChoice {
     /// The reference forward pass on the CPU.
     #[default]
     Cpu,
+    /// The GPU engine (WebGPU through wgpu: Vulkan, Metal or DX12).
+    Gpu,
+    /// The GPU where an adapter exists, otherwise the CPU.
+    Auto,
 }
 
 /// Maps a GGUF file and reads its header.
@@ -34,19 +38,44 @@ pub fn byte_bar(message: &'static str) -> ProgressBar {
     bar
 }
 
-/// Opens and loads a model for `backend`, showing a progress bar while weights load.
-pub fn model(path: &Path, backend: Backend) -> anyhow::Result<CpuModel> {
+/// Opens and loads a model on `choice` with a KV cache of up to `positions` positions (at most
+/// the model's context length), showing a progress bar while weights load and naming the
+/// backend on stderr.
+pub fn model(path: &Path, choice: BackendChoice, positions: usize) -> anyhow::Result<Backend> {
     let file = open(path)?;
+    let gpu = match choice {
+        BackendChoice::Cpu => None,
+        BackendChoice::Gpu => Some(pollster::block_on(Gpu::new(&GpuOptions::default()))?),
+        BackendChoice::Auto => match pollster::block_on(Gpu::new(&GpuOptions::default())) {
+            Ok(gpu) => Some(gpu),
+            Err(e) => {
+                eprintln!("{e}; running on the CPU");
+                None
+            }
+        },
+    };
     let bar = byte_bar("loading");
-    let model = match backend {
-        Backend::Cpu => CpuModel::load(&file, &mut |loaded, total| {
-            bar.set_length(total);
-            bar.set_position(loaded);
-        }),
+    let mut progress = |loaded, total| {
+        bar.set_length(total);
+        bar.set_position(loaded);
+    };
+    let model = match gpu {
+        None => Backend::load_cpu(&file, positions, &mut progress).map_err(anyhow::Error::from),
+        Some(gpu) => pollster::block_on(Backend::load_gpu(gpu, &file, positions, &mut progress))
+            .map_err(anyhow::Error::from),
     }
     .with_context(|| format!("cannot load {}", path.display()))?;
     bar.finish_and_clear();
+    match model.adapter() {
+        Some((adapter, _)) => eprintln!("backend: gpu ({adapter})"),
+        None => eprintln!("backend: cpu"),
+    }
     Ok(model)
+}
+
+/// Runs `tokens` at the model's next positions; the logits of the last one.
+pub fn forward(model: &mut Backend, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
+    Ok(pollster::block_on(model.forward(tokens))?)
 }
 
 /// Parses "1,2,3" into token ids.

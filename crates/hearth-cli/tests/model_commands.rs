@@ -61,11 +61,36 @@ fn inspect_describes_the_model() {
 
 #[test]
 fn logits_json_matches_pytorch() {
-    let dir = scratch("logits");
+    check_logits_json("cpu");
+}
+
+#[test]
+fn gpu_backend_logits_match_pytorch() {
+    let probe = hearth(&[
+        "logits",
+        "--backend",
+        "gpu",
+        "--model",
+        "/nonexistent",
+        "--tokens",
+        "1",
+    ]);
+    if String::from_utf8_lossy(&probe.stderr).contains("no WebGPU adapter") {
+        eprintln!("skipped: no GPU adapter (install mesa-vulkan-drivers for lavapipe)");
+        return;
+    }
+    check_logits_json("gpu");
+}
+
+/// `hearth logits --json` on `backend` against the PyTorch reference of a fixture.
+fn check_logits_json(backend: &str) {
+    let dir = scratch(&format!("logits-{backend}"));
     let model = unpack("llama3-rope.f32", &dir);
     let seq = &reference("llama3-rope.f32")["sequences"][0];
     let out = ok_stdout(&[
         "logits",
+        "--backend",
+        backend,
         "--model",
         model.to_str().unwrap(),
         "--tokens",

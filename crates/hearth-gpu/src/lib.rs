@@ -5,11 +5,13 @@
 
 pub mod bench;
 pub mod device;
+pub mod engine;
 pub mod kernels;
 pub mod model;
 pub mod weights;
 
 pub use device::{Gpu, GpuOptions, Paths};
+pub use engine::Backend;
 pub use model::GpuModel;
 
 use hearth_core::model::ModelError;

@@ -1,128 +1,14 @@
-//! Where the forward pass runs: the CPU reference in wasm, or WebGPU. Both keep a KV cache that
-//! can be cut back to a shared prefix.
+//! Choosing WebGPU only where it computes right: the start-up self-test. The two backends
+//! themselves are [`hearth_gpu::Backend`].
 
 use std::io;
 
-use hearth_core::gguf::{write_gguf, ByteSource, GgufFile, TensorToWrite, Value};
-use hearth_core::model::{CpuModel, KvCache, ModelSpec};
+use hearth_core::gguf::{write_gguf, GgufFile, TensorToWrite, Value};
+use hearth_core::model::{CpuModel, ModelSpec};
 use hearth_core::quant::{quantize, GgmlType};
 use hearth_gpu::{Gpu, GpuModel, GpuOptions};
 
 use crate::error::WebError;
-
-// One per engine, so the variants' sizes do not matter.
-#[allow(clippy::large_enum_variant)]
-pub enum Backend {
-    Cpu {
-        model: CpuModel,
-        cache: KvCache,
-        weight_bytes: u64,
-    },
-    Gpu {
-        gpu: Gpu,
-        model: GpuModel,
-    },
-}
-
-impl Backend {
-    pub fn load_cpu<S: ByteSource>(
-        file: &GgufFile<S>,
-        context_length: usize,
-        progress: &mut dyn FnMut(u64, u64),
-    ) -> Result<Self, WebError> {
-        let mut weight_bytes = 0;
-        let model = CpuModel::load(file, &mut |loaded, total| {
-            weight_bytes = total;
-            progress(loaded, total)
-        })?;
-        let cache = model.new_cache(context_length);
-        Ok(Backend::Cpu {
-            model,
-            cache,
-            weight_bytes,
-        })
-    }
-
-    pub async fn load_gpu<S: ByteSource>(
-        gpu: Gpu,
-        file: &GgufFile<S>,
-        context_length: usize,
-        progress: &mut dyn FnMut(u64, u64),
-    ) -> Result<Self, WebError> {
-        let model = GpuModel::load(&gpu, file, context_length, progress).await?;
-        Ok(Backend::Gpu { gpu, model })
-    }
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            Backend::Cpu { .. } => "cpu",
-            Backend::Gpu { .. } => "webgpu",
-        }
-    }
-
-    /// Positions in the KV cache.
-    pub fn positions(&self) -> usize {
-        match self {
-            Backend::Cpu { cache, .. } => cache.len(),
-            Backend::Gpu { model, .. } => model.len(),
-        }
-    }
-
-    pub fn capacity(&self) -> usize {
-        match self {
-            Backend::Cpu { cache, .. } => cache.capacity(),
-            Backend::Gpu { model, .. } => model.capacity(),
-        }
-    }
-
-    /// Forgets every position from `len` on.
-    pub fn truncate(&mut self, len: usize) {
-        match self {
-            Backend::Cpu { model, cache, .. } => cache.truncate(len, &model.spec),
-            Backend::Gpu { model, .. } => model.truncate(len),
-        }
-    }
-
-    /// Runs `tokens` at the next positions; the logits of the last one.
-    pub async fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, WebError> {
-        match self {
-            Backend::Cpu { model, cache, .. } => Ok(model.forward(cache, tokens)?),
-            Backend::Gpu { model, .. } => Ok(model.forward(tokens).await?),
-        }
-    }
-
-    /// Bytes of memory the model holds (wasm memory for the CPU, GPU memory for WebGPU).
-    pub fn held_bytes(&self) -> u64 {
-        match self {
-            Backend::Cpu {
-                model,
-                cache,
-                weight_bytes,
-            } => {
-                let s = &model.spec;
-                weight_bytes + (cache.len() * s.n_layer * (s.k_dim() + s.v_dim()) * 4) as u64
-            }
-            Backend::Gpu { model, .. } => model.held_bytes(),
-        }
-    }
-
-    /// The adapter and the optional features in use, for `engine.info`.
-    pub fn adapter(&self) -> Option<(String, Vec<&'static str>)> {
-        match self {
-            Backend::Cpu { .. } => None,
-            Backend::Gpu { gpu, .. } => {
-                let mut features = Vec::new();
-                if gpu.paths.shader_f16 {
-                    features.push("shader-f16");
-                }
-                if gpu.paths.subgroup_size.is_some() {
-                    features.push("subgroups");
-                }
-                Some((gpu.describe(), features))
-            }
-        }
-    }
-}
 
 /// Opens the WebGPU device and checks that it computes a small model's logits as the CPU
 /// reference does, with `ty` for the matrices (the model's own weight type where it can be

@@ -24,8 +24,9 @@ use hearth_core::tokenizer::Tokenizer;
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
-pub use backend::{open_checked_gpu, Backend};
+pub use backend::open_checked_gpu;
 pub use error::WebError;
+pub use hearth_gpu::Backend;
 pub use session::{ChatMessage, GenerateOptions, Session};
 pub use source::TensorChunks;
 

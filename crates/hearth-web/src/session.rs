@@ -8,9 +8,9 @@ use hearth_core::sampling::{Sampler, SamplingError, SamplingOptions, StopMatcher
 use hearth_core::tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::Backend;
 use crate::error::WebError;
 use crate::ModelInfo;
+use hearth_gpu::Backend;
 
 /// Options of one generation, as the JS side passes them.
 #[derive(Clone, Debug, Deserialize)]
@@ -239,7 +239,7 @@ impl Session {
                 self.cached.truncate(held);
                 self.backend.truncate(held);
                 g.done = true;
-                return Err(e);
+                return Err(e.into());
             }
         };
         self.cached.extend_from_slice(&pending);

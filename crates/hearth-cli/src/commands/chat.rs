@@ -6,7 +6,7 @@ use hearth_core::chat::{ChatError, ChatTemplate, Message};
 use hearth_core::sampling::Generator;
 
 use super::generate::SamplingArgs;
-use crate::load::{self, Backend};
+use crate::load::{self, BackendChoice};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -19,13 +19,13 @@ pub struct Args {
     /// Most tokens per reply.
     #[arg(long, default_value_t = 512)]
     max_tokens: usize,
-    /// Context positions to hold (default: the model's context length).
-    #[arg(long)]
-    ctx: Option<usize>,
+    /// Context positions to hold (at most the model's context length).
+    #[arg(long, default_value_t = 4096)]
+    ctx: usize,
     #[command(flatten)]
     sampling: SamplingArgs,
     #[arg(long, value_enum, default_value_t)]
-    backend: Backend,
+    backend: BackendChoice,
 }
 
 /// Reads one message per line from stdin and streams each reply; ends at end of input.
@@ -41,8 +41,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let opts = args.sampling.options(args.max_tokens);
     Generator::new(&tokenizer, opts.clone(), &[]).context("invalid sampling options")?;
-    let model = load::model(&args.model, args.backend)?;
-    let mut cache = model.new_cache(args.ctx.unwrap_or(usize::MAX));
+    let mut model = load::model(&args.model, args.backend, args.ctx)?;
 
     let interactive = std::io::stdin().is_terminal();
     if interactive {
@@ -81,11 +80,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let ids = tokenizer.encode(&prompt, false);
         anyhow::ensure!(!ids.is_empty(), "the chat template rendered nothing");
         anyhow::ensure!(
-            ids.len() + args.max_tokens <= cache.capacity(),
+            ids.len() + args.max_tokens <= model.capacity(),
             "the conversation ({} tokens) and a reply of up to {} no longer fit the context of {} positions",
             ids.len(),
             args.max_tokens,
-            cache.capacity()
+            model.capacity()
         );
         // At least the last prompt token runs, for the logits of the first reply token.
         let shared = cached
@@ -94,8 +93,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .take_while(|(a, b)| a == b)
             .count()
             .min(ids.len() - 1);
-        cache.truncate(shared, &model.spec);
-        let mut logits = model.forward(&mut cache, &ids[shared..])?;
+        model.truncate(shared);
+        let mut logits = load::forward(&mut model, &ids[shared..])?;
         cached = ids.clone();
 
         let mut gen = Generator::new(&tokenizer, opts.clone(), &ids)?;
@@ -108,7 +107,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             if step.finished.is_some() {
                 break;
             }
-            logits = model.forward(&mut cache, &[step.token])?;
+            logits = load::forward(&mut model, &[step.token])?;
             cached.push(step.token);
         }
         writeln!(out)?;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use hearth_core::sampling::{GenerateOptions, Generator, SamplingOptions};
 
-use crate::load::{self, Backend};
+use crate::load::{self, BackendChoice};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -19,7 +19,7 @@ pub struct Args {
     #[command(flatten)]
     sampling: SamplingArgs,
     #[arg(long, value_enum, default_value_t)]
-    backend: Backend,
+    backend: BackendChoice,
     /// One JSON object at the end instead of streaming: prompt ids, generated ids and text.
     #[arg(long)]
     json: bool,
@@ -109,9 +109,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Check the options before the (slow) model load.
     let mut gen = Generator::new(&tokenizer, args.sampling.options(args.max_tokens), &prompt)
         .context("invalid sampling options")?;
-    let model = load::model(&args.model, args.backend)?;
-    let mut cache = model.new_cache(prompt.len() + args.max_tokens);
-    let mut logits = model.forward(&mut cache, &prompt)?;
+    let mut model = load::model(&args.model, args.backend, prompt.len() + args.max_tokens)?;
+    let mut logits = load::forward(&mut model, &prompt)?;
     let mut text = String::new();
     let mut out = std::io::stdout().lock();
     let finish = loop {
@@ -124,7 +123,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if let Some(finish) = step.finished {
             break finish;
         }
-        logits = model.forward(&mut cache, &[step.token])?;
+        logits = load::forward(&mut model, &[step.token])?;
     };
     if args.json {
         let json = serde_json::json!({

@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use crate::load::{self, Backend};
+use crate::load::{self, BackendChoice};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -10,7 +10,7 @@ pub struct Args {
     #[command(flatten)]
     prompt: load::Prompt,
     #[arg(long, value_enum, default_value_t)]
-    backend: Backend,
+    backend: BackendChoice,
     /// One JSON object: tokens, the full last-position logits and the top 10.
     #[arg(long)]
     json: bool,
@@ -40,9 +40,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None
     };
     let tokens = args.prompt.ids(tokenizer.as_ref())?;
-    let model = load::model(&args.model, args.backend)?;
-    let mut cache = model.new_cache(tokens.len());
-    let logits = model.forward(&mut cache, &tokens)?;
+    let mut model = load::model(&args.model, args.backend, tokens.len())?;
+    let logits = load::forward(&mut model, &tokens)?;
     let top = top_k(&logits, 10);
     if args.json {
         let out = serde_json::json!({ "tokens": tokens, "last_logits": logits, "top": top });
