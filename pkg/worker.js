@@ -9,6 +9,9 @@ import { openSource } from './fetch.js';
 const PIECE = 8 << 20;
 const IN_FLIGHT = 4;
 
+/** Errors of the device rather than of the model or the download: the CPU can take over. */
+const GPU_FAILURES = ['out_of_memory', 'too_large', 'gpu_error', 'device_lost', 'unsupported_quantization'];
+
 let engine = null;
 let backendInfo = null;
 /** Request id -> AbortController, for requests that can be aborted. */
@@ -64,14 +67,17 @@ async function fetchModel(files, { contextLength, signal, progress }) {
 
   const plan = loader.plan(contextLength ?? 0);
   const total = plan.fetch.reduce((n, [, a, b]) => n + (b - a), 0);
-  let loaded = 0;
-  progress('download', 0, total);
-  const put = (file, offset, bytes) => {
-    loader.put(file, offset, bytes);
-    loaded += bytes.length;
-    progress('download', Math.min(loaded, total), total);
-  };
-  return { loader, plan, run: () => download(files, plan, sequential, put, signal) };
+  /** The tensor bytes as { file, offset, bytes } pieces, in order, counted as they come. */
+  async function* pieces() {
+    let loaded = 0;
+    progress('download', 0, total);
+    for await (const piece of download(files, plan, sequential, signal)) {
+      loaded += piece.bytes.length;
+      progress('download', Math.min(loaded, total), total);
+      yield piece;
+    }
+  }
+  return { loader, plan, pieces };
 }
 
 function concat(chunks, n) {
@@ -82,18 +88,19 @@ function concat(chunks, n) {
   return out;
 }
 
-async function download(files, plan, sequential, put, signal) {
-  // Files read as one stream: put what came with the header, then the rest in order.
+async function* download(files, plan, sequential, signal) {
+  const piece = (file, offset, bytes) => ({ file, offset, bytes });
+  // Files read as one stream: what came with the header, then the rest in order.
   for (const [i, seq] of sequential.entries()) {
     if (!seq) continue;
     const end = Math.max(0, ...plan.fetch.filter(([f]) => f === i).map(([, , b]) => b));
     let at = 0;
-    for (const c of seq.buffered) { put(i, at, c); at += c.length; }
+    for (const c of seq.buffered) { yield piece(i, at, c); at += c.length; }
     while (at < end) {
       const { done, value } = await seq.it.next();
       throwIfAborted(signal);
       if (done) throw new HearthError('network', `the response for file ${i} ended at byte ${at}`);
-      put(i, value.offset, value.bytes);
+      yield piece(i, value.offset, value.bytes);
       at = value.offset + value.bytes.length;
     }
     await seq.it.return?.();
@@ -121,7 +128,7 @@ async function download(files, plan, sequential, put, signal) {
     }
     const bytes = await inFlight.shift();
     throwIfAborted(signal);
-    put(pieces[i][0], pieces[i][1], bytes);
+    yield piece(pieces[i][0], pieces[i][1], bytes);
   }
 }
 
@@ -145,7 +152,7 @@ async function load(id, { source, options }) {
   for (;;) {
     const files = await openSource(source, { signal, cache: options.cache !== false });
     try {
-      const { loader, plan, run } = await fetchModel(files, { contextLength: options.contextLength, signal, progress });
+      const { loader, plan, pieces } = await fetchModel(files, { contextLength: options.contextLength, signal, progress });
       let gpu = null;
       if (backend !== 'cpu') {
         try {
@@ -157,17 +164,30 @@ async function load(id, { source, options }) {
         }
       }
       post({ id, type: 'plan', info: plan.info, backend: gpu ? 'webgpu' : 'cpu' });
-      await run();
       const report = (loaded, total) => progress('load', loaded, total);
-      try {
-        engine = gpu ? await loader.loadGpu(gpu, report) : loader.loadCpu(report);
-      } catch (e) {
-        // A device that fails with the real weights (out of memory, a type it lacks): the CPU
-        // takes over; the bytes come again, from the cache where there is one.
-        if (!gpu || wanted === 'webgpu') throw e;
-        fallbackReason = HearthError.from(e).message;
-        backend = 'cpu';
-        continue;
+      if (gpu) {
+        // The engine pulls the pieces itself and writes each tensor to the GPU as it completes.
+        const it = pieces();
+        const nextPiece = async () => {
+          const { value, done } = await it.next();
+          return done ? undefined : value;
+        };
+        try {
+          engine = await loader.loadGpu(gpu, report, nextPiece);
+        } catch (e) {
+          await it.return();
+          // A device that cannot take the model (out of memory, a type it lacks): the CPU
+          // takes over; bytes already fetched come again, from the cache where there is one.
+          const error = HearthError.from(e);
+          if (wanted === 'webgpu' || !GPU_FAILURES.includes(error.code)) throw error;
+          fallbackReason = error.message;
+          backend = 'cpu';
+          continue;
+        }
+      } else {
+        loader.fitsCpu();
+        for await (const { file, offset, bytes } of pieces()) loader.put(file, offset, bytes);
+        engine = loader.loadCpu(report);
       }
       backendInfo = { fallbackReason };
       return info();

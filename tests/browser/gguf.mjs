@@ -66,7 +66,10 @@ export function llamaWithType(type, per256) {
 
 const SIZES = { 0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8 };
 
-/** `file` (a GGUF v3 buffer) with string metadata `extra` added; tensors are unchanged. */
+/**
+ * `file` (a GGUF v3 buffer) with metadata `extra` set: strings, or integers (as u32); keys the
+ * file has are replaced. Tensors are unchanged.
+ */
 export function withMetadata(file, extra) {
   let at = 8;
   const u32 = () => { const v = file.readUInt32LE(at); at += 4; return v; };
@@ -83,11 +86,14 @@ export function withMetadata(file, extra) {
   const nTensors = u64();
   const nKv = u64();
   let alignment = 32;
+  const kept = [];
   for (let i = 0; i < nKv; i++) {
+    const start = at;
     const key = str();
     const type = u32();
     if (key === 'general.alignment') alignment = file.readUInt32LE(at);
     skip(type);
+    if (!(key in extra)) kept.push(file.subarray(start, at));
   }
   const kvEnd = at;
   for (let i = 0; i < nTensors; i++) {
@@ -98,19 +104,18 @@ export function withMetadata(file, extra) {
   const infos = file.subarray(kvEnd, at);
   const dataStart = Math.ceil(at / alignment) * alignment;
   const added = [];
+  const u64Buf = (v) => { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(v)); return b; };
+  const u32Buf = (v) => { const b = Buffer.alloc(4); b.writeUInt32LE(v); return b; };
+  const strBuf = (s) => { const b = Buffer.from(s, 'utf8'); return [u64Buf(b.length), b]; };
   for (const [k, v] of Object.entries(extra)) {
-    for (const s of [k, v]) {
-      const b = Buffer.from(s, 'utf8');
-      const n = Buffer.alloc(8);
-      n.writeBigUInt64LE(BigInt(b.length));
-      added.push(n, b);
-      if (s === k) { const t = Buffer.alloc(4); t.writeUInt32LE(STRING); added.push(t); }
-    }
+    if (typeof v === 'string') added.push(...strBuf(k), u32Buf(STRING), ...strBuf(v));
+    else if (Number.isInteger(v)) added.push(...strBuf(k), u32Buf(U32), u32Buf(v));
+    else throw new Error(`metadata ${k}: strings and integers only`);
   }
   const counts = Buffer.alloc(16);
   counts.writeBigUInt64LE(BigInt(nTensors), 0);
-  counts.writeBigUInt64LE(BigInt(nKv + Object.keys(extra).length), 8);
-  const head = Buffer.concat([file.subarray(0, 8), counts, file.subarray(24, kvEnd), ...added, infos]);
+  counts.writeBigUInt64LE(BigInt(kept.length + Object.keys(extra).length), 8);
+  const head = Buffer.concat([file.subarray(0, 8), counts, ...kept, ...added, infos]);
   const pad = Buffer.alloc((alignment - (head.length % alignment)) % alignment);
   return Buffer.concat([head, pad, file.subarray(dataStart)]);
 }

@@ -164,11 +164,17 @@ impl Gpu {
         }
     }
 
-    /// Runs `f` inside a validation error scope and turns what it caught into an error.
+    /// Runs `f` inside out-of-memory and validation error scopes and turns what they caught
+    /// into an error.
     pub async fn scoped<T>(&self, f: impl FnOnce() -> T) -> Result<T, GpuError> {
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let memory = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let out = f();
-        if let Some(e) = scope.pop().await {
+        let invalid = validation.pop().await;
+        if memory.pop().await.is_some() {
+            return Err(GpuError::OutOfMemory);
+        }
+        if let Some(e) = invalid {
             return Err(GpuError::Validation(e.to_string()));
         }
         self.check()?;

@@ -39,6 +39,12 @@ pub enum GpuError {
         bytes: u64,
         limit: u64,
     },
+    #[error("tensor data of {got} bytes where {want} are expected")]
+    TensorSize { got: u64, want: u64 },
+    #[error("tensor {0:?} is not one the model is waiting for")]
+    UnexpectedTensor(String),
+    #[error("{0} of the model's tensors have not been loaded")]
+    NotLoaded(usize),
     #[error("no tokens were given")]
     NoTokens,
     #[error(transparent)]

@@ -5,10 +5,15 @@
 //! its position and token id, a 16-byte [`Step`] at a dynamic offset, so the steps of a whole
 //! prompt chunk go into one command buffer and a decode step is one submission that reads back
 //! four bytes.
+//!
+//! Loading is two steps so that weights can be written as their bytes arrive, in any order:
+//! [`GpuModel::allocate`] makes every buffer and launch from the header alone (so a model that
+//! does not fit fails before anything is downloaded), then [`GpuModel::fill`] writes each
+//! tensor.
 
-use std::borrow::Cow;
+use std::collections::BTreeMap;
 
-use hearth_core::gguf::{ByteSource, GgufFile};
+use hearth_core::gguf::{ByteSource, Gguf, GgufFile};
 use hearth_core::model::arch::names;
 use hearth_core::model::{ModelError, ModelSpec, RopeStyle};
 use hearth_core::quant::{dequantize, GgmlType};
@@ -39,37 +44,35 @@ pub struct GpuModel {
     max_ctx: usize,
     weight_bytes_per_token: u64,
     held_bytes: u64,
+    /// Tensors whose bytes have not been written yet, by name.
+    pending: BTreeMap<String, Pending>,
 }
 
-/// A tensor's type, rows, columns and GGUF bytes.
-type RawTensor<'a> = (GgmlType, usize, usize, Cow<'a, [u8]>);
-
-/// Reads tensors one at a time, so no more than one is ever held in CPU memory.
-struct Reader<'a, S> {
-    file: &'a GgufFile<S>,
+/// Where a tensor's bytes go once they arrive.
+enum Target {
+    /// Repacked into a matrix's buffers.
+    Matrix(GpuMatrix),
+    /// Dequantized to f32.
+    Vector(wgpu::Buffer),
+    /// Llama 3's rope frequency factors, which shape the rope table.
+    RopeTable(wgpu::Buffer),
 }
 
-impl<S: ByteSource> Reader<'_, S> {
-    fn raw(&self, name: &str) -> Result<RawTensor<'_>, ModelError> {
-        let info = self
-            .file
-            .header
-            .tensor(name)
-            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
-        let cols = info.dims[0] as usize;
-        let rows = (info.n_elements() / info.dims[0].max(1)) as usize;
-        Ok((info.ty, rows, cols, self.file.tensor_bytes(info)?))
-    }
+/// A tensor whose buffers exist but whose bytes have not been written yet.
+struct Pending {
+    ty: GgmlType,
+    n_elements: usize,
+    n_bytes: u64,
+    target: Target,
+}
 
-    fn vector(&self, name: &str) -> Result<Vec<f32>, ModelError> {
-        let (ty, rows, cols, bytes) = self.raw(name)?;
-        let mut out = vec![0.0; rows * cols];
-        dequantize(ty, &bytes, &mut out).map_err(|source| ModelError::Quant {
-            name: name.to_string(),
-            source,
-        })?;
-        Ok(out)
-    }
+fn dequantized(name: &str, ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>, GpuError> {
+    let mut out = vec![0.0; n];
+    dequantize(ty, bytes, &mut out).map_err(|source| ModelError::Quant {
+        name: name.to_string(),
+        source,
+    })?;
+    Ok(out)
 }
 
 /// The rope (cos, sin) table for positions `0..max_ctx`, computed as the CPU reference does.
@@ -90,10 +93,12 @@ fn rope_table(spec: &ModelSpec, freqs: Option<&[f32]>, max_ctx: usize) -> Vec<f3
     out
 }
 
-/// Allocates buffers and counts the bytes they hold.
+/// Allocates buffers, counts the bytes they hold, and notes which tensor fills which.
 struct Held<'a> {
     gpu: &'a Gpu,
+    header: &'a Gguf,
     bytes: u64,
+    pending: BTreeMap<String, Pending>,
 }
 
 impl Held<'_> {
@@ -111,53 +116,99 @@ impl Held<'_> {
         let b = kernels::scratch(self.gpu, n);
         self.buffer(b)
     }
+
+    /// Notes that tensor `name` fills `target`.
+    fn expect(&mut self, name: &str, target: Target) -> Result<(), GpuError> {
+        let info = self
+            .header
+            .tensor(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        let pending = Pending {
+            ty: info.ty,
+            n_elements: info.n_elements() as usize,
+            n_bytes: info.n_bytes,
+            target,
+        };
+        self.pending.insert(name.to_string(), pending);
+        Ok(())
+    }
+
+    /// A weight matrix, to be filled with tensor `name`.
+    fn matrix(&mut self, name: &str) -> Result<GpuMatrix, GpuError> {
+        let info = self
+            .header
+            .tensor(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        let cols = info.dims[0] as usize;
+        let rows = (info.n_elements() / info.dims[0].max(1)) as usize;
+        let m = GpuMatrix::allocate(self.gpu, name, info.ty, rows, cols)?;
+        self.bytes += m.bytes();
+        self.expect(name, Target::Matrix(m.clone()))?;
+        Ok(m)
+    }
+
+    /// An f32 vector, to be filled with tensor `name`.
+    fn vector(&mut self, name: &str) -> Result<wgpu::Buffer, GpuError> {
+        let n = self
+            .header
+            .tensor(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?
+            .n_elements() as usize;
+        let b = self.scratch(n);
+        self.expect(name, Target::Vector(b.clone()))?;
+        Ok(b)
+    }
 }
 
 impl GpuModel {
     /// Loads a model for up to `max_ctx` positions (at most its context length), streaming
-    /// the weights into GPU buffers one tensor at a time.
+    /// the weights into GPU buffers one tensor at a time, in file order.
     pub async fn load<S: ByteSource>(
         gpu: &Gpu,
         file: &GgufFile<S>,
         max_ctx: usize,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Self, GpuError> {
-        let spec = ModelSpec::from_gguf(&file.header)?;
-        spec.check_tensors(&file.header)?;
+        let mut model = Self::allocate(gpu, &file.header, max_ctx).await?;
+        let mut tensors: Vec<_> = file
+            .header
+            .tensors()
+            .iter()
+            .filter(|t| model.pending.contains_key(&t.name))
+            .collect();
+        tensors.sort_by_key(|t| t.offset);
+        let total: u64 = tensors.iter().map(|t| t.n_bytes).sum();
+        let mut loaded = 0;
+        for t in tensors {
+            let bytes = file.tensor_bytes(t).map_err(ModelError::from)?;
+            model.fill(&t.name, &bytes)?;
+            loaded += t.n_bytes;
+            progress(loaded, total);
+        }
+        gpu.finish().await?;
+        Ok(model)
+    }
+
+    /// Makes every buffer and launch of the model described by `header`, for up to `max_ctx`
+    /// positions; the weights are then written with [`GpuModel::fill`]. Fails here, before any
+    /// weight is read, when the device cannot hold the model.
+    pub async fn allocate(gpu: &Gpu, header: &Gguf, max_ctx: usize) -> Result<Self, GpuError> {
+        let spec = ModelSpec::from_gguf(header)?;
+        spec.check_tensors(header)?;
         let max_ctx = max_ctx.min(spec.context_length).max(1);
-        gpu.scoped(|| Self::build(gpu, file, spec, max_ctx, progress))
+        gpu.scoped(|| Self::build(gpu, header, spec, max_ctx))
             .await?
     }
 
-    fn build<S: ByteSource>(
-        gpu: &Gpu,
-        file: &GgufFile<S>,
-        spec: ModelSpec,
-        max_ctx: usize,
-        progress: &mut dyn FnMut(u64, u64),
-    ) -> Result<Self, GpuError> {
+    fn build(gpu: &Gpu, header: &Gguf, spec: ModelSpec, max_ctx: usize) -> Result<Self, GpuError> {
         let s = &spec;
-        let expected = s.expected_tensors();
-        let types: Vec<GgmlType> = expected
+        let types: Vec<GgmlType> = s
+            .expected_tensors()
             .iter()
-            .filter_map(|(n, _)| file.header.tensor(n))
+            .filter_map(|(n, _)| header.tensor(n))
             .map(|t| t.ty)
             .collect();
-        let total: u64 = expected
-            .iter()
-            .filter_map(|(n, _)| file.header.tensor(n))
-            .map(|t| t.n_bytes)
-            .sum();
-        let mut loaded = 0u64;
         let kernels = Kernels::new(gpu, &types)?;
-        let rd = Reader { file };
-        let mut matrix = |name: &str| -> Result<GpuMatrix, GpuError> {
-            let (ty, rows, cols, bytes) = rd.raw(name)?;
-            let m = GpuMatrix::upload(gpu, name, ty, rows, cols, &bytes)?;
-            loaded += bytes.len() as u64;
-            progress(loaded, total);
-            Ok(m)
-        };
 
         let kv_bytes = (max_ctx * s.k_dim().max(s.v_dim()) * 4) as u64;
         if kv_bytes > gpu.max_binding {
@@ -169,7 +220,12 @@ impl GpuModel {
         }
 
         let k = &kernels;
-        let mut b = Held { gpu, bytes: 0 };
+        let mut b = Held {
+            gpu,
+            header,
+            bytes: 0,
+            pending: BTreeMap::new(),
+        };
         let x = b.scratch(s.n_embd);
         let h = b.scratch(s.n_embd);
         let q = b.scratch(s.q_dim());
@@ -195,20 +251,22 @@ impl GpuModel {
         let result_read = read_buffer(16);
         let steps = Steps::new(gpu, &kernels, CHUNK);
 
-        let token_embd = matrix(names::TOKEN_EMBD)?;
+        let token_embd = b.matrix(names::TOKEN_EMBD)?;
         let embed = k.embed_launches(gpu, &token_embd, &x)?;
-        let output_norm = b.f32s(&rd.vector(names::OUTPUT_NORM)?);
+        let output_norm = b.vector(names::OUTPUT_NORM)?;
         let output = if s.tied_output {
             None
         } else {
-            Some(matrix(names::OUTPUT)?)
+            Some(b.matrix(names::OUTPUT)?)
         };
-        let freqs = if s.has_rope_freqs {
-            Some(rd.vector(names::ROPE_FREQS)?)
+        let table = if s.has_rope_freqs {
+            // Written once the factors arrive.
+            let t = b.scratch(max_ctx * s.rope_dim);
+            b.expect(names::ROPE_FREQS, Target::RopeTable(t.clone()))?;
+            t
         } else {
-            None
+            b.f32s(&rope_table(s, None, max_ctx))
         };
-        let table = b.f32s(&rope_table(s, freqs.as_deref(), max_ctx));
         let attn_params = uniform(
             gpu,
             &AttnParams {
@@ -248,14 +306,10 @@ impl GpuModel {
                        present: bool,
                        name: &str|
              -> Result<Option<wgpu::Buffer>, GpuError> {
-                Ok(if present {
-                    Some(b.f32s(&rd.vector(name)?))
-                } else {
-                    None
-                })
+                Ok(if present { Some(b.vector(name)?) } else { None })
             };
-            let attn_norm = b.f32s(&rd.vector(&n("attn_norm.weight"))?);
-            let ffn_norm = b.f32s(&rd.vector(&n("ffn_norm.weight"))?);
+            let attn_norm = b.vector(&n("attn_norm.weight"))?;
+            let ffn_norm = b.vector(&n("ffn_norm.weight"))?;
             let bq = opt(&mut b, s.has_qkv_bias, &n("attn_q.bias"))?;
             let bk = opt(&mut b, s.has_qkv_bias, &n("attn_k.bias"))?;
             let bv = opt(&mut b, s.has_qkv_bias, &n("attn_v.bias"))?;
@@ -273,15 +327,12 @@ impl GpuModel {
                 "ffn_down",
             ]
             .iter()
-            .map(|m| matrix(&n(&format!("{m}.weight"))))
+            .map(|m| b.matrix(&n(&format!("{m}.weight"))))
             .collect::<Result<_, _>>()?;
             let [wq, wk, wv, wo, gate, up, down] = &mats[..] else {
                 unreachable!("seven matrices per layer")
             };
-            for m in &mats {
-                b.bytes += m.bytes();
-                weight_bytes += m.bytes();
-            }
+            weight_bytes += mats.iter().map(GpuMatrix::bytes).sum::<u64>();
             layers.push(k.rms_norm_launch(gpu, norm_params, 1, &x, &attn_norm, &h));
             layers.extend(k.matvec_launches(gpu, wq, &h, &q, bq.as_ref(), Output::Store, 0)?);
             layers.extend(k.matvec_launches(
@@ -328,7 +379,6 @@ impl GpuModel {
         let mut head = vec![k.rms_norm_launch(gpu, norm_params, 1, &x, &output_norm, &h)];
         head.extend(k.matvec_launches(gpu, head_matrix, &h, &logits, None, Output::Store, 0)?);
         weight_bytes += head_matrix.bytes();
-        b.bytes += token_embd.bytes() + output.as_ref().map_or(0, |m| m.bytes());
         let argmax = k.argmax_launch(gpu, s.n_vocab, &logits, &result);
         let held_bytes = b.bytes + steps.bytes() + logits_read.size() + result_read.size();
         Ok(GpuModel {
@@ -347,7 +397,42 @@ impl GpuModel {
             max_ctx,
             weight_bytes_per_token: weight_bytes,
             held_bytes,
+            pending: b.pending,
         })
+    }
+
+    /// Writes tensor `name`'s GGUF bytes where [`GpuModel::allocate`] put its buffers. Each
+    /// tensor is written once; the writes are queued, so the bytes can be dropped at once.
+    pub fn fill(&mut self, name: &str, bytes: &[u8]) -> Result<(), GpuError> {
+        let p = self
+            .pending
+            .remove(name)
+            .ok_or_else(|| GpuError::UnexpectedTensor(name.to_string()))?;
+        if bytes.len() as u64 != p.n_bytes {
+            return Err(GpuError::TensorSize {
+                got: bytes.len() as u64,
+                want: p.n_bytes,
+            });
+        }
+        let queue = &self.gpu.queue;
+        match p.target {
+            Target::Matrix(m) => m.write(&self.gpu, bytes)?,
+            Target::Vector(buffer) => {
+                let v = dequantized(name, p.ty, bytes, p.n_elements)?;
+                queue.write_buffer(&buffer, 0, bytemuck::cast_slice(&v));
+            }
+            Target::RopeTable(buffer) => {
+                let freqs = dequantized(name, p.ty, bytes, p.n_elements)?;
+                let table = rope_table(&self.spec, Some(&freqs), self.max_ctx);
+                queue.write_buffer(&buffer, 0, bytemuck::cast_slice(&table));
+            }
+        }
+        Ok(())
+    }
+
+    /// Names of the tensors [`GpuModel::fill`] still waits for.
+    pub fn pending(&self) -> impl Iterator<Item = &str> {
+        self.pending.keys().map(String::as_str)
     }
 
     /// Positions held in the KV cache.
@@ -385,6 +470,9 @@ impl GpuModel {
         let s = &self.spec;
         if tokens.is_empty() {
             return Err(GpuError::NoTokens);
+        }
+        if !self.pending.is_empty() {
+            return Err(GpuError::NotLoaded(self.pending.len()));
         }
         if self.len + tokens.len() > self.max_ctx {
             return Err(ModelError::ContextFull {

@@ -11,7 +11,6 @@
 use std::ops::Range;
 
 use hearth_core::quant::GgmlType;
-use wgpu::util::DeviceExt;
 
 use crate::kernels::Mat;
 use crate::{Gpu, GpuError};
@@ -42,6 +41,7 @@ fn block_split(ty: GgmlType) -> (Range<usize>, Option<Range<usize>>) {
 }
 
 /// One buffer of a matrix: `rows` rows starting at row `row_offset`.
+#[derive(Clone)]
 pub struct Part {
     pub buffer: wgpu::Buffer,
     pub rows: usize,
@@ -51,9 +51,12 @@ pub struct Part {
 }
 
 /// A `rows` x `cols` matrix on the GPU, in one or more row ranges.
+#[derive(Clone)]
 pub struct GpuMatrix {
     /// The format the kernels decode (see [`gpu_format`]).
     pub ty: GgmlType,
+    /// The tensor's type in the file.
+    pub file_ty: GgmlType,
     pub rows: usize,
     pub cols: usize,
     pub parts: Vec<Part>,
@@ -130,17 +133,24 @@ impl GpuMatrix {
         cols: usize,
         data: &[u8],
     ) -> Result<Self, GpuError> {
+        let m = Self::allocate(gpu, label, ty, rows, cols)?;
+        m.write(gpu, data)?;
+        Ok(m)
+    }
+
+    /// Makes the (zeroed) buffers of a `rows` x `cols` tensor of type `ty`, to be filled by
+    /// [`GpuMatrix::write`] once its bytes arrive.
+    pub fn allocate(
+        gpu: &Gpu,
+        label: &str,
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Self, GpuError> {
         let gty = gpu_format(ty)?;
-        let widened;
-        let data = if gty != ty {
-            widened = widen_bf16(data);
-            &widened[..]
-        } else {
-            data
-        };
         let (row_words, scaled) = row_shape(gty, cols);
-        let row_bytes = (row_words + if scaled { cols / gty.block_size() } else { 0 }) * 4;
-        let src_row_bytes = data.len() / rows.max(1);
+        let scale_words = if scaled { cols / gty.block_size() } else { 0 };
+        let row_bytes = (row_words + scale_words) * 4;
         let per_part = (gpu.max_binding as usize / row_bytes.max(1)).min(rows.max(1));
         if per_part == 0 {
             return Err(GpuError::TooLarge {
@@ -153,30 +163,59 @@ impl GpuMatrix {
         let mut start = 0;
         while start < rows {
             let n = per_part.min(rows - start);
-            let src = &data[start * src_row_bytes..(start + n) * src_row_bytes];
-            let (bytes, scale_base) = repack(gty, cols, n, src);
-            let buffer = gpu
-                .device
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some(label),
-                    contents: &bytes,
-                    usage: wgpu::BufferUsages::STORAGE,
-                });
+            let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: (n * row_bytes).max(4) as u64,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
             parts.push(Part {
                 buffer,
                 rows: n,
                 row_offset: start,
                 row_words,
-                scale_base,
+                scale_base: if scaled { n * row_words } else { 0 },
             });
             start += n;
         }
         Ok(GpuMatrix {
             ty: gty,
+            file_ty: ty,
             rows,
             cols,
             parts,
         })
+    }
+
+    /// Bytes of the tensor in its GGUF type.
+    pub fn file_bytes(&self) -> u64 {
+        (self.rows * self.cols / self.file_ty.block_size() * self.file_ty.block_geometry().1) as u64
+    }
+
+    /// Repacks the tensor's GGUF bytes into its buffers (queued writes).
+    pub fn write(&self, gpu: &Gpu, data: &[u8]) -> Result<(), GpuError> {
+        if data.len() as u64 != self.file_bytes() {
+            return Err(GpuError::TensorSize {
+                got: data.len() as u64,
+                want: self.file_bytes(),
+            });
+        }
+        let widened;
+        let data = if self.ty != self.file_ty {
+            widened = widen_bf16(data);
+            &widened[..]
+        } else {
+            data
+        };
+        let src_row_bytes = data.len() / self.rows.max(1);
+        for part in &self.parts {
+            let src = &data
+                [part.row_offset * src_row_bytes..(part.row_offset + part.rows) * src_row_bytes];
+            let (bytes, scale_base) = repack(self.ty, self.cols, part.rows, src);
+            debug_assert_eq!(scale_base, part.scale_base);
+            gpu.queue.write_buffer(&part.buffer, 0, &bytes);
+        }
+        Ok(())
     }
 
     /// Bytes held on the GPU, which is also what one product reads.

@@ -22,6 +22,8 @@ pub enum WebError {
     UnsupportedTokenizer(String),
     #[error("the model needs {need} bytes of memory; {limit} are available here")]
     TooLarge { need: u64, limit: u64 },
+    #[error("{0}")]
+    GpuTooLarge(String),
     #[error("out of memory: {0} more bytes could not be allocated")]
     OutOfMemory(u64),
     #[error("{0}")]
@@ -51,7 +53,7 @@ impl WebError {
             WebError::UnsupportedArchitecture(_) => "unsupported_architecture",
             WebError::UnsupportedQuantization(_) => "unsupported_quantization",
             WebError::UnsupportedTokenizer(_) => "unsupported_tokenizer",
-            WebError::TooLarge { .. } => "too_large",
+            WebError::TooLarge { .. } | WebError::GpuTooLarge(_) => "too_large",
             WebError::OutOfMemory(_) | WebError::GpuOutOfMemory(_) => "out_of_memory",
             WebError::DeviceLost(_) => "device_lost",
             WebError::NoGpu(_) => "no_webgpu",
@@ -120,6 +122,7 @@ impl From<GpuError> for WebError {
             GpuError::OutOfMemory => WebError::GpuOutOfMemory(e.to_string()),
             GpuError::DeviceLost(_) => WebError::DeviceLost(e.to_string()),
             GpuError::UnsupportedType(_) => WebError::UnsupportedQuantization(e.to_string()),
+            GpuError::TooLarge { .. } => WebError::GpuTooLarge(e.to_string()),
             GpuError::Model(m) => m.into(),
             other => WebError::Gpu(other.to_string()),
         }

@@ -3,10 +3,13 @@
 //! abort between tokens; this crate turns those bytes into a model and runs it:
 //!
 //! 1. [`Loader::header`] parses each file's GGUF header from a growing prefix;
-//! 2. [`Loader::plan`] checks the model (architecture, quantization, tokenizer, memory) before
-//!    any weight is fetched and names the byte ranges to fetch;
-//! 3. [`Loader::put`] takes those bytes as they stream in;
-//! 4. [`Loader::load_gpu`] or [`Loader::load_cpu`] builds an [`Engine`].
+//! 2. [`Loader::plan`] checks the model (architecture, quantization, tokenizer) before any
+//!    weight is fetched and names the byte ranges to fetch;
+//! 3. on the CPU, [`Loader::fits_cpu`] checks the memory, [`Loader::put`] takes the bytes as
+//!    they stream in and [`Loader::load_cpu`] builds an [`Engine`];
+//! 4. on WebGPU, [`Loader::load_gpu`] makes the model's buffers first (refusing a model the
+//!    device cannot hold), then pulls the bytes itself and writes each tensor to the GPU as soon
+//!    as it is complete, so wasm memory never holds more than the tensors in flight.
 
 mod backend;
 mod error;
@@ -21,8 +24,10 @@ use hearth_core::gguf::{Gguf, GgufError, GgufFile};
 use hearth_core::model::ModelSpec;
 use hearth_core::quant::GgmlType;
 use hearth_core::tokenizer::Tokenizer;
+use hearth_gpu::GpuModel;
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
 
 pub use backend::open_checked_gpu;
 pub use error::WebError;
@@ -182,13 +187,6 @@ impl Loader {
         let cache_bytes = (positions * spec.n_layer * (spec.k_dim() + spec.v_dim()) * 4) as u64;
         // The vocabulary and merges are held twice while the tokenizer is built.
         let memory_needed = weight_bytes + cache_bytes + 2 * header_bytes.len() as u64;
-        let limit = WASM_LIMIT.saturating_sub(wasm_memory_bytes());
-        if memory_needed > limit {
-            return Err(js_err(WebError::TooLarge {
-                need: memory_needed,
-                limit,
-            }));
-        }
         let info = ModelInfo {
             architecture: spec.arch.name().to_string(),
             name: merged.get_str("general.name").map(str::to_string),
@@ -218,6 +216,18 @@ impl Loader {
             info,
         });
         Ok(plan)
+    }
+
+    /// Refuses (`too_large`) a model whose weights and KV cache do not fit in wasm memory, as
+    /// the CPU backend needs them to.
+    #[wasm_bindgen(js_name = fitsCpu)]
+    pub fn fits_cpu(&self) -> Result<(), JsValue> {
+        let need = self.prepared()?.info.memory_needed as u64;
+        let limit = WASM_LIMIT.saturating_sub(wasm_memory_bytes());
+        if need > limit {
+            return Err(js_err(WebError::TooLarge { need, limit }));
+        }
+        Ok(())
     }
 
     /// Stores bytes fetched from file `file`, starting at `offset`.
@@ -254,25 +264,63 @@ impl Loader {
         Ok(Engine::new(p, backend))
     }
 
-    /// Builds the engine on WebGPU, after the device passed its self-test; `progress` as for
-    /// [`Loader::load_cpu`].
+    /// Builds the engine on WebGPU, after the device passed its self-test. The model's buffers
+    /// are made first; then `next_piece()` is awaited for the bytes, as `{ file, offset, bytes }`
+    /// or `undefined` once the download is over, and each tensor is written to the GPU as soon
+    /// as all of its bytes are in. `progress` as for [`Loader::load_cpu`].
     #[wasm_bindgen(js_name = loadGpu)]
     pub async fn load_gpu(
         self,
         gpu: GpuDevice,
         progress: js_sys::Function,
+        next_piece: js_sys::Function,
     ) -> Result<Engine, JsValue> {
-        let p = self.into_prepared()?;
-        let backend = Backend::load_gpu(
-            gpu.0.clone(),
-            &p.file,
-            p.info.cache_positions,
-            &mut |_, _| weights_progress(&progress, &p),
-        )
-        .await
-        .map_err(js_err)?;
+        let p = self
+            .prepared
+            .ok_or_else(|| js_err(WebError::BadRequest("plan() must come first".into())))?;
+        let gpu = gpu.0;
+        let mut model = GpuModel::allocate(&gpu, &p.file.header, p.info.cache_positions)
+            .await
+            .map_err(js_err)?;
+        let source = p.file.source();
+        loop {
+            for (name, bytes) in source.take_complete() {
+                model.fill(&name, &bytes).map_err(js_err)?;
+            }
+            if source.missing() == 0 {
+                break;
+            }
+            let piece = wasm_bindgen_futures::JsFuture::from(js_sys::Promise::resolve(
+                &next_piece.call0(&JsValue::NULL)?,
+            ))
+            .await?;
+            if piece.is_undefined() {
+                return Err(js_err(WebError::Internal(format!(
+                    "the download ended with {} bytes of tensor data missing",
+                    source.missing()
+                ))));
+            }
+            let field = |key: &str| js_sys::Reflect::get(&piece, &key.into());
+            let (file, offset) = (field("file")?.as_f64(), field("offset")?.as_f64());
+            let bytes = field("bytes")?.dyn_into::<js_sys::Uint8Array>();
+            let (Some(file), Some(offset), Ok(bytes)) = (file, offset, bytes) else {
+                return Err(js_err(WebError::BadRequest(
+                    "a piece must be { file, offset, bytes: Uint8Array }".into(),
+                )));
+            };
+            source
+                .put(file as usize, offset as u64, &bytes.to_vec())
+                .map_err(js_err)?;
+        }
+        if let Some(name) = model.pending().next() {
+            return Err(js_err(WebError::Internal(format!(
+                "tensor {name:?} was never written"
+            ))));
+        }
+        // Surfaces what the writes ran into (out of memory, a lost device).
+        gpu.finish().await.map_err(js_err)?;
         weights_progress(&progress, &p);
-        Ok(Engine::new(p, backend))
+        Ok(Engine::new(p, Backend::Gpu { gpu, model }))
     }
 }
 

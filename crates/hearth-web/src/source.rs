@@ -15,16 +15,37 @@ use crate::error::WebError;
 /// One tensor's bytes: where they lie in their file and in the virtual file, and what of them
 /// has arrived (always a prefix, so a resent range is harmless).
 struct Part {
+    name: String,
     file: usize,
     real: Range<u64>,
     virt_start: u64,
     data: Vec<u8>,
+    /// Handed over to a reader: its bytes are gone from here for good.
+    taken: bool,
 }
 
 impl Part {
     fn len(&self) -> u64 {
         self.real.end - self.real.start
     }
+
+    fn complete(&self) -> bool {
+        !self.taken && self.data.len() as u64 == self.len()
+    }
+
+    fn take(&mut self) -> Vec<u8> {
+        self.taken = true;
+        std::mem::take(&mut self.data)
+    }
+}
+
+/// A tensor to fetch: its name, its file, its byte range there, and where it starts in the
+/// virtual file.
+pub struct Located {
+    pub name: String,
+    pub file: usize,
+    pub real: Range<u64>,
+    pub virt_start: u64,
 }
 
 /// A [`ByteSource`] that holds a header and the tensors put into it. Reading a tensor hands its
@@ -43,19 +64,30 @@ pub struct TensorChunks {
 
 impl TensorChunks {
     /// `header` is the (virtual) file's header, `len` its length; `tensors` are the ones to
-    /// fetch, as (file, range in that file, range in the virtual file).
-    pub fn new(header: Vec<u8>, len: u64, tensors: Vec<(usize, Range<u64>, u64)>) -> Self {
+    /// fetch, as [`Located`].
+    pub fn new(header: Vec<u8>, len: u64, tensors: Vec<Located>) -> Self {
         let mut parts = Vec::with_capacity(tensors.len());
         let mut by_real = BTreeMap::new();
         let mut by_virt = BTreeMap::new();
-        for (i, (file, real, virt_start)) in tensors.into_iter().enumerate() {
+        for (
+            i,
+            Located {
+                name,
+                file,
+                real,
+                virt_start,
+            },
+        ) in tensors.into_iter().enumerate()
+        {
             by_real.insert((file, real.start), i);
             by_virt.insert(virt_start, i);
             parts.push(Part {
+                name,
                 file,
                 real,
                 virt_start,
                 data: Vec::new(),
+                taken: false,
             });
         }
         TensorChunks {
@@ -99,6 +131,9 @@ impl TensorChunks {
                 continue;
             }
             let p = &mut parts[i];
+            if p.taken {
+                continue;
+            }
             let have = start + p.data.len() as u64;
             let from = offset.max(have);
             let to = end.min(p.real.end);
@@ -122,11 +157,26 @@ impl TensorChunks {
         self.handed.get()
     }
 
+    /// Hands over every tensor whose bytes have all arrived and that no reader has taken yet,
+    /// as (name, bytes).
+    pub fn take_complete(&self) -> Vec<(String, Vec<u8>)> {
+        let mut parts = self.parts.borrow_mut();
+        let done: Vec<(String, Vec<u8>)> = parts
+            .iter_mut()
+            .filter(|p| p.complete())
+            .map(|p| (p.name.clone(), p.take()))
+            .collect();
+        self.handed
+            .set(self.handed.get() + done.iter().map(|(_, b)| b.len() as u64).sum::<u64>());
+        done
+    }
+
     /// Bytes still to arrive.
     pub fn missing(&self) -> u64 {
         self.parts
             .borrow()
             .iter()
+            .filter(|p| !p.taken)
             .map(|p| p.len() - p.data.len() as u64)
             .sum()
     }
@@ -161,7 +211,7 @@ impl ByteSource for TensorChunks {
                     format!("bytes {range:?} are not one tensor of the model"),
                 )
             })?;
-        if p.data.len() as u64 != p.len() {
+        if !p.complete() {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!(
@@ -172,7 +222,7 @@ impl ByteSource for TensorChunks {
             ));
         }
         self.handed.set(self.handed.get() + p.len());
-        Ok(Cow::Owned(std::mem::take(&mut p.data)))
+        Ok(Cow::Owned(p.take()))
     }
 }
 
@@ -223,13 +273,9 @@ pub fn merge_headers(headers: &[Gguf]) -> Result<(Vec<u8>, u64), WebError> {
     Ok((header, len))
 }
 
-/// The splits' tensors paired with their place in the merged header: (file, real range,
-/// virtual start) for each name in `names`.
-pub fn locate(
-    headers: &[Gguf],
-    merged: &Gguf,
-    names: &[String],
-) -> Result<Vec<(usize, Range<u64>, u64)>, WebError> {
+/// The splits' tensors paired with their place in the merged header, for each name in
+/// `names`.
+pub fn locate(headers: &[Gguf], merged: &Gguf, names: &[String]) -> Result<Vec<Located>, WebError> {
     names
         .iter()
         .map(|name| {
@@ -241,7 +287,12 @@ pub fn locate(
             let virt = merged
                 .tensor(name)
                 .ok_or_else(|| WebError::Internal(format!("tensor {name:?} vanished")))?;
-            Ok((file, real, virt.offset))
+            Ok(Located {
+                name: name.clone(),
+                file,
+                real,
+                virt_start: virt.offset,
+            })
         })
         .collect()
 }
@@ -323,7 +374,12 @@ mod tests {
         let chunks = TensorChunks::new(
             a[..h.data_offset as usize].to_vec(),
             a.len() as u64,
-            vec![(0, r.clone(), r.start)],
+            vec![Located {
+                name: "x".into(),
+                file: 0,
+                real: r.clone(),
+                virt_start: r.start,
+            }],
         );
         chunks
             .put(0, r.start + 8, &a[r.start as usize + 8..])
@@ -339,5 +395,50 @@ mod tests {
         assert_eq!(chunks.handed(), 0);
         assert_eq!(&*chunks.read(r.clone()).unwrap(), &a[r.start as usize..]);
         assert_eq!(chunks.handed(), 64);
+    }
+
+    #[test]
+    fn complete_tensors_are_handed_over_once() {
+        let a = file(&[("x", 16), ("y", 8)], Vec::new());
+        let h = Gguf::parse(&a, a.len() as u64).unwrap();
+        let located = ["x", "y"]
+            .iter()
+            .map(|&n| {
+                let r = h.tensor(n).unwrap().range();
+                Located {
+                    name: n.into(),
+                    file: 0,
+                    real: r.clone(),
+                    virt_start: r.start,
+                }
+            })
+            .collect();
+        let chunks = TensorChunks::new(
+            a[..h.data_offset as usize].to_vec(),
+            a.len() as u64,
+            located,
+        );
+        let (x, y) = (
+            h.tensor("x").unwrap().range(),
+            h.tensor("y").unwrap().range(),
+        );
+        // All of x and the first bytes of y.
+        let cut = y.start as usize + 5;
+        chunks.put(0, 0, &a[..cut]).unwrap();
+        let done = chunks.take_complete();
+        assert_eq!(done.len(), 1);
+        assert_eq!(
+            (done[0].0.as_str(), &done[0].1[..]),
+            ("x", &a[x.start as usize..x.end as usize])
+        );
+        assert_eq!(chunks.missing(), y.end - cut as u64);
+        assert!(chunks.take_complete().is_empty());
+        // A resent range does not bring a handed-over tensor back.
+        chunks.put(0, 0, &a).unwrap();
+        let done = chunks.take_complete();
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].0, "y");
+        assert_eq!((chunks.missing(), chunks.handed()), (0, 96));
+        assert!(chunks.read(x).is_err());
     }
 }
