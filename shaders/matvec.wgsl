@@ -1,14 +1,14 @@
 // y = W x (+ bias) for one input vector, decoding W's blocks in registers: the decode step is
 // memory-bound, so each weight byte is read exactly once and never written back dequantized.
 // A workgroup of 64 threads takes ROWS rows; the LANES threads of a row stride over its 32-value
-// units, so consecutive threads read consecutive blocks. Needs quant.wgsl and common.wgsl.
+// units, so consecutive threads read consecutive blocks. The loader defines LANES (16 for
+// matrices with rows of 16 units or more; fewer for narrow ones, such as a head over a large
+// vocabulary with a small hidden size, so lanes are not left idle) and ROWS = 64 / LANES.
+// Needs quant.wgsl and common.wgsl.
 
 @group(1) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(1) @binding(3) var<storage, read_write> y: array<f32>;
 @group(1) @binding(4) var<storage, read> bias: array<f32>;
-
-const ROWS: u32 = 4u;
-const LANES: u32 = 16u;
 
 var<workgroup> partial: array<f32, 64>;
 

@@ -2,6 +2,7 @@
 //! uniform blocks each kernel reads. Pipelines are created once, when a model (or a test)
 //! sets up; nothing here runs per token.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use bytemuck::{Pod, Zeroable};
@@ -27,8 +28,18 @@ pub(crate) const COPY: &str = include_str!("../../../shaders/copy.wgsl");
 /// `minUniformBufferOffsetAlignment`).
 pub const STEP_STRIDE: u64 = 256;
 
-/// Rows of a matrix one matvec workgroup takes (`ROWS` in matvec.wgsl).
-const MATVEC_ROWS: u32 = 4;
+/// Threads of a matvec workgroup; its rows are split among them (matvec.wgsl).
+const MATVEC_THREADS: u32 = 64;
+
+/// Threads that share one row of a matvec (`LANES` in matvec.wgsl): as many as the row has
+/// 32-value units, rounded to 1, 4 or 16, so narrow matrices keep every thread busy.
+fn matvec_lanes(cols: usize) -> u32 {
+    match cols.div_ceil(32) {
+        0..=2 => 1,
+        3..=8 => 4,
+        _ => 16,
+    }
+}
 
 /// Per-token parameters (common.wgsl).
 #[repr(C)]
@@ -133,6 +144,7 @@ fn layout_entries(slots: &[Slot]) -> Vec<wgpu::BindGroupLayoutEntry> {
 }
 
 /// A pipeline and the layout of its group 1.
+#[derive(Clone)]
 pub struct Kernel {
     pub pipeline: wgpu::ComputePipeline,
     pub layout: wgpu::BindGroupLayout,
@@ -217,7 +229,8 @@ pub fn grid(n: u32) -> [u32; 3] {
 pub struct Kernels {
     /// Group 0: the per-token [`Step`], at a dynamic offset.
     pub step_layout: wgpu::BindGroupLayout,
-    matvec: HashMap<GgmlType, Kernel>,
+    /// Matvec pipelines by (GPU format, lanes per row), made as matrices ask for them.
+    matvec: RefCell<HashMap<(GgmlType, u32), Kernel>>,
     embed: HashMap<GgmlType, Kernel>,
     pub rms_norm: Kernel,
     pub rope: Kernel,
@@ -267,40 +280,13 @@ impl Kernels {
                     count: None,
                 }],
             });
-        let (prelude, reduce) = match gpu.paths.subgroup_size {
-            Some(sg) => (
-                // Browsers require the directive; naga (native) enables subgroup operations
-                // with the device feature and rejects the directive.
-                format!(
-                    "{}const SG: u32 = {}u;\n",
-                    if cfg!(target_arch = "wasm32") {
-                        "enable subgroups;\n"
-                    } else {
-                        ""
-                    },
-                    sg.min(16)
-                ),
-                REDUCE_SUBGROUP,
-            ),
-            None => (String::new(), REDUCE_WG),
-        };
-        let mut matvec = HashMap::new();
         let mut embed = HashMap::new();
         for &ty in types {
             let ty = gpu_format(ty)?;
-            if matvec.contains_key(&ty) {
+            if embed.contains_key(&ty) {
                 continue;
             }
             let unit = unit_selector(ty)?;
-            let src = format!("{prelude}{COMMON}{QUANT}{unit}{MATVEC}{reduce}");
-            let k = Kernel::new(
-                gpu,
-                &format!("matvec {ty}"),
-                &src,
-                &step_layout,
-                &[Read, Uniform, Read, Write, Read],
-            );
-            matvec.insert(ty, k);
             let src = format!("{COMMON}{QUANT}{unit}{EMBED}");
             embed.insert(
                 ty,
@@ -337,7 +323,7 @@ impl Kernels {
             ),
             argmax: Kernel::new(gpu, "argmax", ARGMAX, &step_layout, &[Uniform, Read, Write]),
             step_layout,
-            matvec,
+            matvec: RefCell::new(HashMap::new()),
             embed,
             dummy: storage_f32(gpu, &[0.0]),
         })
@@ -348,8 +334,40 @@ impl Kernels {
             .ok_or(GpuError::UnsupportedType(ty))
     }
 
-    pub fn matvec(&self, ty: GgmlType) -> Result<&Kernel, GpuError> {
-        Self::of(&self.matvec, ty)
+    /// The matvec pipeline for matrices of type `ty` with `lanes` threads per row.
+    fn matvec(&self, gpu: &Gpu, ty: GgmlType, lanes: u32) -> Result<Kernel, GpuError> {
+        let ty = gpu_format(ty)?;
+        if let Some(k) = self.matvec.borrow().get(&(ty, lanes)) {
+            return Ok(k.clone());
+        }
+        let (directive, reduce) = match gpu.paths.subgroup_size {
+            Some(sg) => (
+                // Browsers require the directive; naga (native) enables subgroup operations
+                // with the device feature and rejects the directive.
+                if cfg!(target_arch = "wasm32") {
+                    "enable subgroups;\n"
+                } else {
+                    ""
+                },
+                format!("const SG: u32 = {}u;\n{REDUCE_SUBGROUP}", sg.min(lanes)),
+            ),
+            None => ("", REDUCE_WG.to_string()),
+        };
+        let sizes = format!(
+            "const LANES: u32 = {lanes}u;\nconst ROWS: u32 = {}u;\n",
+            MATVEC_THREADS / lanes
+        );
+        let unit = unit_selector(ty)?;
+        let src = format!("{directive}{sizes}{COMMON}{QUANT}{unit}{MATVEC}{reduce}");
+        let k = Kernel::new(
+            gpu,
+            &format!("matvec {ty} x{lanes}"),
+            &src,
+            &self.step_layout,
+            &[Slot::Read, Slot::Uniform, Slot::Read, Slot::Write, Slot::Read],
+        );
+        self.matvec.borrow_mut().insert((ty, lanes), k.clone());
+        Ok(k)
     }
 
     pub fn embed(&self, ty: GgmlType) -> Result<&Kernel, GpuError> {
@@ -369,7 +387,8 @@ impl Kernels {
         mode: Output,
         pos_stride: usize,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        let kernel = self.matvec(m.ty)?;
+        let lanes = matvec_lanes(m.cols);
+        let kernel = self.matvec(gpu, m.ty, lanes)?;
         Ok(m.parts
             .iter()
             .map(|p| {
@@ -377,7 +396,7 @@ impl Kernels {
                 Dispatch {
                     pipeline: kernel.pipeline.clone(),
                     bind: kernel.bind(gpu, &[&p.buffer, &u, x, y, bias.unwrap_or(&self.dummy)]),
-                    groups: grid((p.rows as u32).div_ceil(MATVEC_ROWS)),
+                    groups: grid((p.rows as u32).div_ceil(MATVEC_THREADS / lanes)),
                 }
             })
             .collect())

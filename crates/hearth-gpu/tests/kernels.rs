@@ -108,8 +108,18 @@ fn cols_for(ty: GgmlType) -> usize {
     }
 }
 
-fn check_matvec(b: &Bench, gpu: &Gpu, ty: GgmlType, label: &str) {
-    let (rows, cols) = (37, cols_for(ty));
+/// Row widths that give matvec each of its lane counts (1, 4 and 16 threads per row) where
+/// the type's blocks allow it.
+fn widths_for(ty: GgmlType) -> Vec<usize> {
+    match ty.block_size() {
+        1 => vec![45, 161, 613],
+        32 => vec![32, 32 * 5, 32 * 19],
+        _ => vec![256, 256 * 3],
+    }
+}
+
+fn check_matvec(b: &Bench, gpu: &Gpu, ty: GgmlType, cols: usize, label: &str) {
+    let rows = 37;
     let w = matrix(ty, rows, cols, ty.id() as u64);
     let m = GpuMatrix::upload(gpu, label, ty, rows, cols, &w.data).unwrap();
     let x = values(cols, 7);
@@ -177,7 +187,9 @@ fn matvec_every_format() {
         return;
     };
     for ty in ALL {
-        check_matvec(&b, &b.gpu, ty, ty.name());
+        for cols in widths_for(ty) {
+            check_matvec(&b, &b.gpu, ty, cols, &format!("{ty} x{cols}"));
+        }
     }
 }
 
@@ -208,7 +220,7 @@ fn matvec_split_and_plain() {
         )
         .unwrap();
         assert!(m.parts.len() > 1, "{ty}: not split");
-        check_matvec(&b, &small, ty, &format!("{ty} split"));
+        check_matvec(&b, &small, ty, cols_for(ty), &format!("{ty} split"));
     }
 }
 
