@@ -12,11 +12,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 #[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
 pub enum BackendChoice {
     /// The reference forward pass on the CPU.
-    #[default]
     Cpu,
     /// The GPU engine (WebGPU through wgpu: Vulkan, Metal or DX12).
     Gpu,
     /// The GPU where an adapter exists, otherwise the CPU.
+    #[default]
     Auto,
 }
 
