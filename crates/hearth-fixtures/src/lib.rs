@@ -1,6 +1,8 @@
 //! The committed test fixtures under `tests/fixtures/`, and the comparisons every suite makes
 //! against their references.
 
+pub mod large_model;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -18,11 +20,14 @@ pub fn gunzip(path: &Path) -> Vec<u8> {
     out
 }
 
-/// One model of `tests/fixtures/models/manifest.json`.
+/// One model of `tests/fixtures/models/manifest.json`. Its paths there are relative to that
+/// directory: most name a gzip-compressed copy beside it, the demo model the uncompressed file
+/// in `www/models/`.
 pub struct ModelFixture {
     pub name: String,
     /// Lower-case type, such as "f32" or "q4_k_m".
     pub ty: String,
+    /// The model file, gzip-compressed where its name ends in ".gz".
     pub gguf: PathBuf,
     pub reference: PathBuf,
 }
@@ -34,7 +39,11 @@ impl ModelFixture {
     }
 
     pub fn gguf_bytes(&self) -> Vec<u8> {
-        gunzip(&self.gguf)
+        if self.gguf.extension().is_some_and(|e| e == "gz") {
+            gunzip(&self.gguf)
+        } else {
+            std::fs::read(&self.gguf).unwrap_or_else(|e| panic!("{}: {e}", self.gguf.display()))
+        }
     }
 
     /// The PyTorch reference: `{"sequences": [{"tokens", "last_logits", "greedy", "greedy_gaps"}]}`.
