@@ -1,0 +1,142 @@
+//! Kernel benchmarks: the matrix-vector kernel of every block format, as a decode step runs it
+//! (one token) and as a prompt runs it (PROMPT tokens in one submission), with the weight bytes
+//! read per second as a fraction of a plain copy kernel's bytes/s on the same device.
+//!
+//! `cargo bench -p hearth-gpu --bench kernels [-- ROWS COLS]` (default 4096 x 4096); add
+//! `--plain` for the plainest kernels.
+
+use std::time::Instant;
+
+use hearth_core::quant::{quantize, GgmlType};
+use hearth_gpu::bench::CopyKernel;
+use hearth_gpu::kernels::{self, Kernels, Output, Step, Steps};
+use hearth_gpu::weights::GpuMatrix;
+use hearth_gpu::{Gpu, GpuOptions};
+
+const TYPES: [GgmlType; 13] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+/// Tokens of the prompt-sized runs: one submission's worth, as the model runs a prompt.
+const PROMPT: usize = 64;
+/// Decode steps per timed submission.
+const DECODE_RUNS: usize = 32;
+
+fn values(n: usize) -> Vec<f32> {
+    let mut s = 0x9e3779b97f4a7c15u64;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Seconds for `tokens` steps, each running `launches` once, in one submission.
+fn time(gpu: &Gpu, steps: &Steps, launches: &[kernels::Dispatch], tokens: usize) -> f64 {
+    let record = || {
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            for t in 0..tokens {
+                steps.set(&mut pass, t % PROMPT);
+                for d in launches {
+                    d.record(&mut pass);
+                }
+            }
+        }
+        encoder.finish()
+    };
+    // The first run pays for lazy compilation and is not timed.
+    gpu.queue.submit([record()]);
+    pollster::block_on(gpu.finish()).expect("the device failed");
+    let t = Instant::now();
+    gpu.queue.submit([record()]);
+    pollster::block_on(gpu.finish()).expect("the device failed");
+    t.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let plain = args.iter().any(|a| a == "--plain");
+    let dims: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    let (rows, cols) = match dims[..] {
+        [r, c] => (r, c),
+        _ => (4096, 4096),
+    };
+    let gpu = match pollster::block_on(Gpu::new(&GpuOptions {
+        plain,
+        max_binding: None,
+    })) {
+        Ok(gpu) => gpu,
+        Err(e) => {
+            eprintln!("no GPU to measure: {e}");
+            return;
+        }
+    };
+    println!("adapter: {}", gpu.describe());
+    let kernels = Kernels::new(&gpu, &TYPES).expect("every format has kernels");
+    let steps = Steps::new(&gpu, &kernels, PROMPT);
+    let step = |pos| Step {
+        pos: pos as u32,
+        token: 0,
+        _pad: [0; 2],
+    };
+    steps.write(&gpu, &(0..PROMPT).map(step).collect::<Vec<_>>());
+
+    let copy = CopyKernel::new(&gpu, 256 << 20);
+    copy.submit(&gpu, 1);
+    pollster::block_on(gpu.finish()).expect("the device failed");
+    let t = Instant::now();
+    copy.submit(&gpu, 8);
+    pollster::block_on(gpu.finish()).expect("the device failed");
+    let copy_bps = (copy.bytes_moved() * 8) as f64 / t.elapsed().as_secs_f64();
+    println!("copy kernel: {:.2} GB/s (read + write)", copy_bps / 1e9);
+    println!("matvec {rows} x {cols}; ratio = weight bytes read per second / copy kernel's");
+    println!(
+        "{:<6} {:>10} {:>12} {:>7} {:>14} {:>7}",
+        "type", "MB", "decode GB/s", "ratio", "prompt GB/s", "ratio"
+    );
+
+    let x = kernels::storage_f32(&gpu, &values(cols));
+    let y = kernels::scratch(&gpu, rows);
+    let source = values(rows * cols);
+    for ty in TYPES {
+        if cols % ty.block_size() != 0 {
+            continue;
+        }
+        let data = quantize(ty, &source).expect("whole blocks");
+        let m = GpuMatrix::upload(&gpu, ty.name(), ty, rows, cols, &data).expect("uploads");
+        let launches = kernels
+            .matvec_launches(&gpu, &m, &x, &y, None, Output::Store, 0)
+            .expect("launches");
+        let bytes = m.bytes() as f64;
+        let decode = bytes * DECODE_RUNS as f64 / time(&gpu, &steps, &launches, DECODE_RUNS);
+        let prompt = bytes * PROMPT as f64 / time(&gpu, &steps, &launches, PROMPT);
+        println!(
+            "{:<6} {:>10.1} {:>12.2} {:>7.3} {:>14.2} {:>7.3}",
+            ty.name(),
+            bytes / 1e6,
+            decode / 1e9,
+            decode / copy_bps,
+            prompt / 1e9,
+            prompt / copy_bps
+        );
+    }
+}
