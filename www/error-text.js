@@ -1,0 +1,35 @@
+// What the page tells a person for each HearthError code (pkg/errors.js). The error's own
+// message, which is technical, is shown beneath as a detail. "aborted" says nothing: the
+// person asked for it.
+
+export const ERROR_TEXT = Object.freeze({
+  not_found: 'That model file was not found (HTTP 404). Check the address: on the Hugging Face Hub a file\'s link looks like https://huggingface.co/OWNER/REPO/resolve/main/FILE.gguf.',
+  cors: 'The server holding that file does not let other websites download it (CORS). Download the file and open it from your disk instead, or use a host that allows it, such as the Hugging Face Hub.',
+  network: 'The model could not be downloaded: the network is unreachable. Check your connection and try again. A model downloaded before loads from the cache, even offline.',
+  http_error: 'The server refused the download. Try again later, or use another copy of the model.',
+  not_gguf: 'That file is not a GGUF model. Hearth reads .gguf files, such as those in the "-GGUF" repositories on the Hugging Face Hub.',
+  invalid_model: 'The GGUF file is damaged or inconsistent. If it was downloaded, delete it from the download cache and load it again.',
+  unsupported_architecture: 'This model\'s architecture is not supported yet. Hearth runs Llama, Qwen2 and Qwen3 models.',
+  unsupported_quantization: 'This model is stored in a quantization type Hearth cannot read. Try the Q4_K_M or Q8_0 file of the same model.',
+  unsupported_tokenizer: 'This model\'s tokenizer is not supported. Hearth reads SentencePiece (Llama 2 style) and byte-level BPE (GPT-2 style) vocabularies.',
+  too_large: 'This model is too large for this device. Pick a smaller model, or a smaller quantization of it (such as Q4_K_M).',
+  out_of_memory: 'The device ran out of memory for this model. Close other tabs, or pick a smaller model.',
+  quota_exceeded: 'There is not enough storage to cache the download. Delete cached models under "Download cache", or load a smaller model.',
+  no_webgpu: 'WebGPU is not available in this browser, so the WebGPU backend cannot run. Choose the "Auto" or "CPU" backend, or use a browser with WebGPU (a recent Chrome, Edge or Safari).',
+  gpu_error: 'The GPU failed a check while running the model. Choose the CPU backend and load the model again.',
+  device_lost: 'The GPU stopped responding. Load the model again; if it keeps happening, choose the CPU backend.',
+  context_full: 'The conversation no longer fits in the model\'s context. Start a New chat to go on.',
+  aborted: '',
+  bad_request: 'Hearth could not do that with these settings.',
+  busy: 'The model is busy with another request. Wait for it to finish, or press Stop.',
+  disposed: 'That model was unloaded. Load it again to go on.',
+  internal: 'Something went wrong inside Hearth. Reload the page and try again.',
+});
+
+/** The friendly text for an error `{ code, status }`. */
+export function errorText({ code, status }) {
+  const text = ERROR_TEXT[code] ?? ERROR_TEXT.internal;
+  if (code === 'http_error' && status) return text.replace('refused the download', `refused the download (HTTP ${status})`);
+  if (code === 'not_found' && status === 410) return text.replace('(HTTP 404)', '(HTTP 410)');
+  return text;
+}

@@ -1,0 +1,45 @@
+// The models the demo offers. The bundled one ships with the page; the others are GGUF files on
+// the Hugging Face Hub, fetched with Range requests and kept in the browser's download cache.
+// Sizes are the files' approximate download sizes.
+
+/** The default model, next to this page; `facts` is the JSON written when it was trained. */
+export const BUNDLED = {
+  id: 'bundled',
+  label: 'Shakespeare · bundled',
+  url: new URL('models/shakespeare.q8_0.gguf', import.meta.url).href,
+  facts: new URL('models/shakespeare.json', import.meta.url).href,
+  about: 'A tiny Llama trained on the works of Shakespeare, shipped with this page. It writes play dialogue; do not expect facts.',
+};
+
+const hub = (repo, file) => `https://huggingface.co/${repo}/resolve/main/${file}`;
+
+export const CATALOGUE = [
+  {
+    id: 'smollm2-360m',
+    label: 'SmolLM2 360M Instruct · Q4_K_M',
+    url: hub('bartowski/SmolLM2-360M-Instruct-GGUF', 'SmolLM2-360M-Instruct-Q4_K_M.gguf'),
+    size: 271e6,
+    about: 'Hugging Face\'s small instruction model (Llama architecture).',
+  },
+  {
+    id: 'qwen3-0.6b',
+    label: 'Qwen3 0.6B · Q4_K_M',
+    url: hub('unsloth/Qwen3-0.6B-GGUF', 'Qwen3-0.6B-Q4_K_M.gguf'),
+    size: 397e6,
+    about: 'Alibaba\'s smallest Qwen3; it thinks aloud in <think> tags before answering.',
+  },
+  {
+    id: 'qwen2.5-0.5b',
+    label: 'Qwen2.5 0.5B Instruct · Q4_K_M',
+    url: hub('Qwen/Qwen2.5-0.5B-Instruct-GGUF', 'qwen2.5-0.5b-instruct-q4_k_m.gguf'),
+    size: 491e6,
+    about: 'A small, capable multilingual chat model from Alibaba.',
+  },
+  {
+    id: 'llama3.2-1b',
+    label: 'Llama 3.2 1B Instruct · Q4_K_M',
+    url: hub('bartowski/Llama-3.2-1B-Instruct-GGUF', 'Llama-3.2-1B-Instruct-Q4_K_M.gguf'),
+    size: 808e6,
+    about: 'Meta\'s 1B chat model: better answers, a longer download.',
+  },
+];
