@@ -307,6 +307,11 @@ class BlobFile {
   async close() {}
 }
 
+/** URL schemes whose server answers a Range request with the slice, but with status 200 and
+ * neither Content-Range nor Content-Length (Chromium's extension resources): a file there is
+ * read whole, as a Blob, and not cached (it is local already). */
+const WHOLE_FILE_SCHEMES = ['chrome-extension:', 'moz-extension:'];
+
 /** Opens each part of a model source: a URL, a File/Blob, or a list of URLs (split GGUF). */
 export async function openSource(source, { signal, cache = true } = {}) {
   const parts = Array.isArray(source) ? source : [source];
@@ -315,7 +320,11 @@ export async function openSource(source, { signal, cache = true } = {}) {
   try {
     for (const part of parts) {
       if (typeof Blob !== 'undefined' && part instanceof Blob) files.push(new BlobFile(part));
-      else if (typeof part === 'string' || part instanceof URL) files.push(await UrlFile.open(String(part), { signal, cache }));
+      else if (typeof part === 'string' || part instanceof URL) {
+        const url = new URL(String(part), self.location.href);
+        if (WHOLE_FILE_SCHEMES.includes(url.protocol)) files.push(new BlobFile(await (await httpGet(url.href, null, signal)).blob()));
+        else files.push(await UrlFile.open(String(part), { signal, cache }));
+      }
       else throw new HearthError('bad_request', 'a model source is a URL, a File or Blob, or a list of URLs');
     }
   } catch (e) {
