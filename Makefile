@@ -2,31 +2,37 @@
 
 VENV := tests/.venv
 PYTHON := $(VENV)/bin/python
-FIXTURE := tests/fixtures/models/qwen2-tiny.q8_0.gguf.gz
 
-.PHONY: demo test lint browser-test
+.PHONY: demo test lint browser-test setup-demo setup-test
 
-# Builds the CLI and streams a continuation from a bundled fixture model (random weights with
-# the real Qwen tokenizer: the text is fluent nonsense).
-demo: target/release/hearth
-	@mkdir -p target/demo
-	gunzip -c $(FIXTURE) > target/demo/model.gguf
-	target/release/hearth inspect target/demo/model.gguf
-	target/release/hearth generate --model target/demo/model.gguf --prompt "Once upon a time" --max-tokens 24
+# Builds the wasm runtime and serves the demo page (www/, which loads the bundled Shakespeare
+# model) on http://127.0.0.1:8080/www/; PORT=... picks another port.
+demo: setup-demo
+	scripts/build-wasm.sh
+	node scripts/serve.mjs
+
+setup-demo:
+	scripts/setup.sh demo
+
+setup-test:
+	scripts/setup.sh test
 
 target/release/hearth: FORCE
 	cargo build --release -p hearth-cli
 
 # Every test: formatting, lints, the Rust suites (GPU ones on whatever adapter exists, lavapipe
 # in CI), the quantizer checked by gguf-py, and the browser checks in headless Chromium.
-test: lint target/release/hearth $(VENV)/.installed
+test: setup-test
+	$(MAKE) lint target/release/hearth $(VENV)/.installed
 	cargo test --workspace
 	$(PYTHON) tests/check_quantize.py target/release/hearth
 	$(MAKE) browser-test
 
-# The wasm runtime and npm package in headless Chromium (SwiftShader WebGPU and the CPU path).
+# The wasm runtime, the npm package, the demo page and the extension in headless Chromium
+# (SwiftShader WebGPU and the CPU path).
 browser-test: target/release/hearth
 	scripts/build-wasm.sh
+	scripts/build-extension.sh
 	tests/browser/run.sh
 
 lint:

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Every browser check, on headless Chromium with SwiftShader WebGPU:
-#   1. chat.test.mjs, vite.test.mjs: the npm package end to end (node --test), as a page
-#      imports it and as a Vite-built app bundles it;
+#   1. node --test: the npm package end to end as a page imports it and as a Vite-built app
+#      bundles it (chat, vite), the demo page (demo), the machine's faults (faults), and the
+#      extension (extension);
 #   2. crates/hearth-web/tests/web.rs: WebGPU logits against the CPU's (wasm-bindgen-test),
 #      unless HEARTH_SKIP_WASM_TESTS=1.
-# Needs target/release/hearth and pkg/wasm built first (cargo build --release -p hearth-cli;
-# scripts/build-wasm.sh), /usr/bin/chromium and chromedriver, wasm-bindgen-cli and Node.js.
+# Needs target/release/hearth, pkg/wasm and target/extension built first (cargo build --release
+# -p hearth-cli; scripts/build-wasm.sh; scripts/build-extension.sh), /usr/bin/chromium and
+# chromedriver, wasm-bindgen-cli and Node.js.
 # Ends with a line "browser checks: N passed, M failed"; exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")"
 root=$(cd ../.. && pwd)
-for f in target/release/hearth pkg/wasm/hearth_web_bg.wasm; do
+for f in target/release/hearth pkg/wasm/hearth_web_bg.wasm www/models/shakespeare.q8_0.gguf target/extension/manifest.json; do
   [ -e "$root/$f" ] || { echo "$f is missing: build it first" >&2; exit 1; }
 done
 [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund || exit 1
@@ -19,7 +21,8 @@ done
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-node --test --test-concurrency=1 --test-reporter=tap chat.test.mjs vite.test.mjs 2>&1 | tee -a "$log"
+node --test --test-concurrency=1 --test-reporter=tap \
+  chat.test.mjs vite.test.mjs demo.test.mjs extension.test.mjs faults.test.mjs 2>&1 | tee -a "$log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 passed=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$log" | tail -1)
 failed=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$log" | tail -1)
