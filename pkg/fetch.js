@@ -191,6 +191,8 @@ class UrlFile {
       const complete = f.entry?.meta.size && f.entry.coveredUntil(0, 1) > 0;
       if (e.code !== 'network' || !complete) {
         await f.entry?.close();
+        // An entry that never got a byte is not left behind.
+        if (f.entry && f.entry.meta.ranges.length === 0) await deleteCache(url).catch(() => {});
         throw e;
       }
       // Offline: what the cache holds is all there is.

@@ -151,10 +151,6 @@ async function load(source) {
     if (controller !== loadController) return; // a newer load took over
     loadController = null;
     const e = HearthError.from(err);
-    // A URL that failed before any byte came leaves no empty entry in the cache.
-    if (source.url && !before && (await cachedEntry(source.url))?.cachedBytes === 0) {
-      await Hearth.cache.delete(source.url).catch(() => {});
-    }
     if (e.code === 'aborted') {
       ui.modelStatus.textContent = 'Loading cancelled. Choose a model to load.';
       setState('idle');

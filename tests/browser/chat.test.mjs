@@ -241,7 +241,11 @@ test('bad inputs give error codes', async () => {
     controller.abort();
     try { await window.Hearth.load(cases[0][0], { signal: controller.signal }); out.push(null); }
     catch (e) { out.push(e.code); }
+    // With the cache on, a failed load leaves no empty entry behind.
+    try { await window.Hearth.load(cases[0][0]); } catch (e) { out.push(e.code); }
+    const left = (await window.Hearth.cache.list()).filter((e) => e.url === cases[0][0]);
+    out.push(left.length);
     return out;
   }, cases);
-  assert.deepEqual(codes, [...cases.map(([, c]) => c), 'aborted']);
+  assert.deepEqual(codes, [...cases.map(([, c]) => c), 'aborted', 'not_found', 0]);
 });
