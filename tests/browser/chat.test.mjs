@@ -119,6 +119,24 @@ test('loads over Range requests and streams the native greedy continuation', asy
   assert.equal(first.info.chatTemplate, true);
 });
 
+test('sampling with top_k on WebGPU (reading back the best tokens only) equals `hearth generate`', async () => {
+  const sampling = { temperature: 0.9, topK: 40, topP: 0.95, seed: 7 };
+  const r = await page.evaluate(async ({ url, prompt, steps, sampling }) => {
+    const engine = await window.Hearth.load(url, { backend: 'webgpu' });
+    const tokens = [];
+    for await (const t of engine.generate(prompt, { maxTokens: steps, ...sampling })) tokens.push(t.token);
+    const backend = engine.info.backend;
+    engine.dispose();
+    return { tokens, backend };
+  }, { url: `${models.url}/model.gguf`, prompt: PROMPT, steps: STEPS, sampling });
+  assert.equal(r.backend, 'webgpu');
+  const want = JSON.parse(execFileSync(HEARTH, [
+    'generate', '--model', join(dir, 'model.gguf'), '--prompt', PROMPT, '--max-tokens', String(STEPS),
+    '--temperature', '0.9', '--top-k', '40', '--top-p', '0.95', '--seed', '7', '--backend', 'cpu', '--json',
+  ]).toString());
+  assert.deepEqual(r.tokens, want.generated);
+});
+
 test('chat completions: streamed chunks, usage, prefix reuse, and abort midway', async () => {
   const MAX = 8;
   const r = await page.evaluate(async ({ url, MAX }) => {

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use hearth_core::gguf::{Gguf, GgufFile, MappedFile};
+use hearth_core::sampling::Sampler;
 use hearth_core::tokenizer::Tokenizer;
 use hearth_gpu::{Backend, Gpu, GpuOptions};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -76,6 +77,15 @@ pub fn model(path: &Path, choice: BackendChoice, positions: usize) -> anyhow::Re
 /// Runs `tokens` at the model's next positions; the logits of the last one.
 pub fn forward(model: &mut Backend, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
     Ok(pollster::block_on(model.forward(tokens))?)
+}
+
+/// Runs `tokens` at the model's next positions and chooses the next token with `sampler`.
+pub fn next_token(
+    model: &mut Backend,
+    tokens: &[u32],
+    sampler: &mut Sampler,
+) -> anyhow::Result<u32> {
+    Ok(pollster::block_on(model.next_token(tokens, sampler))?)
 }
 
 /// Parses "1,2,3" into token ids.

@@ -126,6 +126,17 @@ impl SamplingOptions {
     }
 }
 
+/// What a sampler needs to see of the logits, so a GPU need not read back the vocabulary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// The most likely token: greedy with nothing that changes the logits.
+    Argmax,
+    /// The `k` best tokens may do: [`Sampler::sample_top`] says whether a list suffices.
+    Top { k: usize },
+    /// Every logit.
+    All,
+}
+
 /// Chooses tokens from logits; deterministic for a given seed and sequence of calls.
 pub struct Sampler {
     opts: SamplingOptions,
@@ -161,6 +172,25 @@ impl Sampler {
         self.recent.push(token);
     }
 
+    /// What of the logits [`sample`](Self::sample) needs: the options decide. A list of the
+    /// best tokens can only do when the options keep at most `top_k` of them and nothing can
+    /// raise a logit (no positive bias, penalties that only lower).
+    pub fn wants(&self) -> Want {
+        let o = &self.opts;
+        let lowers_only = o.logit_bias.iter().all(|&(_, b)| b <= 0.0)
+            && (!o.has_penalties()
+                || (o.repeat_penalty >= 1.0
+                    && o.frequency_penalty >= 0.0
+                    && o.presence_penalty >= 0.0));
+        let changed = !o.logit_bias.is_empty() || o.has_penalties();
+        match (o.temperature == 0.0, o.top_k) {
+            (true, _) if !changed => Want::Argmax,
+            (true, _) if lowers_only => Want::Top { k: 1 },
+            (false, k) if k > 0 && lowers_only => Want::Top { k },
+            _ => Want::All,
+        }
+    }
+
     /// The next token for `logits` (one per vocabulary entry). Call [`accept`](Self::accept)
     /// with the token that is kept.
     pub fn sample(&mut self, logits: &[f32]) -> Result<u32, SamplingError> {
@@ -171,42 +201,95 @@ impl Sampler {
             return Err(SamplingError::NanLogit(i));
         }
         let n_vocab = logits.len();
-        let mut logits = logits.to_vec();
+        let mut logits: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i as u32, l))
+            .collect();
+        self.modify(&mut logits, n_vocab, |id| id as usize)?;
+        self.choose(&logits)
+    }
+
+    /// The next token from `top`, the best tokens of a vocabulary of `n_vocab` by raw logit
+    /// (a higher logit first, then a lower id), as a GPU finds them; the same token
+    /// [`sample`](Self::sample) would choose from every logit, or `None` (drawing nothing) when
+    /// the list is too short to be sure of it.
+    pub fn sample_top(
+        &mut self,
+        top: &[(u32, f32)],
+        n_vocab: usize,
+    ) -> Result<Option<u32>, SamplingError> {
+        let Want::Top { k } = self.wants() else {
+            return Ok(None);
+        };
+        if let Some(&(id, _)) = top.iter().find(|(_, l)| l.is_nan()) {
+            return Err(SamplingError::NanLogit(id as usize));
+        }
+        let Some(&edge) = top.last() else {
+            return Ok(None);
+        };
+        let mut logits = top.to_vec();
+        let positions: HashMap<u32, usize> = top
+            .iter()
+            .enumerate()
+            .map(|(i, &(id, _))| (id, i))
+            .collect();
+        self.modify(&mut logits, n_vocab, |id| {
+            positions.get(&id).copied().unwrap_or(usize::MAX)
+        })?;
+        if top.len() < n_vocab {
+            // Every token left out ranks below `edge`, and the changes only lowered logits: the
+            // list decides when its k-th best after them still ranks above `edge`.
+            let mut ranked = logits.clone();
+            ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let ranks_above = |c: &(u32, f32)| c.1 > edge.1 || (c.1 == edge.1 && c.0 < edge.0);
+            if ranked.get(k - 1).is_none_or(|c| !ranks_above(c)) {
+                return Ok(None);
+            }
+        }
+        self.choose(&logits).map(Some)
+    }
+
+    /// Applies the logit bias and penalties to `(id, logit)` entries; `slot(id)` is the entry
+    /// of a token (out of range where the token has none).
+    fn modify(
+        &self,
+        logits: &mut [(u32, f32)],
+        n_vocab: usize,
+        slot: impl Fn(u32) -> usize,
+    ) -> Result<(), SamplingError> {
         for &(id, bias) in &self.opts.logit_bias {
-            let slot = logits
-                .get_mut(id as usize)
-                .ok_or(SamplingError::LogitBiasOutOfRange { id, n_vocab })?;
-            *slot += bias;
+            if id as usize >= n_vocab {
+                return Err(SamplingError::LogitBiasOutOfRange { id, n_vocab });
+            }
+            if let Some(entry) = logits.get_mut(slot(id)) {
+                entry.1 += bias;
+            }
         }
         if self.opts.has_penalties() {
-            self.apply_penalties(&mut logits);
+            self.apply_penalties(logits, slot);
         }
+        Ok(())
+    }
 
+    /// Chooses among `(id, logit)` entries (the whole vocabulary, or enough of its best).
+    fn choose(&mut self, logits: &[(u32, f32)]) -> Result<u32, SamplingError> {
         if self.opts.temperature == 0.0 {
             // Ties go to the lowest id.
-            let (best, &max) =
-                logits
-                    .iter()
-                    .enumerate()
-                    .fold((0, &f32::NEG_INFINITY), |acc, (i, l)| {
-                        if *l > *acc.1 {
-                            (i, l)
-                        } else {
-                            acc
-                        }
-                    });
-            if max == f32::NEG_INFINITY {
-                return Err(SamplingError::NothingToSample);
-            }
-            return Ok(best as u32);
+            let best = logits
+                .iter()
+                .filter(|(_, l)| *l > f32::NEG_INFINITY)
+                .min_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            return best
+                .map(|&(id, _)| id)
+                .ok_or(SamplingError::NothingToSample);
         }
 
         let inv_t = 1.0 / f64::from(self.opts.temperature);
         let mut cands: Vec<(u32, f64)> = logits
             .iter()
-            .enumerate()
-            .filter(|(_, l)| **l > f32::NEG_INFINITY)
-            .map(|(i, &l)| (i as u32, f64::from(l) * inv_t))
+            .filter(|(_, l)| *l > f32::NEG_INFINITY)
+            .map(|&(i, l)| (i, f64::from(l) * inv_t))
             .collect();
         if cands.is_empty() {
             return Err(SamplingError::NothingToSample);
@@ -255,14 +338,14 @@ impl Sampler {
         Ok(cands[keep - 1].0)
     }
 
-    fn apply_penalties(&self, logits: &mut [f32]) {
+    fn apply_penalties(&self, logits: &mut [(u32, f32)], slot: impl Fn(u32) -> usize) {
         let mut counts: HashMap<u32, u32> = HashMap::new();
         for &t in &self.recent {
             *counts.entry(t).or_default() += 1;
         }
         let o = &self.opts;
         for (&t, &n) in &counts {
-            let Some(l) = logits.get_mut(t as usize) else {
+            let Some((_, l)) = logits.get_mut(slot(t)) else {
                 continue;
             };
             if *l == f32::NEG_INFINITY {
@@ -435,6 +518,21 @@ impl<'t> Generator<'t> {
             return Err(SamplingError::Finished);
         }
         let token = self.sampler.sample(logits)?;
+        self.push(token)
+    }
+
+    /// The sampler, for a backend that chooses the token itself (see [`Sampler::wants`]);
+    /// hand the token it chose to [`push`](Self::push).
+    pub fn sampler(&mut self) -> &mut Sampler {
+        &mut self.sampler
+    }
+
+    /// Takes the next token, chosen by [`sampler`](Self::sampler), and returns the text it
+    /// completes.
+    pub fn push(&mut self, token: u32) -> Result<Step, SamplingError> {
+        if self.finished.is_some() {
+            return Err(SamplingError::Finished);
+        }
         self.sampler.accept(token);
         self.generated.push(token);
         let at_end = !self.ignore_eos && self.tokenizer.is_stop(token);
@@ -496,6 +594,123 @@ mod tests {
     }
 
     const LOGITS: [f32; 6] = [1.0, 3.0, 2.5, -1.0, 0.0, 2.9];
+
+    /// The `n` best (id, logit) entries, best first, ties to the lower id: what a GPU returns.
+    fn best(logits: &[f32], n: usize) -> Vec<(u32, f32)> {
+        let mut all: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i as u32, l))
+            .collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        all.truncate(n);
+        all
+    }
+
+    /// Logits with many ties and some banned tokens.
+    fn rough_logits(n: usize, seed: u64) -> Vec<f32> {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        (0..n)
+            .map(|i| {
+                if i % 37 == 5 {
+                    f32::NEG_INFINITY
+                } else {
+                    (rng.next_u64() % 64) as f32 / 8.0
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_best_tokens_give_the_same_draws_as_every_logit() {
+        let logits = rough_logits(3000, 1);
+        let recent: Vec<u32> = best(&logits, 64)
+            .iter()
+            .step_by(3)
+            .map(|&(id, _)| id)
+            .collect();
+        let cases: [fn(&mut SamplingOptions); 5] = [
+            |o| (o.temperature, o.top_k) = (0.8, 40),
+            |o| (o.temperature, o.top_k, o.top_p, o.min_p) = (1.3, 20, 0.9, 0.05),
+            |o| {
+                (
+                    o.temperature,
+                    o.top_k,
+                    o.repeat_penalty,
+                    o.frequency_penalty,
+                ) = (1.0, 30, 1.3, 0.5)
+            },
+            |o| {
+                (o.temperature, o.top_k, o.logit_bias) =
+                    (0.7, 10, vec![(7, -2.0), (9, f32::NEG_INFINITY)])
+            },
+            |o| (o.temperature, o.repeat_penalty, o.presence_penalty) = (0.0, 1.5, 1.0),
+        ];
+        for (c, set) in cases.iter().enumerate() {
+            let mut covered = 0;
+            for seed in 0..40 {
+                let make = || {
+                    let mut s = sampler(|o| {
+                        o.seed = seed;
+                        set(o);
+                    });
+                    recent.iter().for_each(|&t| s.accept(t));
+                    s
+                };
+                let (mut full, mut top) = (make(), make());
+                assert!(matches!(top.wants(), Want::Top { .. }), "case {c}");
+                for step in 0..5 {
+                    let want = full.sample(&logits).unwrap();
+                    let Some(got) = top.sample_top(&best(&logits, 64), logits.len()).unwrap()
+                    else {
+                        break;
+                    };
+                    assert_eq!(got, want, "case {c}, seed {seed}, step {step}");
+                    covered += 1;
+                    full.accept(want);
+                    top.accept(got);
+                }
+            }
+            assert!(
+                covered >= 150,
+                "case {c}: the list sufficed only {covered} times of 200"
+            );
+        }
+    }
+
+    #[test]
+    fn a_list_too_short_for_the_options_is_refused_without_a_draw() {
+        let logits = rough_logits(3000, 2);
+        let top = best(&logits, 64);
+        let need_all = [
+            sampler(|o| o.temperature = 1.0),
+            sampler(|o| (o.temperature, o.top_k, o.logit_bias) = (1.0, 10, vec![(3, 0.5)])),
+            sampler(|o| (o.temperature, o.top_k, o.repeat_penalty) = (1.0, 10, 0.8)),
+        ];
+        for s in &need_all {
+            assert_eq!(s.wants(), Want::All);
+        }
+        assert_eq!(sampler(|_| {}).wants(), Want::Argmax);
+        // Asks for more than the list holds.
+        assert_eq!(
+            sampler(|o| (o.temperature, o.top_k) = (1.0, 65))
+                .sample_top(&top, 3000)
+                .unwrap(),
+            None
+        );
+        // Penalties push most of the list below its last entry.
+        let mut s = sampler(|o| {
+            (o.temperature, o.top_k, o.frequency_penalty, o.seed) = (1.0, 40, 100.0, 5)
+        });
+        top.iter().take(60).for_each(|&(id, _)| s.accept(id));
+        assert_eq!(s.sample_top(&top, 3000).unwrap(), None);
+        // Nothing was drawn: the first draw from every logit is the one a fresh sampler makes.
+        let mut fresh = sampler(|o| {
+            (o.temperature, o.top_k, o.frequency_penalty, o.seed) = (1.0, 40, 100.0, 5)
+        });
+        top.iter().take(60).for_each(|&(id, _)| fresh.accept(id));
+        assert_eq!(s.sample(&logits).unwrap(), fresh.sample(&logits).unwrap());
+    }
 
     #[test]
     fn greedy_takes_the_argmax_and_ties_go_to_the_lowest_id() {

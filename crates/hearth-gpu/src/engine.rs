@@ -3,7 +3,9 @@
 
 use hearth_core::gguf::{ByteSource, GgufFile};
 use hearth_core::model::{CpuModel, KvCache, ModelError, ModelSpec};
+use hearth_core::sampling::{Sampler, Want};
 
+use crate::kernels::TOP_K;
 use crate::{Gpu, GpuError, GpuModel};
 
 // One per loaded model, so the variants' sizes do not matter.
@@ -95,6 +97,33 @@ impl Backend {
         match self {
             Backend::Cpu { model, cache, .. } => Ok(model.forward(cache, tokens)?),
             Backend::Gpu { model, .. } => model.forward(tokens).await,
+        }
+    }
+
+    /// Runs `tokens` at the next positions and chooses the token after them with `sampler`.
+    /// The GPU reads back only what the sampler's options need: the token's id when greedy,
+    /// the best [`TOP_K`] tokens where those suffice, every logit otherwise.
+    pub async fn next_token(
+        &mut self,
+        tokens: &[u32],
+        sampler: &mut Sampler,
+    ) -> Result<u32, GpuError> {
+        let model = match self {
+            Backend::Cpu { model, cache, .. } => {
+                return Ok(sampler.sample(&model.forward(cache, tokens)?)?)
+            }
+            Backend::Gpu { model, .. } => model,
+        };
+        match sampler.wants() {
+            Want::Argmax => model.forward_greedy(tokens).await,
+            Want::Top { k } if k <= TOP_K => {
+                let top = model.forward_top(tokens).await?;
+                match sampler.sample_top(&top, model.spec.n_vocab)? {
+                    Some(id) => Ok(id),
+                    None => Ok(sampler.sample(&model.last_logits().await?)?),
+                }
+            }
+            _ => Ok(sampler.sample(&model.forward(tokens).await?)?),
         }
     }
 

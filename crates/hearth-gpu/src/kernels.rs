@@ -22,6 +22,11 @@ const RMS_NORM: &str = include_str!("../../../shaders/rms_norm.wgsl");
 const ROPE: &str = include_str!("../../../shaders/rope.wgsl");
 const ATTENTION: &str = include_str!("../../../shaders/attention.wgsl");
 const ARGMAX: &str = include_str!("../../../shaders/argmax.wgsl");
+const TOP: &str = include_str!("../../../shaders/top.wgsl");
+
+/// Pairs the top kernel keeps (`TOP` in top.wgsl) and the chunk each workgroup sorts (`CHUNK`).
+pub const TOP_K: usize = 64;
+const TOP_CHUNK: usize = 1024;
 pub(crate) const COPY: &str = include_str!("../../../shaders/copy.wgsl");
 
 /// Bytes between the per-token [`Step`] blocks of one submission (WebGPU's largest
@@ -105,6 +110,15 @@ pub struct AttnParams {
     pub v_dim: u32,
     pub max_ctx: u32,
     pub scale: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct TopParams {
+    pub n: u32,
+    pub from_logits: u32,
+    pub neg_inf: f32,
+    pub _pad: u32,
 }
 
 #[repr(C)]
@@ -236,6 +250,7 @@ pub struct Kernels {
     pub rope: Kernel,
     pub attention: Kernel,
     pub argmax: Kernel,
+    pub top: Kernel,
     /// Bound where a kernel's optional input (bias, norm weight) is absent.
     dummy: wgpu::Buffer,
 }
@@ -322,6 +337,7 @@ impl Kernels {
                 &[Uniform, Read, Read, Read, Write, Write],
             ),
             argmax: Kernel::new(gpu, "argmax", ARGMAX, &step_layout, &[Uniform, Read, Write]),
+            top: Kernel::new(gpu, "top", TOP, &step_layout, &[Uniform, Read, Read, Write]),
             step_layout,
             matvec: RefCell::new(HashMap::new()),
             embed,
@@ -364,7 +380,13 @@ impl Kernels {
             &format!("matvec {ty} x{lanes}"),
             &src,
             &self.step_layout,
-            &[Slot::Read, Slot::Uniform, Slot::Read, Slot::Write, Slot::Read],
+            &[
+                Slot::Read,
+                Slot::Uniform,
+                Slot::Read,
+                Slot::Write,
+                Slot::Read,
+            ],
         );
         self.matvec.borrow_mut().insert((ty, lanes), k.clone());
         Ok(k)
@@ -505,6 +527,56 @@ impl Kernels {
             pipeline: self.argmax.pipeline.clone(),
             bind: self.argmax.bind(gpu, &[&u, values, result]),
             groups: [1, 1, 1],
+        }
+    }
+}
+
+/// The [`TOP_K`] best of `n` logits as (value bits, id) pairs, best first: launches that sort
+/// chunks down to one, and the buffer whose first [`TOP_K`] pairs hold the result.
+pub struct TopLaunches {
+    pub launches: Vec<Dispatch>,
+    pub result: wgpu::Buffer,
+}
+
+impl Kernels {
+    pub fn top_launches(&self, gpu: &Gpu, n: usize, logits: &wgpu::Buffer) -> TopLaunches {
+        let pairs = |n: usize| {
+            gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("top pairs"),
+                size: (n.div_ceil(TOP_CHUNK).max(1) * TOP_K * 8) as u64,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            })
+        };
+        // Ping-pong between two buffers; the first stage's output is the largest.
+        let bufs = [pairs(n), pairs(n.div_ceil(TOP_CHUNK) * TOP_K)];
+        let mut launches = Vec::new();
+        let (mut len, mut stage) = (n, 0);
+        loop {
+            let groups = len.div_ceil(TOP_CHUNK).max(1);
+            let u = uniform(
+                gpu,
+                &TopParams {
+                    n: len as u32,
+                    from_logits: (stage == 0) as u32,
+                    neg_inf: f32::NEG_INFINITY,
+                    _pad: 0,
+                },
+            );
+            let (src, dst) = (&bufs[(stage + 1) % 2], &bufs[stage % 2]);
+            launches.push(Dispatch {
+                pipeline: self.top.pipeline.clone(),
+                bind: self.top.bind(gpu, &[&u, logits, src, dst]),
+                groups: [groups as u32, 1, 1],
+            });
+            if groups == 1 {
+                return TopLaunches {
+                    launches,
+                    result: dst.clone(),
+                };
+            }
+            len = groups * TOP_K;
+            stage += 1;
         }
     }
 }

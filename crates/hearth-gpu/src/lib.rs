@@ -16,6 +16,7 @@ pub use model::GpuModel;
 
 use hearth_core::model::ModelError;
 use hearth_core::quant::GgmlType;
+use hearth_core::sampling::SamplingError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
@@ -49,4 +50,6 @@ pub enum GpuError {
     NoTokens,
     #[error(transparent)]
     Model(#[from] ModelError),
+    #[error(transparent)]
+    Sampling(#[from] SamplingError),
 }

@@ -20,12 +20,24 @@ use hearth_core::quant::{dequantize, GgmlType};
 
 use crate::kernels::{
     self, uniform, AttnParams, Dispatch, Kernels, NormParams, Output, RopeParams, Step, Steps,
+    TopLaunches, TOP_K,
 };
 use crate::weights::GpuMatrix;
 use crate::{Gpu, GpuError};
 
 /// Tokens whose steps share one command buffer while a prompt runs.
 const CHUNK: usize = 64;
+
+/// What a run leaves to read back after the last token.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Readback {
+    /// The most likely token's id.
+    Greedy,
+    /// The [`TOP_K`] most likely tokens and their logits.
+    Top,
+    /// Every logit.
+    Logits,
+}
 
 pub struct GpuModel {
     pub spec: ModelSpec,
@@ -36,6 +48,8 @@ pub struct GpuModel {
     layers: Vec<Dispatch>,
     head: Vec<Dispatch>,
     argmax: Dispatch,
+    top: TopLaunches,
+    top_read: wgpu::Buffer,
     logits: wgpu::Buffer,
     logits_read: wgpu::Buffer,
     result: wgpu::Buffer,
@@ -380,7 +394,14 @@ impl GpuModel {
         head.extend(k.matvec_launches(gpu, head_matrix, &h, &logits, None, Output::Store, 0)?);
         weight_bytes += head_matrix.bytes();
         let argmax = k.argmax_launch(gpu, s.n_vocab, &logits, &result);
-        let held_bytes = b.bytes + steps.bytes() + logits_read.size() + result_read.size();
+        let top = k.top_launches(gpu, s.n_vocab, &logits);
+        let top_read = read_buffer((TOP_K * 8) as u64);
+        let held_bytes = b.bytes
+            + steps.bytes()
+            + logits_read.size()
+            + result_read.size()
+            + top.result.size()
+            + top_read.size();
         Ok(GpuModel {
             spec,
             gpu: gpu.clone(),
@@ -389,6 +410,8 @@ impl GpuModel {
             layers,
             head,
             argmax,
+            top,
+            top_read,
             logits,
             logits_read,
             result,
@@ -465,8 +488,8 @@ impl GpuModel {
     }
 
     /// Records and submits `tokens` at the next positions; the last token's logits end in
-    /// `self.logits` and, with `greedy`, their argmax in `self.result`. Returns what to read.
-    fn run(&mut self, tokens: &[u32], greedy: bool) -> Result<(), GpuError> {
+    /// `self.logits`, and what `readback` asks for in its read-back buffer.
+    fn run(&mut self, tokens: &[u32], readback: Readback) -> Result<(), GpuError> {
         let s = &self.spec;
         if tokens.is_empty() {
             return Err(GpuError::NoTokens);
@@ -520,23 +543,24 @@ impl GpuModel {
                     for d in &self.head {
                         d.record(&mut pass);
                     }
-                    if greedy {
-                        self.argmax.record(&mut pass);
+                    match readback {
+                        Readback::Greedy => self.argmax.record(&mut pass),
+                        Readback::Top => {
+                            for d in &self.top.launches {
+                                d.record(&mut pass);
+                            }
+                        }
+                        Readback::Logits => {}
                     }
                 }
             }
             if last {
-                if greedy {
-                    encoder.copy_buffer_to_buffer(&self.result, 0, &self.result_read, 0, 16);
-                } else {
-                    encoder.copy_buffer_to_buffer(
-                        &self.logits,
-                        0,
-                        &self.logits_read,
-                        0,
-                        self.logits_read.size(),
-                    );
-                }
+                let (src, dst) = match readback {
+                    Readback::Greedy => (&self.result, &self.result_read),
+                    Readback::Top => (&self.top.result, &self.top_read),
+                    Readback::Logits => (&self.logits, &self.logits_read),
+                };
+                encoder.copy_buffer_to_buffer(src, 0, dst, 0, dst.size());
             }
             self.gpu.queue.submit([encoder.finish()]);
             self.len += chunk.len();
@@ -546,7 +570,24 @@ impl GpuModel {
 
     /// Runs `tokens` at the next positions and returns the logits of the last one.
     pub async fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, GpuError> {
-        self.run(tokens, false)?;
+        self.run(tokens, Readback::Logits)?;
+        self.read_logits().await
+    }
+
+    /// The logits of the last token run, read back again (after [`GpuModel::forward_top`]
+    /// left a sampler short of candidates).
+    pub async fn last_logits(&mut self) -> Result<Vec<f32>, GpuError> {
+        if self.len == 0 {
+            return Err(GpuError::NoTokens);
+        }
+        let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
+        let n = self.logits_read.size();
+        encoder.copy_buffer_to_buffer(&self.logits, 0, &self.logits_read, 0, n);
+        self.gpu.queue.submit([encoder.finish()]);
+        self.read_logits().await
+    }
+
+    async fn read_logits(&self) -> Result<Vec<f32>, GpuError> {
         let n = self.logits_read.size();
         self.gpu
             .read(&self.logits_read, n, |b| {
@@ -555,9 +596,26 @@ impl GpuModel {
             .await
     }
 
+    /// Runs `tokens` and returns the [`TOP_K`] most likely next tokens with their logits, most
+    /// likely first (ties: the lower id first), reading back only those.
+    pub async fn forward_top(&mut self, tokens: &[u32]) -> Result<Vec<(u32, f32)>, GpuError> {
+        self.run(tokens, Readback::Top)?;
+        let n_vocab = self.spec.n_vocab;
+        self.gpu
+            .read(&self.top_read, self.top_read.size(), |b| {
+                bytemuck::cast_slice::<u8, u32>(b)
+                    .chunks_exact(2)
+                    .map(|p| (p[1], f32::from_bits(p[0])))
+                    // Fewer tokens than pairs: the rest is padding.
+                    .filter(|&(id, _)| (id as usize) < n_vocab)
+                    .collect()
+            })
+            .await
+    }
+
     /// Runs `tokens` and returns the most likely next token, reading back only its id.
     pub async fn forward_greedy(&mut self, tokens: &[u32]) -> Result<u32, GpuError> {
-        self.run(tokens, true)?;
+        self.run(tokens, Readback::Greedy)?;
         self.gpu
             .read(&self.result_read, 16, |b| {
                 u32::from_le_bytes([b[0], b[1], b[2], b[3]])

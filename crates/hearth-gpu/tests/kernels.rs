@@ -430,3 +430,34 @@ fn argmax_prefers_the_first_of_equals() {
     let got = b.read(&result, 1)[0].to_bits();
     assert_eq!(got, 40000);
 }
+
+#[test]
+fn top_pairs_equal_a_full_sort() {
+    let Some(b) = Bench::new(&GpuOptions::default()) else {
+        return;
+    };
+    // One chunk, fewer values than pairs kept, and several sort stages with ties and -inf.
+    for n in [40, 1000, 3001, 151_936] {
+        let mut v: Vec<f32> = values(n, n as u64)
+            .iter()
+            .map(|x| (x * 8.0).round())
+            .collect();
+        for i in (0..n).step_by(7) {
+            v[i] = f32::NEG_INFINITY;
+        }
+        v[n / 2] = 100.0;
+        let vb = kernels::storage_f32(&b.gpu, &v);
+        let top = b.k.top_launches(&b.gpu, n, &vb);
+        b.run(step(0, 0), &top.launches);
+        let got: Vec<(u32, f32)> = b
+            .read(&top.result, 2 * kernels::TOP_K)
+            .chunks(2)
+            .map(|p| (p[1].to_bits(), p[0]))
+            .take_while(|&(id, _)| (id as usize) < n)
+            .collect();
+        let mut want: Vec<(u32, f32)> = v.iter().enumerate().map(|(i, &x)| (i as u32, x)).collect();
+        want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        want.truncate(kernels::TOP_K.min(n));
+        assert_eq!(got, want, "n = {n}");
+    }
+}

@@ -105,3 +105,52 @@ fn plain_path_with_split_tensors() {
     };
     check_fixtures(&options, false);
 }
+
+/// Sampling reads back the best TOP_K tokens, not the vocabulary, and draws what the CPU
+/// sampler draws from every logit of the same step.
+#[test]
+fn sampling_from_the_top_list_equals_sampling_from_every_logit() {
+    use hearth_core::sampling::{Sampler, SamplingOptions};
+    let Some(gpu) = common::gpu(&GpuOptions::default()) else {
+        return;
+    };
+    for label in ["qwen2-tiny.q8_0", "llama-spm.q8_0"] {
+        let f = hearth_fixtures::model_fixture(label);
+        let file = GgufFile::open(f.gguf_bytes()).unwrap();
+        let mut model =
+            pollster::block_on(GpuModel::load(&gpu, &file, 64, &mut |_, _| {})).unwrap();
+        let opts = SamplingOptions {
+            temperature: 0.9,
+            top_k: 40,
+            top_p: 0.95,
+            repeat_penalty: 1.2,
+            seed: 3,
+            ..Default::default()
+        };
+        let (mut from_top, mut from_all) = (
+            Sampler::new(opts.clone()).unwrap(),
+            Sampler::new(opts).unwrap(),
+        );
+        let (mut token, mut listed) = (1, 0);
+        for step in 0..24 {
+            let top = pollster::block_on(model.forward_top(&[token])).unwrap();
+            let logits = pollster::block_on(model.last_logits()).unwrap();
+            let want = from_all.sample(&logits).unwrap();
+            let got = match from_top.sample_top(&top, logits.len()).unwrap() {
+                Some(id) => {
+                    listed += 1;
+                    id
+                }
+                None => from_top.sample(&logits).unwrap(),
+            };
+            assert_eq!(got, want, "{label}: step {step}");
+            from_top.accept(got);
+            from_all.accept(want);
+            token = got;
+        }
+        assert!(
+            listed >= 20,
+            "{label}: the list sufficed {listed} times of 24"
+        );
+    }
+}

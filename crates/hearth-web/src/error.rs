@@ -124,6 +124,7 @@ impl From<GpuError> for WebError {
             GpuError::UnsupportedType(_) => WebError::UnsupportedQuantization(e.to_string()),
             GpuError::TooLarge { .. } => WebError::GpuTooLarge(e.to_string()),
             GpuError::Model(m) => m.into(),
+            GpuError::Sampling(s) => s.into(),
             other => WebError::Gpu(other.to_string()),
         }
     }

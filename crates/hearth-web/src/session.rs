@@ -231,8 +231,8 @@ impl Session {
             .filter(|g| !g.done)
             .ok_or_else(|| WebError::BadRequest("no generation is under way".into()))?;
         let pending = std::mem::take(&mut g.pending);
-        let logits = match self.backend.forward(&pending).await {
-            Ok(l) => l,
+        let token = match self.backend.next_token(&pending, &mut g.sampler).await {
+            Ok(t) => t,
             Err(e) => {
                 // Keep the record of the cache true to what the backend holds.
                 let held = self.backend.positions().min(self.cached.len());
@@ -243,7 +243,6 @@ impl Session {
             }
         };
         self.cached.extend_from_slice(&pending);
-        let token = g.sampler.sample(&logits)?;
         g.sampler.accept(token);
 
         let at_end = self.tokenizer.is_stop(token);

@@ -94,20 +94,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .count()
             .min(ids.len() - 1);
         model.truncate(shared);
-        let mut logits = load::forward(&mut model, &ids[shared..])?;
+        let mut pending = ids[shared..].to_vec();
         cached = ids.clone();
 
         let mut gen = Generator::new(&tokenizer, opts.clone(), &ids)?;
         let mut reply = String::new();
         loop {
-            let step = gen.step(&logits)?;
+            let token = load::next_token(&mut model, &pending, gen.sampler())?;
+            let step = gen.push(token)?;
             write!(out, "{}", step.text)?;
             out.flush()?;
             reply.push_str(&step.text);
             if step.finished.is_some() {
                 break;
             }
-            logits = load::forward(&mut model, &[step.token])?;
+            pending = vec![step.token];
             cached.push(step.token);
         }
         writeln!(out)?;

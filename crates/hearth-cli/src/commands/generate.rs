@@ -110,11 +110,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut gen = Generator::new(&tokenizer, args.sampling.options(args.max_tokens), &prompt)
         .context("invalid sampling options")?;
     let mut model = load::model(&args.model, args.backend, prompt.len() + args.max_tokens)?;
-    let mut logits = load::forward(&mut model, &prompt)?;
+    let mut pending = prompt.clone();
     let mut text = String::new();
     let mut out = std::io::stdout().lock();
     let finish = loop {
-        let step = gen.step(&logits)?;
+        let token = load::next_token(&mut model, &pending, gen.sampler())?;
+        let step = gen.push(token)?;
         if !args.json {
             write!(out, "{}", step.text)?;
             out.flush()?;
@@ -123,7 +124,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if let Some(finish) = step.finished {
             break finish;
         }
-        logits = load::forward(&mut model, &[step.token])?;
+        pending = vec![step.token];
     };
     if args.json {
         let json = serde_json::json!({
