@@ -12,7 +12,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { serve } from '../../scripts/serve.mjs';
-import { gguf, llamaWithType, withMetadata } from './gguf.mjs';
+import { gguf, llamaWithType, splitGguf, withMetadata } from './gguf.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const HEARTH = join(ROOT, 'target/release/hearth');
@@ -31,6 +31,8 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'hearth-browser-'));
   writeFileSync(join(dir, 'model.gguf'), withMetadata(fixture('llama-spm.q8_0'), { 'tokenizer.chat_template': TEMPLATE }));
   copyFileSync(join(dir, 'model.gguf'), join(dir, 'resume.gguf'));
+  splitGguf(readFileSync(join(dir, 'model.gguf')), 3)
+    .forEach((part, i) => writeFileSync(join(dir, `split-0000${i + 1}-of-00003.gguf`), part));
   // A real Qwen2 chat template and 151,936-token vocabulary.
   writeFileSync(join(dir, 'qwen2.gguf'), fixture('qwen2-tiny.q8_0'));
   writeFileSync(join(dir, 'page.html'), '<!doctype html><title>not a model</title>'.repeat(100));
@@ -117,6 +119,30 @@ test('loads over Range requests and streams the native greedy continuation', asy
   assert.equal(first.info.architecture, 'llama');
   assert.equal(first.info.quantization, 'Q8_0');
   assert.equal(first.info.chatTemplate, true);
+});
+
+test('a model split in three files (gguf-split) loads from its list of URLs', async () => {
+  const urls = [1, 2, 3].map((i) => `${models.url}/split-0000${i}-of-00003.gguf`);
+  const r = await loadAndGenerate(urls, { cache: false });
+  assert.equal(r.info.backend, 'webgpu');
+  for (const u of urls) {
+    const path = new URL(u).pathname;
+    assert.ok(models.state.requests.filter((q) => q.path === path).length >= 2, `${path}: its header and tensors were read`);
+  }
+  assert.deepEqual(r.tokens, first.tokens);
+  assert.equal(r.text, first.text);
+});
+
+test('the package works the same inside a worker', async () => {
+  const r = await page.evaluate(({ url, prompt, steps }) => new Promise((resolve) => {
+    const w = new Worker('/tests/browser/in-worker.mjs', { type: 'module' });
+    w.onmessage = ({ data }) => { w.terminate(); resolve(data); };
+    w.onerror = (e) => resolve({ error: e.message });
+    w.postMessage({ url, prompt, steps });
+  }), { url: `${models.url}/model.gguf`, prompt: PROMPT, steps: STEPS });
+  assert.equal(r.error, undefined);
+  assert.equal(r.backend, 'webgpu');
+  assert.deepEqual(r.tokens, first.tokens);
 });
 
 test('sampling with top_k on WebGPU (reading back the best tokens only) equals `hearth generate`', async () => {

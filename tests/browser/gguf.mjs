@@ -119,3 +119,81 @@ export function withMetadata(file, extra) {
   const pad = Buffer.alloc((alignment - (head.length % alignment)) % alignment);
   return Buffer.concat([head, pad, file.subarray(dataStart)]);
 }
+
+/**
+ * `file` (a GGUF v3 buffer) split as llama.cpp's gguf-split does: `parts` files, the first with
+ * every metadata key, each with `split.no`, `split.count` and `split.tensors.count`, the
+ * tensors dealt out in order.
+ */
+export function splitGguf(file, parts) {
+  let at = 8;
+  const u32 = () => { const v = file.readUInt32LE(at); at += 4; return v; };
+  const u64 = () => { const v = Number(file.readBigUInt64LE(at)); at += 8; return v; };
+  const str = () => { const n = u64(); const s = file.toString('utf8', at, at + n); at += n; return s; };
+  const skip = (type) => {
+    if (type === STRING) str();
+    else if (type === 9) { const t = u32(); const n = u64(); for (let i = 0; i < n; i++) skip(t); }
+    else if (SIZES[type]) at += SIZES[type];
+    else throw new Error(`GGUF value type ${type}`);
+  };
+  const nTensors = u64();
+  const nKv = u64();
+  const kvStart = at;
+  let alignment = 32;
+  for (let i = 0; i < nKv; i++) {
+    const key = str();
+    const type = u32();
+    if (key === 'general.alignment') alignment = file.readUInt32LE(at);
+    skip(type);
+  }
+  const kvs = file.subarray(kvStart, at);
+  const tensors = [];
+  for (let i = 0; i < nTensors; i++) {
+    const name = str();
+    const dims = Array.from({ length: u32() }, u64);
+    tensors.push({ name, dims, type: u32(), offset: u64() });
+  }
+  const dataStart = Math.ceil(at / alignment) * alignment;
+  const ends = tensors.map((t, i) => (i + 1 < tensors.length ? tensors[i + 1].offset : file.length - dataStart));
+  const per = Math.ceil(tensors.length / parts);
+  const b = (n, bytes, write) => { const x = Buffer.alloc(bytes); write(x, n); return x; };
+  const key = (k, type, value) => {
+    const name = Buffer.from(k, 'utf8');
+    return Buffer.concat([b(name.length, 8, (x, n) => x.writeBigUInt64LE(BigInt(n))), name,
+      b(type, 4, (x, n) => x.writeUInt32LE(n)), value]);
+  };
+  const out = [];
+  for (let p = 0; p < parts; p++) {
+    const mine = tensors.slice(p * per, (p + 1) * per);
+    const split = [
+      key('split.no', 2, b(p, 2, (x, n) => x.writeUInt16LE(n))),
+      key('split.count', 2, b(parts, 2, (x, n) => x.writeUInt16LE(n))),
+      key('split.tensors.count', 5, b(tensors.length, 4, (x, n) => x.writeInt32LE(n))),
+    ];
+    const infos = [];
+    const data = [];
+    let offset = 0;
+    for (const t of mine) {
+      const i = tensors.indexOf(t);
+      const bytes = file.subarray(dataStart + t.offset, dataStart + t.offset + (ends[i] - t.offset));
+      const name = Buffer.from(t.name, 'utf8');
+      const info = Buffer.alloc(8 + name.length + 4 + 8 * t.dims.length + 4 + 8);
+      let o = info.writeBigUInt64LE(BigInt(name.length));
+      o += name.copy(info, o);
+      o = info.writeUInt32LE(t.dims.length, o);
+      for (const d of t.dims) o = info.writeBigUInt64LE(BigInt(d), o);
+      o = info.writeUInt32LE(t.type, o);
+      info.writeBigUInt64LE(BigInt(offset), o);
+      infos.push(info);
+      data.push(bytes, Buffer.alloc((alignment - (bytes.length % alignment)) % alignment));
+      offset += Math.ceil(bytes.length / alignment) * alignment;
+    }
+    const counts = Buffer.alloc(16);
+    counts.writeBigUInt64LE(BigInt(mine.length), 0);
+    counts.writeBigUInt64LE(BigInt((p === 0 ? nKv : 0) + split.length), 8);
+    const head = Buffer.concat([file.subarray(0, 8), counts, ...(p === 0 ? [kvs] : []), ...split, ...infos]);
+    const pad = Buffer.alloc((alignment - (head.length % alignment)) % alignment);
+    out.push(Buffer.concat([head, pad, ...data]));
+  }
+  return out;
+}
