@@ -1,5 +1,5 @@
-// What a page sees when the machine lets it down: a model too big for memory, a full storage
-// quota, a WebGPU device lost midway. Runs in its own browser: one test crashes its GPU process.
+// What a page sees when the machine lets it down: a model too big for memory, memory running
+// out, a full storage quota, a WebGPU device lost midway. Runs in its own browser: one test crashes its GPU process.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -26,6 +26,7 @@ before(async () => {
   writeFileSync(join(dir, 'model.gguf'), withMetadata(model, { 'tokenizer.chat_template': TEMPLATE }));
   writeFileSync(join(dir, 'quota.gguf'), model);
   writeFileSync(join(dir, 'huge.gguf'), withMetadata(model, { 'llama.context_length': HUGE_CONTEXT }));
+  writeFileSync(join(dir, 'qwen2.gguf'), gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/qwen2-tiny.q8_0.gguf.gz'))));
   app = await serve(ROOT);
   models = await serve(dir);
   browser = await chromium.launch({
@@ -60,6 +61,31 @@ test('a model too big for the device is refused before its weights are fetched',
     const fetched = models.state.requests.filter((r) => r.path === '/huge.gguf');
     // Header requests only (a prefix, from byte 0); "auto" reads it again for the CPU.
     assert.ok(fetched.length >= 1 && fetched.every((r) => r.range?.startsWith('bytes=0-')), `${backend}: ${JSON.stringify(fetched)}`);
+  }
+});
+
+test('running out of WebAssembly memory is out_of_memory, and the page goes on', async () => {
+  // V8 lets wasm memory grow to 50 MB only: the small model fits, the 152k-token Qwen2
+  // vocabulary's model does not.
+  const small = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: ['--no-sandbox', '--js-flags=--wasm-max-mem-pages=800'],
+  });
+  try {
+    const p = await small.newPage();
+    await p.goto(`${app.url}/tests/browser/page.html`);
+    await p.waitForFunction(() => window.ready === true);
+    const codes = await p.evaluate(async (urls) => {
+      const out = [];
+      for (const url of urls) {
+        try { (await window.Hearth.load(url, { backend: 'cpu', cache: false })).dispose(); out.push(null); }
+        catch (e) { out.push(e instanceof window.HearthError ? e.code : `not a HearthError: ${e}`); }
+      }
+      return out;
+    }, [`${models.url}/qwen2.gguf`, `${models.url}/model.gguf`]);
+    assert.deepEqual(codes, ['out_of_memory', null]);
+  } finally {
+    await small.close();
   }
 });
 
