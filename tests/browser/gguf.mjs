@@ -66,11 +66,9 @@ export function llamaWithType(type, per256) {
 
 const SIZES = { 0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8 };
 
-/**
- * `file` (a GGUF v3 buffer) with metadata `extra` set: strings, or integers (as u32); keys the
- * file has are replaced. Tensors are unchanged.
- */
-export function withMetadata(file, extra) {
+/** The parts of a GGUF v3 buffer's header: each metadata entry's bytes (by key), the tensor
+ * infos, where tensor data starts, and the alignment. */
+function readHeader(file) {
   let at = 8;
   const u32 = () => { const v = file.readUInt32LE(at); at += 4; return v; };
   const u64 = () => { const v = Number(file.readBigUInt64LE(at)); at += 8; return v; };
@@ -82,42 +80,54 @@ export function withMetadata(file, extra) {
     else throw new Error(`GGUF value type ${type}`);
   };
   if (file.toString('latin1', 0, 4) !== 'GGUF' || file.readUInt32LE(4) !== 3) throw new Error('not GGUF v3');
-  at = 8;
   const nTensors = u64();
   const nKv = u64();
   let alignment = 32;
-  const kept = [];
+  const entries = [];
   for (let i = 0; i < nKv; i++) {
     const start = at;
     const key = str();
     const type = u32();
     if (key === 'general.alignment') alignment = file.readUInt32LE(at);
     skip(type);
-    if (!(key in extra)) kept.push(file.subarray(start, at));
+    entries.push({ key, bytes: file.subarray(start, at) });
   }
-  const kvEnd = at;
+  const tensors = [];
   for (let i = 0; i < nTensors; i++) {
-    str();
-    const dims = u32();
-    at += 8 * dims + 4 + 8;
+    const start = at;
+    const name = str();
+    const dims = Array.from({ length: u32() }, u64);
+    tensors.push({ name, dims, type: u32(), offset: u64(), info: file.subarray(start, at) });
   }
-  const infos = file.subarray(kvEnd, at);
-  const dataStart = Math.ceil(at / alignment) * alignment;
-  const added = [];
-  const u64Buf = (v) => { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(v)); return b; };
-  const u32Buf = (v) => { const b = Buffer.alloc(4); b.writeUInt32LE(v); return b; };
-  const strBuf = (s) => { const b = Buffer.from(s, 'utf8'); return [u64Buf(b.length), b]; };
-  for (const [k, v] of Object.entries(extra)) {
-    if (typeof v === 'string') added.push(...strBuf(k), u32Buf(STRING), ...strBuf(v));
-    else if (Number.isInteger(v)) added.push(...strBuf(k), u32Buf(U32), u32Buf(v));
-    else throw new Error(`metadata ${k}: strings and integers only`);
-  }
-  const counts = Buffer.alloc(16);
-  counts.writeBigUInt64LE(BigInt(nTensors), 0);
-  counts.writeBigUInt64LE(BigInt(kept.length + Object.keys(extra).length), 8);
-  const head = Buffer.concat([file.subarray(0, 8), counts, ...kept, ...added, infos]);
-  const pad = Buffer.alloc((alignment - (head.length % alignment)) % alignment);
-  return Buffer.concat([head, pad, file.subarray(dataStart)]);
+  return { entries, tensors, alignment, dataStart: Math.ceil(at / alignment) * alignment };
+}
+
+const u16Buf = (v) => { const b = Buffer.alloc(2); b.writeUInt16LE(v); return b; };
+const u32Buf = (v) => { const b = Buffer.alloc(4); b.writeUInt32LE(v); return b; };
+const u64Buf = (v) => { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(v)); return b; };
+const strBuf = (s) => { const b = Buffer.from(s, 'utf8'); return Buffer.concat([u64Buf(b.length), b]); };
+const entry = (key, type, value) => Buffer.concat([strBuf(key), u32Buf(type), value]);
+
+/** A GGUF v3 file of `entries` (metadata bytes), tensor `infos`, and tensor `data`. */
+function assemble(entries, infos, data, alignment) {
+  const head = Buffer.concat([Buffer.from('GGUF'), u32Buf(3), u64Buf(infos.length), u64Buf(entries.length),
+    ...entries, ...infos]);
+  return Buffer.concat([head, Buffer.alloc((alignment - (head.length % alignment)) % alignment), data]);
+}
+
+/**
+ * `file` (a GGUF v3 buffer) with metadata `extra` set: strings, or integers (as u32); keys the
+ * file has are replaced. Tensors are unchanged.
+ */
+export function withMetadata(file, extra) {
+  const h = readHeader(file);
+  const added = Object.entries(extra).map(([k, v]) => {
+    if (typeof v === 'string') return entry(k, STRING, strBuf(v));
+    if (Number.isInteger(v)) return entry(k, U32, u32Buf(v));
+    throw new Error(`metadata ${k}: strings and integers only`);
+  });
+  const kept = h.entries.filter((e) => !(e.key in extra)).map((e) => e.bytes);
+  return assemble([...kept, ...added], h.tensors.map((t) => t.info), file.subarray(h.dataStart), h.alignment);
 }
 
 /**
@@ -126,74 +136,29 @@ export function withMetadata(file, extra) {
  * tensors dealt out in order.
  */
 export function splitGguf(file, parts) {
-  let at = 8;
-  const u32 = () => { const v = file.readUInt32LE(at); at += 4; return v; };
-  const u64 = () => { const v = Number(file.readBigUInt64LE(at)); at += 8; return v; };
-  const str = () => { const n = u64(); const s = file.toString('utf8', at, at + n); at += n; return s; };
-  const skip = (type) => {
-    if (type === STRING) str();
-    else if (type === 9) { const t = u32(); const n = u64(); for (let i = 0; i < n; i++) skip(t); }
-    else if (SIZES[type]) at += SIZES[type];
-    else throw new Error(`GGUF value type ${type}`);
-  };
-  const nTensors = u64();
-  const nKv = u64();
-  const kvStart = at;
-  let alignment = 32;
-  for (let i = 0; i < nKv; i++) {
-    const key = str();
-    const type = u32();
-    if (key === 'general.alignment') alignment = file.readUInt32LE(at);
-    skip(type);
-  }
-  const kvs = file.subarray(kvStart, at);
-  const tensors = [];
-  for (let i = 0; i < nTensors; i++) {
-    const name = str();
-    const dims = Array.from({ length: u32() }, u64);
-    tensors.push({ name, dims, type: u32(), offset: u64() });
-  }
-  const dataStart = Math.ceil(at / alignment) * alignment;
-  const ends = tensors.map((t, i) => (i + 1 < tensors.length ? tensors[i + 1].offset : file.length - dataStart));
+  const h = readHeader(file);
+  const { tensors, alignment } = h;
   const per = Math.ceil(tensors.length / parts);
-  const b = (n, bytes, write) => { const x = Buffer.alloc(bytes); write(x, n); return x; };
-  const key = (k, type, value) => {
-    const name = Buffer.from(k, 'utf8');
-    return Buffer.concat([b(name.length, 8, (x, n) => x.writeBigUInt64LE(BigInt(n))), name,
-      b(type, 4, (x, n) => x.writeUInt32LE(n)), value]);
-  };
-  const out = [];
-  for (let p = 0; p < parts; p++) {
+  return Array.from({ length: parts }, (_, p) => {
     const mine = tensors.slice(p * per, (p + 1) * per);
     const split = [
-      key('split.no', 2, b(p, 2, (x, n) => x.writeUInt16LE(n))),
-      key('split.count', 2, b(parts, 2, (x, n) => x.writeUInt16LE(n))),
-      key('split.tensors.count', 5, b(tensors.length, 4, (x, n) => x.writeInt32LE(n))),
+      entry('split.no', 2, u16Buf(p)),
+      entry('split.count', 2, u16Buf(parts)),
+      entry('split.tensors.count', 5, u32Buf(tensors.length)),
     ];
     const infos = [];
     const data = [];
     let offset = 0;
     for (const t of mine) {
       const i = tensors.indexOf(t);
-      const bytes = file.subarray(dataStart + t.offset, dataStart + t.offset + (ends[i] - t.offset));
-      const name = Buffer.from(t.name, 'utf8');
-      const info = Buffer.alloc(8 + name.length + 4 + 8 * t.dims.length + 4 + 8);
-      let o = info.writeBigUInt64LE(BigInt(name.length));
-      o += name.copy(info, o);
-      o = info.writeUInt32LE(t.dims.length, o);
-      for (const d of t.dims) o = info.writeBigUInt64LE(BigInt(d), o);
-      o = info.writeUInt32LE(t.type, o);
-      info.writeBigUInt64LE(BigInt(offset), o);
-      infos.push(info);
-      data.push(bytes, Buffer.alloc((alignment - (bytes.length % alignment)) % alignment));
-      offset += Math.ceil(bytes.length / alignment) * alignment;
+      const end = i + 1 < tensors.length ? tensors[i + 1].offset : file.length - h.dataStart;
+      // Each tensor's bytes run to the next one's (its padding included): still aligned.
+      const bytes = file.subarray(h.dataStart + t.offset, h.dataStart + end);
+      infos.push(Buffer.concat([strBuf(t.name), u32Buf(t.dims.length), ...t.dims.map(u64Buf), u32Buf(t.type), u64Buf(offset)]));
+      data.push(bytes);
+      offset += bytes.length;
     }
-    const counts = Buffer.alloc(16);
-    counts.writeBigUInt64LE(BigInt(mine.length), 0);
-    counts.writeBigUInt64LE(BigInt((p === 0 ? nKv : 0) + split.length), 8);
-    const head = Buffer.concat([file.subarray(0, 8), counts, ...(p === 0 ? [kvs] : []), ...split, ...infos]);
-    const pad = Buffer.alloc((alignment - (head.length % alignment)) % alignment);
-    out.push(Buffer.concat([head, pad, ...data]));
-  }
-  return out;
+    const entries = [...(p === 0 ? h.entries.map((e) => e.bytes) : []), ...split];
+    return assemble(entries, infos, Buffer.concat(data), alignment);
+  });
 }

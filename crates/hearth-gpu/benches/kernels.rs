@@ -13,21 +13,6 @@ use hearth_gpu::kernels::{self, Kernels, Output, Step, Steps};
 use hearth_gpu::weights::GpuMatrix;
 use hearth_gpu::{Gpu, GpuOptions};
 
-const TYPES: [GgmlType; 13] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q2_K,
-    GgmlType::Q3_K,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-];
 /// Tokens of the prompt-sized runs: one submission's worth, as the model runs a prompt.
 const PROMPT: usize = 64;
 /// Decode steps per timed submission.
@@ -91,7 +76,7 @@ fn main() {
         }
     };
     println!("adapter: {}", gpu.describe());
-    let kernels = Kernels::new(&gpu, &TYPES).expect("every format has kernels");
+    let kernels = Kernels::new(&gpu, &GgmlType::DECODED).expect("every format has kernels");
     let steps = Steps::new(&gpu, &kernels, PROMPT);
     let step = |pos| Step {
         pos: pos as u32,
@@ -117,7 +102,7 @@ fn main() {
     let x = kernels::storage_f32(&gpu, &values(cols));
     let y = kernels::scratch(&gpu, rows);
     let source = values(rows * cols);
-    for ty in TYPES {
+    for ty in GgmlType::DECODED {
         if cols % ty.block_size() != 0 {
             continue;
         }

@@ -48,26 +48,10 @@ struct Bench {
     steps: Steps,
 }
 
-const ALL: [GgmlType; 13] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q2_K,
-    GgmlType::Q3_K,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-];
-
 impl Bench {
     fn new(options: &GpuOptions) -> Option<Self> {
         let gpu = common::gpu(options)?;
-        let k = Kernels::new(&gpu, &ALL).unwrap();
+        let k = Kernels::new(&gpu, &GgmlType::DECODED).unwrap();
         let steps = Steps::new(&gpu, &k, 1);
         Some(Bench { gpu, k, steps })
     }
@@ -186,7 +170,7 @@ fn matvec_every_format() {
     let Some(b) = Bench::new(&GpuOptions::default()) else {
         return;
     };
-    for ty in ALL {
+    for ty in GgmlType::DECODED {
         for cols in widths_for(ty) {
             check_matvec(&b, &b.gpu, ty, cols, &format!("{ty} x{cols}"));
         }
@@ -229,7 +213,7 @@ fn embedding_rows_of_every_format() {
     let Some(b) = Bench::new(&GpuOptions::default()) else {
         return;
     };
-    for ty in ALL {
+    for ty in GgmlType::DECODED {
         let (rows, cols) = (11, cols_for(ty));
         let w = matrix(ty, rows, cols, 3);
         let m = GpuMatrix::upload(&b.gpu, "embd", ty, rows, cols, &w.data).unwrap();

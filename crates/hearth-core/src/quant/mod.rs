@@ -196,13 +196,17 @@ impl GgmlType {
         (elements / block as u64).checked_mul(size as u64)
     }
 
+    /// The types [`dequantize`] decodes.
+    pub const DECODED: [GgmlType; 13] = {
+        use GgmlType::*;
+        [
+            F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
+        ]
+    };
+
     /// Whether [`dequantize`] can decode this type.
     pub fn can_dequantize(self) -> bool {
-        use GgmlType::*;
-        matches!(
-            self,
-            F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K
-        )
+        Self::DECODED.contains(&self)
     }
 
     /// The name ggml and llama.cpp print ("Q4_K", "F16").
