@@ -1,5 +1,6 @@
-// Decode attention for one new position over the KV cache (positions 0..=step.pos), one
-// workgroup per query head; grouped-query heads read their shared K/V head. Scores go to a
+// Attention for one position over the KV cache (positions 0..=step.pos), its query and output
+// in row step.row of their buffers (a prompt chunk runs it once per token), one workgroup per
+// query head; grouped-query heads read their shared K/V head. Scores go to a
 // scratch row per head (the context can exceed workgroup memory); threads split positions for
 // the scores and value dimensions for the weighted sum, so V reads are coalesced.
 // Needs common.wgsl.
@@ -56,7 +57,7 @@ fn reduce_sum(li: u32, v: f32) -> f32 {
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let h = wg.x;
     let n = step.pos + 1u;
-    let qb = h * A.head_dim;
+    let qb = (step.row * A.n_head + h) * A.head_dim;
     let kb = (h / A.group) * A.head_dim;
     let vb = (h / A.group) * A.head_dim_v;
     let sb = h * A.max_ctx;
@@ -85,6 +86,6 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         for (var p = 0u; p < n; p++) {
             acc += scores[sb + p] * vc[p * A.v_dim + vb + d];
         }
-        out[h * A.head_dim_v + d] = acc / sum;
+        out[(step.row * A.n_head + h) * A.head_dim_v + d] = acc / sum;
     }
 }

@@ -3,8 +3,8 @@
 struct Step {
     pos: u32,    // position of this token in the KV cache
     token: u32,  // its id
-    _pad0: u32,
-    _pad1: u32,
+    row: u32,    // its row in the activation buffers (its index in the prompt chunk)
+    count: u32,  // tokens in the chunk; kernels over the whole chunk bind its first step
 }
 
 @group(0) @binding(0) var<uniform> step: Step;

@@ -18,7 +18,11 @@ struct Mat {
     row_offset: u32,  // index of this buffer's first row in the whole tensor
     mode: u32,        // matvec output: 0 store, 1 add to the output, 2 multiply silu(output)
     has_bias: u32,
-    pos_stride: u32,  // matvec output starts at step.pos * pos_stride (writes into a KV cache)
+    pos_stride: u32,  // output starts at step.pos * pos_stride (writes into a KV cache)
+    y_stride: u32,    // matmul: values per output row (the whole tensor's rows)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 struct Unit {

@@ -1,10 +1,12 @@
-// out = x * w / rms(x) over each row of N.n values, one workgroup per row.
+// out = x * w / rms(x) over each row of N.n values, one workgroup per row: the chunk's
+// `step.count` rows, or (with N.step_row) row `step.row` of x into row 0 of out, for the head
+// after a prompt chunk. Needs common.wgsl.
 
 struct Norm {
     n: u32,
     eps: f32,
-    _pad0: u32,
-    _pad1: u32,
+    step_row: u32,
+    _pad: u32,
 }
 
 @group(1) @binding(0) var<uniform> N: Norm;
@@ -16,10 +18,14 @@ var<workgroup> sums: array<f32, 256>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    if (wg.x >= step.count) {
+        return;
+    }
     let base = wg.x * N.n;
+    let src = select(base, step.row * N.n, N.step_row != 0u);
     var s = 0.0;
     for (var i = li; i < N.n; i += 256u) {
-        let v = x[base + i];
+        let v = x[src + i];
         s += v * v;
     }
     sums[li] = s;
@@ -32,6 +38,6 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     }
     let scale = 1.0 / sqrt(sums[0] / f32(N.n) + N.eps);
     for (var i = li; i < N.n; i += 256u) {
-        out[base + i] = x[base + i] * scale * weight[i];
+        out[base + i] = x[src + i] * scale * weight[i];
     }
 }

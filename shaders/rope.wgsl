@@ -2,7 +2,8 @@
 // heads of one position; one workgroup per head. The cos/sin table is computed on the CPU in
 // f64 at load, the same values the reference uses, so rope scaling (linear, Llama 3 frequency
 // divisors) costs nothing here and no precision is lost to GPU sin/cos at large angles.
-// The heads start at step.pos * R.pos_stride, so K is roped where it lies in the KV cache.
+// The heads start at step.pos * R.pos_stride + step.row * R.row_stride: K is roped where it lies
+// in the KV cache, Q in its row of the prompt chunk.
 // Needs common.wgsl.
 
 struct Rope {
@@ -12,8 +13,8 @@ struct Rope {
     has_norm: u32,
     eps: f32,
     pos_stride: u32,
-    _pad0: u32,
-    _pad1: u32,
+    row_stride: u32,
+    _pad: u32,
 }
 
 @group(1) @binding(0) var<uniform> R: Rope;
@@ -25,7 +26,7 @@ var<workgroup> sums: array<f32, 64>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
-    let base = step.pos * R.pos_stride + wg.x * R.head_dim;
+    let base = step.pos * R.pos_stride + step.row * R.row_stride + wg.x * R.head_dim;
     var s = 0.0;
     for (var i = li; i < R.head_dim; i += 64u) {
         let v = data[base + i];

@@ -1,6 +1,7 @@
-//! Kernel benchmarks: the matrix-vector kernel of every block format, as a decode step runs it
-//! (one token) and as a prompt runs it (PROMPT tokens in one submission), with the weight bytes
-//! read per second as a fraction of a plain copy kernel's bytes/s on the same device.
+//! Kernel benchmarks: the matrix kernels of every block format, as a decode step runs them (the
+//! matvec kernel, one token) and as a prompt chunk does (the matmul kernel, PROMPT tokens at
+//! once), as weight bytes per second (for the prompt: the bytes a token-by-token run would read)
+//! and that as a fraction of a plain copy kernel's bytes/s on the same device.
 //!
 //! `cargo bench -p hearth-gpu --bench kernels [-- ROWS COLS]` (default 4096 x 4096); add
 //! `--plain` for the plainest kernels.
@@ -30,14 +31,14 @@ fn values(n: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Seconds for `tokens` steps, each running `launches` once, in one submission.
-fn time(gpu: &Gpu, steps: &Steps, launches: &[kernels::Dispatch], tokens: usize) -> f64 {
+/// Seconds for `runs` runs of `launches` (bound to the first step) in one submission.
+fn time(gpu: &Gpu, steps: &Steps, launches: &[kernels::Dispatch], runs: usize) -> f64 {
     let record = || {
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
-            for t in 0..tokens {
-                steps.set(&mut pass, t % PROMPT);
+            steps.set(&mut pass, 0);
+            for _ in 0..runs {
                 for d in launches {
                     d.record(&mut pass);
                 }
@@ -77,13 +78,17 @@ fn main() {
     };
     println!("adapter: {}", gpu.describe());
     let kernels = Kernels::new(&gpu, &GgmlType::DECODED).expect("every format has kernels");
-    let steps = Steps::new(&gpu, &kernels, PROMPT);
-    let step = |pos| Step {
-        pos: pos as u32,
-        token: 0,
-        _pad: [0; 2],
-    };
-    steps.write(&gpu, &(0..PROMPT).map(step).collect::<Vec<_>>());
+    // One step: the chunk of PROMPT tokens the matmul kernel reads (matvec reads row 0).
+    let steps = Steps::new(&gpu, &kernels, 1);
+    steps.write(
+        &gpu,
+        &[Step {
+            pos: 0,
+            token: 0,
+            row: 0,
+            count: PROMPT as u32,
+        }],
+    );
 
     let copy = CopyKernel::new(&gpu, 256 << 20);
     copy.submit(&gpu, 1);
@@ -93,14 +98,16 @@ fn main() {
     pollster::block_on(gpu.finish()).expect("the device failed");
     let copy_bps = (copy.bytes_moved() * 8) as f64 / t.elapsed().as_secs_f64();
     println!("copy kernel: {:.2} GB/s (read + write)", copy_bps / 1e9);
-    println!("matvec {rows} x {cols}; ratio = weight bytes read per second / copy kernel's");
+    println!(
+        "{rows} x {cols}; decode: matvec; prompt: matmul over {PROMPT} tokens; ratio = weight bytes per second / copy kernel's"
+    );
     println!(
         "{:<6} {:>10} {:>12} {:>7} {:>14} {:>7}",
         "type", "MB", "decode GB/s", "ratio", "prompt GB/s", "ratio"
     );
 
-    let x = kernels::storage_f32(&gpu, &values(cols));
-    let y = kernels::scratch(&gpu, rows);
+    let x = kernels::storage_f32(&gpu, &values(PROMPT * cols));
+    let y = kernels::scratch(&gpu, PROMPT * rows);
     let source = values(rows * cols);
     for ty in GgmlType::DECODED {
         if cols % ty.block_size() != 0 {
@@ -108,12 +115,15 @@ fn main() {
         }
         let data = quantize(ty, &source).expect("whole blocks");
         let m = GpuMatrix::upload(&gpu, ty.name(), ty, rows, cols, &data).expect("uploads");
-        let launches = kernels
+        let matvec = kernels
             .matvec_launches(&gpu, &m, &x, &y, None, Output::Store, 0)
             .expect("launches");
+        let matmul = kernels
+            .matmul_launches(&gpu, &m, PROMPT, &x, &y, None, Output::Store, 0)
+            .expect("launches");
         let bytes = m.bytes() as f64;
-        let decode = bytes * DECODE_RUNS as f64 / time(&gpu, &steps, &launches, DECODE_RUNS);
-        let prompt = bytes * PROMPT as f64 / time(&gpu, &steps, &launches, PROMPT);
+        let decode = bytes * DECODE_RUNS as f64 / time(&gpu, &steps, &matvec, DECODE_RUNS);
+        let prompt = bytes * PROMPT as f64 / time(&gpu, &steps, &matmul, 1);
         println!(
             "{:<6} {:>10.1} {:>12.2} {:>7.3} {:>14.2} {:>7.3}",
             ty.name(),

@@ -15,6 +15,7 @@ use crate::{Gpu, GpuError};
 const COMMON: &str = include_str!("../../../shaders/common.wgsl");
 const QUANT: &str = include_str!("../../../shaders/quant.wgsl");
 const MATVEC: &str = include_str!("../../../shaders/matvec.wgsl");
+const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 const REDUCE_WG: &str = include_str!("../../../shaders/reduce_wg.wgsl");
 const REDUCE_SUBGROUP: &str = include_str!("../../../shaders/reduce_subgroup.wgsl");
 const EMBED: &str = include_str!("../../../shaders/embed.wgsl");
@@ -36,6 +37,9 @@ pub const STEP_STRIDE: u64 = 256;
 /// Threads of a matvec workgroup; its rows are split among them (matvec.wgsl).
 const MATVEC_THREADS: u32 = 64;
 
+/// Tokens one matmul workgroup takes (`TILE` in matmul.wgsl).
+const MATMUL_TILE: usize = 8;
+
 /// Threads that share one row of a matvec (`LANES` in matvec.wgsl): as many as the row has
 /// 32-value units, rounded to 1, 4 or 16, so narrow matrices keep every thread busy.
 fn matvec_lanes(cols: usize) -> u32 {
@@ -52,7 +56,10 @@ fn matvec_lanes(cols: usize) -> u32 {
 pub struct Step {
     pub pos: u32,
     pub token: u32,
-    pub _pad: [u32; 2],
+    /// Its row in the activation buffers: its index in a prompt chunk.
+    pub row: u32,
+    /// Tokens in its chunk.
+    pub count: u32,
 }
 
 /// How a matrix-vector product stores its result (quant.wgsl's `Mat.mode`).
@@ -77,6 +84,8 @@ pub struct Mat {
     pub mode: u32,
     pub has_bias: u32,
     pub pos_stride: u32,
+    pub y_stride: u32,
+    pub _pad: [u32; 3],
 }
 
 #[repr(C)]
@@ -84,7 +93,9 @@ pub struct Mat {
 pub struct NormParams {
     pub n: u32,
     pub eps: f32,
-    pub _pad: [u32; 2],
+    /// Normalise row `step.row` into row 0 (the head after a prompt chunk).
+    pub step_row: u32,
+    pub _pad: u32,
 }
 
 #[repr(C)]
@@ -96,7 +107,8 @@ pub struct RopeParams {
     pub has_norm: u32,
     pub eps: f32,
     pub pos_stride: u32,
-    pub _pad: [u32; 2],
+    pub row_stride: u32,
+    pub _pad: u32,
 }
 
 #[repr(C)]
@@ -243,8 +255,9 @@ pub fn grid(n: u32) -> [u32; 3] {
 pub struct Kernels {
     /// Group 0: the per-token [`Step`], at a dynamic offset.
     pub step_layout: wgpu::BindGroupLayout,
-    /// Matvec pipelines by (GPU format, lanes per row), made as matrices ask for them.
-    matvec: RefCell<HashMap<(GgmlType, u32), Kernel>>,
+    /// Matvec and matmul pipelines by (source, GPU format, lanes per row), made as matrices
+    /// ask for them.
+    matrix: RefCell<HashMap<(&'static str, GgmlType, u32), Kernel>>,
     embed: HashMap<GgmlType, Kernel>,
     pub rms_norm: Kernel,
     pub rope: Kernel,
@@ -318,7 +331,7 @@ impl Kernels {
             rms_norm: Kernel::new(
                 gpu,
                 "rms_norm",
-                RMS_NORM,
+                &format!("{COMMON}{RMS_NORM}"),
                 &step_layout,
                 &[Uniform, Read, Read, Write],
             ),
@@ -339,7 +352,7 @@ impl Kernels {
             argmax: Kernel::new(gpu, "argmax", ARGMAX, &step_layout, &[Uniform, Read, Write]),
             top: Kernel::new(gpu, "top", TOP, &step_layout, &[Uniform, Read, Read, Write]),
             step_layout,
-            matvec: RefCell::new(HashMap::new()),
+            matrix: RefCell::new(HashMap::new()),
             embed,
             dummy: storage_f32(gpu, &[0.0]),
         })
@@ -350,10 +363,18 @@ impl Kernels {
             .ok_or(GpuError::UnsupportedType(ty))
     }
 
-    /// The matvec pipeline for matrices of type `ty` with `lanes` threads per row.
-    fn matvec(&self, gpu: &Gpu, ty: GgmlType, lanes: u32) -> Result<Kernel, GpuError> {
+    /// The pipeline of `kernel` (MATVEC or MATMUL) for matrices of type `ty` with `lanes`
+    /// threads per row.
+    fn matrix_kernel(
+        &self,
+        gpu: &Gpu,
+        kernel: &'static str,
+        ty: GgmlType,
+        lanes: u32,
+    ) -> Result<Kernel, GpuError> {
         let ty = gpu_format(ty)?;
-        if let Some(k) = self.matvec.borrow().get(&(ty, lanes)) {
+        let key = (kernel, ty, lanes);
+        if let Some(k) = self.matrix.borrow().get(&key) {
             return Ok(k.clone());
         }
         let (directive, reduce) = match gpu.paths.subgroup_size {
@@ -374,10 +395,11 @@ impl Kernels {
             MATVEC_THREADS / lanes
         );
         let unit = unit_selector(ty)?;
-        let src = format!("{directive}{sizes}{COMMON}{QUANT}{unit}{MATVEC}{reduce}");
+        let src = format!("{directive}{sizes}{COMMON}{QUANT}{unit}{kernel}{reduce}");
+        let name = if kernel == MATVEC { "matvec" } else { "matmul" };
         let k = Kernel::new(
             gpu,
-            &format!("matvec {ty} x{lanes}"),
+            &format!("{name} {ty} x{lanes}"),
             &src,
             &self.step_layout,
             &[
@@ -388,7 +410,7 @@ impl Kernels {
                 Slot::Read,
             ],
         );
-        self.matvec.borrow_mut().insert((ty, lanes), k.clone());
+        self.matrix.borrow_mut().insert(key, k.clone());
         Ok(k)
     }
 
@@ -410,7 +432,7 @@ impl Kernels {
         pos_stride: usize,
     ) -> Result<Vec<Dispatch>, GpuError> {
         let lanes = matvec_lanes(m.cols);
-        let kernel = self.matvec(gpu, m.ty, lanes)?;
+        let kernel = self.matrix_kernel(gpu, MATVEC, m.ty, lanes)?;
         Ok(m.parts
             .iter()
             .map(|p| {
@@ -419,6 +441,37 @@ impl Kernels {
                     pipeline: kernel.pipeline.clone(),
                     bind: kernel.bind(gpu, &[&p.buffer, &u, x, y, bias.unwrap_or(&self.dummy)]),
                     groups: grid((p.rows as u32).div_ceil(MATVEC_THREADS / lanes)),
+                }
+            })
+            .collect())
+    }
+
+    /// `y (op)= x m^T + bias` for the `step.count` rows of `x` (a prompt chunk, at most
+    /// `chunk`), one launch per part of `m`; with a `pos_stride`, row t goes to the KV cache at
+    /// `(step.pos + t) * pos_stride`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_launches(
+        &self,
+        gpu: &Gpu,
+        m: &GpuMatrix,
+        chunk: usize,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        bias: Option<&wgpu::Buffer>,
+        mode: Output,
+        pos_stride: usize,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        let lanes = matvec_lanes(m.cols);
+        let kernel = self.matrix_kernel(gpu, MATMUL, m.ty, lanes)?;
+        Ok(m.parts
+            .iter()
+            .map(|p| {
+                let u = uniform(gpu, &m.mat(p, mode, bias.is_some(), pos_stride));
+                let [gx, gy, _] = grid((p.rows as u32).div_ceil(MATVEC_THREADS / lanes));
+                Dispatch {
+                    pipeline: kernel.pipeline.clone(),
+                    bind: kernel.bind(gpu, &[&p.buffer, &u, x, y, bias.unwrap_or(&self.dummy)]),
+                    groups: [gx, gy, chunk.div_ceil(MATMUL_TILE) as u32],
                 }
             })
             .collect())

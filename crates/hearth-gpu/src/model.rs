@@ -1,10 +1,11 @@
 //! A transformer on the GPU: weights, KV cache and one plan of kernel launches, built once.
 //!
-//! A step runs one token: embedding, every layer, and (for the last token of a call) the output
-//! norm, head and argmax. All bind groups are made at load; a step's only per-token inputs are
-//! its position and token id, a 16-byte [`Step`] at a dynamic offset, so the steps of a whole
-//! prompt chunk go into one command buffer and a decode step is one submission that reads back
-//! four bytes.
+//! A decode step runs one token: embedding, every layer, then the output norm, head and argmax.
+//! A prompt runs in chunks of up to [`CHUNK`] tokens layer by layer: the matrix products take
+//! the whole chunk at once (each weight decoded once per tile of tokens), rope and attention run
+//! per token. All bind groups are made at load; a step's only per-token inputs are its position,
+//! token id and row in the chunk, a 16-byte [`Step`] at a dynamic offset, so a whole chunk goes
+//! into one command buffer and a decode step is one submission that reads back four bytes.
 //!
 //! Loading is two steps so that weights can be written as their bytes arrive, in any order:
 //! [`GpuModel::allocate`] makes every buffer and launch from the header alone (so a model that
@@ -28,6 +29,14 @@ use crate::{Gpu, GpuError};
 /// Tokens whose steps share one command buffer while a prompt runs.
 const CHUNK: usize = 64;
 
+/// One launch of a prompt chunk's plan.
+enum PromptOp {
+    /// Over the whole chunk, bound to its first step.
+    Chunk(Dispatch),
+    /// Once per token, bound to that token's step, in token order.
+    PerToken(Vec<Dispatch>),
+}
+
 /// What a run leaves to read back after the last token.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Readback {
@@ -46,6 +55,7 @@ pub struct GpuModel {
     /// Embedding lookups, one per part of the table: (first row, rows, launch).
     embed: Vec<(usize, usize, Dispatch)>,
     layers: Vec<Dispatch>,
+    prompt: Vec<PromptOp>,
     head: Vec<Dispatch>,
     argmax: Dispatch,
     top: TopLaunches,
@@ -240,11 +250,12 @@ impl GpuModel {
             bytes: 0,
             pending: BTreeMap::new(),
         };
-        let x = b.scratch(s.n_embd);
-        let h = b.scratch(s.n_embd);
-        let q = b.scratch(s.q_dim());
-        let att = b.scratch(s.n_head * s.head_dim_v);
-        let ffn = b.scratch(s.n_ff);
+        // Activations: one row per token of a chunk (decode uses row 0).
+        let x = b.scratch(CHUNK * s.n_embd);
+        let h = b.scratch(CHUNK * s.n_embd);
+        let q = b.scratch(CHUNK * s.q_dim());
+        let att = b.scratch(CHUNK * s.n_head * s.head_dim_v);
+        let ffn = b.scratch(CHUNK * s.n_ff);
         let scores = b.scratch(s.n_head * max_ctx);
         let logits = b.scratch(s.n_vocab);
         let result = b.buffer(gpu.device.create_buffer(&wgpu::BufferDescriptor {
@@ -301,18 +312,22 @@ impl GpuModel {
             has_norm: 0,
             eps: s.rms_eps,
             pos_stride: 0,
-            _pad: [0; 2],
+            row_stride: s.q_dim() as u32,
+            _pad: 0,
         };
         let k_rope_params = RopeParams {
             pos_stride: s.k_dim() as u32,
+            row_stride: 0,
             ..rope_params
         };
         let norm_params = NormParams {
             n: s.n_embd as u32,
             eps: s.rms_eps,
-            _pad: [0; 2],
+            step_row: 0,
+            _pad: 0,
         };
         let mut layers = Vec::new();
+        let mut prompt = Vec::new();
         let mut weight_bytes = 0;
         for l in 0..s.n_layer {
             let n = |what: &str| names::layer(l, what);
@@ -347,50 +362,76 @@ impl GpuModel {
                 unreachable!("seven matrices per layer")
             };
             weight_bytes += mats.iter().map(GpuMatrix::bytes).sum::<u64>();
+            // The layer's products, as (matrix, input, output, bias, mode, KV cache stride):
+            // before attention, then after it.
+            let before = [
+                (wq, &h, &q, bq.as_ref(), Output::Store, 0),
+                (wk, &h, &kc, bk.as_ref(), Output::Store, s.k_dim()),
+                (wv, &h, &vc, bv.as_ref(), Output::Store, s.v_dim()),
+            ];
+            let after = [
+                (gate, &h, &ffn, None, Output::Store, 0),
+                (up, &h, &ffn, None, Output::SiluGate, 0),
+                (down, &ffn, &x, None, Output::Add, 0),
+            ];
+            let per_token = vec![
+                k.rope_launch(gpu, rope_params, s.n_head, &q, q_norm.as_ref(), &table),
+                k.rope_launch(
+                    gpu,
+                    k_rope_params,
+                    s.n_head_kv,
+                    &kc,
+                    k_norm.as_ref(),
+                    &table,
+                ),
+                k.attention_launch(gpu, &attn_params, s.n_head, [&q, &kc, &vc, &scores, &att]),
+            ];
+
             layers.push(k.rms_norm_launch(gpu, norm_params, 1, &x, &attn_norm, &h));
-            layers.extend(k.matvec_launches(gpu, wq, &h, &q, bq.as_ref(), Output::Store, 0)?);
-            layers.extend(k.matvec_launches(
-                gpu,
-                wk,
-                &h,
-                &kc,
-                bk.as_ref(),
-                Output::Store,
-                s.k_dim(),
-            )?);
-            layers.extend(k.matvec_launches(
-                gpu,
-                wv,
-                &h,
-                &vc,
-                bv.as_ref(),
-                Output::Store,
-                s.v_dim(),
-            )?);
-            layers.push(k.rope_launch(gpu, rope_params, s.n_head, &q, q_norm.as_ref(), &table));
-            layers.push(k.rope_launch(
-                gpu,
-                k_rope_params,
-                s.n_head_kv,
-                &kc,
-                k_norm.as_ref(),
-                &table,
-            ));
-            layers.push(k.attention_launch(
-                gpu,
-                &attn_params,
-                s.n_head,
-                [&q, &kc, &vc, &scores, &att],
-            ));
+            for (m, input, out, bias, mode, stride) in before {
+                layers.extend(k.matvec_launches(gpu, m, input, out, bias, mode, stride)?);
+            }
+            layers.extend(per_token.iter().cloned());
             layers.extend(k.matvec_launches(gpu, wo, &att, &x, None, Output::Add, 0)?);
             layers.push(k.rms_norm_launch(gpu, norm_params, 1, &x, &ffn_norm, &h));
-            layers.extend(k.matvec_launches(gpu, gate, &h, &ffn, None, Output::Store, 0)?);
-            layers.extend(k.matvec_launches(gpu, up, &h, &ffn, None, Output::SiluGate, 0)?);
-            layers.extend(k.matvec_launches(gpu, down, &ffn, &x, None, Output::Add, 0)?);
+            for (m, input, out, bias, mode, stride) in after {
+                layers.extend(k.matvec_launches(gpu, m, input, out, bias, mode, stride)?);
+            }
+
+            let chunk = |d: Vec<Dispatch>| d.into_iter().map(PromptOp::Chunk);
+            let norm = |w| k.rms_norm_launch(gpu, norm_params, CHUNK, &x, w, &h);
+            prompt.push(PromptOp::Chunk(norm(&attn_norm)));
+            for (m, input, out, bias, mode, stride) in before {
+                prompt.extend(chunk(
+                    k.matmul_launches(gpu, m, CHUNK, input, out, bias, mode, stride)?,
+                ));
+            }
+            prompt.push(PromptOp::PerToken(per_token));
+            prompt.extend(chunk(k.matmul_launches(
+                gpu,
+                wo,
+                CHUNK,
+                &att,
+                &x,
+                None,
+                Output::Add,
+                0,
+            )?));
+            prompt.push(PromptOp::Chunk(norm(&ffn_norm)));
+            for (m, input, out, bias, mode, stride) in after {
+                prompt.extend(chunk(
+                    k.matmul_launches(gpu, m, CHUNK, input, out, bias, mode, stride)?,
+                ));
+            }
         }
 
         let head_matrix = output.as_ref().unwrap_or(&token_embd);
-        let mut head = vec![k.rms_norm_launch(gpu, norm_params, 1, &x, &output_norm, &h)];
+        // The output norm reads the row of the step it is bound to: a chunk's last token.
+        let head_norm = NormParams {
+            step_row: 1,
+            ..norm_params
+        };
+        let mut head = vec![k.rms_norm_launch(gpu, head_norm, 1, &x, &output_norm, &h)];
         head.extend(k.matvec_launches(gpu, head_matrix, &h, &logits, None, Output::Store, 0)?);
         weight_bytes += head_matrix.bytes();
         let argmax = k.argmax_launch(gpu, s.n_vocab, &logits, &result);
@@ -408,6 +449,7 @@ impl GpuModel {
             steps,
             embed,
             layers,
+            prompt,
             head,
             argmax,
             top,
@@ -513,13 +555,16 @@ impl GpuModel {
         }
         let n_chunks = tokens.len().div_ceil(CHUNK);
         for (c, chunk) in tokens.chunks(CHUNK).enumerate() {
+            // A single token (a decode step) runs the decode plan, row 0.
+            let batched = chunk.len() > 1;
             let steps: Vec<Step> = chunk
                 .iter()
                 .enumerate()
                 .map(|(t, &token)| Step {
                     pos: (self.len + t) as u32,
                     token,
-                    _pad: [0; 2],
+                    row: if batched { t as u32 } else { 0 },
+                    count: chunk.len() as u32,
                 })
                 .collect();
             self.steps.write(&self.gpu, &steps);
@@ -535,11 +580,32 @@ impl GpuModel {
                         .find(|(first, rows, _)| (*first..first + rows).contains(&(token as usize)))
                         .expect("the embedding parts cover the vocabulary");
                     embed.record(&mut pass);
-                    for d in &self.layers {
-                        d.record(&mut pass);
+                    if !batched {
+                        for d in &self.layers {
+                            d.record(&mut pass);
+                        }
+                    }
+                }
+                if batched {
+                    for op in &self.prompt {
+                        match op {
+                            PromptOp::Chunk(d) => {
+                                self.steps.set(&mut pass, 0);
+                                d.record(&mut pass);
+                            }
+                            PromptOp::PerToken(ds) => {
+                                for t in 0..chunk.len() {
+                                    self.steps.set(&mut pass, t);
+                                    for d in ds {
+                                        d.record(&mut pass);
+                                    }
+                                }
+                            }
+                        }
                     }
                 }
                 if last {
+                    self.steps.set(&mut pass, chunk.len() - 1);
                     for d in &self.head {
                         d.record(&mut pass);
                     }

@@ -240,6 +240,8 @@ impl GpuMatrix {
             mode: mode as u32,
             has_bias: has_bias as u32,
             pos_stride: pos_stride as u32,
+            y_stride: self.rows as u32,
+            _pad: [0; 3],
         }
     }
 }

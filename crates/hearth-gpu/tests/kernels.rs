@@ -70,7 +70,8 @@ fn step(pos: u32, token: u32) -> Step {
     Step {
         pos,
         token,
-        _pad: [0; 2],
+        row: 0,
+        count: 1,
     }
 }
 
@@ -253,10 +254,15 @@ fn rms_norm_rows() {
     let params = NormParams {
         n: n as u32,
         eps,
-        _pad: [0; 2],
+        step_row: 0,
+        _pad: 0,
     };
+    // Over a chunk of `rows` tokens.
     b.run(
-        step(0, 0),
+        Step {
+            count: rows as u32,
+            ..step(0, 0)
+        },
         &[b.k.rms_norm_launch(&b.gpu, params, rows, &xb, &wb, &out)],
     );
     let mut want = x.clone();
@@ -298,7 +304,8 @@ fn rope_both_styles_with_and_without_head_norm() {
                 has_norm: 0,
                 eps: 1e-6,
                 pos_stride: stride as u32,
-                _pad: [0; 2],
+                row_stride: 0,
+                _pad: 0,
             };
             let l =
                 b.k.rope_launch(&b.gpu, params, heads, &db, with_norm.then_some(&nb), &tb);
@@ -443,5 +450,72 @@ fn top_pairs_equal_a_full_sort() {
         want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         want.truncate(kernels::TOP_K.min(n));
         assert_eq!(got, want, "n = {n}");
+    }
+}
+
+/// The prompt kernel: a chunk of tokens through one matrix, each token's row as the matvec
+/// kernel (and the CPU) computes it, including into a KV cache at the chunk's positions.
+#[test]
+fn matmul_over_a_chunk_equals_one_product_per_token() {
+    let Some(b) = Bench::new(&GpuOptions::default()) else {
+        return;
+    };
+    let gpu = &b.gpu;
+    let rows = 37;
+    for ty in GgmlType::DECODED {
+        for cols in widths_for(ty) {
+            // 13 tokens: a full tile of 8 and part of a second.
+            let tokens = 13;
+            let label = format!("{ty} x{cols}");
+            let w = matrix(ty, rows, cols, ty.id() as u64 + 5);
+            let m = GpuMatrix::upload(gpu, &label, ty, rows, cols, &w.data).unwrap();
+            let x = values(tokens * cols, 11);
+            let bias = values(rows, 12);
+            let mut want = vec![0.0; tokens * rows];
+            for t in 0..tokens {
+                w.matmul(
+                    &x[t * cols..(t + 1) * cols],
+                    Some(&bias),
+                    &mut want[t * rows..(t + 1) * rows],
+                );
+            }
+            let xb = kernels::storage_f32(gpu, &x);
+            let bb = kernels::storage_f32(gpu, &bias);
+            let chunk = Step {
+                count: tokens as u32,
+                ..step(3, 0)
+            };
+
+            let y = kernels::scratch(gpu, tokens * rows);
+            let l =
+                b.k.matmul_launches(gpu, &m, 64, &xb, &y, Some(&bb), Output::Store, 0)
+                    .unwrap();
+            b.run(chunk, &l);
+            assert_close(&format!("{label} rows"), &b.read(&y, tokens * rows), &want);
+
+            // Into a cache of rows + 2 values per position, from position 3 on.
+            let stride = rows + 2;
+            let cache = kernels::scratch(gpu, stride * (3 + tokens + 1));
+            let l =
+                b.k.matmul_launches(gpu, &m, 64, &xb, &cache, Some(&bb), Output::Store, stride)
+                    .unwrap();
+            b.run(chunk, &l);
+            let got = b.read(&cache, stride * (3 + tokens + 1));
+            for t in 0..tokens {
+                let at = (3 + t) * stride;
+                assert_close(
+                    &format!("{label} position {t}"),
+                    &got[at..at + rows],
+                    &want[t * rows..(t + 1) * rows],
+                );
+            }
+            assert!(
+                got[..3 * stride]
+                    .iter()
+                    .chain(&got[(3 + tokens) * stride..])
+                    .all(|&v| v == 0.0),
+                "{label}: wrote outside the chunk"
+            );
+        }
     }
 }
