@@ -1,18 +1,19 @@
-// Attention for one position over the KV cache (positions 0..=step.pos), its query and output
-// in row step.row of their buffers (a prompt chunk runs it once per token), one workgroup per
-// query head; grouped-query heads read their shared K/V head. Scores go to a
-// scratch row per head (the context can exceed workgroup memory); threads split positions for
-// the scores and value dimensions for the weighted sum, so V reads are coalesced.
-// Needs common.wgsl.
+// Causal attention over the KV cache, flash-style: one workgroup per (query head, token of the
+// chunk); token t of a chunk bound to its first step sits at position step.pos + t and sees
+// positions 0..=step.pos + t. Positions are taken a tile of TILE at a time with an online
+// softmax (a running maximum and sum, the accumulator rescaled as the maximum grows), so no
+// more than a tile of scores ever exists, in workgroup memory. Threads split a tile's positions
+// for the scores and the value dimensions for the weighted sum, so V reads are coalesced.
+// Grouped-query heads read their shared K/V head. Needs common.wgsl.
 
 struct Attn {
     n_head: u32,
     group: u32,      // query heads per key/value head
     head_dim: u32,
-    head_dim_v: u32,
+    head_dim_v: u32, // at most 4 * TILE
     k_dim: u32,      // floats per position in the K cache
     v_dim: u32,
-    max_ctx: u32,
+    _pad: u32,
     scale: f32,
 }
 
@@ -20,9 +21,11 @@ struct Attn {
 @group(1) @binding(1) var<storage, read> q: array<f32>;
 @group(1) @binding(2) var<storage, read> kc: array<f32>;
 @group(1) @binding(3) var<storage, read> vc: array<f32>;
-@group(1) @binding(4) var<storage, read_write> scores: array<f32>;
-@group(1) @binding(5) var<storage, read_write> out: array<f32>;
+@group(1) @binding(4) var<storage, read_write> out: array<f32>;
 
+const TILE: u32 = 64u;
+
+var<workgroup> weights: array<f32, 64>;
 var<workgroup> red: array<f32, 64>;
 
 fn reduce_max(li: u32, v: f32) -> f32 {
@@ -56,36 +59,56 @@ fn reduce_sum(li: u32, v: f32) -> f32 {
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let h = wg.x;
-    let n = step.pos + 1u;
-    let qb = (step.row * A.n_head + h) * A.head_dim;
+    let t = wg.y;
+    if (t >= step.count) {
+        return;
+    }
+    let n = step.pos + t + 1u;
+    let qb = (t * A.n_head + h) * A.head_dim;
     let kb = (h / A.group) * A.head_dim;
     let vb = (h / A.group) * A.head_dim_v;
-    let sb = h * A.max_ctx;
 
     var m = -3.4e38;
-    for (var p = li; p < n; p += 64u) {
-        var s = 0.0;
-        for (var d = 0u; d < A.head_dim; d++) {
-            s += q[qb + d] * kc[p * A.k_dim + kb + d];
-        }
-        s *= A.scale;
-        scores[sb + p] = s;
-        m = max(m, s);
-    }
-    m = reduce_max(li, m);
     var sum = 0.0;
-    for (var p = li; p < n; p += 64u) {
-        let e = exp(scores[sb + p] - m);
-        scores[sb + p] = e;
-        sum += e;
-    }
-    sum = reduce_sum(li, sum);
-    storageBarrier();
-    for (var d = li; d < A.head_dim_v; d += 64u) {
-        var acc = 0.0;
-        for (var p = 0u; p < n; p++) {
-            acc += scores[sb + p] * vc[p * A.v_dim + vb + d];
+    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    for (var start = 0u; start < n; start += TILE) {
+        let p = start + li;
+        var s = -3.4e38;
+        if (p < n) {
+            s = 0.0;
+            for (var d = 0u; d < A.head_dim; d++) {
+                s += q[qb + d] * kc[p * A.k_dim + kb + d];
+            }
+            s *= A.scale;
         }
-        out[(step.row * A.n_head + h) * A.head_dim_v + d] = acc / sum;
+        let m_new = max(m, reduce_max(li, s));
+        var e = 0.0;
+        if (p < n) {
+            e = exp(s - m_new);
+        }
+        weights[li] = e;
+        // Rescales what was summed under the old maximum.
+        let fix = exp(m - m_new);
+        sum = sum * fix + reduce_sum(li, e);
+        m = m_new;
+        let count = min(TILE, n - start);
+        for (var i = 0u; i < 4u; i++) {
+            let d = li + i * TILE;
+            if (d < A.head_dim_v) {
+                var a = acc[i] * fix;
+                for (var j = 0u; j < count; j++) {
+                    a += weights[j] * vc[(start + j) * A.v_dim + vb + d];
+                }
+                acc[i] = a;
+            }
+        }
+        // The next tile overwrites the weights.
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let d = li + i * TILE;
+        if (d < A.head_dim_v) {
+            out[(t * A.n_head + h) * A.head_dim_v + d] = acc[i] / sum;
+        }
     }
 }

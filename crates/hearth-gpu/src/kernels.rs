@@ -120,9 +120,12 @@ pub struct AttnParams {
     pub head_dim_v: u32,
     pub k_dim: u32,
     pub v_dim: u32,
-    pub max_ctx: u32,
+    pub _pad: u32,
     pub scale: f32,
 }
+
+/// The largest value head the attention kernel takes (4 dimensions per thread of 64).
+pub const MAX_HEAD_DIM_V: usize = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
@@ -347,7 +350,7 @@ impl Kernels {
                 "attention",
                 &format!("{COMMON}{ATTENTION}"),
                 &step_layout,
-                &[Uniform, Read, Read, Read, Write, Write],
+                &[Uniform, Read, Read, Read, Write],
             ),
             argmax: Kernel::new(gpu, "argmax", ARGMAX, &step_layout, &[Uniform, Read, Write]),
             top: Kernel::new(gpu, "top", TOP, &step_layout, &[Uniform, Read, Read, Write]),
@@ -545,19 +548,20 @@ impl Kernels {
         }
     }
 
-    /// Decode attention of the query heads in `q` over the caches; `scores` holds
-    /// `n_head * max_ctx` values.
+    /// Causal attention of the query heads of `tokens` rows of `q` over the caches (one row for
+    /// a decode step, a chunk's for a prompt, bound to its first step).
     pub fn attention_launch(
         &self,
         gpu: &Gpu,
         params: &wgpu::Buffer,
         n_head: usize,
-        [q, kc, vc, scores, out]: [&wgpu::Buffer; 5],
+        tokens: usize,
+        [q, kc, vc, out]: [&wgpu::Buffer; 4],
     ) -> Dispatch {
         Dispatch {
             pipeline: self.attention.pipeline.clone(),
-            bind: self.attention.bind(gpu, &[params, q, kc, vc, scores, out]),
-            groups: [n_head as u32, 1, 1],
+            bind: self.attention.bind(gpu, &[params, q, kc, vc, out]),
+            groups: [n_head as u32, tokens as u32, 1],
         }
     }
 

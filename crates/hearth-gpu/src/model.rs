@@ -2,8 +2,8 @@
 //!
 //! A decode step runs one token: embedding, every layer, then the output norm, head and argmax.
 //! A prompt runs in chunks of up to [`CHUNK`] tokens layer by layer: the matrix products take
-//! the whole chunk at once (each weight decoded once per tile of tokens), rope and attention run
-//! per token. All bind groups are made at load; a step's only per-token inputs are its position,
+//! the whole chunk at once (each weight decoded once per tile of tokens), rope runs per token,
+//! and attention takes every token of the chunk in one launch, flash-style. All bind groups are made at load; a step's only per-token inputs are its position,
 //! token id and row in the chunk, a 16-byte [`Step`] at a dynamic offset, so a whole chunk goes
 //! into one command buffer and a decode step is one submission that reads back four bytes.
 //!
@@ -33,7 +33,8 @@ const CHUNK: usize = 64;
 enum PromptOp {
     /// Over the whole chunk, bound to its first step.
     Chunk(Dispatch),
-    /// Once per token, bound to that token's step, in token order.
+    /// Once per token, bound to that token's step, in token order (rope, whose table row and
+    /// cache row are the token's).
     PerToken(Vec<Dispatch>),
 }
 
@@ -234,6 +235,14 @@ impl GpuModel {
             .collect();
         let kernels = Kernels::new(gpu, &types)?;
 
+        if s.head_dim_v > kernels::MAX_HEAD_DIM_V {
+            return Err(ModelError::BadHyperParameter(format!(
+                "value heads of {} dimensions (the GPU engine takes up to {})",
+                s.head_dim_v,
+                kernels::MAX_HEAD_DIM_V
+            ))
+            .into());
+        }
         let kv_bytes = (max_ctx * s.k_dim().max(s.v_dim()) * 4) as u64;
         if kv_bytes > gpu.max_binding {
             return Err(GpuError::TooLarge {
@@ -256,7 +265,6 @@ impl GpuModel {
         let q = b.scratch(CHUNK * s.q_dim());
         let att = b.scratch(CHUNK * s.n_head * s.head_dim_v);
         let ffn = b.scratch(CHUNK * s.n_ff);
-        let scores = b.scratch(s.n_head * max_ctx);
         let logits = b.scratch(s.n_vocab);
         let result = b.buffer(gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("result"),
@@ -301,7 +309,7 @@ impl GpuModel {
                 head_dim_v: s.head_dim_v as u32,
                 k_dim: s.k_dim() as u32,
                 v_dim: s.v_dim() as u32,
-                max_ctx: max_ctx as u32,
+                _pad: 0,
                 scale: 1.0 / (s.head_dim as f32).sqrt(),
             },
         );
@@ -384,14 +392,17 @@ impl GpuModel {
                     k_norm.as_ref(),
                     &table,
                 ),
-                k.attention_launch(gpu, &attn_params, s.n_head, [&q, &kc, &vc, &scores, &att]),
             ];
+            let attention = |tokens| {
+                k.attention_launch(gpu, &attn_params, s.n_head, tokens, [&q, &kc, &vc, &att])
+            };
 
             layers.push(k.rms_norm_launch(gpu, norm_params, 1, &x, &attn_norm, &h));
             for (m, input, out, bias, mode, stride) in before {
                 layers.extend(k.matvec_launches(gpu, m, input, out, bias, mode, stride)?);
             }
             layers.extend(per_token.iter().cloned());
+            layers.push(attention(1));
             layers.extend(k.matvec_launches(gpu, wo, &att, &x, None, Output::Add, 0)?);
             layers.push(k.rms_norm_launch(gpu, norm_params, 1, &x, &ffn_norm, &h));
             for (m, input, out, bias, mode, stride) in after {
@@ -407,6 +418,7 @@ impl GpuModel {
                 ));
             }
             prompt.push(PromptOp::PerToken(per_token));
+            prompt.push(PromptOp::Chunk(attention(CHUNK)));
             prompt.extend(chunk(k.matmul_launches(
                 gpu,
                 wo,

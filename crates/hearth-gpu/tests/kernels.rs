@@ -343,7 +343,8 @@ fn attention_grouped_query_over_cache() {
     };
     let (n_head, n_kv, hd, hdv, max_ctx) = (6, 2, 20, 12, 150);
     let (k_dim, v_dim) = (n_kv * hd, n_kv * hdv);
-    let q = values(n_head * hd, 1);
+    // Queries for a chunk of up to 5 tokens.
+    let q = values(5 * n_head * hd, 1);
     let kc = values(max_ctx * k_dim, 2);
     let vc = values(max_ctx * v_dim, 3);
     let scale = 1.0 / (hd as f32).sqrt();
@@ -356,27 +357,18 @@ fn attention_grouped_query_over_cache() {
             head_dim_v: hdv as u32,
             k_dim: k_dim as u32,
             v_dim: v_dim as u32,
-            max_ctx: max_ctx as u32,
+            _pad: 0,
             scale,
         },
     );
-    let bufs = [&q, &kc, &vc].map(|v| kernels::storage_f32(&b.gpu, v));
-    let scores = kernels::scratch(&b.gpu, n_head * max_ctx);
-    let out = kernels::scratch(&b.gpu, n_head * hdv);
-    let l = b.k.attention_launch(
-        &b.gpu,
-        &params,
-        n_head,
-        [&bufs[0], &bufs[1], &bufs[2], &scores, &out],
-    );
-    for pos in [0, 63, 64, 130] {
-        b.run(step(pos as u32, 0), std::slice::from_ref(&l));
+    // Query row `t` over positions 0..=pos, as the CPU reference computes it.
+    let reference = |t: usize, pos: usize| {
         let mut want = vec![0.0; n_head * hdv];
         for h in 0..n_head {
             let kv = h / (n_head / n_kv);
+            let qh = &q[(t * n_head + h) * hd..][..hd];
             let mut s: Vec<f32> = (0..=pos)
                 .map(|p| {
-                    let qh = &q[h * hd..][..hd];
                     let kh = &kc[p * k_dim + kv * hd..][..hd];
                     qh.iter().zip(kh).map(|(a, b)| a * b).sum::<f32>() * scale
                 })
@@ -395,10 +387,47 @@ fn attention_grouped_query_over_cache() {
                 }
             }
         }
+        want
+    };
+    let bufs = [&q, &kc, &vc].map(|v| kernels::storage_f32(&b.gpu, v));
+    let out = kernels::scratch(&b.gpu, 5 * n_head * hdv);
+    let decode = b.k.attention_launch(
+        &b.gpu,
+        &params,
+        n_head,
+        1,
+        [&bufs[0], &bufs[1], &bufs[2], &out],
+    );
+    // Decode steps, within and across tiles of 64 positions.
+    for pos in [0, 63, 64, 130] {
+        b.run(step(pos as u32, 0), std::slice::from_ref(&decode));
         assert_close(
             &format!("attention at {pos}"),
             &b.read(&out, n_head * hdv),
-            &want,
+            &reference(0, pos),
+        );
+    }
+    // A chunk of 5 tokens from position 61: each sees the positions up to its own.
+    let chunk = b.k.attention_launch(
+        &b.gpu,
+        &params,
+        n_head,
+        8,
+        [&bufs[0], &bufs[1], &bufs[2], &out],
+    );
+    b.run(
+        Step {
+            count: 5,
+            ..step(61, 0)
+        },
+        std::slice::from_ref(&chunk),
+    );
+    let got = b.read(&out, 5 * n_head * hdv);
+    for t in 0..5 {
+        assert_close(
+            &format!("chunk token {t}"),
+            &got[t * n_head * hdv..(t + 1) * n_head * hdv],
+            &reference(t, 61 + t),
         );
     }
 }
