@@ -4,7 +4,8 @@
 // softmax (a running maximum and sum, the accumulator rescaled as the maximum grows), so no
 // more than a tile of scores ever exists, in workgroup memory. Threads split a tile's positions
 // for the scores and the value dimensions for the weighted sum, so V reads are coalesced.
-// Grouped-query heads read their shared K/V head. Needs common.wgsl.
+// Grouped-query heads read their shared K/V head. The cache holds `KV` values, f32 or f16 (the
+// loader defines the alias, and enables f16 for it). Needs common.wgsl.
 
 struct Attn {
     n_head: u32,
@@ -19,8 +20,8 @@ struct Attn {
 
 @group(1) @binding(0) var<uniform> A: Attn;
 @group(1) @binding(1) var<storage, read> q: array<f32>;
-@group(1) @binding(2) var<storage, read> kc: array<f32>;
-@group(1) @binding(3) var<storage, read> vc: array<f32>;
+@group(1) @binding(2) var<storage, read> kc: array<KV>;
+@group(1) @binding(3) var<storage, read> vc: array<KV>;
 @group(1) @binding(4) var<storage, read_write> out: array<f32>;
 
 const TILE: u32 = 64u;
@@ -77,7 +78,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         if (p < n) {
             s = 0.0;
             for (var d = 0u; d < A.head_dim; d++) {
-                s += q[qb + d] * kc[p * A.k_dim + kb + d];
+                s += q[qb + d] * f32(kc[p * A.k_dim + kb + d]);
             }
             s *= A.scale;
         }
@@ -97,7 +98,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
             if (d < A.head_dim_v) {
                 var a = acc[i] * fix;
                 for (var j = 0u; j < count; j++) {
-                    a += weights[j] * vc[(start + j) * A.v_dim + vb + d];
+                    a += weights[j] * f32(vc[(start + j) * A.v_dim + vb + d]);
                 }
                 acc[i] = a;
             }

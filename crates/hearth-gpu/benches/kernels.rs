@@ -69,6 +69,7 @@ fn main() {
     let gpu = match pollster::block_on(Gpu::new(&GpuOptions {
         plain,
         max_binding: None,
+        ..Default::default()
     })) {
         Ok(gpu) => gpu,
         Err(e) => {

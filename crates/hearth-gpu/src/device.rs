@@ -13,12 +13,17 @@ pub struct GpuOptions {
     /// Cap on the bytes bound to one storage binding, below the device's own limit. Tensors
     /// larger than the cap are split by rows.
     pub max_binding: Option<u64>,
+    /// Keep the KV cache in f16 where the device has `shader-f16`: half its memory and half
+    /// what attention reads, for results within f16 rounding of the f32 path's.
+    pub f16_kv: bool,
 }
 
 /// What the engine uses of the device's optional features.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Paths {
     pub shader_f16: bool,
+    /// The KV cache is f16 (see [`GpuOptions::f16_kv`]).
+    pub f16_kv: bool,
     /// Smallest subgroup size when the `subgroups` feature is in use.
     pub subgroup_size: Option<u32>,
 }
@@ -126,6 +131,7 @@ impl Gpu {
         Ok(Gpu {
             paths: Paths {
                 shader_f16: features.contains(wgpu::Features::SHADER_F16),
+                f16_kv: options.f16_kv && features.contains(wgpu::Features::SHADER_F16),
                 subgroup_size,
             },
             device,
@@ -147,10 +153,10 @@ impl Gpu {
             self.info.name,
             self.info.device_type,
             self.info.backend,
-            if self.paths.shader_f16 {
-                "shader-f16 offered"
-            } else {
-                "no shader-f16"
+            match (self.paths.shader_f16, self.paths.f16_kv) {
+                (true, true) => "f16 KV cache",
+                (true, false) => "shader-f16 offered",
+                _ => "no shader-f16",
             },
             sub
         )

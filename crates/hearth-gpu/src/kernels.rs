@@ -22,6 +22,7 @@ const EMBED: &str = include_str!("../../../shaders/embed.wgsl");
 const RMS_NORM: &str = include_str!("../../../shaders/rms_norm.wgsl");
 const ROPE: &str = include_str!("../../../shaders/rope.wgsl");
 const ATTENTION: &str = include_str!("../../../shaders/attention.wgsl");
+const KV_STORE: &str = include_str!("../../../shaders/kv_store.wgsl");
 const ARGMAX: &str = include_str!("../../../shaders/argmax.wgsl");
 const TOP: &str = include_str!("../../../shaders/top.wgsl");
 
@@ -122,6 +123,14 @@ pub struct AttnParams {
     pub v_dim: u32,
     pub _pad: u32,
     pub scale: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct KvStoreParams {
+    pub k_dim: u32,
+    pub v_dim: u32,
+    pub _pad: [u32; 2],
 }
 
 /// The largest value head the attention kernel takes (4 dimensions per thread of 64).
@@ -265,6 +274,8 @@ pub struct Kernels {
     pub rms_norm: Kernel,
     pub rope: Kernel,
     pub attention: Kernel,
+    /// The f16 KV cache's writer, where that path is on.
+    pub kv_store: Option<Kernel>,
     pub argmax: Kernel,
     pub top: Kernel,
     /// Bound where a kernel's optional input (bias, norm weight) is absent.
@@ -348,10 +359,26 @@ impl Kernels {
             attention: Kernel::new(
                 gpu,
                 "attention",
-                &format!("{COMMON}{ATTENTION}"),
+                &format!(
+                    "{}{COMMON}{ATTENTION}",
+                    if gpu.paths.f16_kv {
+                        "enable f16;\nalias KV = f16;\n"
+                    } else {
+                        "alias KV = f32;\n"
+                    }
+                ),
                 &step_layout,
                 &[Uniform, Read, Read, Read, Write],
             ),
+            kv_store: gpu.paths.f16_kv.then(|| {
+                Kernel::new(
+                    gpu,
+                    "kv_store",
+                    &format!("enable f16;\n{COMMON}{KV_STORE}"),
+                    &step_layout,
+                    &[Uniform, Read, Read, Write, Write],
+                )
+            }),
             argmax: Kernel::new(gpu, "argmax", ARGMAX, &step_layout, &[Uniform, Read, Write]),
             top: Kernel::new(gpu, "top", TOP, &step_layout, &[Uniform, Read, Read, Write]),
             step_layout,
@@ -562,6 +589,32 @@ impl Kernels {
             pipeline: self.attention.pipeline.clone(),
             bind: self.attention.bind(gpu, &[params, q, kc, vc, out]),
             groups: [n_head as u32, tokens as u32, 1],
+        }
+    }
+
+    /// Rounds the K and V rows of `tokens` tokens into the f16 caches at their positions.
+    /// Panics where the f16 KV path is off.
+    pub fn kv_store_launch(
+        &self,
+        gpu: &Gpu,
+        k_dim: usize,
+        v_dim: usize,
+        tokens: usize,
+        [k_rows, v_rows, kc, vc]: [&wgpu::Buffer; 4],
+    ) -> Dispatch {
+        let kernel = self.kv_store.as_ref().expect("the f16 KV path is on");
+        let u = uniform(
+            gpu,
+            &KvStoreParams {
+                k_dim: k_dim as u32,
+                v_dim: v_dim as u32,
+                _pad: [0; 2],
+            },
+        );
+        Dispatch {
+            pipeline: kernel.pipeline.clone(),
+            bind: kernel.bind(gpu, &[&u, k_rows, v_rows, kc, vc]),
+            groups: [k_dim.max(v_dim).div_ceil(64) as u32, tokens as u32, 1],
         }
     }
 

@@ -243,7 +243,9 @@ impl GpuModel {
             ))
             .into());
         }
-        let kv_bytes = (max_ctx * s.k_dim().max(s.v_dim()) * 4) as u64;
+        let f16_kv = gpu.paths.f16_kv;
+        let kv_value_bytes = if f16_kv { 2 } else { 4 };
+        let kv_bytes = (max_ctx * s.k_dim().max(s.v_dim()) * kv_value_bytes) as u64;
         if kv_bytes > gpu.max_binding {
             return Err(GpuError::TooLarge {
                 what: format!("the KV cache of one layer for {max_ctx} positions"),
@@ -323,11 +325,15 @@ impl GpuModel {
             row_stride: s.q_dim() as u32,
             _pad: 0,
         };
+        // K is roped where it lies: in the cache (f32), or in its chunk row before it is
+        // rounded into the cache (f16).
         let k_rope_params = RopeParams {
-            pos_stride: s.k_dim() as u32,
-            row_stride: 0,
+            pos_stride: if f16_kv { 0 } else { s.k_dim() as u32 },
+            row_stride: if f16_kv { s.k_dim() as u32 } else { 0 },
             ..rope_params
         };
+        // The f16 path's f32 K and V rows of a chunk.
+        let kv_rows = f16_kv.then(|| (b.scratch(CHUNK * s.k_dim()), b.scratch(CHUNK * s.v_dim())));
         let norm_params = NormParams {
             n: s.n_embd as u32,
             eps: s.rms_eps,
@@ -352,8 +358,16 @@ impl GpuModel {
             let bv = opt(&mut b, s.has_qkv_bias, &n("attn_v.bias"))?;
             let q_norm = opt(&mut b, s.has_qk_norm, &n("attn_q_norm.weight"))?;
             let k_norm = opt(&mut b, s.has_qk_norm, &n("attn_k_norm.weight"))?;
-            let kc = b.scratch(max_ctx * s.k_dim());
-            let vc = b.scratch(max_ctx * s.v_dim());
+            // f16 values are stored two to a word.
+            let cache = |b: &mut Held, n: usize| b.scratch(n.div_ceil(4 / kv_value_bytes));
+            let kc = cache(&mut b, max_ctx * s.k_dim());
+            let vc = cache(&mut b, max_ctx * s.v_dim());
+            // Where the K and V products go: the cache at the token's position, or a row of
+            // the f16 path's staging buffers.
+            let (k_out, v_out, k_stride, v_stride) = match &kv_rows {
+                Some((kr, vr)) => (kr, vr, 0, 0),
+                None => (&kc, &vc, s.k_dim(), s.v_dim()),
+            };
             let mats: Vec<GpuMatrix> = [
                 "attn_q",
                 "attn_k",
@@ -374,8 +388,8 @@ impl GpuModel {
             // before attention, then after it.
             let before = [
                 (wq, &h, &q, bq.as_ref(), Output::Store, 0),
-                (wk, &h, &kc, bk.as_ref(), Output::Store, s.k_dim()),
-                (wv, &h, &vc, bv.as_ref(), Output::Store, s.v_dim()),
+                (wk, &h, k_out, bk.as_ref(), Output::Store, k_stride),
+                (wv, &h, v_out, bv.as_ref(), Output::Store, v_stride),
             ];
             let after = [
                 (gate, &h, &ffn, None, Output::Store, 0),
@@ -388,11 +402,16 @@ impl GpuModel {
                     gpu,
                     k_rope_params,
                     s.n_head_kv,
-                    &kc,
+                    k_out,
                     k_norm.as_ref(),
                     &table,
                 ),
             ];
+            let store = |tokens| {
+                kv_rows.as_ref().map(|(kr, vr)| {
+                    k.kv_store_launch(gpu, s.k_dim(), s.v_dim(), tokens, [kr, vr, &kc, &vc])
+                })
+            };
             let attention = |tokens| {
                 k.attention_launch(gpu, &attn_params, s.n_head, tokens, [&q, &kc, &vc, &att])
             };
@@ -402,6 +421,7 @@ impl GpuModel {
                 layers.extend(k.matvec_launches(gpu, m, input, out, bias, mode, stride)?);
             }
             layers.extend(per_token.iter().cloned());
+            layers.extend(store(1));
             layers.push(attention(1));
             layers.extend(k.matvec_launches(gpu, wo, &att, &x, None, Output::Add, 0)?);
             layers.push(k.rms_norm_launch(gpu, norm_params, 1, &x, &ffn_norm, &h));
@@ -418,6 +438,7 @@ impl GpuModel {
                 ));
             }
             prompt.push(PromptOp::PerToken(per_token));
+            prompt.extend(store(CHUNK).map(PromptOp::Chunk));
             prompt.push(PromptOp::Chunk(attention(CHUNK)));
             prompt.extend(chunk(k.matmul_launches(
                 gpu,

@@ -184,6 +184,7 @@ fn matvec_split_and_plain() {
     let Some(b) = Bench::new(&GpuOptions {
         plain: true,
         max_binding: None,
+        ..Default::default()
     }) else {
         return;
     };

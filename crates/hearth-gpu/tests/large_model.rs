@@ -18,6 +18,7 @@ fn large_generated_model_matches_cpu() {
     let Some(gpu) = common::gpu(&GpuOptions {
         plain: false,
         max_binding: Some(32 << 20),
+        ..Default::default()
     }) else {
         return;
     };

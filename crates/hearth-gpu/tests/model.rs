@@ -102,6 +102,7 @@ fn plain_path_with_split_tensors() {
     let options = GpuOptions {
         plain: true,
         max_binding: Some(64 << 10),
+        ..Default::default()
     };
     check_fixtures(&options, false);
 }
@@ -153,4 +154,46 @@ fn sampling_from_the_top_list_equals_sampling_from_every_logit() {
             "{label}: the list sufficed {listed} times of 24"
         );
     }
+}
+
+/// The f16 KV cache (where the device has shader-f16): logits within f16 rounding of the f32
+/// path's, the same top token at every fixture's prompts.
+#[test]
+fn f16_kv_cache_stays_within_its_rounding() {
+    /// A fraction of the logits' range: K and V rounded to f16 (11-bit significands).
+    const F16_TOLERANCE: f32 = 5e-3;
+    let Some(gpu) = common::gpu(&GpuOptions {
+        f16_kv: true,
+        ..Default::default()
+    }) else {
+        return;
+    };
+    if !gpu.paths.f16_kv {
+        eprintln!("skipped: the adapter has no shader-f16");
+        return;
+    }
+    let mut worst = 0.0f32;
+    for f in hearth_fixtures::model_fixtures() {
+        let label = f.label();
+        let file = GgufFile::open(f.gguf_bytes()).unwrap();
+        let cpu = CpuModel::load(&file, &mut |_, _| {}).unwrap();
+        let reference: serde_json::Value = f.reference();
+        let mut model =
+            pollster::block_on(GpuModel::load(&gpu, &file, 256, &mut |_, _| {})).unwrap();
+        for seq in reference["sequences"].as_array().unwrap() {
+            let tokens = ids(&seq["tokens"]);
+            model.truncate(0);
+            let got = pollster::block_on(model.forward(&tokens)).unwrap();
+            let want = cpu
+                .forward(&mut cpu.new_cache(tokens.len()), &tokens)
+                .unwrap();
+            let diff = hearth_fixtures::relative_diff(&got, &want);
+            worst = worst.max(diff);
+            assert!(
+                diff < F16_TOLERANCE,
+                "{label}: f16 KV logits differ by {diff:.2e}"
+            );
+        }
+    }
+    eprintln!("f16 KV cache: worst logits difference {worst:.2e} of the range");
 }

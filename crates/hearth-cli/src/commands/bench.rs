@@ -27,6 +27,9 @@ pub struct Args {
     /// Use only the plainest kernels (no shader-f16, no subgroups).
     #[arg(long)]
     plain: bool,
+    /// Keep the KV cache in f16 where the device has shader-f16.
+    #[arg(long)]
+    f16_kv: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -37,6 +40,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let options = GpuOptions {
         plain: args.plain,
         max_binding: None,
+        f16_kv: args.f16_kv,
     };
     let gpu = pollster::block_on(Gpu::new(&options))?;
     eprintln!("adapter: {}", gpu.describe());
