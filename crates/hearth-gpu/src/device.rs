@@ -148,9 +148,14 @@ impl Gpu {
             .paths
             .subgroup_size
             .map_or("no subgroups".to_string(), |s| format!("subgroups of {s}+"));
+        // Browsers may keep the adapter's name to themselves (SwiftShader gives none).
+        let name = [&self.info.name, &self.info.driver]
+            .into_iter()
+            .find(|n| !n.trim().is_empty())
+            .map_or("unnamed adapter", |n| n.trim());
         format!(
             "{} ({:?}, {:?}; {}, {})",
-            self.info.name,
+            name,
             self.info.device_type,
             self.info.backend,
             match (self.paths.shader_f16, self.paths.f16_kv) {
