@@ -3,20 +3,13 @@
 // cheaper than as many decode steps. Rows, lanes and the order of every sum are matvec.wgsl's,
 // so each token's result equals its decode step's. Workgroup z picks the token tile; output row
 // t goes to t * M.y_stride, or into the KV cache at (step.pos + t) * M.pos_stride. Needs
-// quant.wgsl and common.wgsl; the loader defines LANES and ROWS as for matvec.wgsl.
+// quant.wgsl, product_out.wgsl and common.wgsl; the loader defines LANES and ROWS as for
+// matvec.wgsl.
 
 // Rows of x are `M.cols` apart, which need not be a multiple of 4: read as scalars.
 @group(1) @binding(2) var<storage, read> x: array<f32>;
-@group(1) @binding(3) var<storage, read_write> y: array<f32>;
-@group(1) @binding(4) var<storage, read> bias: array<f32>;
 
 const TILE: u32 = 8u;
-
-var<workgroup> partial: array<f32, 64>;
-
-fn silu(v: f32) -> f32 {
-    return v / (1.0 + exp(-v));
-}
 
 @compute @workgroup_size(64)
 fn main(
@@ -44,23 +37,16 @@ fn main(
         }
     }
     for (var t = 0u; t < TILE; t++) {
-        var sum = reduce_lanes(li, lane, acc[t]);
+        let sum = reduce_lanes(li, lane, acc[t]);
         // The next reduction reuses workgroup memory that this one's lanes may still read.
         workgroupBarrier();
         if (lane == 0u && row < M.rows && t < n) {
             let r = M.row_offset + row;
-            if (M.has_bias != 0u) {
-                sum += bias[r];
-            }
             var o = (t0 + t) * M.y_stride + r;
             if (M.pos_stride != 0u) {
                 o = (step.pos + t0 + t) * M.pos_stride + r;
             }
-            switch M.mode {
-                case 1u: { y[o] += sum; }
-                case 2u: { y[o] = silu(y[o]) * sum; }
-                default: { y[o] = sum; }
-            }
+            write_out(o, r, sum);
         }
     }
 }

@@ -4,17 +4,9 @@
 // units, so consecutive threads read consecutive blocks. The loader defines LANES (16 for
 // matrices with rows of 16 units or more; fewer for narrow ones, such as a head over a large
 // vocabulary with a small hidden size, so lanes are not left idle) and ROWS = 64 / LANES.
-// Needs quant.wgsl and common.wgsl.
+// Needs quant.wgsl, product_out.wgsl and common.wgsl.
 
 @group(1) @binding(2) var<storage, read> x: array<vec4<f32>>;
-@group(1) @binding(3) var<storage, read_write> y: array<f32>;
-@group(1) @binding(4) var<storage, read> bias: array<f32>;
-
-var<workgroup> partial: array<f32, 64>;
-
-fn silu(v: f32) -> f32 {
-    return v / (1.0 + exp(-v));
-}
 
 @compute @workgroup_size(64)
 fn main(
@@ -37,14 +29,6 @@ fn main(
     acc = reduce_lanes(li, lane, acc);
     if (lane == 0u && row < M.rows) {
         let r = M.row_offset + row;
-        if (M.has_bias != 0u) {
-            acc += bias[r];
-        }
-        let o = step.pos * M.pos_stride + r;
-        switch M.mode {
-            case 1u: { y[o] += acc; }
-            case 2u: { y[o] = silu(y[o]) * acc; }
-            default: { y[o] = acc; }
-        }
+        write_out(step.pos * M.pos_stride + r, r, acc);
     }
 }

@@ -16,6 +16,7 @@ const COMMON: &str = include_str!("../../../shaders/common.wgsl");
 const QUANT: &str = include_str!("../../../shaders/quant.wgsl");
 const MATVEC: &str = include_str!("../../../shaders/matvec.wgsl");
 const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
+const PRODUCT_OUT: &str = include_str!("../../../shaders/product_out.wgsl");
 const REDUCE_WG: &str = include_str!("../../../shaders/reduce_wg.wgsl");
 const REDUCE_SUBGROUP: &str = include_str!("../../../shaders/reduce_subgroup.wgsl");
 const EMBED: &str = include_str!("../../../shaders/embed.wgsl");
@@ -425,7 +426,7 @@ impl Kernels {
             MATVEC_THREADS / lanes
         );
         let unit = unit_selector(ty)?;
-        let src = format!("{directive}{sizes}{COMMON}{QUANT}{unit}{kernel}{reduce}");
+        let src = format!("{directive}{sizes}{COMMON}{QUANT}{unit}{PRODUCT_OUT}{kernel}{reduce}");
         let name = if kernel == MATVEC { "matvec" } else { "matmul" };
         let k = Kernel::new(
             gpu,
@@ -461,19 +462,7 @@ impl Kernels {
         mode: Output,
         pos_stride: usize,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        let lanes = matvec_lanes(m.cols);
-        let kernel = self.matrix_kernel(gpu, MATVEC, m.ty, lanes)?;
-        Ok(m.parts
-            .iter()
-            .map(|p| {
-                let u = uniform(gpu, &m.mat(p, mode, bias.is_some(), pos_stride));
-                Dispatch {
-                    pipeline: kernel.pipeline.clone(),
-                    bind: kernel.bind(gpu, &[&p.buffer, &u, x, y, bias.unwrap_or(&self.dummy)]),
-                    groups: grid((p.rows as u32).div_ceil(MATVEC_THREADS / lanes)),
-                }
-            })
-            .collect())
+        self.product_launches(gpu, MATVEC, 1, m, [x, y], bias, mode, pos_stride)
     }
 
     /// `y (op)= x m^T + bias` for the `step.count` rows of `x` (a prompt chunk, at most
@@ -491,8 +480,26 @@ impl Kernels {
         mode: Output,
         pos_stride: usize,
     ) -> Result<Vec<Dispatch>, GpuError> {
+        let tiles = chunk.div_ceil(MATMUL_TILE) as u32;
+        self.product_launches(gpu, MATMUL, tiles, m, [x, y], bias, mode, pos_stride)
+    }
+
+    /// The launches of `kernel` (MATVEC or MATMUL) over each part of `m`, with `tiles` token
+    /// tiles along z.
+    #[allow(clippy::too_many_arguments)]
+    fn product_launches(
+        &self,
+        gpu: &Gpu,
+        kernel: &'static str,
+        tiles: u32,
+        m: &GpuMatrix,
+        [x, y]: [&wgpu::Buffer; 2],
+        bias: Option<&wgpu::Buffer>,
+        mode: Output,
+        pos_stride: usize,
+    ) -> Result<Vec<Dispatch>, GpuError> {
         let lanes = matvec_lanes(m.cols);
-        let kernel = self.matrix_kernel(gpu, MATMUL, m.ty, lanes)?;
+        let kernel = self.matrix_kernel(gpu, kernel, m.ty, lanes)?;
         Ok(m.parts
             .iter()
             .map(|p| {
@@ -501,7 +508,7 @@ impl Kernels {
                 Dispatch {
                     pipeline: kernel.pipeline.clone(),
                     bind: kernel.bind(gpu, &[&p.buffer, &u, x, y, bias.unwrap_or(&self.dummy)]),
-                    groups: [gx, gy, chunk.div_ceil(MATMUL_TILE) as u32],
+                    groups: [gx, gy, tiles],
                 }
             })
             .collect())

@@ -1,0 +1,24 @@
+// The output of the matrix kernels (matvec.wgsl, matmul.wgsl): row r of the product, plus its
+// bias, stored into, added to, or multiplied by silu of y[o] as M.mode says. Also the
+// workgroup memory their lane reductions use. Needs quant.wgsl.
+
+@group(1) @binding(3) var<storage, read_write> y: array<f32>;
+@group(1) @binding(4) var<storage, read> bias: array<f32>;
+
+var<workgroup> partial: array<f32, 64>;
+
+fn silu(v: f32) -> f32 {
+    return v / (1.0 + exp(-v));
+}
+
+fn write_out(o: u32, r: u32, value: f32) {
+    var v = value;
+    if (M.has_bias != 0u) {
+        v += bias[r];
+    }
+    switch M.mode {
+        case 1u: { y[o] += v; }
+        case 2u: { y[o] = silu(y[o]) * v; }
+        default: { y[o] = v; }
+    }
+}
