@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use hearth_core::gguf::{ByteSource, Gguf, GgufFile};
+use hearth_core::gguf::{ByteSource, Gguf, GgufFile, TensorInfo};
 use hearth_core::model::arch::names;
 use hearth_core::model::{ModelError, ModelSpec, RopeStyle};
 use hearth_core::quant::{dequantize, GgmlType};
@@ -126,7 +126,7 @@ struct Held<'a> {
     pending: BTreeMap<String, Pending>,
 }
 
-impl Held<'_> {
+impl<'a> Held<'a> {
     fn buffer(&mut self, b: wgpu::Buffer) -> wgpu::Buffer {
         self.bytes += b.size();
         b
@@ -142,12 +142,17 @@ impl Held<'_> {
         self.buffer(b)
     }
 
-    /// Notes that tensor `name` fills `target`.
-    fn expect(&mut self, name: &str, target: Target) -> Result<(), GpuError> {
-        let info = self
+    /// Tensor `name` of the header.
+    fn info(&self, name: &str) -> Result<&'a TensorInfo, GpuError> {
+        Ok(self
             .header
             .tensor(name)
-            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?)
+    }
+
+    /// Notes that tensor `name` fills `target`.
+    fn expect(&mut self, name: &str, target: Target) -> Result<(), GpuError> {
+        let info = self.info(name)?;
         let pending = Pending {
             ty: info.ty,
             n_elements: info.n_elements() as usize,
@@ -160,10 +165,7 @@ impl Held<'_> {
 
     /// A weight matrix, to be filled with tensor `name`.
     fn matrix(&mut self, name: &str) -> Result<GpuMatrix, GpuError> {
-        let info = self
-            .header
-            .tensor(name)
-            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        let info = self.info(name)?;
         let cols = info.dims[0] as usize;
         let rows = (info.n_elements() / info.dims[0].max(1)) as usize;
         let m = GpuMatrix::allocate(self.gpu, name, info.ty, rows, cols)?;
@@ -174,12 +176,7 @@ impl Held<'_> {
 
     /// An f32 vector, to be filled with tensor `name`.
     fn vector(&mut self, name: &str) -> Result<wgpu::Buffer, GpuError> {
-        let n = self
-            .header
-            .tensor(name)
-            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?
-            .n_elements() as usize;
-        let b = self.scratch(n);
+        let b = self.scratch(self.info(name)?.n_elements() as usize);
         self.expect(name, Target::Vector(b.clone()))?;
         Ok(b)
     }

@@ -6,27 +6,12 @@ mod common;
 
 use hearth_core::gguf::GgufFile;
 use hearth_core::model::CpuModel;
+use hearth_fixtures::{floats, ids};
 use hearth_gpu::{GpuModel, GpuOptions};
 
 /// As the CPU conformance test: a fraction of the reference logits' range.
 const TOLERANCE: f32 = 1e-4;
 const GREEDY: usize = 32;
-
-fn floats(v: &serde_json::Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
 
 /// With `full`, every sequence and a greedy continuation; else the first sequence only.
 fn check_fixtures(options: &GpuOptions, full: bool) {
