@@ -12,16 +12,12 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { serve } from '../../scripts/serve.mjs';
-import { gguf, llamaWithType, splitGguf, withMetadata } from './gguf.mjs';
+import { gguf, llamaWithType, splitGguf, withChatTemplate } from './gguf.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const HEARTH = join(ROOT, 'target/release/hearth');
 const PROMPT = 'The quick brown fox';
 const STEPS = 12;
-// The smallest fixture (512-token SentencePiece vocabulary), given a chat template that writes
-// BOS itself, so every test runs on WebGPU in seconds.
-const TEMPLATE = '{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}\n{% endfor %}'
-  + '{% if add_generation_prompt %}<|assistant|>\n{% endif %}';
 
 let dir, app, models, noCors, noRange, browser, page;
 
@@ -29,7 +25,9 @@ const fixture = (name) => gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/mod
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'hearth-browser-'));
-  writeFileSync(join(dir, 'model.gguf'), withMetadata(fixture('llama-spm.q8_0'), { 'tokenizer.chat_template': TEMPLATE }));
+  // The smallest fixture (512-token SentencePiece vocabulary), given a chat template that
+  // writes BOS itself, so every test runs on WebGPU in seconds.
+  writeFileSync(join(dir, 'model.gguf'), withChatTemplate(fixture('llama-spm.q8_0')));
   copyFileSync(join(dir, 'model.gguf'), join(dir, 'resume.gguf'));
   splitGguf(readFileSync(join(dir, 'model.gguf')), 3)
     .forEach((part, i) => writeFileSync(join(dir, `split-0000${i + 1}-of-00003.gguf`), part));

@@ -14,7 +14,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { serve } from '../../scripts/serve.mjs';
-import { withMetadata } from './gguf.mjs';
+import { withChatTemplate } from './gguf.mjs';
 import { ERROR_TEXT, errorText } from '../../www/error-text.js';
 import { ERROR_CODES } from '../../pkg/errors.js';
 
@@ -116,9 +116,7 @@ before(async () => {
   // For the drop test, a model of the other mode: the SentencePiece fixture, with or without a
   // chat template.
   const fixture = gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/llama-spm.q8_0.gguf.gz')));
-  const template = '{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}\n{% endfor %}'
-    + '{% if add_generation_prompt %}<|assistant|>\n{% endif %}';
-  writeFileSync(join(dir, 'other.gguf'), bundledChats ? fixture : withMetadata(fixture, { 'tokenizer.chat_template': template }));
+  writeFileSync(join(dir, 'other.gguf'), bundledChats ? fixture : withChatTemplate(fixture));
   mkdirSync(ARTIFACTS, { recursive: true });
   app = await serve(ROOT);
   models = await serve(dir);

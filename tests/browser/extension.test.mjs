@@ -15,13 +15,11 @@ import { join, dirname, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { serve } from '../../scripts/serve.mjs';
-import { withMetadata } from './gguf.mjs';
+import { withChatTemplate } from './gguf.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const EXT = join(ROOT, 'target/extension');
 const ZIP = join(ROOT, 'target/hearth-extension.zip');
-const TEMPLATE = '{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}\n{% endfor %}'
-  + '{% if add_generation_prompt %}<|assistant|>\n{% endif %}';
 const TEXT = 'To be, or not to be, that is the question';
 // SwiftShader runs the bundled model at about a token a second (every prompt token included).
 const STEPS = 6;
@@ -42,7 +40,7 @@ before(async () => {
   profile = mkdtempSync(join(tmpdir(), 'hearth-ext-profile-'));
   // A chat model for the URL path: the smallest fixture, given a chat template.
   const fixture = gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/llama-spm.q8_0.gguf.gz')));
-  writeFileSync(join(dir, 'chat.gguf'), withMetadata(fixture, { 'tokenizer.chat_template': TEMPLATE }));
+  writeFileSync(join(dir, 'chat.gguf'), withChatTemplate(fixture));
   writeFileSync(join(dir, 'page.html'), `<!doctype html><title>a page</title><p id="text">${TEXT}</p><p>Other words.</p>`);
   site = await serve(dir);
   models = await serve(dir);

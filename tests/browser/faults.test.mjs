@@ -10,11 +10,9 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { serve } from '../../scripts/serve.mjs';
-import { withMetadata } from './gguf.mjs';
+import { withChatTemplate, withMetadata } from './gguf.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const TEMPLATE = '{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}\n{% endfor %}'
-  + '{% if add_generation_prompt %}<|assistant|>\n{% endif %}';
 /** Positions whose KV cache exceeds both wasm memory and one WebGPU binding. */
 const HUGE_CONTEXT = (1 << 24) - 1;
 
@@ -23,7 +21,7 @@ let dir, app, models, browser, page;
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'hearth-faults-'));
   const model = gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/llama-spm.q8_0.gguf.gz')));
-  writeFileSync(join(dir, 'model.gguf'), withMetadata(model, { 'tokenizer.chat_template': TEMPLATE }));
+  writeFileSync(join(dir, 'model.gguf'), withChatTemplate(model));
   writeFileSync(join(dir, 'quota.gguf'), model);
   writeFileSync(join(dir, 'huge.gguf'), withMetadata(model, { 'llama.context_length': HUGE_CONTEXT }));
   writeFileSync(join(dir, 'qwen2.gguf'), gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/qwen2-tiny.q8_0.gguf.gz'))));

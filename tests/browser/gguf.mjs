@@ -130,6 +130,15 @@ export function withMetadata(file, extra) {
   return assemble([...kept, ...added], h.tensors.map((t) => t.info), file.subarray(h.dataStart), h.alignment);
 }
 
+/** A small chat template that writes BOS itself, for fixtures that have none. */
+const CHAT_TEMPLATE = '{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}\n{% endfor %}'
+  + '{% if add_generation_prompt %}<|assistant|>\n{% endif %}';
+
+/** `file` (a GGUF v3 buffer) given the tests' small chat template. */
+export function withChatTemplate(file) {
+  return withMetadata(file, { 'tokenizer.chat_template': CHAT_TEMPLATE });
+}
+
 /**
  * `file` (a GGUF v3 buffer) split as llama.cpp's gguf-split does: `parts` files, the first with
  * every metadata key, each with `split.no`, `split.count` and `split.tensors.count`, the

@@ -12,11 +12,9 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { serve } from '../../scripts/serve.mjs';
-import { withMetadata } from './gguf.mjs';
+import { withChatTemplate } from './gguf.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const TEMPLATE = '{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}\n{% endfor %}'
-  + '{% if add_generation_prompt %}<|assistant|>\n{% endif %}';
 const MAX = 8;
 
 let dir, app, models, browser;
@@ -25,7 +23,7 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'hearth-vite-'));
   execFileSync('bash', [join(ROOT, 'tests/vite/build.sh'), join(dir, 'dist')], { stdio: 'inherit' });
   const model = gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/llama-spm.q8_0.gguf.gz')));
-  writeFileSync(join(dir, 'model.gguf'), withMetadata(model, { 'tokenizer.chat_template': TEMPLATE }));
+  writeFileSync(join(dir, 'model.gguf'), withChatTemplate(model));
   app = await serve(join(dir, 'dist'));
   models = await serve(dir);
   browser = await chromium.launch({
