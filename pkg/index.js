@@ -34,16 +34,18 @@ function generationOptions(req, defaults) {
   const pick = (snake, camel, fallback) => req[snake] ?? req[camel] ?? fallback;
   const opts = {
     maxTokens: pick('max_tokens', 'maxTokens', pick('max_completion_tokens', 'maxCompletionTokens', defaults.maxTokens)),
-    temperature: req.temperature ?? defaults.temperature,
-    topP: pick('top_p', 'topP', 1),
-    topK: pick('top_k', 'topK', 0),
-    minP: pick('min_p', 'minP', 0),
-    frequencyPenalty: pick('frequency_penalty', 'frequencyPenalty', 0),
-    presencePenalty: pick('presence_penalty', 'presencePenalty', 0),
-    repeatPenalty: pick('repetition_penalty', 'repeatPenalty', 1),
-    seed: req.seed ?? Math.floor(Math.random() * 2 ** 32),
     stop,
-    logitBias: bias ? Object.entries(bias).map(([id, b]) => [Number(id), b]) : [],
+    sampling: {
+      temperature: req.temperature ?? defaults.temperature,
+      topP: pick('top_p', 'topP', 1),
+      topK: pick('top_k', 'topK', 0),
+      minP: pick('min_p', 'minP', 0),
+      frequencyPenalty: pick('frequency_penalty', 'frequencyPenalty', 0),
+      presencePenalty: pick('presence_penalty', 'presencePenalty', 0),
+      repeatPenalty: pick('repetition_penalty', 'repeatPenalty', 1),
+      seed: req.seed ?? Math.floor(Math.random() * 2 ** 32),
+      logitBias: bias ? Object.entries(bias).map(([id, b]) => [Number(id), b]) : [],
+    },
   };
   if (req.addSpecial !== undefined) opts.addSpecial = req.addSpecial;
   return opts;

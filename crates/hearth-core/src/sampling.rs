@@ -48,8 +48,10 @@ pub enum SamplingError {
     Finished,
 }
 
-/// How to choose tokens. The default is greedy with no penalties.
-#[derive(Clone, Debug, PartialEq)]
+/// How to choose tokens. The default is greedy with no penalties. Deserialises from camelCase
+/// keys, each optional (the browser runtime's options).
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct SamplingOptions {
     /// 0 picks the most likely token; higher flattens the distribution.
     pub temperature: f32,
@@ -67,7 +69,7 @@ pub struct SamplingOptions {
     pub presence_penalty: f32,
     /// How many of the latest tokens the penalties look at; 0 turns them off.
     pub penalty_last_n: usize,
-    /// Added to the logits of the given tokens; -inf bans a token.
+    /// Added to the logits of the given tokens (`[token, bias]` pairs); -inf bans a token.
     pub logit_bias: Vec<(u32, f32)>,
     pub seed: u64,
 }

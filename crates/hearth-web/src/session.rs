@@ -17,36 +17,16 @@ use hearth_gpu::Backend;
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct GenerateOptions {
     pub max_tokens: usize,
-    pub temperature: f32,
-    pub top_k: usize,
-    pub top_p: f32,
-    pub min_p: f32,
-    pub repeat_penalty: f32,
-    pub frequency_penalty: f32,
-    pub presence_penalty: f32,
-    pub penalty_last_n: usize,
-    /// `[token, bias]` pairs.
-    pub logit_bias: Vec<(u32, f32)>,
-    pub seed: u64,
     pub stop: Vec<String>,
+    pub sampling: SamplingOptions,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        let s = SamplingOptions::default();
         GenerateOptions {
             max_tokens: 256,
-            temperature: s.temperature,
-            top_k: s.top_k,
-            top_p: s.top_p,
-            min_p: s.min_p,
-            repeat_penalty: s.repeat_penalty,
-            frequency_penalty: s.frequency_penalty,
-            presence_penalty: s.presence_penalty,
-            penalty_last_n: s.penalty_last_n,
-            logit_bias: s.logit_bias,
-            seed: s.seed,
             stop: Vec::new(),
+            sampling: SamplingOptions::default(),
         }
     }
 }
@@ -182,18 +162,7 @@ impl Session {
         if options.max_tokens == 0 {
             return Err(SamplingError::MaxTokens.into());
         }
-        let mut sampler = Sampler::new(SamplingOptions {
-            temperature: options.temperature,
-            top_k: options.top_k,
-            top_p: options.top_p,
-            min_p: options.min_p,
-            repeat_penalty: options.repeat_penalty,
-            frequency_penalty: options.frequency_penalty,
-            presence_penalty: options.presence_penalty,
-            penalty_last_n: options.penalty_last_n,
-            logit_bias: options.logit_bias,
-            seed: options.seed,
-        })?;
+        let mut sampler = Sampler::new(options.sampling)?;
         for &t in &prompt {
             sampler.accept(t);
         }
