@@ -5,13 +5,14 @@
 // more than a tile of scores ever exists, in workgroup memory. Threads split a tile's positions
 // for the scores and the value dimensions for the weighted sum, so V reads are coalesced.
 // Grouped-query heads read their shared K/V head. The cache holds `KV` values, f32 or f16 (the
-// loader defines the alias, and enables f16 for it). Needs common.wgsl.
+// loader defines the alias, and enables f16 for it) and VPT, the value dimensions each thread
+// accumulates. Needs common.wgsl.
 
 struct Attn {
     n_head: u32,
     group: u32,      // query heads per key/value head
     head_dim: u32,
-    head_dim_v: u32, // at most 4 * TILE
+    head_dim_v: u32, // at most VPT * TILE
     k_dim: u32,      // floats per position in the K cache
     v_dim: u32,
     _pad: u32,
@@ -71,7 +72,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
 
     var m = -3.4e38;
     var sum = 0.0;
-    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    var acc: array<f32, VPT>;
     for (var start = 0u; start < n; start += TILE) {
         let p = start + li;
         var s = -3.4e38;
@@ -93,7 +94,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         sum = sum * fix + reduce_sum(li, e);
         m = m_new;
         let count = min(TILE, n - start);
-        for (var i = 0u; i < 4u; i++) {
+        for (var i = 0u; i < VPT; i++) {
             let d = li + i * TILE;
             if (d < A.head_dim_v) {
                 var a = acc[i] * fix;
@@ -106,7 +107,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         // The next tile overwrites the weights.
         workgroupBarrier();
     }
-    for (var i = 0u; i < 4u; i++) {
+    for (var i = 0u; i < VPT; i++) {
         let d = li + i * TILE;
         if (d < A.head_dim_v) {
             out[(t * A.n_head + h) * A.head_dim_v + d] = acc[i] / sum;

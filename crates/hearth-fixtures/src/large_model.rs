@@ -8,8 +8,8 @@ use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
 use hearth_core::gguf::{write_gguf, TensorInfo, TensorToWrite, Value};
-use hearth_core::model::arch::names;
 use hearth_core::model::requantize::{target_type, Scheme};
+use hearth_core::model::{Role, TensorId};
 use hearth_core::quant::{quantize, GgmlType};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -47,27 +47,31 @@ fn tensors(shape: &Shape, n_vocab: usize) -> Vec<(String, Vec<u64>, Fill)> {
     let kv = (shape.hidden / shape.heads * shape.kv_heads) as u64;
     let mut out = vec![
         (
-            names::TOKEN_EMBD.to_string(),
+            TensorId::global(Role::TokenEmbd).name(),
             vec![e, n_vocab as u64],
             Fill::Matrix,
         ),
-        (names::OUTPUT_NORM.to_string(), vec![e], Fill::Norm),
+        (
+            TensorId::global(Role::OutputNorm).name(),
+            vec![e],
+            Fill::Norm,
+        ),
     ];
     for l in 0..shape.layers {
-        let n = |what: &str| names::layer(l, what);
+        let n = |role| TensorId::layer(l, role).name();
         out.extend([
-            (n("attn_norm.weight"), vec![e], Fill::Norm),
-            (n("attn_q.weight"), vec![e, e], Fill::Matrix),
-            (n("attn_q.bias"), vec![e], Fill::Bias),
-            (n("attn_k.weight"), vec![e, kv], Fill::Matrix),
-            (n("attn_k.bias"), vec![kv], Fill::Bias),
-            (n("attn_v.weight"), vec![e, kv], Fill::Matrix),
-            (n("attn_v.bias"), vec![kv], Fill::Bias),
-            (n("attn_output.weight"), vec![e, e], Fill::Matrix),
-            (n("ffn_norm.weight"), vec![e], Fill::Norm),
-            (n("ffn_gate.weight"), vec![e, ff], Fill::Matrix),
-            (n("ffn_up.weight"), vec![e, ff], Fill::Matrix),
-            (n("ffn_down.weight"), vec![ff, e], Fill::Matrix),
+            (n(Role::AttnNorm), vec![e], Fill::Norm),
+            (n(Role::AttnQ), vec![e, e], Fill::Matrix),
+            (n(Role::AttnQBias), vec![e], Fill::Bias),
+            (n(Role::AttnK), vec![e, kv], Fill::Matrix),
+            (n(Role::AttnKBias), vec![kv], Fill::Bias),
+            (n(Role::AttnV), vec![e, kv], Fill::Matrix),
+            (n(Role::AttnVBias), vec![kv], Fill::Bias),
+            (n(Role::AttnOutput), vec![e, e], Fill::Matrix),
+            (n(Role::FfnNorm), vec![e], Fill::Norm),
+            (n(Role::FfnGate), vec![e, ff], Fill::Matrix),
+            (n(Role::FfnUp), vec![e, ff], Fill::Matrix),
+            (n(Role::FfnDown), vec![ff, e], Fill::Matrix),
         ]);
     }
     out

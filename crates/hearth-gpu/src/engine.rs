@@ -1,8 +1,8 @@
 //! A loaded model on either backend, behind one interface: the CPU reference forward pass or
-//! the GPU engine. Both keep a KV cache that can be cut back to a shared prefix.
+//! the GPU engine. Both keep per-sequence state that can be cut back to a shared prefix.
 
 use hearth_core::gguf::{ByteSource, GgufFile};
-use hearth_core::model::{CpuModel, KvCache, ModelError, ModelSpec};
+use hearth_core::model::{CpuModel, ModelError, ModelSpec, State};
 use hearth_core::sampling::{Sampler, Want};
 
 use crate::kernels::TOP_K;
@@ -13,7 +13,7 @@ use crate::{Gpu, GpuError, GpuModel};
 pub enum Backend {
     Cpu {
         model: CpuModel,
-        cache: KvCache,
+        state: State,
         weight_bytes: u64,
     },
     Gpu {
@@ -34,10 +34,10 @@ impl Backend {
             weight_bytes = total;
             progress(loaded, total)
         })?;
-        let cache = model.new_cache(context_length);
+        let state = model.new_state(context_length);
         Ok(Backend::Cpu {
             model,
-            cache,
+            state,
             weight_bytes,
         })
     }
@@ -68,34 +68,45 @@ impl Backend {
         }
     }
 
-    /// Positions in the KV cache.
+    /// Positions in the sequence's state.
     pub fn positions(&self) -> usize {
         match self {
-            Backend::Cpu { cache, .. } => cache.len(),
+            Backend::Cpu { state, .. } => state.len(),
             Backend::Gpu { model, .. } => model.len(),
         }
     }
 
-    /// Most positions the KV cache holds.
+    /// Most positions the state holds.
     pub fn capacity(&self) -> usize {
         match self {
-            Backend::Cpu { cache, .. } => cache.capacity(),
+            Backend::Cpu { state, .. } => state.capacity(),
             Backend::Gpu { model, .. } => model.capacity(),
         }
     }
 
-    /// Forgets every position from `len` on.
-    pub fn truncate(&mut self, len: usize) {
+    /// Keeps at most the first `len` positions and returns how many it kept: fewer than `len`
+    /// where recurrent state could only be restored from an earlier checkpoint. The caller
+    /// runs the tokens from there on again.
+    pub fn truncate(&mut self, len: usize) -> usize {
         match self {
-            Backend::Cpu { model, cache, .. } => cache.truncate(len, &model.spec),
+            Backend::Cpu { state, .. } => state.truncate(len),
             Backend::Gpu { model, .. } => model.truncate(len),
+        }
+    }
+
+    /// Remembers the recurrent state at the current position (where a prompt or a reply
+    /// ended), so that a later [`Backend::truncate`] can continue from here.
+    pub fn checkpoint(&mut self) {
+        match self {
+            Backend::Cpu { state, .. } => state.checkpoint(),
+            Backend::Gpu { model, .. } => model.checkpoint(),
         }
     }
 
     /// Runs `tokens` at the next positions; the logits of the last one.
     pub async fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, GpuError> {
         match self {
-            Backend::Cpu { model, cache, .. } => Ok(model.forward(cache, tokens)?),
+            Backend::Cpu { model, state, .. } => Ok(model.forward(state, tokens)?),
             Backend::Gpu { model, .. } => model.forward(tokens).await,
         }
     }
@@ -109,8 +120,8 @@ impl Backend {
         sampler: &mut Sampler,
     ) -> Result<u32, GpuError> {
         let model = match self {
-            Backend::Cpu { model, cache, .. } => {
-                return Ok(sampler.sample(&model.forward(cache, tokens)?)?)
+            Backend::Cpu { model, state, .. } => {
+                return Ok(sampler.sample(&model.forward(state, tokens)?)?)
             }
             Backend::Gpu { model, .. } => model,
         };
@@ -131,13 +142,10 @@ impl Backend {
     pub fn held_bytes(&self) -> u64 {
         match self {
             Backend::Cpu {
-                model,
-                cache,
+                state,
                 weight_bytes,
-            } => {
-                let s = &model.spec;
-                weight_bytes + (cache.len() * s.n_layer * (s.k_dim() + s.v_dim()) * 4) as u64
-            }
+                ..
+            } => weight_bytes + state.bytes(),
             Backend::Gpu { model, .. } => model.held_bytes(),
         }
     }

@@ -72,6 +72,8 @@ pub enum Output {
     Add = 1,
     /// Multiplies `silu(output)` by the product: the gated MLP's up projection after its gate.
     SiluGate = 2,
+    /// Multiplies the output by `sigmoid(product)`: an attention output gate.
+    SigmoidGate = 3,
 }
 
 /// Uniform block of the matrix kernels (quant.wgsl).
@@ -134,8 +136,11 @@ pub struct KvStoreParams {
     pub _pad: [u32; 2],
 }
 
-/// The largest value head the attention kernel takes (4 dimensions per thread of 64).
-pub const MAX_HEAD_DIM_V: usize = 256;
+/// Value dimensions each of the attention kernel's 64 threads accumulates for a head of
+/// `head_dim_v` (`VPT` in attention.wgsl): the kernel is compiled per width, so any fits.
+fn attention_vpt(head_dim_v: usize) -> u32 {
+    head_dim_v.div_ceil(64).max(1) as u32
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
@@ -155,7 +160,7 @@ pub struct LenParams {
 
 /// What a binding of a kernel's group 1 is.
 #[derive(Clone, Copy)]
-enum Slot {
+pub(crate) enum Slot {
     Uniform,
     Read,
     Write,
@@ -190,7 +195,7 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    fn new(
+    pub(crate) fn new(
         gpu: &Gpu,
         label: &str,
         source: &str,
@@ -274,7 +279,8 @@ pub struct Kernels {
     embed: HashMap<GgmlType, Kernel>,
     pub rms_norm: Kernel,
     pub rope: Kernel,
-    pub attention: Kernel,
+    /// Attention pipelines by values per thread, made as models ask for them.
+    attention: RefCell<HashMap<u32, Kernel>>,
     /// The f16 KV cache's writer, where that path is on.
     pub kv_store: Option<Kernel>,
     pub argmax: Kernel,
@@ -357,20 +363,7 @@ impl Kernels {
                 &step_layout,
                 &[Uniform, Write, Read, Read],
             ),
-            attention: Kernel::new(
-                gpu,
-                "attention",
-                &format!(
-                    "{}{COMMON}{ATTENTION}",
-                    if gpu.paths.f16_kv {
-                        "enable f16;\nalias KV = f16;\n"
-                    } else {
-                        "alias KV = f32;\n"
-                    }
-                ),
-                &step_layout,
-                &[Uniform, Read, Read, Read, Write],
-            ),
+            attention: RefCell::new(HashMap::new()),
             kv_store: gpu.paths.f16_kv.then(|| {
                 Kernel::new(
                     gpu,
@@ -445,6 +438,35 @@ impl Kernels {
         Ok(k)
     }
 
+    /// The attention pipeline for value heads of `head_dim_v`.
+    fn attention(&self, gpu: &Gpu, head_dim_v: usize) -> Kernel {
+        let vpt = attention_vpt(head_dim_v);
+        if let Some(k) = self.attention.borrow().get(&vpt) {
+            return k.clone();
+        }
+        let kv = if gpu.paths.f16_kv {
+            "enable f16;\nalias KV = f16;\n"
+        } else {
+            "alias KV = f32;\n"
+        };
+        let src = format!("{kv}const VPT: u32 = {vpt}u;\n{COMMON}{ATTENTION}");
+        let k = Kernel::new(
+            gpu,
+            &format!("attention x{vpt}"),
+            &src,
+            &self.step_layout,
+            &[
+                Slot::Uniform,
+                Slot::Read,
+                Slot::Read,
+                Slot::Read,
+                Slot::Write,
+            ],
+        );
+        self.attention.borrow_mut().insert(vpt, k.clone());
+        k
+    }
+
     pub fn embed(&self, ty: GgmlType) -> Result<&Kernel, GpuError> {
         Self::of(&self.embed, ty)
     }
@@ -482,6 +504,27 @@ impl Kernels {
     ) -> Result<Vec<Dispatch>, GpuError> {
         let tiles = chunk.div_ceil(MATMUL_TILE) as u32;
         self.product_launches(gpu, MATMUL, tiles, m, [x, y], bias, mode, pos_stride)
+    }
+
+    /// `y (op)= m x + bias` for `tokens` rows of `x`: the matvec launches for one (a decode
+    /// step), the matmul launches for a prompt chunk of up to `tokens`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn product_launches_for(
+        &self,
+        gpu: &Gpu,
+        m: &GpuMatrix,
+        tokens: usize,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        bias: Option<&wgpu::Buffer>,
+        mode: Output,
+        pos_stride: usize,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        if tokens == 1 {
+            self.matvec_launches(gpu, m, x, y, bias, mode, pos_stride)
+        } else {
+            self.matmul_launches(gpu, m, tokens, x, y, bias, mode, pos_stride)
+        }
     }
 
     /// The launches of `kernel` (MATVEC or MATMUL) over each part of `m`, with `tiles` token
@@ -587,14 +630,15 @@ impl Kernels {
     pub fn attention_launch(
         &self,
         gpu: &Gpu,
-        params: &wgpu::Buffer,
+        (params, head_dim_v): (&wgpu::Buffer, usize),
         n_head: usize,
         tokens: usize,
         [q, kc, vc, out]: [&wgpu::Buffer; 4],
     ) -> Dispatch {
+        let kernel = self.attention(gpu, head_dim_v);
         Dispatch {
-            pipeline: self.attention.pipeline.clone(),
-            bind: self.attention.bind(gpu, &[params, q, kc, vc, out]),
+            pipeline: kernel.pipeline.clone(),
+            bind: kernel.bind(gpu, &[params, q, kc, vc, out]),
             groups: [n_head as u32, tokens as u32, 1],
         }
     }

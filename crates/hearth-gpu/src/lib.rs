@@ -8,6 +8,8 @@ pub mod device;
 pub mod engine;
 pub mod kernels;
 pub mod model;
+mod plan;
+pub mod recurrent;
 pub mod weights;
 
 pub use device::{Gpu, GpuOptions, Paths};
@@ -32,6 +34,8 @@ pub enum GpuError {
     DeviceLost(String),
     #[error("reading a GPU buffer back failed: {0}")]
     Map(String),
+    #[error("the GPU engine does not run {0}")]
+    Unsupported(String),
     #[error("tensor type {0} has no GPU kernel")]
     UnsupportedType(GgmlType),
     #[error("{what} needs {bytes} bytes in one binding; this device allows {limit}")]

@@ -3,6 +3,7 @@
 
 mod common;
 
+use hearth_core::model::cpu::ops;
 use hearth_core::model::QTensor;
 use hearth_core::quant::{quantize, GgmlType};
 use hearth_gpu::kernels::{
@@ -337,12 +338,20 @@ fn rope_both_styles_with_and_without_head_norm() {
     }
 }
 
+/// Grouped-query attention against the reference op, over heads of every width class the
+/// kernel compiles for: value heads of 12, of 256 (Qwen3.5) and of 300 (past 4 per thread).
 #[test]
 fn attention_grouped_query_over_cache() {
     let Some(b) = Bench::new(&GpuOptions::default()) else {
         return;
     };
-    let (n_head, n_kv, hd, hdv, max_ctx) = (6, 2, 20, 12, 150);
+    for (hd, hdv) in [(20, 12), (256, 256), (24, 300)] {
+        attention_case(&b, hd, hdv);
+    }
+}
+
+fn attention_case(b: &Bench, hd: usize, hdv: usize) {
+    let (n_head, n_kv, max_ctx) = (6, 2, 150);
     let (k_dim, v_dim) = (n_kv * hd, n_kv * hdv);
     // Queries for a chunk of up to 5 tokens.
     let q = values(5 * n_head * hd, 1);
@@ -362,71 +371,55 @@ fn attention_grouped_query_over_cache() {
             scale,
         },
     );
-    // Query row `t` over positions 0..=pos, as the CPU reference computes it.
+    // Query row `t` over positions 0..=pos.
     let reference = |t: usize, pos: usize| {
         let mut want = vec![0.0; n_head * hdv];
-        for h in 0..n_head {
+        for (h, out) in want.chunks_exact_mut(hdv).enumerate() {
             let kv = h / (n_head / n_kv);
-            let qh = &q[(t * n_head + h) * hd..][..hd];
-            let mut s: Vec<f32> = (0..=pos)
-                .map(|p| {
-                    let kh = &kc[p * k_dim + kv * hd..][..hd];
-                    qh.iter().zip(kh).map(|(a, b)| a * b).sum::<f32>() * scale
-                })
-                .collect();
-            let m = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let sum: f32 = s
-                .iter_mut()
-                .map(|v| {
-                    *v = (*v - m).exp();
-                    *v
-                })
-                .sum();
-            for (p, a) in s.iter().enumerate() {
-                for d in 0..hdv {
-                    want[h * hdv + d] += a / sum * vc[p * v_dim + kv * hdv + d];
-                }
-            }
+            ops::attend(
+                &q[(t * n_head + h) * hd..][..hd],
+                pos + 1,
+                |p| &kc[p * k_dim + kv * hd..][..hd],
+                |p| &vc[p * v_dim + kv * hdv..][..hdv],
+                scale,
+                out,
+            );
         }
         want
     };
     let bufs = [&q, &kc, &vc].map(|v| kernels::storage_f32(&b.gpu, v));
     let out = kernels::scratch(&b.gpu, 5 * n_head * hdv);
-    let decode = b.k.attention_launch(
-        &b.gpu,
-        &params,
-        n_head,
-        1,
-        [&bufs[0], &bufs[1], &bufs[2], &out],
-    );
+    let launch = |tokens| {
+        b.k.attention_launch(
+            &b.gpu,
+            (&params, hdv),
+            n_head,
+            tokens,
+            [&bufs[0], &bufs[1], &bufs[2], &out],
+        )
+    };
     // Decode steps, within and across tiles of 64 positions.
+    let decode = launch(1);
     for pos in [0, 63, 64, 130] {
         b.run(step(pos as u32, 0), std::slice::from_ref(&decode));
         assert_close(
-            &format!("attention at {pos}"),
+            &format!("attention {hd}/{hdv} at {pos}"),
             &b.read(&out, n_head * hdv),
             &reference(0, pos),
         );
     }
     // A chunk of 5 tokens from position 61: each sees the positions up to its own.
-    let chunk = b.k.attention_launch(
-        &b.gpu,
-        &params,
-        n_head,
-        8,
-        [&bufs[0], &bufs[1], &bufs[2], &out],
-    );
     b.run(
         Step {
             count: 5,
             ..step(61, 0)
         },
-        std::slice::from_ref(&chunk),
+        &[launch(8)],
     );
     let got = b.read(&out, 5 * n_head * hdv);
     for t in 0..5 {
         assert_close(
-            &format!("chunk token {t}"),
+            &format!("attention {hd}/{hdv}, chunk token {t}"),
             &got[t * n_head * hdv..(t + 1) * n_head * hdv],
             &reference(t, 61 + t),
         );

@@ -43,7 +43,7 @@ fn large_generated_model_matches_cpu() {
 
     let tokens = [9707, 11, 1879, 0, 151643, 42];
     let cpu = CpuModel::load(&file, &mut |_, _| {}).unwrap();
-    let mut cache = cpu.new_cache(tokens.len() + GREEDY);
+    let mut cache = cpu.new_state(tokens.len() + GREEDY);
     let want = cpu.forward(&mut cache, &tokens).unwrap();
     let mut model = pollster::block_on(GpuModel::load(
         &gpu,

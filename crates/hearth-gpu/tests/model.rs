@@ -37,7 +37,7 @@ fn check_fixtures(options: &GpuOptions, full: bool) {
             let want = floats(&seq["last_logits"]);
             model.truncate(0);
             let got = pollster::block_on(model.forward(&tokens)).unwrap();
-            let mut cache = cpu.new_cache(max_ctx);
+            let mut cache = cpu.new_state(max_ctx);
             let cpu_logits = cpu.forward(&mut cache, &tokens).unwrap();
             let gpu_vs_ref = hearth_fixtures::relative_diff(&got, &want);
             let cpu_vs_ref = hearth_fixtures::relative_diff(&cpu_logits, &want);
@@ -170,7 +170,7 @@ fn f16_kv_cache_stays_within_its_rounding() {
             model.truncate(0);
             let got = pollster::block_on(model.forward(&tokens)).unwrap();
             let want = cpu
-                .forward(&mut cpu.new_cache(tokens.len()), &tokens)
+                .forward(&mut cpu.new_state(tokens.len()), &tokens)
                 .unwrap();
             let diff = hearth_fixtures::relative_diff(&got, &want);
             worst = worst.max(diff);

@@ -4,6 +4,7 @@
 use std::io;
 
 use hearth_core::gguf::{write_gguf, GgufFile, TensorToWrite, Value};
+use hearth_core::model::tensor::Use;
 use hearth_core::model::{CpuModel, ModelSpec};
 use hearth_core::quant::{quantize, GgmlType};
 use hearth_gpu::{Gpu, GpuModel, GpuOptions};
@@ -18,7 +19,7 @@ pub async fn open_checked_gpu(ty: GgmlType) -> Result<Gpu, WebError> {
     let file = GgufFile::open(probe_model(ty)).map_err(|e| WebError::Internal(e.to_string()))?;
     let cpu = CpuModel::load(&file, &mut |_, _| {})?;
     let tokens = [1, 7, 30, 2];
-    let want = cpu.forward(&mut cpu.new_cache(tokens.len()), &tokens)?;
+    let want = cpu.forward(&mut cpu.new_state(tokens.len()), &tokens)?;
     let mut model = GpuModel::load(&gpu, &file, tokens.len(), &mut |_, _| {}).await?;
     let got = model.forward(&tokens).await?;
     let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
@@ -113,11 +114,11 @@ fn bytes_of(values: &[f32]) -> Vec<u8> {
 /// The most common type among a model's matrices (what its quantization is called by).
 pub fn matrix_type(file_header: &hearth_core::gguf::Gguf, spec: &ModelSpec) -> GgmlType {
     let mut counts: Vec<(GgmlType, u64)> = Vec::new();
-    for (name, dims) in spec.expected_tensors() {
-        if dims.len() < 2 {
+    for (id, _) in spec.expected_tensors() {
+        if id.role.usage() != Use::Matrix {
             continue;
         }
-        if let Some(t) = file_header.tensor(&name) {
+        if let Some(t) = file_header.tensor(&id.name()) {
             match counts.iter_mut().find(|(ty, _)| *ty == t.ty) {
                 Some((_, n)) => *n += t.n_elements(),
                 None => counts.push((t.ty, t.n_elements())),
@@ -139,7 +140,7 @@ mod tests {
         for ty in [GgmlType::F32, GgmlType::Q8_0, GgmlType::Q4_K] {
             let file = GgufFile::open(probe_model(ty)).unwrap();
             let model = CpuModel::load(&file, &mut |_, _| {}).unwrap();
-            let logits = model.forward(&mut model.new_cache(4), &[1, 2, 3]).unwrap();
+            let logits = model.forward(&mut model.new_state(4), &[1, 2, 3]).unwrap();
             assert_eq!(logits.len(), 64);
             assert!(logits.iter().all(|v| v.is_finite()));
             assert!(logits.iter().any(|&v| v != logits[0]));

@@ -21,6 +21,7 @@ use std::rc::Rc;
 
 use hearth_core::chat::ChatTemplate;
 use hearth_core::gguf::{Gguf, GgufError, GgufFile};
+use hearth_core::model::cpu::SNAPSHOTS;
 use hearth_core::model::ModelSpec;
 use hearth_core::quant::GgmlType;
 use hearth_core::tokenizer::Tokenizer;
@@ -165,7 +166,7 @@ impl Loader {
         let names: Vec<String> = spec
             .expected_tensors()
             .into_iter()
-            .map(|(n, _)| n)
+            .map(|(id, _)| id.name())
             .collect();
         let parsed: Vec<Gguf> = headers.iter().map(|(h, _)| h.clone()).collect();
         let located = source::locate(&parsed, &merged, &names).map_err(js_err)?;
@@ -184,16 +185,17 @@ impl Loader {
             .filter_map(|n| merged.tensor(n))
             .map(|t| t.n_elements())
             .sum();
-        let cache_bytes = (positions * spec.n_layer * (spec.k_dim() + spec.v_dim()) * 4) as u64;
+        let (kv_bytes, recurrent_bytes) = spec.state_bytes(positions, 4);
+        let cache_bytes = kv_bytes + recurrent_bytes * (1 + SNAPSHOTS as u64);
         // The vocabulary and merges are held twice while the tokenizer is built.
         let memory_needed = weight_bytes + cache_bytes + 2 * header_bytes.len() as u64;
         let info = ModelInfo {
-            architecture: spec.arch.name().to_string(),
+            architecture: spec.arch.name.to_string(),
             name: merged.get_str("general.name").map(str::to_string),
             quantization: backend::matrix_type(&merged, &spec).name().to_string(),
             parameters: parameters as f64,
             weight_bytes: weight_bytes as f64,
-            layers: spec.n_layer,
+            layers: spec.n_layer(),
             vocab_size: spec.n_vocab,
             context_length: spec.context_length,
             cache_positions: positions,

@@ -175,20 +175,21 @@ impl Session {
             .take_while(|(a, b)| a == b)
             .count()
             .min(prompt.len() - 1);
-        self.cached.truncate(shared);
-        self.backend.truncate(shared);
+        // Recurrent state may only come back to an earlier checkpoint.
+        let kept = self.backend.truncate(shared);
+        self.cached.truncate(kept);
         self.generation = Some(Generation {
             sampler,
             stops,
             max_tokens: options.max_tokens,
-            pending: prompt[shared..].to_vec(),
+            pending: prompt[kept..].to_vec(),
             generated: Vec::new(),
             decoded: 0,
             done: false,
         });
         Ok(Started {
             prompt_tokens: prompt.len(),
-            cached_tokens: shared,
+            cached_tokens: kept,
         })
     }
 
@@ -205,13 +206,17 @@ impl Session {
             Err(e) => {
                 // Keep the record of the cache true to what the backend holds.
                 let held = self.backend.positions().min(self.cached.len());
-                self.cached.truncate(held);
-                self.backend.truncate(held);
+                let kept = self.backend.truncate(held);
+                self.cached.truncate(kept);
                 g.done = true;
                 return Err(e.into());
             }
         };
         self.cached.extend_from_slice(&pending);
+        if pending.len() > 1 {
+            // Where the prompt ends: the next turn's prompt starts the same way.
+            self.backend.checkpoint();
+        }
         g.sampler.accept(token);
 
         let at_end = self.tokenizer.is_stop(token);
@@ -238,7 +243,10 @@ impl Session {
             None
         };
         g.done = finish_reason.is_some();
-        if !g.done {
+        if g.done {
+            // Where the reply ends, which the next turn's prompt repeats.
+            self.backend.checkpoint();
+        } else {
             g.pending.push(token);
         }
         Ok(StepOut {

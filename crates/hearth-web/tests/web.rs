@@ -37,7 +37,7 @@ async fn logits_match_the_cpu(name: &str, gz: &[u8]) {
         .map(|i| (i * 37 + 5) % spec.n_vocab as u32)
         .collect();
     let cpu = CpuModel::load(&file, &mut |_, _| {}).unwrap();
-    let mut cache = cpu.new_cache(tokens.len() + 1);
+    let mut cache = cpu.new_state(tokens.len() + 1);
     let want = cpu.forward(&mut cache, &tokens).unwrap();
     let want_next = cpu.forward(&mut cache, &[3]).unwrap();
 

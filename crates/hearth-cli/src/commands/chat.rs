@@ -93,19 +93,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .take_while(|(a, b)| a == b)
             .count()
             .min(ids.len() - 1);
-        model.truncate(shared);
-        let mut pending = ids[shared..].to_vec();
+        // Recurrent state may only come back to an earlier checkpoint.
+        let kept = model.truncate(shared);
+        let mut pending = ids[kept..].to_vec();
         cached = ids.clone();
 
         let mut gen = Generator::new(&tokenizer, opts.clone(), &ids)?;
         let mut reply = String::new();
         loop {
             let token = load::next_token(&mut model, &pending, gen.sampler())?;
+            if pending.len() > 1 {
+                // Where the prompt ends: the next turn's prompt starts the same way.
+                model.checkpoint();
+            }
             let step = gen.push(token)?;
             write!(out, "{}", step.text)?;
             out.flush()?;
             reply.push_str(&step.text);
             if step.finished.is_some() {
+                // Where the reply ends, which the next turn's prompt repeats.
+                model.checkpoint();
                 break;
             }
             pending = vec![step.token];

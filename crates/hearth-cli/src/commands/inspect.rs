@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use hearth_core::model::ModelSpec;
+use hearth_core::model::{Ffn, Mixer, ModelSpec};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -27,27 +27,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match ModelSpec::from_gguf(h) {
         Ok(s) => {
             println!(
-                "sizes:         vocab {}, embedding {}, layers {}, feed-forward {}",
-                s.n_vocab, s.n_embd, s.n_layer, s.n_ff
+                "sizes:         vocab {}, embedding {}, layers {}, context {}",
+                s.n_vocab,
+                s.n_embd,
+                s.n_layer(),
+                s.context_length
             );
-            println!(
-                "attention:     {} heads, {} key/value heads, head dim {}, context {}",
-                s.n_head, s.n_head_kv, s.head_dim, s.context_length
-            );
-            println!(
-                "rope:          {:?} style, base {}, {} dims{}",
-                s.rope_style,
-                s.rope_base,
-                s.rope_dim,
-                if s.has_rope_freqs {
-                    ", per-frequency factors (Llama 3 scaling)"
-                } else {
-                    ""
-                }
-            );
+            print_layers(&s);
             println!(
                 "output head:   {}",
-                if s.tied_output {
+                if s.tied_output() {
                     "tied to the token embedding"
                 } else {
                     "separate"
@@ -98,4 +87,63 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The layer kinds, each with its shape and the layers that have it (such as "0-2, 4").
+fn print_layers(s: &ModelSpec) {
+    let mut kinds: Vec<(String, Vec<usize>)> = Vec::new();
+    for (l, layer) in s.layers.iter().enumerate() {
+        let Ffn::SiluGated { n_ff } = layer.ffn;
+        let mixer = match &layer.mixer {
+            Mixer::Attention(a) => format!(
+                "attention: {} heads, {} key/value heads, head dim {}{}{}{}; rope {:?} over {} dims, base {}{}",
+                a.n_head,
+                a.n_head_kv,
+                a.head_dim,
+                if a.qkv_bias { ", QKV bias" } else { "" },
+                if a.qk_norm { ", Q/K norm" } else { "" },
+                if a.output_gate { ", output gate" } else { "" },
+                a.rope.style,
+                a.rope.dim,
+                a.rope.base,
+                if a.rope.freqs { ", per-frequency factors (Llama 3 scaling)" } else { "" },
+            ),
+            Mixer::DeltaNet(d) => format!(
+                "gated delta net: {} key heads, {} value heads, head dims {}/{}, conv kernel {}",
+                d.n_k_heads, d.n_v_heads, d.head_k_dim, d.head_v_dim, d.conv_kernel
+            ),
+        };
+        let kind = format!("{mixer}; feed-forward {n_ff}");
+        match kinds.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, ls)) => ls.push(l),
+            None => kinds.push((kind, vec![l])),
+        }
+    }
+    for (kind, ls) in kinds {
+        let label = if ls.len() == s.n_layer() {
+            "every layer".to_string()
+        } else {
+            format!("layers {}", ranges(&ls))
+        };
+        println!("layers:        {label}: {kind}");
+    }
+}
+
+/// `[0, 1, 2, 4]` as "0-2, 4".
+fn ranges(ls: &[usize]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < ls.len() {
+        let mut j = i;
+        while j + 1 < ls.len() && ls[j + 1] == ls[j] + 1 {
+            j += 1;
+        }
+        out.push(if i == j {
+            ls[i].to_string()
+        } else {
+            format!("{}-{}", ls[i], ls[j])
+        });
+        i = j + 1;
+    }
+    out.join(", ")
 }

@@ -1,15 +1,19 @@
-//! Transformer models: what each architecture is ([`arch`]), the hyper-parameters a file
-//! declares ([`spec`]), its weights ([`weights`]) and the CPU reference forward pass ([`cpu`]).
+//! Transformer models: the tensors they read, by role ([`tensor`]), what each architecture is
+//! ([`arch`]) in the shared description ([`spec`]), its weights ([`weights`]) and the CPU
+//! reference forward pass ([`cpu`]).
 
 pub mod arch;
 pub mod cpu;
+mod meta;
 pub mod requantize;
 pub mod spec;
+pub mod tensor;
 pub mod weights;
 
 pub use arch::Arch;
-pub use cpu::{CpuModel, KvCache};
-pub use spec::{ModelSpec, RopeStyle};
+pub use cpu::{CpuModel, State};
+pub use spec::{Attention, DeltaNet, Ffn, Layer, Mixer, ModelSpec, Rope, RopeStyle};
+pub use tensor::{Role, TensorId};
 pub use weights::{QTensor, Weights};
 
 use crate::gguf::SourceError;
@@ -19,7 +23,7 @@ use crate::quant::QuantError;
 pub enum ModelError {
     #[error("the file names no architecture (general.architecture is missing)")]
     NoArchitecture,
-    #[error("architecture {0:?} is not supported (supported: llama, qwen2, qwen3)")]
+    #[error("architecture {0:?} is not supported (supported: {list})", list = arch::supported())]
     UnsupportedArchitecture(String),
     #[error("metadata key {0:?} is missing or has the wrong type")]
     MissingKey(String),

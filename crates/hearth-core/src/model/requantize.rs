@@ -1,7 +1,7 @@
 //! Re-quantizing a whole model file: which type each tensor gets, following llama.cpp's
 //! choices for its named schemes.
 
-use super::arch::names;
+use super::tensor::{Role, TensorId, Use};
 use crate::gguf::{write_gguf, ByteSource, GgufFile, TensorInfo, TensorToWrite, Value};
 use crate::quant::{dequantize, quantize, GgmlType, QuantError, QK_K};
 
@@ -39,20 +39,23 @@ fn use_more_bits(layer: usize, n_layer: usize) -> bool {
     layer < n_layer / 8 || layer >= 7 * n_layer / 8 || (layer - n_layer / 8) % 3 == 2
 }
 
-/// The layer index of a `blk.N.` tensor.
-fn layer_of(name: &str) -> Option<usize> {
-    name.strip_prefix("blk.")?.split('.').next()?.parse().ok()
-}
-
 /// The type a tensor gets under `scheme` in a model of `n_layer` layers.
 pub fn target_type(t: &TensorInfo, scheme: Scheme, n_layer: usize, has_output: bool) -> GgmlType {
-    // Norms, biases and rope factors stay exact.
-    if t.dims.len() < 2 || !t.name.ends_with(".weight") {
+    let id = TensorId::parse(&t.name);
+    // Norms, biases, rope factors and small per-head tables stay exact.
+    if t.dims.len() < 2
+        || !t.name.ends_with(".weight")
+        || id.is_some_and(|id| id.role.usage() == Use::Vector)
+    {
         return GgmlType::F32;
     }
     let row = t.dims[0] as usize;
-    let is_head = t.name == names::OUTPUT || (!has_output && t.name == names::TOKEN_EMBD);
-    let more_bits = || layer_of(&t.name).is_some_and(|l| use_more_bits(l, n_layer));
+    let role = id.map(|id| id.role);
+    let is_head = role == Some(Role::Output) || (!has_output && role == Some(Role::TokenEmbd));
+    let more_bits = || {
+        id.and_then(|id| id.layer)
+            .is_some_and(|l| use_more_bits(l, n_layer))
+    };
     let ty = if is_head {
         if row % QK_K != 0 || scheme == Scheme::Q8_0 {
             GgmlType::Q8_0
@@ -60,7 +63,7 @@ pub fn target_type(t: &TensorInfo, scheme: Scheme, n_layer: usize, has_output: b
             GgmlType::Q6_K
         }
     } else if scheme == Scheme::Q4KM
-        && (t.name.contains("attn_v.weight") || t.name.contains("ffn_down.weight"))
+        && matches!(role, Some(Role::AttnV | Role::FfnDown))
         && more_bits()
     {
         GgmlType::Q6_K
@@ -103,7 +106,7 @@ pub fn requantize<S: ByteSource>(
     let n_layer = h
         .get_u64(&format!("{arch}.block_count"))
         .ok_or(RequantizeError::NotAModel)? as usize;
-    let has_output = h.tensor(names::OUTPUT).is_some();
+    let has_output = h.tensor(Role::Output.gguf_name()).is_some();
 
     let mut metadata: Vec<(String, Value)> = h
         .metadata()

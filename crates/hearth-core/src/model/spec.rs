@@ -1,6 +1,11 @@
-//! A model's hyper-parameters, read from GGUF metadata and checked for consistency.
+//! What a model is: the hyper-parameters every architecture shares, and per layer a kind with
+//! its own dimensions. Each architecture (see [`super::arch`]) reads its file's metadata into
+//! this one description; the CPU reference and the GPU plans are lowered from it, and the
+//! tensors a model needs, with their shapes, are derived from it.
 
-use super::arch::{names, Arch};
+use super::arch::{self, Arch};
+use super::meta::{bad, Meta};
+use super::tensor::{Role, TensorId};
 use super::ModelError;
 use crate::gguf::Gguf;
 use crate::quant::GgmlType;
@@ -14,169 +19,58 @@ pub enum RopeStyle {
     Neox,
 }
 
+/// Rotary position embedding over the leading `dim` dimensions of each head.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rope {
+    pub dim: usize,
+    pub base: f32,
+    pub style: RopeStyle,
+    /// Linear rope scaling: positions are multiplied by this (1 when absent).
+    pub freq_scale: f32,
+    /// Per-frequency divisors (Llama 3 scaling) come from the `rope_freqs.weight` tensor.
+    pub freqs: bool,
+}
+
+impl Rope {
+    /// (cos, sin) of each of the `dim / 2` rotation angles at `pos`, computed in f64: the
+    /// reference values every backend uses.
+    pub fn cos_sin<'a>(
+        &self,
+        pos: usize,
+        freqs: Option<&'a [f32]>,
+    ) -> impl Iterator<Item = [f32; 2]> + 'a {
+        let rope = *self;
+        (0..self.dim / 2).map(move |i| {
+            let mut theta = (rope.base as f64).powf(-2.0 * i as f64 / rope.dim as f64);
+            if let Some(f) = freqs {
+                theta /= f[i] as f64;
+            }
+            let angle = pos as f64 * rope.freq_scale as f64 * theta;
+            [angle.cos() as f32, angle.sin() as f32]
+        })
+    }
+}
+
+/// Softmax attention over a KV cache.
 #[derive(Clone, Debug, PartialEq)]
-pub struct ModelSpec {
-    pub arch: Arch,
-    pub n_vocab: usize,
-    pub n_embd: usize,
-    pub n_layer: usize,
-    pub n_ff: usize,
+pub struct Attention {
     pub n_head: usize,
     pub n_head_kv: usize,
     /// Dimension of each query/key head.
     pub head_dim: usize,
     /// Dimension of each value head.
     pub head_dim_v: usize,
-    pub rms_eps: f32,
-    pub rope_base: f32,
-    /// Leading dimensions of each head that rope rotates.
-    pub rope_dim: usize,
-    pub rope_style: RopeStyle,
-    /// Linear rope scaling: positions are multiplied by this (1 when absent).
-    pub rope_freq_scale: f32,
-    /// Per-frequency divisors (Llama 3 scaling), stored as the `rope_freqs.weight` tensor.
-    pub has_rope_freqs: bool,
-    pub context_length: usize,
-    /// No separate `output.weight`: the token embedding doubles as the output head.
-    pub tied_output: bool,
-    pub has_qkv_bias: bool,
-    pub has_qk_norm: bool,
+    pub rope: Rope,
+    /// Biases on Q, K and V.
+    pub qkv_bias: bool,
+    /// RMS norm over each head of Q and K before rope.
+    pub qk_norm: bool,
+    /// Q's rows hold `[query | gate]` per head, and the output is multiplied by
+    /// `sigmoid(gate)` (Qwen3.5).
+    pub output_gate: bool,
 }
 
-/// A hyper-parameter must be a positive count below this, so no size derived from one can
-/// overflow; tensor shapes then bound them far tighter.
-const MAX_DIM: u64 = 1 << 24;
-
-fn bad(msg: String) -> ModelError {
-    ModelError::BadHyperParameter(msg)
-}
-
-struct Keys<'a> {
-    gguf: &'a Gguf,
-    prefix: &'static str,
-}
-
-impl Keys<'_> {
-    fn key(&self, name: &str) -> String {
-        format!("{}.{name}", self.prefix)
-    }
-
-    fn count(&self, name: &str) -> Result<Option<usize>, ModelError> {
-        let key = self.key(name);
-        match self.gguf.get(&key) {
-            None => Ok(None),
-            Some(v) => match v.as_u64() {
-                Some(n) if (1..MAX_DIM).contains(&n) => Ok(Some(n as usize)),
-                _ => Err(bad(format!("{key} = {}", v.summary()))),
-            },
-        }
-    }
-
-    fn required(&self, name: &str) -> Result<usize, ModelError> {
-        self.count(name)?
-            .ok_or_else(|| ModelError::MissingKey(self.key(name)))
-    }
-
-    fn float(&self, name: &str) -> Result<Option<f32>, ModelError> {
-        let key = self.key(name);
-        match self.gguf.get(&key) {
-            None => Ok(None),
-            Some(v) => match v.as_f64() {
-                Some(x) if x.is_finite() && x > 0.0 => Ok(Some(x as f32)),
-                _ => Err(bad(format!("{key} = {}", v.summary()))),
-            },
-        }
-    }
-}
-
-impl ModelSpec {
-    pub fn from_gguf(gguf: &Gguf) -> Result<Self, ModelError> {
-        let arch = Arch::from_name(gguf.architecture().ok_or(ModelError::NoArchitecture)?)?;
-        let k = Keys {
-            gguf,
-            prefix: arch.name(),
-        };
-        let n_embd = k.required("embedding_length")?;
-        let n_head = k.required("attention.head_count")?;
-        let n_head_kv = k.count("attention.head_count_kv")?.unwrap_or(n_head);
-        if n_head % n_head_kv != 0 {
-            return Err(bad(format!(
-                "{n_head} query heads cannot share {n_head_kv} key/value heads"
-            )));
-        }
-        let head_dim = match k.count("attention.key_length")? {
-            Some(d) => d,
-            None if n_embd % n_head == 0 => n_embd / n_head,
-            None => {
-                return Err(bad(format!(
-                    "embedding {n_embd} is not a multiple of {n_head} heads"
-                )))
-            }
-        };
-        let head_dim_v = k.count("attention.value_length")?.unwrap_or(head_dim);
-        let rope_dim = k.count("rope.dimension_count")?.unwrap_or(head_dim);
-        if rope_dim > head_dim || rope_dim % 2 != 0 {
-            return Err(bad(format!(
-                "rope dimension {rope_dim} for heads of {head_dim}"
-            )));
-        }
-        let rope_freq_scale = match gguf.get_str(&k.key("rope.scaling.type")) {
-            None | Some("none") => 1.0,
-            Some("linear") => 1.0 / k.float("rope.scaling.factor")?.unwrap_or(1.0),
-            Some(other) => return Err(bad(format!("rope scaling {other:?} is not supported"))),
-        };
-        let token_embd = gguf
-            .tensor(names::TOKEN_EMBD)
-            .ok_or_else(|| ModelError::MissingTensor(names::TOKEN_EMBD.into()))?;
-        let n_vocab = match token_embd.dims.as_slice() {
-            [e, v] if *e == n_embd as u64 && (1..MAX_DIM).contains(v) => *v as usize,
-            dims => {
-                return Err(ModelError::BadShape {
-                    name: names::TOKEN_EMBD.into(),
-                    got: dims.to_vec(),
-                    want: vec![n_embd as u64, 0],
-                })
-            }
-        };
-        let has_qkv_bias = gguf.tensor(&names::layer(0, "attn_q.bias")).is_some();
-        if arch.requires_qkv_bias() && !has_qkv_bias {
-            return Err(ModelError::MissingTensor(names::layer(0, "attn_q.bias")));
-        }
-        // Each layer has at least nine tensors: a layer count the file cannot back is refused
-        // before anything is sized by it.
-        let n_layer = k.required("block_count")?;
-        if n_layer > gguf.tensors().len() / 9 {
-            return Err(bad(format!(
-                "{n_layer} layers, but the file holds {} tensors",
-                gguf.tensors().len()
-            )));
-        }
-        Ok(ModelSpec {
-            arch,
-            n_vocab,
-            n_embd,
-            n_layer,
-            n_ff: k.required("feed_forward_length")?,
-            n_head,
-            n_head_kv,
-            head_dim,
-            head_dim_v,
-            rms_eps: k
-                .float("attention.layer_norm_rms_epsilon")?
-                .ok_or_else(|| ModelError::MissingKey(k.key("attention.layer_norm_rms_epsilon")))?,
-            rope_base: k.float("rope.freq_base")?.unwrap_or(10000.0),
-            rope_dim,
-            rope_style: arch.rope_style(),
-            rope_freq_scale,
-            has_rope_freqs: gguf.tensor(names::ROPE_FREQS).is_some(),
-            context_length: k.required("context_length")?,
-            tied_output: gguf.tensor(names::OUTPUT).is_none(),
-            has_qkv_bias,
-            has_qk_norm: arch.has_qk_norm(),
-        })
-    }
-
-    /// Rows of the query projection.
+impl Attention {
     pub fn q_dim(&self) -> usize {
         self.n_head * self.head_dim
     }
@@ -189,53 +83,288 @@ impl ModelSpec {
         self.n_head_kv * self.head_dim_v
     }
 
-    /// Every tensor the model reads, with the shape it must have (ggml order).
-    pub fn expected_tensors(&self) -> Vec<(String, Vec<u64>)> {
-        let [e, v, ff] = [self.n_embd, self.n_vocab, self.n_ff].map(|x| x as u64);
+    /// Width of the attention output (the input of `attn_output`).
+    pub fn out_dim(&self) -> usize {
+        self.n_head * self.head_dim_v
+    }
+
+    fn tensors(&self, e: u64) -> Vec<(Role, Vec<u64>)> {
         let [q, kd, vd] = [self.q_dim(), self.k_dim(), self.v_dim()].map(|x| x as u64);
+        let q_rows = if self.output_gate { 2 * q } else { q };
         let mut out = vec![
-            (names::TOKEN_EMBD.to_string(), vec![e, v]),
-            (names::OUTPUT_NORM.to_string(), vec![e]),
+            (Role::AttnQ, vec![e, q_rows]),
+            (Role::AttnK, vec![e, kd]),
+            (Role::AttnV, vec![e, vd]),
+            (Role::AttnOutput, vec![self.out_dim() as u64, e]),
         ];
-        if !self.tied_output {
-            out.push((names::OUTPUT.to_string(), vec![e, v]));
+        if self.qkv_bias {
+            out.extend([
+                (Role::AttnQBias, vec![q]),
+                (Role::AttnKBias, vec![kd]),
+                (Role::AttnVBias, vec![vd]),
+            ]);
         }
-        if self.has_rope_freqs {
-            out.push((
-                names::ROPE_FREQS.to_string(),
-                vec![self.rope_dim as u64 / 2],
-            ));
+        if self.qk_norm {
+            let d = self.head_dim as u64;
+            out.extend([(Role::AttnQNorm, vec![d]), (Role::AttnKNorm, vec![d])]);
         }
-        for l in 0..self.n_layer {
-            let mut layer = vec![
-                ("attn_norm.weight", vec![e]),
-                ("attn_q.weight", vec![e, q]),
-                ("attn_k.weight", vec![e, kd]),
-                ("attn_v.weight", vec![e, vd]),
-                (
-                    "attn_output.weight",
-                    vec![self.n_head as u64 * self.head_dim_v as u64, e],
-                ),
-                ("ffn_norm.weight", vec![e]),
-                ("ffn_gate.weight", vec![e, ff]),
-                ("ffn_up.weight", vec![e, ff]),
-                ("ffn_down.weight", vec![ff, e]),
-            ];
-            if self.has_qkv_bias {
-                layer.extend([
-                    ("attn_q.bias", vec![q]),
-                    ("attn_k.bias", vec![kd]),
-                    ("attn_v.bias", vec![vd]),
-                ]);
+        out
+    }
+}
+
+/// Gated DeltaNet linear attention (Qwen3.5): a causal depthwise convolution over the fused
+/// Q/K/V projection, then the gated delta rule on a `head_k_dim x head_v_dim` state per value
+/// head, a gated RMS norm and an output projection. Value head `h` reads key head
+/// `h % n_k_heads` (GGUF's tiled order).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeltaNet {
+    pub n_k_heads: usize,
+    pub n_v_heads: usize,
+    pub head_k_dim: usize,
+    pub head_v_dim: usize,
+    pub conv_kernel: usize,
+}
+
+impl DeltaNet {
+    pub fn key_dim(&self) -> usize {
+        self.n_k_heads * self.head_k_dim
+    }
+
+    pub fn value_dim(&self) -> usize {
+        self.n_v_heads * self.head_v_dim
+    }
+
+    /// Channels of the convolution: Q, K and V side by side.
+    pub fn conv_dim(&self) -> usize {
+        2 * self.key_dim() + self.value_dim()
+    }
+
+    /// Floats of convolution state: the last `conv_kernel - 1` inputs of each channel.
+    pub fn conv_state_len(&self) -> usize {
+        (self.conv_kernel - 1) * self.conv_dim()
+    }
+
+    /// Floats of delta-rule state: one `head_k_dim x head_v_dim` matrix per value head.
+    pub fn delta_state_len(&self) -> usize {
+        self.n_v_heads * self.head_k_dim * self.head_v_dim
+    }
+
+    fn tensors(&self, e: u64) -> Vec<(Role, Vec<u64>)> {
+        let [conv, vd, nv] = [self.conv_dim(), self.value_dim(), self.n_v_heads].map(|x| x as u64);
+        vec![
+            (Role::AttnQkv, vec![e, conv]),
+            (Role::AttnGate, vec![e, vd]),
+            (Role::SsmConv1d, vec![self.conv_kernel as u64, conv]),
+            (Role::SsmDt, vec![nv]),
+            (Role::SsmA, vec![nv]),
+            (Role::SsmBeta, vec![e, nv]),
+            (Role::SsmAlpha, vec![e, nv]),
+            (Role::SsmNorm, vec![self.head_v_dim as u64]),
+            (Role::SsmOut, vec![vd, e]),
+        ]
+    }
+}
+
+/// What mixes information across positions.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Mixer {
+    Attention(Attention),
+    DeltaNet(DeltaNet),
+}
+
+/// The feed-forward block.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Ffn {
+    /// `down(silu(gate(x)) * up(x))`.
+    SiluGated { n_ff: usize },
+}
+
+impl Ffn {
+    fn tensors(&self, e: u64) -> Vec<(Role, Vec<u64>)> {
+        match *self {
+            Ffn::SiluGated { n_ff } => {
+                let ff = n_ff as u64;
+                vec![
+                    (Role::FfnGate, vec![e, ff]),
+                    (Role::FfnUp, vec![e, ff]),
+                    (Role::FfnDown, vec![ff, e]),
+                ]
             }
-            if self.has_qk_norm {
-                let d = self.head_dim as u64;
-                layer.extend([
-                    ("attn_q_norm.weight", vec![d]),
-                    ("attn_k_norm.weight", vec![d]),
-                ]);
+        }
+    }
+}
+
+/// One pre-norm block: `x += mixer(norm(x) * w_norm)`, then `x += ffn(norm(x) * w_ffn_norm)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Layer {
+    pub mixer: Mixer,
+    /// The feed-forward block's norm (its name differs between architectures).
+    pub ffn_norm: Role,
+    pub ffn: Ffn,
+}
+
+impl Layer {
+    /// The layer's tensors with the shapes they must have (ggml order).
+    pub fn tensors(&self, n_embd: usize) -> Vec<(Role, Vec<u64>)> {
+        let e = n_embd as u64;
+        let mut out = vec![(Role::AttnNorm, vec![e]), (self.ffn_norm, vec![e])];
+        out.extend(match &self.mixer {
+            Mixer::Attention(a) => a.tensors(e),
+            Mixer::DeltaNet(d) => d.tensors(e),
+        });
+        out.extend(self.ffn.tensors(e));
+        out
+    }
+
+    pub fn attention(&self) -> Option<&Attention> {
+        match &self.mixer {
+            Mixer::Attention(a) => Some(a),
+            Mixer::DeltaNet(_) => None,
+        }
+    }
+
+    pub fn delta_net(&self) -> Option<&DeltaNet> {
+        match &self.mixer {
+            Mixer::DeltaNet(d) => Some(d),
+            Mixer::Attention(_) => None,
+        }
+    }
+
+    /// A short name of the layer's kind ("attention", "gated delta net").
+    pub fn kind(&self) -> &'static str {
+        match self.mixer {
+            Mixer::Attention(_) => "attention",
+            Mixer::DeltaNet(_) => "gated delta net",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelSpec {
+    pub arch: &'static Arch,
+    pub n_vocab: usize,
+    pub n_embd: usize,
+    pub rms_eps: f32,
+    pub context_length: usize,
+    /// The output head: `Output`, or `TokenEmbd` when the embedding doubles as the head.
+    pub head: Role,
+    /// Whether the file holds `rope_freqs.weight` (read by every rope that asks for it).
+    pub rope_freqs: bool,
+    pub layers: Vec<Layer>,
+}
+
+impl ModelSpec {
+    pub fn from_gguf(gguf: &Gguf) -> Result<Self, ModelError> {
+        let arch = arch::find(gguf.architecture().ok_or(ModelError::NoArchitecture)?)?;
+        let m = Meta {
+            gguf,
+            prefix: arch.name,
+        };
+        let n_embd = m.required("embedding_length")?;
+        let embd = TensorId::global(Role::TokenEmbd).name();
+        let token_embd = gguf
+            .tensor(&embd)
+            .ok_or_else(|| ModelError::MissingTensor(embd.clone()))?;
+        let n_vocab = match token_embd.dims.as_slice() {
+            [e, v] if *e == n_embd as u64 && (1..1 << 24).contains(v) => *v as usize,
+            dims => {
+                return Err(ModelError::BadShape {
+                    name: embd,
+                    got: dims.to_vec(),
+                    want: vec![n_embd as u64, 0],
+                })
             }
-            out.extend(layer.into_iter().map(|(n, s)| (names::layer(l, n), s)));
+        };
+        // Every layer has at least five tensors: a layer count the file cannot back is
+        // refused before anything is sized by it.
+        let n_layer = m.required("block_count")?;
+        if n_layer > gguf.tensors().len() / 5 {
+            return Err(bad(format!(
+                "{n_layer} layers, but the file holds {} tensors",
+                gguf.tensors().len()
+            )));
+        }
+        let layers = (arch.layers)(&m, n_layer)?;
+        let rms_eps = m
+            .float("attention.layer_norm_rms_epsilon")?
+            .ok_or_else(|| ModelError::MissingKey(m.key("attention.layer_norm_rms_epsilon")))?;
+        Ok(ModelSpec {
+            arch,
+            n_vocab,
+            n_embd,
+            rms_eps,
+            context_length: m.required("context_length")?,
+            head: if m.has_tensor(Role::Output.gguf_name()) {
+                Role::Output
+            } else {
+                Role::TokenEmbd
+            },
+            rope_freqs: m.has_tensor(Role::RopeFreqs.gguf_name()),
+            layers,
+        })
+    }
+
+    pub fn n_layer(&self) -> usize {
+        self.layers.len()
+    }
+
+    pub fn tied_output(&self) -> bool {
+        self.head == Role::TokenEmbd
+    }
+
+    /// Whether any layer keeps recurrent state, which cannot be cut back to a prefix.
+    pub fn is_recurrent(&self) -> bool {
+        self.layers.iter().any(|l| l.delta_net().is_some())
+    }
+
+    pub fn attention_layers(&self) -> impl Iterator<Item = &Attention> {
+        self.layers.iter().filter_map(Layer::attention)
+    }
+
+    pub fn delta_net_layers(&self) -> impl Iterator<Item = &DeltaNet> {
+        self.layers.iter().filter_map(Layer::delta_net)
+    }
+
+    /// Bytes of per-sequence state for `positions` positions at `kv_bytes` bytes a cached
+    /// value: (KV cache, recurrent state).
+    pub fn state_bytes(&self, positions: usize, kv_bytes: usize) -> (u64, u64) {
+        let kv: usize = self
+            .attention_layers()
+            .map(|a| positions * (a.k_dim() + a.v_dim()) * kv_bytes)
+            .sum();
+        let recurrent: usize = self
+            .delta_net_layers()
+            .map(|d| (d.conv_state_len() + d.delta_state_len()) * 4)
+            .sum();
+        (kv as u64, recurrent as u64)
+    }
+
+    /// Every tensor the model reads, with the shape it must have (ggml order).
+    pub fn expected_tensors(&self) -> Vec<(TensorId, Vec<u64>)> {
+        let [e, v] = [self.n_embd, self.n_vocab].map(|x| x as u64);
+        let mut out = vec![
+            (TensorId::global(Role::TokenEmbd), vec![e, v]),
+            (TensorId::global(Role::OutputNorm), vec![e]),
+        ];
+        if !self.tied_output() {
+            out.push((TensorId::global(Role::Output), vec![e, v]));
+        }
+        if self.rope_freqs {
+            // Every rope that reads the factors has the same dimension (checked at load).
+            let dim = self
+                .attention_layers()
+                .map(|a| a.rope.dim)
+                .next()
+                .unwrap_or(0);
+            out.push((TensorId::global(Role::RopeFreqs), vec![dim as u64 / 2]));
+        }
+        for (l, layer) in self.layers.iter().enumerate() {
+            out.extend(
+                layer
+                    .tensors(self.n_embd)
+                    .into_iter()
+                    .map(|(role, shape)| (TensorId::layer(l, role), shape)),
+            );
         }
         out
     }
@@ -243,7 +372,8 @@ impl ModelSpec {
     /// Checks that every tensor the model reads is present, shaped as expected, and of a type
     /// this crate can decode.
     pub fn check_tensors(&self, gguf: &Gguf) -> Result<(), ModelError> {
-        for (name, want) in self.expected_tensors() {
+        for (id, want) in self.expected_tensors() {
+            let name = id.name();
             let t = gguf
                 .tensor(&name)
                 .ok_or_else(|| ModelError::MissingTensor(name.clone()))?;

@@ -1,7 +1,10 @@
 //! A model's weights held on the CPU in their file's block format, decoded a row at a time.
 
-use super::arch::names;
+use std::collections::BTreeMap;
+
+use super::cpu::ops::dot;
 use super::spec::ModelSpec;
+use super::tensor::{Role, TensorId, Use};
 use super::ModelError;
 use crate::gguf::{ByteSource, GgufFile};
 use crate::quant::{dequantize, GgmlType};
@@ -52,134 +55,109 @@ impl QTensor {
     }
 }
 
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+/// A tensor as the CPU holds it (see [`Use`]).
+pub enum Tensor {
+    Matrix(QTensor),
+    Vector(Vec<f32>),
 }
 
-pub struct LayerWeights {
-    pub attn_norm: Vec<f32>,
-    pub wq: QTensor,
-    pub wk: QTensor,
-    pub wv: QTensor,
-    pub bq: Option<Vec<f32>>,
-    pub bk: Option<Vec<f32>>,
-    pub bv: Option<Vec<f32>>,
-    pub q_norm: Option<Vec<f32>>,
-    pub k_norm: Option<Vec<f32>>,
-    pub wo: QTensor,
-    pub ffn_norm: Vec<f32>,
-    pub w_gate: QTensor,
-    pub w_up: QTensor,
-    pub w_down: QTensor,
-}
-
+/// Every tensor a model reads, by id.
 pub struct Weights {
-    pub token_embd: QTensor,
-    pub output_norm: Vec<f32>,
-    /// `None` when tied to `token_embd`.
-    pub output: Option<QTensor>,
-    pub rope_freqs: Option<Vec<f32>>,
-    pub layers: Vec<LayerWeights>,
-}
-
-/// Reads tensors from a file, reporting bytes read so far against the total.
-struct Loader<'a, S> {
-    file: &'a GgufFile<S>,
-    loaded: u64,
-    total: u64,
-    progress: &'a mut dyn FnMut(u64, u64),
-}
-
-impl<S: ByteSource> Loader<'_, S> {
-    fn tensor(&mut self, name: &str) -> Result<QTensor, ModelError> {
-        let info = self
-            .file
-            .header
-            .tensor(name)
-            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
-        let data = self.file.tensor_bytes(info)?.into_owned();
-        self.loaded += info.n_bytes;
-        (self.progress)(self.loaded, self.total);
-        let cols = info.dims[0] as usize;
-        let rows = (info.n_elements() / info.dims[0].max(1)) as usize;
-        Ok(QTensor {
-            ty: info.ty,
-            rows,
-            cols,
-            data,
-        })
-    }
-
-    fn vector(&mut self, name: &str) -> Result<Vec<f32>, ModelError> {
-        Ok(self.tensor(name)?.to_f32())
-    }
-
-    fn optional_vector(
-        &mut self,
-        present: bool,
-        name: &str,
-    ) -> Result<Option<Vec<f32>>, ModelError> {
-        present.then(|| self.vector(name)).transpose()
-    }
+    tensors: BTreeMap<TensorId, Tensor>,
 }
 
 impl Weights {
-    /// Loads every tensor `spec` needs; `progress(loaded, total)` follows the bytes read.
-    /// The tensors' shapes and types must have been checked with [`ModelSpec::check_tensors`].
+    /// Loads every tensor `spec` needs, in file order; `progress(loaded, total)` follows the
+    /// bytes read. The tensors' shapes and types must have been checked with
+    /// [`ModelSpec::check_tensors`].
     pub fn load<S: ByteSource>(
         file: &GgufFile<S>,
         spec: &ModelSpec,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Self, ModelError> {
-        let total = spec
-            .expected_tensors()
-            .iter()
-            .filter_map(|(name, _)| file.header.tensor(name))
-            .map(|t| t.n_bytes)
-            .sum();
-        let mut ld = Loader {
-            file,
-            loaded: 0,
-            total,
-            progress,
-        };
-        let token_embd = ld.tensor(names::TOKEN_EMBD)?;
-        let output_norm = ld.vector(names::OUTPUT_NORM)?;
-        let output = (!spec.tied_output)
-            .then(|| ld.tensor(names::OUTPUT))
-            .transpose()?;
-        let rope_freqs = ld.optional_vector(spec.has_rope_freqs, names::ROPE_FREQS)?;
-        let mut layers = Vec::with_capacity(spec.n_layer);
-        for l in 0..spec.n_layer {
-            let n = |what: &str| names::layer(l, what);
-            layers.push(LayerWeights {
-                attn_norm: ld.vector(&n("attn_norm.weight"))?,
-                wq: ld.tensor(&n("attn_q.weight"))?,
-                wk: ld.tensor(&n("attn_k.weight"))?,
-                wv: ld.tensor(&n("attn_v.weight"))?,
-                bq: ld.optional_vector(spec.has_qkv_bias, &n("attn_q.bias"))?,
-                bk: ld.optional_vector(spec.has_qkv_bias, &n("attn_k.bias"))?,
-                bv: ld.optional_vector(spec.has_qkv_bias, &n("attn_v.bias"))?,
-                q_norm: ld.optional_vector(spec.has_qk_norm, &n("attn_q_norm.weight"))?,
-                k_norm: ld.optional_vector(spec.has_qk_norm, &n("attn_k_norm.weight"))?,
-                wo: ld.tensor(&n("attn_output.weight"))?,
-                ffn_norm: ld.vector(&n("ffn_norm.weight"))?,
-                w_gate: ld.tensor(&n("ffn_gate.weight"))?,
-                w_up: ld.tensor(&n("ffn_up.weight"))?,
-                w_down: ld.tensor(&n("ffn_down.weight"))?,
-            });
+        let mut infos = Vec::new();
+        for (id, _) in spec.expected_tensors() {
+            let name = id.name();
+            let info = file
+                .header
+                .tensor(&name)
+                .ok_or(ModelError::MissingTensor(name))?;
+            infos.push((id, info));
         }
-        Ok(Weights {
-            token_embd,
-            output_norm,
-            output,
-            rope_freqs,
-            layers,
-        })
+        infos.sort_by_key(|(_, info)| info.offset);
+        let total = infos.iter().map(|(_, t)| t.n_bytes).sum();
+        let mut loaded = 0;
+        let mut tensors = BTreeMap::new();
+        for (id, info) in infos {
+            let data = file.tensor_bytes(info)?.into_owned();
+            loaded += info.n_bytes;
+            progress(loaded, total);
+            let cols = info.dims[0] as usize;
+            let m = QTensor {
+                ty: info.ty,
+                rows: (info.n_elements() / info.dims[0].max(1)) as usize,
+                cols,
+                data,
+            };
+            let tensor = match id.role.usage() {
+                Use::Matrix => Tensor::Matrix(m),
+                Use::Vector => Tensor::Vector(m.to_f32()),
+            };
+            tensors.insert(id, tensor);
+        }
+        Ok(Weights { tensors })
+    }
+
+    fn get(&self, id: TensorId) -> Option<&Tensor> {
+        self.tensors.get(&id)
+    }
+
+    /// Matrix `id`; panics if the model does not read it (the spec decides what is loaded).
+    pub fn matrix(&self, id: TensorId) -> &QTensor {
+        match self.get(id) {
+            Some(Tensor::Matrix(m)) => m,
+            _ => panic!("{} is not a loaded matrix", id.name()),
+        }
+    }
+
+    /// Vector `id`, if the model reads it.
+    pub fn vector(&self, id: TensorId) -> Option<&[f32]> {
+        match self.get(id) {
+            Some(Tensor::Vector(v)) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Layer `layer`'s tensors.
+    pub fn layer(&self, layer: usize) -> LayerWeights<'_> {
+        LayerWeights { w: self, layer }
     }
 
     /// The output head: `output.weight`, or the token embedding when tied.
-    pub fn head(&self) -> &QTensor {
-        self.output.as_ref().unwrap_or(&self.token_embd)
+    pub fn head(&self, spec: &ModelSpec) -> &QTensor {
+        self.matrix(TensorId::global(spec.head))
+    }
+}
+
+/// The tensors of one layer, by role.
+#[derive(Clone, Copy)]
+pub struct LayerWeights<'a> {
+    w: &'a Weights,
+    layer: usize,
+}
+
+impl<'a> LayerWeights<'a> {
+    pub fn matrix(self, role: Role) -> &'a QTensor {
+        self.w.matrix(TensorId::layer(self.layer, role))
+    }
+
+    /// Vector `role`; panics if the layer has none (optional ones: [`Self::optional`]).
+    pub fn vector(self, role: Role) -> &'a [f32] {
+        self.optional(role)
+            .unwrap_or_else(|| panic!("{} is not loaded", TensorId::layer(self.layer, role).name()))
+    }
+
+    pub fn optional(self, role: Role) -> Option<&'a [f32]> {
+        self.w.vector(TensorId::layer(self.layer, role))
     }
 }

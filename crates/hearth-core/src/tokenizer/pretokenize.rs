@@ -20,8 +20,12 @@ const LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{
 /// Qwen2 (also Qwen2.5 and Qwen3): Llama 3's pattern with single digits.
 const QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// Qwen3.5: Qwen2's pattern with combining marks (`\p{M}`) kept with their letters and out of
+/// the punctuation runs.
+const QWEN35: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 /// The pre-tokenizer names this crate implements, for error messages.
-pub const SUPPORTED: &str = "llama-bpe, qwen2, smollm, gpt-2";
+pub const SUPPORTED: &str = "llama-bpe, qwen2, qwen35, smollm, gpt-2";
 
 /// A named pre-tokenizer.
 #[derive(Debug)]
@@ -42,6 +46,7 @@ impl PreTokenizer {
         let (name, pattern, split_digits, nfc, ignore_merges) = match name {
             "llama-bpe" | "llama3" | "llama-v3" => ("llama-bpe", LLAMA3, false, false, true),
             "qwen2" => ("qwen2", QWEN2, false, true, false),
+            "qwen35" => ("qwen35", QWEN35, false, true, false),
             "smollm" => ("smollm", GPT2, true, false, false),
             "gpt-2" => ("gpt-2", GPT2, false, false, false),
             other => return Err(TokenizerError::UnsupportedPreTokenizer(other.to_string())),
@@ -143,6 +148,14 @@ mod tests {
     fn trailing_whitespace_run_leaves_one_space_for_the_next_word() {
         assert_eq!(split("llama-bpe", "a   b"), ["a", "  ", " b"]);
         assert_eq!(split("gpt-2", "a   b  "), ["a", "  ", " b", "  "]);
+    }
+
+    #[test]
+    fn qwen35_keeps_combining_marks_with_their_letters() {
+        // U+0301 (a combining acute) after a letter and after punctuation.
+        assert_eq!(split("qwen35", "cafe\u{301}!"), ["cafe\u{301}", "!"]);
+        assert_eq!(split("qwen2", "_\u{301}j"), ["_\u{301}", "j"]);
+        assert_eq!(split("qwen35", "_\u{301}j"), ["_\u{301}j"]);
     }
 
     #[test]

@@ -1,0 +1,56 @@
+//! Attention-only transformers that differ in a few choices: one row each.
+
+use super::{read_attention, Arch, Meta};
+use crate::model::spec::{Ffn, Layer, Mixer, RopeStyle};
+use crate::model::tensor::{Role, TensorId};
+use crate::model::ModelError;
+
+/// Llama 1/2/3.x, SmolLM2, TinyLlama, Mistral. llama.cpp's converter permutes Q and K rows so
+/// that rotary pairs are adjacent; biases are used where a file has them.
+pub const LLAMA: Arch = Arch {
+    name: "llama",
+    models: "Llama, SmolLM2, TinyLlama, Mistral",
+    layers: |m, n| dense(m, n, RopeStyle::Norm, Bias::IfPresent, false),
+};
+
+/// Qwen2 and Qwen2.5: biases on Q, K and V, rope over halves.
+pub const QWEN2: Arch = Arch {
+    name: "qwen2",
+    models: "Qwen2, Qwen2.5",
+    layers: |m, n| dense(m, n, RopeStyle::Neox, Bias::Required, false),
+};
+
+/// Qwen3: RMS norm over each head of Q and K before rope.
+pub const QWEN3: Arch = Arch {
+    name: "qwen3",
+    models: "Qwen3",
+    layers: |m, n| dense(m, n, RopeStyle::Neox, Bias::IfPresent, true),
+};
+
+enum Bias {
+    Required,
+    IfPresent,
+}
+
+fn dense(
+    m: &Meta,
+    n_layer: usize,
+    style: RopeStyle,
+    bias: Bias,
+    qk_norm: bool,
+) -> Result<Vec<Layer>, ModelError> {
+    let q_bias = TensorId::layer(0, Role::AttnQBias).name();
+    let has_bias = m.has_tensor(&q_bias);
+    if matches!(bias, Bias::Required) && !has_bias {
+        return Err(ModelError::MissingTensor(q_bias));
+    }
+    let attention = read_attention(m, style, has_bias, qk_norm, false)?;
+    let layer = Layer {
+        mixer: Mixer::Attention(attention),
+        ffn_norm: Role::FfnNorm,
+        ffn: Ffn::SiluGated {
+            n_ff: m.required("feed_forward_length")?,
+        },
+    };
+    Ok(vec![layer; n_layer])
+}

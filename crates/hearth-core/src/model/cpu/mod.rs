@@ -1,0 +1,275 @@
+//! The CPU reference forward pass: f32 math on weights decoded row by row, written for
+//! clarity and lowered layer by layer from the model's description. It is the oracle for every
+//! GPU kernel and the fallback where there is no GPU.
+
+pub mod ops;
+mod state;
+
+pub use state::{State, SNAPSHOTS};
+
+use self::ops::{attend, conv_step, delta_step, gated_norm, l2_normalize, rms_norm_rows};
+use super::spec::{Attention, DeltaNet, Ffn, Mixer, ModelSpec};
+use super::tensor::{Role, TensorId};
+use super::weights::{LayerWeights, Weights};
+use super::ModelError;
+use crate::gguf::{ByteSource, GgufFile};
+
+pub struct CpuModel {
+    pub spec: ModelSpec,
+    pub weights: Weights,
+}
+
+impl CpuModel {
+    /// Reads the spec, checks every tensor, and loads the weights.
+    pub fn load<S: ByteSource>(
+        file: &GgufFile<S>,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Self, ModelError> {
+        let spec = ModelSpec::from_gguf(&file.header)?;
+        spec.check_tensors(&file.header)?;
+        let weights = Weights::load(file, &spec, progress)?;
+        Ok(CpuModel { spec, weights })
+    }
+
+    /// An empty state for up to `max_len` positions (at most the model's context length).
+    pub fn new_state(&self, max_len: usize) -> State {
+        State::new(&self.spec, max_len.min(self.spec.context_length))
+    }
+
+    /// Runs `tokens` at the next positions of `state` and returns the logits of the last one.
+    pub fn forward(&self, state: &mut State, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+        self.run(state, tokens, false)
+    }
+
+    /// As [`forward`](Self::forward), returning the logits of every position, one after another.
+    pub fn forward_all(&self, state: &mut State, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+        self.run(state, tokens, true)
+    }
+
+    fn run(
+        &self,
+        state: &mut State,
+        tokens: &[u32],
+        all_logits: bool,
+    ) -> Result<Vec<f32>, ModelError> {
+        let s = &self.spec;
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        if state.len() + tokens.len() > state.capacity() {
+            return Err(ModelError::ContextFull {
+                len: state.len() + tokens.len(),
+                max: state.capacity(),
+            });
+        }
+        let (n, e) = (tokens.len(), s.n_embd);
+        let embd = self.weights.matrix(TensorId::global(Role::TokenEmbd));
+        let mut x = vec![0.0; n * e];
+        for (t, &id) in tokens.iter().enumerate() {
+            if id as usize >= s.n_vocab {
+                return Err(ModelError::TokenOutOfRange {
+                    id,
+                    n_vocab: s.n_vocab,
+                });
+            }
+            embd.row(id as usize, &mut x[t * e..(t + 1) * e]);
+        }
+        for (l, layer) in s.layers.iter().enumerate() {
+            let w = self.weights.layer(l);
+            let mut h = x.clone();
+            rms_norm_rows(&mut h, e, w.vector(Role::AttnNorm), s.rms_eps);
+            let out = match &layer.mixer {
+                Mixer::Attention(a) => self.attention(a, w, state, l, &h),
+                Mixer::DeltaNet(d) => self.delta_net(d, w, state, l, &h),
+            };
+            add(&mut x, &out);
+            let mut h = x.clone();
+            rms_norm_rows(&mut h, e, w.vector(layer.ffn_norm), s.rms_eps);
+            add(&mut x, &feed_forward(&layer.ffn, w, &h));
+        }
+        state.advance(n);
+
+        let first = if all_logits { 0 } else { n - 1 };
+        let mut h = x[first * e..].to_vec();
+        let norm = self.weights.vector(TensorId::global(Role::OutputNorm));
+        rms_norm_rows(
+            &mut h,
+            e,
+            norm.expect("the output norm is loaded"),
+            s.rms_eps,
+        );
+        let mut logits = vec![0.0; (n - first) * s.n_vocab];
+        self.weights.head(s).matmul(&h, None, &mut logits);
+        Ok(logits)
+    }
+
+    /// Self-attention of the `h` rows over the cache and themselves.
+    fn attention(
+        &self,
+        a: &Attention,
+        w: LayerWeights,
+        state: &mut State,
+        l: usize,
+        h: &[f32],
+    ) -> Vec<f32> {
+        let s = &self.spec;
+        let n = h.len() / s.n_embd;
+        let (qd, kd, vd, hd) = (a.q_dim(), a.k_dim(), a.v_dim(), a.head_dim);
+        let q_rows = if a.output_gate { 2 * qd } else { qd };
+        let mut q_full = vec![0.0; n * q_rows];
+        let mut k = vec![0.0; n * kd];
+        let mut v = vec![0.0; n * vd];
+        w.matrix(Role::AttnQ)
+            .matmul(h, w.optional(Role::AttnQBias), &mut q_full);
+        w.matrix(Role::AttnK)
+            .matmul(h, w.optional(Role::AttnKBias), &mut k);
+        w.matrix(Role::AttnV)
+            .matmul(h, w.optional(Role::AttnVBias), &mut v);
+        // A gated Q holds [query | gate] per head.
+        let (mut q, gate) = if a.output_gate {
+            let (mut q, mut g) = (Vec::with_capacity(n * qd), Vec::with_capacity(n * qd));
+            for head in q_full.chunks_exact(2 * hd) {
+                q.extend_from_slice(&head[..hd]);
+                g.extend_from_slice(&head[hd..]);
+            }
+            (q, Some(g))
+        } else {
+            (q_full, None)
+        };
+        for (norm, m) in [(Role::AttnQNorm, &mut q), (Role::AttnKNorm, &mut k)] {
+            if let Some(norm) = w.optional(norm) {
+                rms_norm_rows(m, hd, norm, s.rms_eps);
+            }
+        }
+        let freqs = self.weights.vector(TensorId::global(Role::RopeFreqs));
+        let freqs = freqs.filter(|_| a.rope.freqs);
+        let pos0 = state.len();
+        for t in 0..n {
+            let cs: Vec<[f32; 2]> = a.rope.cos_sin(pos0 + t, freqs).collect();
+            for head in q[t * qd..(t + 1) * qd]
+                .chunks_exact_mut(hd)
+                .chain(k[t * kd..(t + 1) * kd].chunks_exact_mut(hd))
+            {
+                ops::rope(head, &a.rope, &cs);
+            }
+        }
+        let (keys, values) = state.kv(l);
+        keys.extend_from_slice(&k);
+        values.extend_from_slice(&v);
+
+        let group = a.n_head / a.n_head_kv;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let (dv, od) = (a.head_dim_v, a.out_dim());
+        let mut out = vec![0.0; n * od];
+        for t in 0..n {
+            for head in 0..a.n_head {
+                let kv = head / group;
+                attend(
+                    &q[t * qd + head * hd..][..hd],
+                    pos0 + t + 1,
+                    |p| &keys[p * kd + kv * hd..][..hd],
+                    |p| &values[p * vd + kv * dv..][..dv],
+                    scale,
+                    &mut out[t * od + head * dv..][..dv],
+                );
+            }
+        }
+        if let Some(gate) = gate {
+            for (o, g) in out.iter_mut().zip(&gate) {
+                *o *= ops::sigmoid(*g);
+            }
+        }
+        let mut proj = vec![0.0; n * s.n_embd];
+        w.matrix(Role::AttnOutput).matmul(&out, None, &mut proj);
+        proj
+    }
+
+    /// The gated delta net over the `h` rows, one token after another.
+    fn delta_net(
+        &self,
+        d: &DeltaNet,
+        w: LayerWeights,
+        state: &mut State,
+        l: usize,
+        h: &[f32],
+    ) -> Vec<f32> {
+        let s = &self.spec;
+        let n = h.len() / s.n_embd;
+        let (cd, kd, vd, nv) = (d.conv_dim(), d.key_dim(), d.value_dim(), d.n_v_heads);
+        let (dk, dv) = (d.head_k_dim, d.head_v_dim);
+        let product = |role, rows| {
+            let mut out = vec![0.0; n * rows];
+            w.matrix(role).matmul(h, None, &mut out);
+            out
+        };
+        let mut qkv = product(Role::AttnQkv, cd);
+        let z = product(Role::AttnGate, vd);
+        let beta = product(Role::SsmBeta, nv);
+        let alpha = product(Role::SsmAlpha, nv);
+        let (conv_w, dt, a_neg) = (
+            w.vector(Role::SsmConv1d),
+            w.vector(Role::SsmDt),
+            w.vector(Role::SsmA),
+        );
+        let norm = w.vector(Role::SsmNorm);
+        let (conv, delta) = state.recurrent(l);
+        let mut out = vec![0.0; n * vd];
+        for t in 0..n {
+            let x = &mut qkv[t * cd..(t + 1) * cd];
+            conv_step(conv, x, conv_w, d.conv_kernel);
+            let (q, rest) = x.split_at_mut(kd);
+            let (k, v) = rest.split_at_mut(kd);
+            for head in q.chunks_exact_mut(dk).chain(k.chunks_exact_mut(dk)) {
+                l2_normalize(head);
+            }
+            let q_scale = 1.0 / (dk as f32).sqrt();
+            q.iter_mut().for_each(|v| *v *= q_scale);
+            for hv in 0..nv {
+                let hk = hv % d.n_k_heads;
+                let g = a_neg[hv] * ops::softplus(alpha[t * nv + hv] + dt[hv]);
+                let o = &mut out[t * vd + hv * dv..][..dv];
+                delta_step(
+                    &mut delta[hv * dk * dv..(hv + 1) * dk * dv],
+                    [
+                        &q[hk * dk..(hk + 1) * dk],
+                        &k[hk * dk..(hk + 1) * dk],
+                        &v[hv * dv..(hv + 1) * dv],
+                    ],
+                    g.exp(),
+                    ops::sigmoid(beta[t * nv + hv]),
+                    o,
+                );
+                gated_norm(o, &z[t * vd + hv * dv..][..dv], norm, s.rms_eps);
+            }
+        }
+        let mut proj = vec![0.0; n * s.n_embd];
+        w.matrix(Role::SsmOut).matmul(&out, None, &mut proj);
+        proj
+    }
+}
+
+fn add(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// The feed-forward block of the `h` rows.
+fn feed_forward(ffn: &Ffn, w: LayerWeights, h: &[f32]) -> Vec<f32> {
+    match *ffn {
+        Ffn::SiluGated { n_ff } => {
+            let n = h.len() / w.matrix(Role::FfnGate).cols;
+            let mut gate = vec![0.0; n * n_ff];
+            let mut up = vec![0.0; n * n_ff];
+            w.matrix(Role::FfnGate).matmul(h, None, &mut gate);
+            w.matrix(Role::FfnUp).matmul(h, None, &mut up);
+            for (g, u) in gate.iter_mut().zip(&up) {
+                *g = ops::silu(*g) * u;
+            }
+            let down = w.matrix(Role::FfnDown);
+            let mut out = vec![0.0; n * down.rows];
+            down.matmul(&gate, None, &mut out);
+            out
+        }
+    }
+}
