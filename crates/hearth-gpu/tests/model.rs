@@ -182,3 +182,41 @@ fn f16_kv_cache_stays_within_its_rounding() {
     }
     eprintln!("f16 KV cache: worst logits difference {worst:.2e} of the range");
 }
+
+/// Prefix reuse on a model with recurrent layers, on both backends: cutting back to where a
+/// checkpoint was taken restores the recurrent state exactly, anywhere else falls back to the
+/// latest checkpoint before it (or the start), and continuing from what was kept gives the
+/// logits of running the whole sequence afresh.
+#[test]
+fn recurrent_state_continues_from_checkpoints() {
+    use hearth_gpu::Backend;
+    let f = hearth_fixtures::model_fixture("qwen35-tiny.f32");
+    let file = GgufFile::open(f.gguf_bytes()).unwrap();
+    let tokens: Vec<u32> = (0..40).map(|i| (i * 97 + 5) % 4000).collect();
+    let mut backends = vec![Backend::load_cpu(&file, 64, &mut |_, _| {}).unwrap()];
+    if let Some(gpu) = common::gpu(&GpuOptions::default()) {
+        backends
+            .push(pollster::block_on(Backend::load_gpu(gpu, &file, 64, &mut |_, _| {})).unwrap());
+    }
+    for mut b in backends {
+        let name = b.name();
+        let fresh = pollster::block_on(b.forward(&tokens)).unwrap();
+        assert_eq!(b.truncate(30), 0, "{name}: no checkpoint yet");
+        // A prompt of 12, a checkpoint, 13 more (a reply), another, then the rest.
+        pollster::block_on(b.forward(&tokens[..12])).unwrap();
+        b.checkpoint();
+        pollster::block_on(b.forward(&tokens[12..25])).unwrap();
+        b.checkpoint();
+        pollster::block_on(b.forward(&tokens[25..])).unwrap();
+        for (cut, kept) in [(25, 25), (30, 25), (20, 12), (12, 12), (5, 0)] {
+            assert_eq!(b.truncate(cut), kept, "{name}: cut to {cut}");
+            assert_eq!(b.positions(), kept);
+            let again = pollster::block_on(b.forward(&tokens[kept..])).unwrap();
+            let diff = hearth_fixtures::relative_diff(&again, &fresh);
+            assert!(
+                diff < TOLERANCE,
+                "{name}: cut to {cut}: differs by {diff:.2e}"
+            );
+        }
+    }
+}
