@@ -5,6 +5,9 @@ use crate::model::spec::{Ffn, Layer, Mixer, RopeStyle};
 use crate::model::tensor::{Role, TensorId};
 use crate::model::ModelError;
 
+/// The dense architectures; a new variant is a row here.
+pub const ARCHS: &[Arch] = &[LLAMA, QWEN2, QWEN3];
+
 /// Llama 1/2/3.x, SmolLM2, TinyLlama, Mistral. llama.cpp's converter permutes Q and K rows so
 /// that rotary pairs are adjacent; biases are used where a file has them.
 pub const LLAMA: Arch = Arch {

@@ -2,9 +2,9 @@
 //! the shared description ([`super::spec`]): hyper-parameters, and per layer a kind. Nothing
 //! else in Hearth knows an architecture by name.
 //!
-//! To add a dense (attention-only) variant, add a row to [`dense`]. An architecture with new
-//! layer kinds gets its own file here and a line in [`ARCHS`]; new operations are then lowered
-//! by the CPU reference (`model::cpu`) and the GPU plan (`hearth-gpu`).
+//! To add a dense (attention-only) variant, add a row to `dense::ARCHS`. An architecture with
+//! new layer kinds gets its own file here and a line in [`all`]; new operations are then lowered
+//! by the CPU reference (`model::cpu`) and the GPU plan (`hearth-gpu`'s `plan`).
 
 mod dense;
 mod qwen35;
@@ -30,20 +30,21 @@ impl PartialEq for Arch {
     }
 }
 
-/// Every architecture Hearth runs.
-pub const ARCHS: &[Arch] = &[dense::LLAMA, dense::QWEN2, dense::QWEN3, qwen35::QWEN35];
+/// Every architecture Hearth runs: the one list the CLI, the package and its pages read.
+pub fn all() -> impl Iterator<Item = &'static Arch> {
+    dense::ARCHS.iter().chain([&qwen35::QWEN35])
+}
 
 /// The architecture named `name` in a file's `general.architecture`.
 pub fn find(name: &str) -> Result<&'static Arch, ModelError> {
-    ARCHS
-        .iter()
+    all()
         .find(|a| a.name == name)
         .ok_or_else(|| ModelError::UnsupportedArchitecture(name.to_string()))
 }
 
 /// The supported names, comma-separated.
 pub fn supported() -> String {
-    ARCHS.iter().map(|a| a.name).collect::<Vec<_>>().join(", ")
+    all().map(|a| a.name).collect::<Vec<_>>().join(", ")
 }
 
 /// Softmax attention as the file's `attention.*` and `rope.*` keys describe it.
