@@ -542,3 +542,122 @@ fn matmul_over_a_chunk_equals_one_product_per_token() {
         }
     }
 }
+
+/// The delta-net kernels (convolution, delta rule and gated norm) against the reference's
+/// token step: key and value heads of different widths and counts, a chunk of 5 tokens in one
+/// launch, then a decode step that continues from the state the chunk left.
+#[test]
+fn delta_net_kernels_over_a_chunk_then_a_step() {
+    use hearth_core::model::DeltaNet;
+    use hearth_gpu::recurrent::DeltaKernels;
+    let Some(b) = Bench::new(&GpuOptions::default()) else {
+        return;
+    };
+    let d = DeltaNet {
+        n_k_heads: 2,
+        n_v_heads: 6,
+        head_k_dim: 24,
+        head_v_dim: 20,
+        conv_kernel: 4,
+    };
+    let (cd, vd, nv, eps) = (d.conv_dim(), d.value_dim(), d.n_v_heads, 1e-6);
+    let rows = 6;
+    let qkv = values(rows * cd, 11);
+    let z = values(rows * vd, 12);
+    let beta = values(rows * nv, 13);
+    let alpha = values(rows * nv, 14);
+    let conv_w: Vec<f32> = values(cd * d.conv_kernel, 15)
+        .iter()
+        .map(|v| v * 0.5)
+        .collect();
+    let dt = values(nv, 16);
+    let a: Vec<f32> = values(nv, 17).iter().map(|v| -(v.abs() + 0.1)).collect();
+    let norm: Vec<f32> = values(d.head_v_dim, 18)
+        .iter()
+        .map(|v| 1.0 + v * 0.3)
+        .collect();
+    let mut conv_state = values(d.conv_state_len(), 19);
+    let mut delta_state: Vec<f32> = values(d.delta_state_len(), 20)
+        .iter()
+        .map(|v| v * 0.2)
+        .collect();
+    let params: Vec<f32> = [&dt[..], &a, &norm].concat();
+
+    let gpu = &b.gpu;
+    let [qkv_b, z_b, beta_b, alpha_b, conv_b, params_b, cs_b, ds_b] = [
+        &qkv,
+        &z,
+        &beta,
+        &alpha,
+        &conv_w,
+        &params,
+        &conv_state,
+        &delta_state,
+    ]
+    .map(|v| kernels::storage_f32(gpu, v));
+    let out_b = kernels::scratch(gpu, rows * vd);
+    let dk = DeltaKernels::new(gpu, &b.k, &d).unwrap();
+    let launches = [
+        dk.conv_launch(gpu, &d, [&qkv_b, &conv_b, &cs_b]),
+        dk.delta_launch(
+            gpu,
+            &d,
+            eps,
+            [&qkv_b, &z_b, &beta_b, &alpha_b, &params_b, &ds_b, &out_b],
+        ),
+    ];
+    let tables = ops::DeltaTables {
+        conv: &conv_w,
+        dt: &dt,
+        a: &a,
+        norm: &norm,
+        eps,
+    };
+    let mut want_qkv = qkv.clone();
+    let mut want = vec![0.0; rows * vd];
+    for t in 0..rows {
+        ops::delta_net_token(
+            &d,
+            &tables,
+            (&mut conv_state, &mut delta_state),
+            &mut want_qkv[t * cd..(t + 1) * cd],
+            [
+                &z[t * vd..(t + 1) * vd],
+                &beta[t * nv..(t + 1) * nv],
+                &alpha[t * nv..(t + 1) * nv],
+            ],
+            &mut want[t * vd..(t + 1) * vd],
+        );
+    }
+    // Tokens 0..5 as a chunk bound to its first step.
+    b.run(
+        Step {
+            count: 5,
+            ..step(0, 0)
+        },
+        &launches,
+    );
+    assert_close("delta net chunk", &b.read(&out_b, 5 * vd), &want[..5 * vd]);
+    // Token 5 as a decode step: its row moved to row 0, as the decode plan lays it out.
+    for (buf, v, n) in [
+        (&qkv_b, &qkv, cd),
+        (&z_b, &z, vd),
+        (&beta_b, &beta, nv),
+        (&alpha_b, &alpha, nv),
+    ] {
+        gpu.queue
+            .write_buffer(buf, 0, bytemuck::cast_slice(&v[5 * n..6 * n]));
+    }
+    b.run(step(5, 0), &launches);
+    assert_close("delta net step", &b.read(&out_b, vd), &want[5 * vd..]);
+    assert_close(
+        "delta state",
+        &b.read(&ds_b, d.delta_state_len()),
+        &delta_state,
+    );
+    assert_close(
+        "conv state",
+        &b.read(&cs_b, d.conv_state_len()),
+        &conv_state,
+    );
+}

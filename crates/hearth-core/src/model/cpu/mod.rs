@@ -7,7 +7,7 @@ mod state;
 
 pub use state::{State, SNAPSHOTS};
 
-use self::ops::{attend, conv_step, delta_step, gated_norm, l2_normalize, rms_norm_rows};
+use self::ops::{attend, rms_norm_rows};
 use super::spec::{Attention, DeltaNet, Ffn, Mixer, ModelSpec};
 use super::tensor::{Role, TensorId};
 use super::weights::{LayerWeights, Weights};
@@ -195,8 +195,7 @@ impl CpuModel {
     ) -> Vec<f32> {
         let s = &self.spec;
         let n = h.len() / s.n_embd;
-        let (cd, kd, vd, nv) = (d.conv_dim(), d.key_dim(), d.value_dim(), d.n_v_heads);
-        let (dk, dv) = (d.head_k_dim, d.head_v_dim);
+        let (cd, vd, nv) = (d.conv_dim(), d.value_dim(), d.n_v_heads);
         let product = |role, rows| {
             let mut out = vec![0.0; n * rows];
             w.matrix(role).matmul(h, None, &mut out);
@@ -206,41 +205,28 @@ impl CpuModel {
         let z = product(Role::AttnGate, vd);
         let beta = product(Role::SsmBeta, nv);
         let alpha = product(Role::SsmAlpha, nv);
-        let (conv_w, dt, a_neg) = (
-            w.vector(Role::SsmConv1d),
-            w.vector(Role::SsmDt),
-            w.vector(Role::SsmA),
-        );
-        let norm = w.vector(Role::SsmNorm);
+        let tables = ops::DeltaTables {
+            conv: w.vector(Role::SsmConv1d),
+            dt: w.vector(Role::SsmDt),
+            a: w.vector(Role::SsmA),
+            norm: w.vector(Role::SsmNorm),
+            eps: s.rms_eps,
+        };
         let (conv, delta) = state.recurrent(l);
         let mut out = vec![0.0; n * vd];
         for t in 0..n {
-            let x = &mut qkv[t * cd..(t + 1) * cd];
-            conv_step(conv, x, conv_w, d.conv_kernel);
-            let (q, rest) = x.split_at_mut(kd);
-            let (k, v) = rest.split_at_mut(kd);
-            for head in q.chunks_exact_mut(dk).chain(k.chunks_exact_mut(dk)) {
-                l2_normalize(head);
-            }
-            let q_scale = 1.0 / (dk as f32).sqrt();
-            q.iter_mut().for_each(|v| *v *= q_scale);
-            for hv in 0..nv {
-                let hk = hv % d.n_k_heads;
-                let g = a_neg[hv] * ops::softplus(alpha[t * nv + hv] + dt[hv]);
-                let o = &mut out[t * vd + hv * dv..][..dv];
-                delta_step(
-                    &mut delta[hv * dk * dv..(hv + 1) * dk * dv],
-                    [
-                        &q[hk * dk..(hk + 1) * dk],
-                        &k[hk * dk..(hk + 1) * dk],
-                        &v[hv * dv..(hv + 1) * dv],
-                    ],
-                    g.exp(),
-                    ops::sigmoid(beta[t * nv + hv]),
-                    o,
-                );
-                gated_norm(o, &z[t * vd + hv * dv..][..dv], norm, s.rms_eps);
-            }
+            ops::delta_net_token(
+                d,
+                &tables,
+                (conv, delta),
+                &mut qkv[t * cd..(t + 1) * cd],
+                [
+                    &z[t * vd..(t + 1) * vd],
+                    &beta[t * nv..(t + 1) * nv],
+                    &alpha[t * nv..(t + 1) * nv],
+                ],
+                &mut out[t * vd..(t + 1) * vd],
+            );
         }
         let mut proj = vec![0.0; n * s.n_embd];
         w.matrix(Role::SsmOut).matmul(&out, None, &mut proj);

@@ -1,7 +1,7 @@
 //! The reference operations, in f32, written for clarity. The CPU forward pass is built from
 //! them, and the GPU kernel tests check each kernel against them.
 
-use crate::model::spec::{Rope, RopeStyle};
+use crate::model::spec::{DeltaNet, Rope, RopeStyle};
 
 /// `x * w / rms(x)`, in place, as Hugging Face's `RMSNorm` computes it.
 pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
@@ -143,5 +143,55 @@ pub fn attend<'a>(
         for (o, v) in out.iter_mut().zip(value(p)) {
             *o += a * v;
         }
+    }
+}
+
+/// A delta-net layer's per-head tables: the convolution's taps (`kernel` per channel), `dt`
+/// and `a` per value head, the gated norm's weight, and the norm's epsilon.
+pub struct DeltaTables<'a> {
+    pub conv: &'a [f32],
+    pub dt: &'a [f32],
+    pub a: &'a [f32],
+    pub norm: &'a [f32],
+    pub eps: f32,
+}
+
+/// The recurrent core of a delta-net layer for one token, between its input projections and
+/// its output projection: the convolution (in place on `qkv`), L2-normalised q and k, the
+/// gated delta rule on every value head (value head h reads key head `h % n_k_heads`), and
+/// the gated norm, into `out`. `state` is (convolution, delta rule).
+pub fn delta_net_token(
+    d: &DeltaNet,
+    t: &DeltaTables,
+    (conv, delta): (&mut [f32], &mut [f32]),
+    qkv: &mut [f32],
+    [z, beta, alpha]: [&[f32]; 3],
+    out: &mut [f32],
+) {
+    let (kd, dk, dv) = (d.key_dim(), d.head_k_dim, d.head_v_dim);
+    conv_step(conv, qkv, t.conv, d.conv_kernel);
+    let (q, rest) = qkv.split_at_mut(kd);
+    let (k, v) = rest.split_at_mut(kd);
+    for head in q.chunks_exact_mut(dk).chain(k.chunks_exact_mut(dk)) {
+        l2_normalize(head);
+    }
+    let q_scale = 1.0 / (dk as f32).sqrt();
+    q.iter_mut().for_each(|v| *v *= q_scale);
+    for hv in 0..d.n_v_heads {
+        let hk = hv % d.n_k_heads;
+        let g = t.a[hv] * softplus(alpha[hv] + t.dt[hv]);
+        let o = &mut out[hv * dv..(hv + 1) * dv];
+        delta_step(
+            &mut delta[hv * dk * dv..(hv + 1) * dk * dv],
+            [
+                &q[hk * dk..(hk + 1) * dk],
+                &k[hk * dk..(hk + 1) * dk],
+                &v[hv * dv..(hv + 1) * dv],
+            ],
+            g.exp(),
+            sigmoid(beta[hv]),
+            o,
+        );
+        gated_norm(o, &z[hv * dv..(hv + 1) * dv], t.norm, t.eps);
     }
 }
