@@ -78,7 +78,7 @@ fn main() {
         }
     };
     println!("adapter: {}", gpu.describe());
-    let kernels = Kernels::new(&gpu, &GgmlType::DECODED).expect("every format has kernels");
+    let kernels = Kernels::new(&gpu);
     // One step: the chunk of PROMPT tokens the matmul kernel reads (matvec reads row 0).
     let steps = Steps::new(&gpu, &kernels, 1);
     steps.write(

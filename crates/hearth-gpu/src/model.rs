@@ -196,6 +196,39 @@ impl GpuModel {
         (kv, self.plan.recurrent.bytes())
     }
 
+    /// Runs only a decode step's recurrence (every delta-net layer's convolution and delta-rule
+    /// launches, on whatever their inputs hold) `steps` times in one submission, and waits:
+    /// timed against decode steps, the share of decode time the recurrence takes. The state it
+    /// leaves belongs to no sequence, so the model is then cut back to its latest checkpoint
+    /// as by [`GpuModel::truncate`]; returns the positions kept. Nothing to run (and nothing
+    /// lost) where every layer is attention.
+    pub async fn run_recurrence(&mut self, steps: usize) -> Result<usize, GpuError> {
+        if self.plan.recurrence.is_empty() {
+            return Ok(self.len);
+        }
+        let step = Step {
+            pos: self.len as u32,
+            token: 0,
+            row: 0,
+            count: 1,
+        };
+        self.plan.steps.write(&self.gpu, &[step]);
+        let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            self.plan.steps.set(&mut pass, 0);
+            for _ in 0..steps {
+                for d in &self.plan.recurrence {
+                    d.record(&mut pass);
+                }
+            }
+        }
+        self.gpu.queue.submit([encoder.finish()]);
+        self.gpu.finish().await?;
+        self.len = self.plan.recurrent.restore(&self.gpu, self.len);
+        Ok(self.len)
+    }
+
     /// Weight bytes one decode step reads (every layer's matrices and the output head).
     pub fn weight_bytes_per_token(&self) -> u64 {
         self.plan.weight_bytes_per_token

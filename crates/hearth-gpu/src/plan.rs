@@ -15,7 +15,7 @@ use crate::kernels::{
     self, uniform, AttnParams, Dispatch, Kernels, NormParams, Output, RopeParams, Steps,
     TopLaunches, TOP_K,
 };
-use crate::recurrent::{DeltaKernels, RecurrentState};
+use crate::recurrent::RecurrentState;
 use crate::weights::GpuMatrix;
 use crate::{Gpu, GpuError};
 
@@ -76,6 +76,9 @@ pub struct Plan {
     pub result: wgpu::Buffer,
     pub result_read: wgpu::Buffer,
     pub recurrent: RecurrentState,
+    /// The decode plan's recurrence launches (each delta-net layer's convolution and delta
+    /// rule), also in `decode`: timed on their own, they give the recurrence's share of a step.
+    pub recurrence: Vec<Dispatch>,
     pub weight_bytes_per_token: u64,
     pub held_bytes: u64,
     pub pending: BTreeMap<String, Pending>,
@@ -288,13 +291,13 @@ type Product<'a> = (
 struct Lowering<'a> {
     gpu: &'a Gpu,
     k: &'a Kernels,
-    delta: Option<DeltaKernels>,
     spec: &'a ModelSpec,
     acts: Acts,
     max_ctx: usize,
     /// Rope tables by rope, shared by the layers with the same one.
     tables: Vec<(Rope, wgpu::Buffer)>,
     norm: NormParams,
+    recurrence: Vec<Dispatch>,
 }
 
 impl Lowering<'_> {
@@ -480,9 +483,6 @@ impl Lowering<'_> {
         b.vector_at(id(Role::SsmDt), &params, 0)?;
         b.vector_at(id(Role::SsmA), &params, nv)?;
         b.vector_at(id(Role::SsmNorm), &params, 2 * nv)?;
-        if self.delta.is_none() {
-            self.delta = Some(DeltaKernels::new(gpu, self.k, d)?);
-        }
         let a = &self.acts;
         self.products(
             plans,
@@ -493,13 +493,14 @@ impl Lowering<'_> {
                 (&walpha, &a.h, &a.alpha, None, Output::Store, 0),
             ],
         )?;
-        let dk = self.delta.as_ref().expect("made above");
+        let k = self.k;
         let eps = self.spec.rms_eps;
+        let first = plans.decode.len();
         // Both kernels walk the rows of the chunk they are bound to.
         plans.both(|_| {
             Ok(vec![
-                dk.conv_launch(gpu, d, [&a.qkv, &conv_w, conv_state]),
-                dk.delta_launch(
+                k.conv_launch(gpu, d, [&a.qkv, &conv_w, conv_state]),
+                k.delta_launch(
                     gpu,
                     d,
                     eps,
@@ -512,9 +513,11 @@ impl Lowering<'_> {
                         delta_state,
                         &a.att,
                     ],
-                ),
+                )?,
             ])
         })?;
+        self.recurrence
+            .extend(plans.decode[first..].iter().cloned());
         self.products(plans, &[(&wout, &a.att, &a.x, None, Output::Add, 0)])
     }
 
@@ -548,14 +551,7 @@ impl Lowering<'_> {
 /// Makes every buffer and launch of `spec` for up to `max_ctx` positions.
 pub fn build(gpu: &Gpu, header: &Gguf, spec: &ModelSpec, max_ctx: usize) -> Result<Plan, GpuError> {
     let s = spec;
-    let types: Vec<GgmlType> = s
-        .expected_tensors()
-        .iter()
-        .filter(|(id, _)| id.role.usage() == hearth_core::model::tensor::Use::Matrix)
-        .filter_map(|(id, _)| header.tensor(&id.name()))
-        .map(|t| t.ty)
-        .collect();
-    let kernels = Kernels::new(gpu, &types)?;
+    let kernels = Kernels::new(gpu);
     let k = &kernels;
     let mut b = Held {
         gpu,
@@ -603,12 +599,12 @@ pub fn build(gpu: &Gpu, header: &Gguf, spec: &ModelSpec, max_ctx: usize) -> Resu
     let mut lower = Lowering {
         gpu,
         k,
-        delta: None,
         spec: s,
         acts,
         max_ctx,
         tables: Vec::new(),
         norm,
+        recurrence: Vec::new(),
     };
     let mut plans = Plans::default();
     let mut states = recurrent.layers.iter();
@@ -677,6 +673,7 @@ pub fn build(gpu: &Gpu, header: &Gguf, spec: &ModelSpec, max_ctx: usize) -> Resu
         result,
         result_read,
         recurrent,
+        recurrence: lower.recurrence,
         weight_bytes_per_token,
         held_bytes,
         pending: b.pending,

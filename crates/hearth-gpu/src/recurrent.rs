@@ -1,134 +1,13 @@
-//! The delta-net kernels (`conv.wgsl`, `delta_net.wgsl`) and the recurrent state they carry
-//! from one submission to the next: per layer, the convolution's last inputs and the
-//! delta rule's matrices, plus snapshots of both, since recurrent state cannot be cut back to
-//! a prefix the way a KV cache is.
+//! The recurrent state the delta-net kernels (`conv.wgsl`, `delta_net.wgsl`) carry from one
+//! submission to the next: per layer, the convolution's last inputs and the delta rule's
+//! matrices, plus snapshots of both, since recurrent state cannot be cut back to a prefix the
+//! way a KV cache is.
 
-use bytemuck::{Pod, Zeroable};
 use hearth_core::model::cpu::SNAPSHOTS;
 use hearth_core::model::DeltaNet;
 
-use crate::kernels::{self, uniform, Dispatch, Kernel, Kernels, Slot};
+use crate::kernels;
 use crate::{Gpu, GpuError};
-
-const COMMON: &str = include_str!("../../../shaders/common.wgsl");
-const CONV: &str = include_str!("../../../shaders/conv.wgsl");
-const DELTA_NET: &str = include_str!("../../../shaders/delta_net.wgsl");
-
-/// The widest value head the delta kernel takes: one thread per column, one workgroup per head.
-pub const MAX_HEAD_V_DIM: usize = 256;
-
-/// Uniform block of conv.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct ConvParams {
-    pub channels: u32,
-    pub kernel: u32,
-    pub _pad: [u32; 2],
-}
-
-/// Uniform block of delta_net.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct DeltaParams {
-    pub n_k: u32,
-    pub n_v: u32,
-    pub conv_dim: u32,
-    pub key_dim: u32,
-    pub value_dim: u32,
-    pub eps: f32,
-    pub q_scale: f32,
-    pub _pad: u32,
-}
-
-/// The two pipelines of one delta-net shape.
-pub struct DeltaKernels {
-    conv: Kernel,
-    delta: Kernel,
-}
-
-impl DeltaKernels {
-    pub fn new(gpu: &Gpu, kernels: &Kernels, d: &DeltaNet) -> Result<Self, GpuError> {
-        if d.head_v_dim > MAX_HEAD_V_DIM {
-            return Err(GpuError::Unsupported(format!(
-                "delta-net value heads of {} dimensions (the GPU engine takes up to {MAX_HEAD_V_DIM})",
-                d.head_v_dim
-            )));
-        }
-        use Slot::*;
-        let conv = Kernel::new(
-            gpu,
-            "conv",
-            &format!("{COMMON}{CONV}"),
-            &kernels.step_layout,
-            &[Uniform, Write, Read, Write],
-        );
-        let sizes = format!(
-            "const DK: u32 = {}u;\nconst DV: u32 = {}u;\n",
-            d.head_k_dim, d.head_v_dim
-        );
-        let delta = Kernel::new(
-            gpu,
-            &format!("delta_net {}x{}", d.head_k_dim, d.head_v_dim),
-            &format!("{sizes}{COMMON}{DELTA_NET}"),
-            &kernels.step_layout,
-            &[Uniform, Read, Read, Read, Read, Read, Write, Write],
-        );
-        Ok(DeltaKernels { conv, delta })
-    }
-
-    /// The convolution and SiLU, in place on the `qkv` rows of a step's chunk.
-    pub fn conv_launch(
-        &self,
-        gpu: &Gpu,
-        d: &DeltaNet,
-        [qkv, weight, state]: [&wgpu::Buffer; 3],
-    ) -> Dispatch {
-        let u = uniform(
-            gpu,
-            &ConvParams {
-                channels: d.conv_dim() as u32,
-                kernel: d.conv_kernel as u32,
-                _pad: [0; 2],
-            },
-        );
-        Dispatch {
-            pipeline: self.conv.pipeline.clone(),
-            bind: self.conv.bind(gpu, &[&u, qkv, weight, state]),
-            groups: [d.conv_dim().div_ceil(64) as u32, 1, 1],
-        }
-    }
-
-    /// The delta rule and gated norm of every value head, over the rows of a step's chunk.
-    /// `params` holds `[dt | a | norm]`.
-    pub fn delta_launch(
-        &self,
-        gpu: &Gpu,
-        d: &DeltaNet,
-        eps: f32,
-        [qkv, z, beta, alpha, params, state, out]: [&wgpu::Buffer; 7],
-    ) -> Dispatch {
-        let u = uniform(
-            gpu,
-            &DeltaParams {
-                n_k: d.n_k_heads as u32,
-                n_v: d.n_v_heads as u32,
-                conv_dim: d.conv_dim() as u32,
-                key_dim: d.key_dim() as u32,
-                value_dim: d.value_dim() as u32,
-                eps,
-                q_scale: 1.0 / (d.head_k_dim as f32).sqrt(),
-                _pad: 0,
-            },
-        );
-        Dispatch {
-            pipeline: self.delta.pipeline.clone(),
-            bind: self
-                .delta
-                .bind(gpu, &[&u, qkv, z, beta, alpha, params, state, out]),
-            groups: [d.n_v_heads as u32, 1, 1],
-        }
-    }
-}
 
 /// The recurrent state of every delta-net layer, and up to [`SNAPSHOTS`] copies of it.
 pub struct RecurrentState {

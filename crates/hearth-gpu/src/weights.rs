@@ -12,7 +12,6 @@ use std::ops::Range;
 
 use hearth_core::quant::GgmlType;
 
-use crate::kernels::Mat;
 use crate::{Gpu, GpuError};
 
 /// The type a tensor has on the GPU: BF16 is widened to F32 (exactly), others are kept.
@@ -221,27 +220,5 @@ impl GpuMatrix {
     /// Bytes held on the GPU, which is also what one product reads.
     pub fn bytes(&self) -> u64 {
         self.parts.iter().map(|p| p.buffer.size()).sum()
-    }
-
-    /// The uniform block for a kernel over `part`.
-    pub fn mat(
-        &self,
-        part: &Part,
-        mode: crate::kernels::Output,
-        has_bias: bool,
-        pos_stride: usize,
-    ) -> Mat {
-        Mat {
-            rows: part.rows as u32,
-            cols: self.cols as u32,
-            row_words: part.row_words as u32,
-            scale_base: part.scale_base as u32,
-            row_offset: part.row_offset as u32,
-            mode: mode as u32,
-            has_bias: has_bias as u32,
-            pos_stride: pos_stride as u32,
-            y_stride: self.rows as u32,
-            _pad: [0; 3],
-        }
     }
 }

@@ -52,7 +52,7 @@ struct Bench {
 impl Bench {
     fn new(options: &GpuOptions) -> Option<Self> {
         let gpu = common::gpu(options)?;
-        let k = Kernels::new(&gpu, &GgmlType::DECODED).unwrap();
+        let k = Kernels::new(&gpu);
         let steps = Steps::new(&gpu, &k, 1);
         Some(Bench { gpu, k, steps })
     }
@@ -549,7 +549,6 @@ fn matmul_over_a_chunk_equals_one_product_per_token() {
 #[test]
 fn delta_net_kernels_over_a_chunk_then_a_step() {
     use hearth_core::model::DeltaNet;
-    use hearth_gpu::recurrent::DeltaKernels;
     let Some(b) = Bench::new(&GpuOptions::default()) else {
         return;
     };
@@ -596,15 +595,15 @@ fn delta_net_kernels_over_a_chunk_then_a_step() {
     ]
     .map(|v| kernels::storage_f32(gpu, v));
     let out_b = kernels::scratch(gpu, rows * vd);
-    let dk = DeltaKernels::new(gpu, &b.k, &d).unwrap();
     let launches = [
-        dk.conv_launch(gpu, &d, [&qkv_b, &conv_b, &cs_b]),
-        dk.delta_launch(
+        b.k.conv_launch(gpu, &d, [&qkv_b, &conv_b, &cs_b]),
+        b.k.delta_launch(
             gpu,
             &d,
             eps,
             [&qkv_b, &z_b, &beta_b, &alpha_b, &params_b, &ds_b, &out_b],
-        ),
+        )
+        .unwrap(),
     ];
     let tables = ops::DeltaTables {
         conv: &conv_w,

@@ -1,0 +1,409 @@
+//! Recording launches: each function binds a kernel to its buffers and uniform block and
+//! sizes its grid, once, when a plan is built.
+
+use hearth_core::model::DeltaNet;
+
+use super::buffers::uniform;
+use super::pipelines::{grid, Dispatch, Kernel, Kernels};
+use super::shaders::{Shader, MATRIX_THREADS};
+use super::uniforms::{
+    ConvParams, DeltaParams, KvStoreParams, LenParams, Mat, NormParams, Output, RopeParams,
+    TopParams,
+};
+use crate::weights::{GpuMatrix, Part};
+use crate::{Gpu, GpuError};
+
+/// Pairs the top kernel keeps (`TOP` in top.wgsl) and the chunk each workgroup sorts (`CHUNK`).
+pub const TOP_K: usize = 64;
+const TOP_CHUNK: usize = 1024;
+
+/// Tokens one matmul workgroup takes (`TILE` in matmul.wgsl).
+const MATMUL_TILE: usize = 8;
+
+/// The widest value head the delta kernel takes: one thread per column, one workgroup per head.
+pub const MAX_HEAD_V_DIM: usize = 256;
+
+/// Threads that share one row of a matvec (`LANES` in matvec.wgsl): as many as the row has
+/// 32-value units, rounded to 1, 4 or 16, so narrow matrices keep every thread busy.
+pub fn matvec_lanes(cols: usize) -> u32 {
+    match cols.div_ceil(32) {
+        0..=2 => 1,
+        3..=8 => 4,
+        _ => 16,
+    }
+}
+
+/// Value dimensions each of the attention kernel's 64 threads accumulates for a head of
+/// `head_dim_v` (`VPT` in attention.wgsl): the kernel is compiled per width, so any fits.
+fn attention_vpt(head_dim_v: usize) -> u32 {
+    head_dim_v.div_ceil(64).max(1) as u32
+}
+
+/// The uniform block for a matrix kernel over `part` of `m`.
+fn mat(m: &GpuMatrix, part: &Part, mode: Output, has_bias: bool, pos_stride: usize) -> Mat {
+    Mat {
+        rows: part.rows as u32,
+        cols: m.cols as u32,
+        row_words: part.row_words as u32,
+        scale_base: part.scale_base as u32,
+        row_offset: part.row_offset as u32,
+        mode: mode as u32,
+        has_bias: has_bias as u32,
+        pos_stride: pos_stride as u32,
+        y_stride: m.rows as u32,
+        _pad: [0; 3],
+    }
+}
+
+impl Kernels {
+    /// The pipeline of a shader whose source has no block type, so always composes.
+    fn fixed(&self, gpu: &Gpu, shader: Shader) -> Kernel {
+        self.get(gpu, shader)
+            .expect("only block types can fail to compose")
+    }
+
+    /// `y (op)= m x + bias`, one launch per part of `m`; with a `pos_stride`, `y` starts at
+    /// `step.pos * pos_stride`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matvec_launches(
+        &self,
+        gpu: &Gpu,
+        m: &GpuMatrix,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        bias: Option<&wgpu::Buffer>,
+        mode: Output,
+        pos_stride: usize,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        self.product_launches(gpu, false, 1, m, [x, y], bias, mode, pos_stride)
+    }
+
+    /// `y (op)= x m^T + bias` for the `step.count` rows of `x` (a prompt chunk, at most
+    /// `chunk`), one launch per part of `m`; with a `pos_stride`, row t goes to the KV cache at
+    /// `(step.pos + t) * pos_stride`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_launches(
+        &self,
+        gpu: &Gpu,
+        m: &GpuMatrix,
+        chunk: usize,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        bias: Option<&wgpu::Buffer>,
+        mode: Output,
+        pos_stride: usize,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        let tiles = chunk.div_ceil(MATMUL_TILE) as u32;
+        self.product_launches(gpu, true, tiles, m, [x, y], bias, mode, pos_stride)
+    }
+
+    /// `y (op)= m x + bias` for `tokens` rows of `x`: the matvec launches for one (a decode
+    /// step), the matmul launches for a prompt chunk of up to `tokens`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn product_launches_for(
+        &self,
+        gpu: &Gpu,
+        m: &GpuMatrix,
+        tokens: usize,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        bias: Option<&wgpu::Buffer>,
+        mode: Output,
+        pos_stride: usize,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        if tokens == 1 {
+            self.matvec_launches(gpu, m, x, y, bias, mode, pos_stride)
+        } else {
+            self.matmul_launches(gpu, m, tokens, x, y, bias, mode, pos_stride)
+        }
+    }
+
+    /// The matvec (or, for a `prompt`, matmul) launches over each part of `m`, with `tiles` token
+    /// tiles along z.
+    #[allow(clippy::too_many_arguments)]
+    fn product_launches(
+        &self,
+        gpu: &Gpu,
+        prompt: bool,
+        tiles: u32,
+        m: &GpuMatrix,
+        [x, y]: [&wgpu::Buffer; 2],
+        bias: Option<&wgpu::Buffer>,
+        mode: Output,
+        pos_stride: usize,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        let (ty, lanes) = (m.ty, matvec_lanes(m.cols));
+        let shader = if prompt {
+            Shader::Matmul { ty, lanes }
+        } else {
+            Shader::Matvec { ty, lanes }
+        };
+        let kernel = self.get(gpu, shader)?;
+        Ok(m.parts
+            .iter()
+            .map(|p| {
+                let u = uniform(gpu, &mat(m, p, mode, bias.is_some(), pos_stride));
+                let [gx, gy, _] = grid((p.rows as u32).div_ceil(MATRIX_THREADS / lanes));
+                Dispatch {
+                    pipeline: kernel.pipeline.clone(),
+                    bind: kernel.bind(gpu, &[&p.buffer, &u, x, y, bias.unwrap_or(&self.dummy)]),
+                    groups: [gx, gy, tiles],
+                }
+            })
+            .collect())
+    }
+
+    /// Row `step.token` of `table` into `out`: one launch per part, as (first row, rows,
+    /// launch); the caller picks the part holding the token.
+    pub fn embed_launches(
+        &self,
+        gpu: &Gpu,
+        table: &GpuMatrix,
+        out: &wgpu::Buffer,
+    ) -> Result<Vec<(usize, usize, Dispatch)>, GpuError> {
+        let kernel = self.get(gpu, Shader::Embed { ty: table.ty })?;
+        Ok(table
+            .parts
+            .iter()
+            .map(|p| {
+                let u = uniform(gpu, &mat(table, p, Output::Store, false, 0));
+                let d = Dispatch {
+                    pipeline: kernel.pipeline.clone(),
+                    bind: kernel.bind(gpu, &[&p.buffer, &u, out]),
+                    groups: grid((table.cols as u32).div_ceil(32).div_ceil(64)),
+                };
+                (p.row_offset, p.rows, d)
+            })
+            .collect())
+    }
+
+    /// RMS norm of `rows` rows of `n` values.
+    pub fn rms_norm_launch(
+        &self,
+        gpu: &Gpu,
+        params: NormParams,
+        rows: usize,
+        x: &wgpu::Buffer,
+        weight: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+    ) -> Dispatch {
+        let u = uniform(gpu, &params);
+        let kernel = self.fixed(gpu, Shader::RmsNorm);
+        Dispatch {
+            pipeline: kernel.pipeline.clone(),
+            bind: kernel.bind(gpu, &[&u, x, weight, out]),
+            groups: [rows as u32, 1, 1],
+        }
+    }
+
+    /// Per-head norm (when `norm` is given) and rope over `heads` heads of `data`.
+    pub fn rope_launch(
+        &self,
+        gpu: &Gpu,
+        params: RopeParams,
+        heads: usize,
+        data: &wgpu::Buffer,
+        norm: Option<&wgpu::Buffer>,
+        table: &wgpu::Buffer,
+    ) -> Dispatch {
+        let u = uniform(
+            gpu,
+            &RopeParams {
+                has_norm: norm.is_some() as u32,
+                ..params
+            },
+        );
+        let kernel = self.fixed(gpu, Shader::Rope);
+        Dispatch {
+            pipeline: kernel.pipeline.clone(),
+            bind: kernel.bind(gpu, &[&u, data, norm.unwrap_or(&self.dummy), table]),
+            groups: [heads as u32, 1, 1],
+        }
+    }
+
+    /// Causal attention of the query heads of `tokens` rows of `q` over the caches (one row for
+    /// a decode step, a chunk's for a prompt, bound to its first step).
+    pub fn attention_launch(
+        &self,
+        gpu: &Gpu,
+        (params, head_dim_v): (&wgpu::Buffer, usize),
+        n_head: usize,
+        tokens: usize,
+        [q, kc, vc, out]: [&wgpu::Buffer; 4],
+    ) -> Dispatch {
+        let shader = Shader::Attention {
+            f16_kv: self.f16_kv(),
+            vpt: attention_vpt(head_dim_v),
+        };
+        let kernel = self.fixed(gpu, shader);
+        Dispatch {
+            pipeline: kernel.pipeline.clone(),
+            bind: kernel.bind(gpu, &[params, q, kc, vc, out]),
+            groups: [n_head as u32, tokens as u32, 1],
+        }
+    }
+
+    /// Rounds the K and V rows of `tokens` tokens into the f16 caches at their positions.
+    /// Panics where the f16 KV path is off.
+    pub fn kv_store_launch(
+        &self,
+        gpu: &Gpu,
+        k_dim: usize,
+        v_dim: usize,
+        tokens: usize,
+        [k_rows, v_rows, kc, vc]: [&wgpu::Buffer; 4],
+    ) -> Dispatch {
+        let kernel = self.fixed(gpu, Shader::KvStore);
+        let u = uniform(
+            gpu,
+            &KvStoreParams {
+                k_dim: k_dim as u32,
+                v_dim: v_dim as u32,
+                _pad: [0; 2],
+            },
+        );
+        Dispatch {
+            pipeline: kernel.pipeline.clone(),
+            bind: kernel.bind(gpu, &[&u, k_rows, v_rows, kc, vc]),
+            groups: [k_dim.max(v_dim).div_ceil(64) as u32, tokens as u32, 1],
+        }
+    }
+
+    /// The index of the largest of `n` values into `result[0]`.
+    pub fn argmax_launch(
+        &self,
+        gpu: &Gpu,
+        n: usize,
+        values: &wgpu::Buffer,
+        result: &wgpu::Buffer,
+    ) -> Dispatch {
+        let u = uniform(
+            gpu,
+            &LenParams {
+                n: n as u32,
+                _pad: [0; 3],
+            },
+        );
+        let kernel = self.fixed(gpu, Shader::Argmax);
+        Dispatch {
+            pipeline: kernel.pipeline.clone(),
+            bind: kernel.bind(gpu, &[&u, values, result]),
+            groups: [1, 1, 1],
+        }
+    }
+
+    /// The convolution and SiLU, in place on the `qkv` rows of a step's chunk.
+    pub fn conv_launch(
+        &self,
+        gpu: &Gpu,
+        d: &DeltaNet,
+        [qkv, weight, state]: [&wgpu::Buffer; 3],
+    ) -> Dispatch {
+        let u = uniform(
+            gpu,
+            &ConvParams {
+                channels: d.conv_dim() as u32,
+                kernel: d.conv_kernel as u32,
+                _pad: [0; 2],
+            },
+        );
+        let kernel = self.fixed(gpu, Shader::Conv);
+        Dispatch {
+            pipeline: kernel.pipeline.clone(),
+            bind: kernel.bind(gpu, &[&u, qkv, weight, state]),
+            groups: [d.conv_dim().div_ceil(64) as u32, 1, 1],
+        }
+    }
+
+    /// The delta rule and gated norm of every value head, over the rows of a step's chunk.
+    /// `params` holds `[dt | a | norm]`.
+    pub fn delta_launch(
+        &self,
+        gpu: &Gpu,
+        d: &DeltaNet,
+        eps: f32,
+        [qkv, z, beta, alpha, params, state, out]: [&wgpu::Buffer; 7],
+    ) -> Result<Dispatch, GpuError> {
+        if d.head_v_dim > MAX_HEAD_V_DIM {
+            return Err(GpuError::Unsupported(format!(
+                "delta-net value heads of {} dimensions (the GPU engine takes up to {MAX_HEAD_V_DIM})",
+                d.head_v_dim
+            )));
+        }
+        let shader = Shader::DeltaNet {
+            dk: d.head_k_dim as u32,
+            dv: d.head_v_dim as u32,
+        };
+        let kernel = self.fixed(gpu, shader);
+        let u = uniform(
+            gpu,
+            &DeltaParams {
+                n_k: d.n_k_heads as u32,
+                n_v: d.n_v_heads as u32,
+                conv_dim: d.conv_dim() as u32,
+                key_dim: d.key_dim() as u32,
+                value_dim: d.value_dim() as u32,
+                eps,
+                q_scale: 1.0 / (d.head_k_dim as f32).sqrt(),
+                _pad: 0,
+            },
+        );
+        Ok(Dispatch {
+            pipeline: kernel.pipeline.clone(),
+            bind: kernel.bind(gpu, &[&u, qkv, z, beta, alpha, params, state, out]),
+            groups: [d.n_v_heads as u32, 1, 1],
+        })
+    }
+}
+
+/// The [`TOP_K`] best of `n` logits as (value bits, id) pairs, best first: launches that sort
+/// chunks down to one, and the buffer whose first [`TOP_K`] pairs hold the result.
+pub struct TopLaunches {
+    pub launches: Vec<Dispatch>,
+    pub result: wgpu::Buffer,
+}
+
+impl Kernels {
+    /// The launches that find the [`TOP_K`] best of `n` logits.
+    pub fn top_launches(&self, gpu: &Gpu, n: usize, logits: &wgpu::Buffer) -> TopLaunches {
+        let pairs = |n: usize| {
+            gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("top pairs"),
+                size: (n.div_ceil(TOP_CHUNK).max(1) * TOP_K * 8) as u64,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            })
+        };
+        // Ping-pong between two buffers; the first stage's output is the largest.
+        let bufs = [pairs(n), pairs(n.div_ceil(TOP_CHUNK) * TOP_K)];
+        let top = self.fixed(gpu, Shader::Top);
+        let mut launches = Vec::new();
+        let (mut len, mut stage) = (n, 0);
+        loop {
+            let groups = len.div_ceil(TOP_CHUNK).max(1);
+            let u = uniform(
+                gpu,
+                &TopParams {
+                    n: len as u32,
+                    from_logits: (stage == 0) as u32,
+                    neg_inf: f32::NEG_INFINITY,
+                    _pad: 0,
+                },
+            );
+            let (src, dst) = (&bufs[(stage + 1) % 2], &bufs[stage % 2]);
+            launches.push(Dispatch {
+                pipeline: top.pipeline.clone(),
+                bind: top.bind(gpu, &[&u, logits, src, dst]),
+                groups: [groups as u32, 1, 1],
+            });
+            if groups == 1 {
+                return TopLaunches {
+                    launches,
+                    result: dst.clone(),
+                };
+            }
+            len = groups * TOP_K;
+            stage += 1;
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Every shader the engine compiles, named by what varies between its variants, and the WGSL
+//! fragments each is composed of. Nothing here needs a device, so every variant can be
+//! validated without one (`tests/shaders.rs`).
+
+use hearth_core::quant::GgmlType;
+
+use super::pipelines::Slot;
+use crate::weights::gpu_format;
+use crate::GpuError;
+
+pub const COMMON: &str = include_str!("../../../../shaders/common.wgsl");
+pub const QUANT: &str = include_str!("../../../../shaders/quant.wgsl");
+pub const MATVEC: &str = include_str!("../../../../shaders/matvec.wgsl");
+pub const MATMUL: &str = include_str!("../../../../shaders/matmul.wgsl");
+pub const PRODUCT_OUT: &str = include_str!("../../../../shaders/product_out.wgsl");
+pub const REDUCE_WG: &str = include_str!("../../../../shaders/reduce_wg.wgsl");
+pub const REDUCE_SUBGROUP: &str = include_str!("../../../../shaders/reduce_subgroup.wgsl");
+pub const EMBED: &str = include_str!("../../../../shaders/embed.wgsl");
+pub const RMS_NORM: &str = include_str!("../../../../shaders/rms_norm.wgsl");
+pub const ROPE: &str = include_str!("../../../../shaders/rope.wgsl");
+pub const ATTENTION: &str = include_str!("../../../../shaders/attention.wgsl");
+pub const KV_STORE: &str = include_str!("../../../../shaders/kv_store.wgsl");
+pub const ARGMAX: &str = include_str!("../../../../shaders/argmax.wgsl");
+pub const TOP: &str = include_str!("../../../../shaders/top.wgsl");
+pub const CONV: &str = include_str!("../../../../shaders/conv.wgsl");
+pub const DELTA_NET: &str = include_str!("../../../../shaders/delta_net.wgsl");
+pub const COPY: &str = include_str!("../../../../shaders/copy.wgsl");
+
+/// Threads of a matrix-kernel workgroup; its rows are split among them (matvec.wgsl).
+pub const MATRIX_THREADS: u32 = 64;
+
+/// One shader variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Shader {
+    /// A decode step's matrix-vector product over blocks of `ty`, `lanes` threads per row.
+    Matvec {
+        ty: GgmlType,
+        lanes: u32,
+    },
+    /// A prompt chunk's matrix product, as `Matvec`.
+    Matmul {
+        ty: GgmlType,
+        lanes: u32,
+    },
+    Embed {
+        ty: GgmlType,
+    },
+    RmsNorm,
+    Rope,
+    /// Attention over an f32 or f16 cache, `vpt` value dimensions per thread.
+    Attention {
+        f16_kv: bool,
+        vpt: u32,
+    },
+    KvStore,
+    Argmax,
+    Top,
+    Conv,
+    DeltaNet {
+        dk: u32,
+        dv: u32,
+    },
+}
+
+/// What of the device a source depends on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Features {
+    /// The subgroup size the matrix kernels reduce with, if subgroups are used.
+    pub subgroup: Option<u32>,
+    /// Browsers require `enable subgroups;`; naga (native) enables subgroup operations with the
+    /// device feature and rejects the directive.
+    pub subgroup_directive: bool,
+}
+
+/// The WGSL selector that makes `unit()` decode blocks of `ty`.
+fn unit_selector(ty: GgmlType) -> Result<String, GpuError> {
+    let name = match gpu_format(ty)? {
+        GgmlType::F32 => "f32",
+        GgmlType::F16 => "f16",
+        GgmlType::Q4_0 => "q4_0",
+        GgmlType::Q4_1 => "q4_1",
+        GgmlType::Q5_0 => "q5_0",
+        GgmlType::Q5_1 => "q5_1",
+        GgmlType::Q8_0 => "q8_0",
+        GgmlType::Q2_K => "q2_k",
+        GgmlType::Q3_K => "q3_k",
+        GgmlType::Q4_K => "q4_k",
+        GgmlType::Q5_K => "q5_k",
+        GgmlType::Q6_K => "q6_k",
+        other => return Err(GpuError::UnsupportedType(other)),
+    };
+    Ok(format!(
+        "fn unit(row: u32, u: u32) -> Unit {{ return unit_{name}(row, u); }}\n"
+    ))
+}
+
+impl Shader {
+    pub fn label(self) -> String {
+        match self {
+            Shader::Matvec { ty, lanes } => format!("matvec {ty} x{lanes}"),
+            Shader::Matmul { ty, lanes } => format!("matmul {ty} x{lanes}"),
+            Shader::Embed { ty } => format!("embed {ty}"),
+            Shader::Attention { f16_kv, vpt } => {
+                format!("attention {} x{vpt}", if f16_kv { "f16" } else { "f32" })
+            }
+            Shader::DeltaNet { dk, dv } => format!("delta_net {dk}x{dv}"),
+            other => format!("{other:?}"),
+        }
+    }
+
+    /// The kinds of its group-1 bindings, in binding order.
+    pub fn slots(self) -> &'static [Slot] {
+        use Slot::*;
+        match self {
+            Shader::Matvec { .. } | Shader::Matmul { .. } => &[Read, Uniform, Read, Write, Read],
+            Shader::Embed { .. } => &[Read, Uniform, Write],
+            Shader::RmsNorm => &[Uniform, Read, Read, Write],
+            Shader::Rope => &[Uniform, Write, Read, Read],
+            Shader::Attention { .. } => &[Uniform, Read, Read, Read, Write],
+            Shader::KvStore => &[Uniform, Read, Read, Write, Write],
+            Shader::Argmax => &[Uniform, Read, Write],
+            Shader::Top => &[Uniform, Read, Read, Write],
+            Shader::Conv => &[Uniform, Write, Read, Write],
+            Shader::DeltaNet { .. } => &[Uniform, Read, Read, Read, Read, Read, Write, Write],
+        }
+    }
+
+    /// The WGSL source: the variant's constants, then its fragments in dependency order.
+    pub fn source(self, f: &Features) -> Result<String, GpuError> {
+        let mut parts: Vec<String> = Vec::new();
+        match self {
+            Shader::Matvec { ty, lanes } | Shader::Matmul { ty, lanes } => {
+                if f.subgroup.is_some() && f.subgroup_directive {
+                    parts.push("enable subgroups;\n".into());
+                }
+                parts.push(format!(
+                    "const LANES: u32 = {lanes}u;\nconst ROWS: u32 = {}u;\n",
+                    MATRIX_THREADS / lanes
+                ));
+                parts.extend([COMMON, QUANT].map(String::from));
+                parts.push(unit_selector(ty)?);
+                parts.push(PRODUCT_OUT.into());
+                parts.push(
+                    if matches!(self, Shader::Matvec { .. }) {
+                        MATVEC
+                    } else {
+                        MATMUL
+                    }
+                    .into(),
+                );
+                parts.push(match f.subgroup {
+                    Some(sg) => format!("const SG: u32 = {}u;\n{REDUCE_SUBGROUP}", sg.min(lanes)),
+                    None => REDUCE_WG.into(),
+                });
+            }
+            Shader::Embed { ty } => {
+                parts.extend([COMMON, QUANT].map(String::from));
+                parts.push(unit_selector(ty)?);
+                parts.push(EMBED.into());
+            }
+            Shader::Attention { f16_kv, vpt } => {
+                parts.push(if f16_kv {
+                    "enable f16;\nalias KV = f16;\n".into()
+                } else {
+                    "alias KV = f32;\n".into()
+                });
+                parts.push(format!("const VPT: u32 = {vpt}u;\n"));
+                parts.extend([COMMON, ATTENTION].map(String::from));
+            }
+            Shader::KvStore => parts.extend(["enable f16;\n", COMMON, KV_STORE].map(String::from)),
+            Shader::DeltaNet { dk, dv } => {
+                parts.push(format!("const DK: u32 = {dk}u;\nconst DV: u32 = {dv}u;\n"));
+                parts.extend([COMMON, DELTA_NET].map(String::from));
+            }
+            Shader::RmsNorm => parts.extend([COMMON, RMS_NORM].map(String::from)),
+            Shader::Rope => parts.extend([COMMON, ROPE].map(String::from)),
+            Shader::Conv => parts.extend([COMMON, CONV].map(String::from)),
+            Shader::Argmax => parts.push(ARGMAX.into()),
+            Shader::Top => parts.push(TOP.into()),
+        }
+        Ok(parts.concat())
+    }
+}
