@@ -1,0 +1,165 @@
+//! The generation loop's bookkeeping: stop tokens and strings, the token budget and
+//! incremental text.
+
+use super::{Sampler, SamplingError, SamplingOptions, StopMatcher};
+use crate::tokenizer::{StreamDecoder, Tokenizer};
+
+/// Options of a whole generation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateOptions {
+    pub sampling: SamplingOptions,
+    /// Most tokens to generate (at least 1).
+    pub max_tokens: usize,
+    /// Text that ends generation; it is not part of the output.
+    pub stop: Vec<String>,
+    /// Keep going past end-of-generation tokens (they are then decoded as text).
+    pub ignore_eos: bool,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions {
+            sampling: SamplingOptions::default(),
+            max_tokens: 256,
+            stop: Vec::new(),
+            ignore_eos: false,
+        }
+    }
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model produced an end-of-generation token (EOS, EOT, ...).
+    EndOfGeneration,
+    /// A stop string appeared.
+    StopString,
+    /// `max_tokens` were generated.
+    MaxTokens,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::EndOfGeneration => "eos",
+            FinishReason::StopString => "stop",
+            FinishReason::MaxTokens => "length",
+        }
+    }
+}
+
+/// The outcome of one step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    pub token: u32,
+    /// Text to show now (possibly empty).
+    pub text: String,
+    /// Set on the last step.
+    pub finished: Option<FinishReason>,
+}
+
+/// The token-by-token state of a generation: feed it each position's logits with
+/// [`step`](Self::step), run the model on the returned token, until `finished` is set.
+pub struct Generator<'t> {
+    tokenizer: &'t Tokenizer,
+    sampler: Sampler,
+    decoder: StreamDecoder<'t>,
+    stops: StopMatcher,
+    max_tokens: usize,
+    ignore_eos: bool,
+    generated: Vec<u32>,
+    finished: Option<FinishReason>,
+}
+
+impl<'t> Generator<'t> {
+    /// `prompt` feeds the penalties; it is not decoded.
+    pub fn new(
+        tokenizer: &'t Tokenizer,
+        opts: GenerateOptions,
+        prompt: &[u32],
+    ) -> Result<Self, SamplingError> {
+        if opts.max_tokens == 0 {
+            return Err(SamplingError::MaxTokens);
+        }
+        let mut sampler = Sampler::new(opts.sampling)?;
+        for &t in prompt {
+            sampler.accept(t);
+        }
+        Ok(Generator {
+            tokenizer,
+            sampler,
+            decoder: tokenizer.stream_decoder(true),
+            stops: StopMatcher::new(opts.stop)?,
+            max_tokens: opts.max_tokens,
+            ignore_eos: opts.ignore_eos,
+            generated: Vec::new(),
+            finished: None,
+        })
+    }
+
+    /// Chooses the next token from `logits` and returns the text it completes.
+    pub fn step(&mut self, logits: &[f32]) -> Result<Step, SamplingError> {
+        if self.finished.is_some() {
+            return Err(SamplingError::Finished);
+        }
+        let token = self.sampler.sample(logits)?;
+        self.push(token)
+    }
+
+    /// The sampler, for a backend that chooses the token itself (see [`Sampler::wants`]);
+    /// hand the token it chose to [`push`](Self::push).
+    pub fn sampler(&mut self) -> &mut Sampler {
+        &mut self.sampler
+    }
+
+    /// Takes the next token, chosen by [`sampler`](Self::sampler), and returns the text it
+    /// completes.
+    pub fn push(&mut self, token: u32) -> Result<Step, SamplingError> {
+        if self.finished.is_some() {
+            return Err(SamplingError::Finished);
+        }
+        self.sampler.accept(token);
+        self.generated.push(token);
+        let at_end = !self.ignore_eos && self.tokenizer.is_stop(token);
+        let piece = if at_end {
+            String::new()
+        } else {
+            self.decoder.push(token)
+        };
+        let (mut text, stopped) = self.stops.push(&piece);
+        let finished = if stopped {
+            Some(FinishReason::StopString)
+        } else if at_end || self.generated.len() >= self.max_tokens {
+            // Whatever is still held back is final now.
+            let (rest, stopped) = self.stops.push(&self.decoder.finish());
+            text.push_str(&rest);
+            if stopped {
+                Some(FinishReason::StopString)
+            } else {
+                text.push_str(&self.stops.flush());
+                Some(if at_end {
+                    FinishReason::EndOfGeneration
+                } else {
+                    FinishReason::MaxTokens
+                })
+            }
+        } else {
+            None
+        };
+        self.finished = finished;
+        Ok(Step {
+            token,
+            text,
+            finished,
+        })
+    }
+
+    /// Every token chosen so far, including a final end-of-generation token.
+    pub fn generated(&self) -> &[u32] {
+        &self.generated
+    }
+
+    pub fn finished(&self) -> Option<FinishReason> {
+        self.finished
+    }
+}
