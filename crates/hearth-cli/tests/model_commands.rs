@@ -76,6 +76,10 @@ fn gpu_backend_logits_match_pytorch() {
         "1",
     ]);
     if String::from_utf8_lossy(&probe.stderr).contains("no WebGPU adapter") {
+        assert!(
+            std::env::var_os("HEARTH_REQUIRE_GPU").is_none(),
+            "HEARTH_REQUIRE_GPU is set but there is no adapter"
+        );
         eprintln!("skipped: no GPU adapter (install mesa-vulkan-drivers for lavapipe)");
         return;
     }
