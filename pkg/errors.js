@@ -25,29 +25,36 @@ export const ERROR_CODES = Object.freeze([
   'internal',
 ]);
 
+/** Fields an error may carry besides its code and message. */
+const DETAILS = ['status', 'architecture', 'supported'];
+
 export class HearthError extends Error {
   /**
    * @param {string} code one of ERROR_CODES
    * @param {string} message
-   * @param {{ status?: number, cause?: unknown }} [extra]
+   * @param {{ status?: number, architecture?: string,
+   *   supported?: Array<{ name: string, models: string }>, cause?: unknown }} [extra]
    */
   constructor(code, message, extra = {}) {
     super(message, extra.cause === undefined ? undefined : { cause: extra.cause });
     this.name = code === 'aborted' ? 'AbortError' : 'HearthError';
     this.code = code;
-    if (extra.status !== undefined) this.status = extra.status;
+    for (const key of DETAILS) if (extra[key] !== undefined) this[key] = extra[key];
   }
 
   /** A plain object that survives postMessage. */
   toJSON() {
-    return { code: this.code, message: this.message, status: this.status };
+    const out = { code: this.code, message: this.message };
+    for (const key of DETAILS) if (this[key] !== undefined) out[key] = this[key];
+    return out;
   }
 
-  /** Turns anything thrown (a wasm error carrying `code`, a DOMException, ...) into a HearthError. */
+  /** Turns anything thrown (a wasm error carrying `code`, a DOMException, an error's toJSON()
+   * from the worker, ...) into a HearthError. */
   static from(e) {
     if (e instanceof HearthError) return e;
     if (e && typeof e === 'object' && typeof e.code === 'string' && ERROR_CODES.includes(e.code)) {
-      return new HearthError(e.code, e.message, { status: e.status });
+      return new HearthError(e.code, e.message, e);
     }
     if (e && e.name === 'AbortError') return new HearthError('aborted', e.message || 'aborted');
     if (e && e.name === 'QuotaExceededError') {

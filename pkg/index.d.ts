@@ -25,12 +25,29 @@ export type ErrorCode =
 
 export declare const ERROR_CODES: readonly ErrorCode[];
 
+/** One architecture the engine runs. */
+export interface Architecture {
+  /** The GGUF `general.architecture` name, such as "qwen35". */
+  name: string;
+  /** The model families that use it, for people, such as "Qwen3.5" or "Qwen2, Qwen2.5". */
+  models: string;
+}
+
 /** Every error the API throws. `name` is "AbortError" for code "aborted". */
 export declare class HearthError extends Error {
   readonly code: ErrorCode;
   /** The HTTP status, for "not_found" and "http_error". */
   readonly status?: number;
-  constructor(code: ErrorCode, message: string, extra?: { status?: number; cause?: unknown });
+  /** For "unsupported_architecture": the file's architecture, when it names one. */
+  readonly architecture?: string;
+  /** For "unsupported_architecture": what the engine runs (as `Hearth.architectures()`). */
+  readonly supported?: Architecture[];
+  constructor(code: ErrorCode, message: string, extra?: {
+    status?: number;
+    architecture?: string;
+    supported?: Architecture[];
+    cause?: unknown;
+  });
   static from(e: unknown): HearthError;
 }
 
@@ -57,6 +74,7 @@ export interface LoadOptions {
 }
 
 export interface EngineInfo {
+  /** The GGUF architecture: one of `Hearth.architectures()`' names ("llama", "qwen35", ...). */
   architecture: string;
   name: string | null;
   /** The type of most weight matrices, such as "Q4_K" or "F16". */
@@ -185,6 +203,11 @@ export interface CacheEntry {
 export declare class Hearth {
   private constructor();
   static load(source: string | URL | Blob | Array<string | URL>, options?: LoadOptions): Promise<Hearth>;
+  /**
+   * The architectures this build runs, such as `{ name: 'qwen35', models: 'Qwen3.5' }`, read
+   * from the engine (a short-lived worker) without loading a model; asked once per page.
+   */
+  static architectures(): Promise<readonly Readonly<Architecture>[]>;
   static cache: {
     list(): Promise<CacheEntry[]>;
     /** Removes a URL's cached bytes; resolves true if there were any. */

@@ -8,6 +8,8 @@ import { listCache, deleteCache } from './fetch.js';
 export { HearthError, ERROR_CODES };
 
 let nextId = 1;
+/** Hearth.architectures()'s answer, once asked. */
+let architectureList = null;
 
 function abortError(signal) {
   const reason = signal?.reason;
@@ -131,7 +133,7 @@ export class Hearth {
               onProgress(data.progress);
             }
           } else if (data.type === 'done') resolve(data.value);
-          else if (data.type === 'error') reject(new HearthError(data.error.code, data.error.message, { status: data.error.status }));
+          else if (data.type === 'error') reject(HearthError.from(data.error));
         };
         worker.postMessage({ id, op: 'load', source, options: { contextLength, backend, cache } });
       });
@@ -144,6 +146,29 @@ export class Hearth {
     }
   }
 
+  /**
+   * The architectures this build runs, as `[{ name, models }]` (such as
+   * `{ name: 'qwen35', models: 'Qwen3.5' }`), read from the wasm module in a short-lived
+   * worker; no model is loaded. The list an `unsupported_architecture` error carries as
+   * `supported` is the same.
+   */
+  static architectures() {
+    if (!architectureList) {
+      const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module', name: 'hearth' });
+      architectureList = new Promise((resolve, reject) => {
+        worker.onerror = (e) => reject(new HearthError('internal', `the engine's worker failed to start: ${e.message || 'unknown error'}`));
+        worker.onmessage = ({ data }) => {
+          if (data.type === 'done') resolve(Object.freeze(data.value.map((a) => Object.freeze(a))));
+          else if (data.type === 'error') reject(HearthError.from(data.error));
+        };
+        worker.postMessage({ id: nextId++, op: 'architectures' });
+      }).finally(() => worker.terminate());
+      // A failure is not remembered: the next call tries again.
+      architectureList.catch(() => { architectureList = null; });
+    }
+    return architectureList;
+  }
+
   _receive(data) {
     const p = this._pending.get(data.id);
     if (!p) return;
@@ -154,7 +179,7 @@ export class Hearth {
       p.resolve(data.value);
     } else if (data.type === 'error') {
       this._pending.delete(data.id);
-      p.reject(new HearthError(data.error.code, data.error.message, { status: data.error.status }));
+      p.reject(HearthError.from(data.error));
     }
   }
 

@@ -1,7 +1,7 @@
 // The module Worker that holds one engine. The page talks to it with postMessage only (see
 // index.js); everything slow — fetching, building the model, every forward pass — runs here.
 
-import init, { Loader, GpuDevice } from './wasm/hearth_web.js';
+import init, { Loader, GpuDevice, architectures } from './wasm/hearth_web.js';
 import { HearthError } from './errors.js';
 import { openSource } from './fetch.js';
 
@@ -241,6 +241,7 @@ const handlers = {
   tokenize: (_, { text, addSpecial }) => Array.from(engine.tokenize(text, addSpecial ?? true)),
   detokenize: (_, { tokens, skipSpecial }) => engine.detokenize(Uint32Array.from(tokens), skipSpecial ?? false),
   info: () => info(),
+  architectures: async () => { await init(); return architectures(); },
   reset: () => engine.reset(),
 };
 
@@ -253,7 +254,7 @@ self.onmessage = ({ data }) => {
   const handler = handlers[op];
   const run = async () => {
     if (!handler) throw new HearthError('bad_request', `unknown operation ${op}`);
-    if (op !== 'load' && !engine) throw new HearthError('bad_request', 'no model is loaded');
+    if (!['load', 'architectures'].includes(op) && !engine) throw new HearthError('bad_request', 'no model is loaded');
     return handler(id, data);
   };
   queue = queue.then(run).then(

@@ -6,7 +6,7 @@
 
 import Hearth, { HearthError } from '../pkg/index.js';
 import { BUNDLED, CATALOGUE } from './models.js';
-import { errorText } from './error-text.js';
+import { errorText, modelFamilies } from './error-text.js';
 import { ChatLog } from './chat-log.js';
 import * as fmt from './format.js';
 
@@ -14,6 +14,7 @@ const $ = (id) => document.getElementById(id);
 const ui = {
   pickForm: $('pick-form'), select: $('model-select'), about: $('model-about'),
   urlForm: $('url-form'), url: $('model-url'), file: $('model-file'), backend: $('backend'),
+  architectures: $('architectures'),
   progress: $('progress'), progressBar: $('progress-bar'), progressText: $('progress-text'),
   cancelLoad: $('cancel-load'), modelStatus: $('model-status'), backendHint: $('backend-hint'),
   system: $('system'), temperature: $('temperature'), topP: $('top-p'), topK: $('top-k'),
@@ -529,8 +530,20 @@ document.addEventListener('drop', (e) => {
   load({ label: file.name, file });
 });
 
+/** Says under the URL field which models load, as the engine itself lists them. */
+async function showArchitectures() {
+  try {
+    const supported = await Hearth.architectures();
+    ui.architectures.textContent = `Hearth runs ${modelFamilies(supported)} models.`;
+    ui.architectures.hidden = false;
+  } catch {
+    // Only a hint: the page works without it.
+  }
+}
+
 fillModelList();
 readBundledFacts();
+showArchitectures();
 // `?model=<url>` loads that file instead of the bundled one (a link to share).
 const linked = new URLSearchParams(location.search).get('model');
 if (linked) {

@@ -9,7 +9,7 @@ export const ERROR_TEXT = Object.freeze({
   http_error: 'The server refused the download. Try again later, or use another copy of the model.',
   not_gguf: 'That file is not a GGUF model. Hearth reads .gguf files, such as those in the "-GGUF" repositories on the Hugging Face Hub.',
   invalid_model: 'The GGUF file is damaged or inconsistent. If it was downloaded, delete it from the download cache and load it again.',
-  unsupported_architecture: 'This model\'s architecture is not supported yet. Hearth runs Llama, Qwen2 and Qwen3 models.',
+  unsupported_architecture: 'This model\'s architecture is not supported yet.',
   unsupported_quantization: 'This model is stored in a quantization type Hearth cannot read. Try the Q4_K_M or Q8_0 file of the same model.',
   unsupported_tokenizer: 'This model\'s tokenizer is not supported. Hearth reads SentencePiece (Llama 2 style) and byte-level BPE (GPT-2 style) vocabularies.',
   too_large: 'This model is too large for this device. Pick a smaller model, or a smaller quantization of it (such as Q4_K_M).',
@@ -26,9 +26,22 @@ export const ERROR_TEXT = Object.freeze({
   internal: 'Something went wrong inside Hearth. Reload the page and try again.',
 });
 
-/** The friendly text for an error `{ code, status }`. */
-export function errorText({ code, status }) {
+/**
+ * The model families of `supported` (`[{ name, models }]`, as `Hearth.architectures()` and an
+ * unsupported_architecture error give it) as one phrase: "Llama, …, Qwen3, and Qwen3.5".
+ */
+export function modelFamilies(supported) {
+  return new Intl.ListFormat('en', { type: 'conjunction' }).format(supported.map((a) => a.models));
+}
+
+/** The friendly text for an error `{ code, status, architecture, supported }`. */
+export function errorText({ code, status, architecture, supported }) {
   const text = ERROR_TEXT[code] ?? ERROR_TEXT.internal;
+  if (code === 'unsupported_architecture') {
+    // The list comes with the error, from the engine itself: no copy here to fall behind.
+    const what = architecture ? text.replace('architecture', `architecture (${architecture})`) : text;
+    return supported?.length ? `${what} Hearth runs ${modelFamilies(supported)} models.` : what;
+  }
   if (code === 'http_error' && status) return text.replace('refused the download', `refused the download (HTTP ${status})`);
   if (code === 'not_found' && status === 410) return text.replace('(HTTP 404)', '(HTTP 410)');
   return text;

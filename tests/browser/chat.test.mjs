@@ -291,3 +291,22 @@ test('bad inputs give error codes', async () => {
   }, cases);
   assert.deepEqual(codes, [...cases.map(([, c]) => c), 'aborted', 'not_found', 0]);
 });
+
+test('an unknown architecture\'s error lists what Hearth runs: the CLI\'s list, also given by Hearth.architectures()', async () => {
+  const r = await page.evaluate(async (url) => {
+    let error = null;
+    try { (await window.Hearth.load(url, { cache: false })).dispose(); }
+    catch (e) { error = { code: e.code, architecture: e.architecture, supported: e.supported, wire: e.toJSON() }; }
+    return { error, listed: await window.Hearth.architectures() };
+  }, `${models.url}/mamba.gguf`);
+  // `hearth inspect` reads the same list in hearth-core: "cannot run: ... (supported: a, b)".
+  const inspect = execFileSync(HEARTH, ['inspect', join(dir, 'mamba.gguf')]).toString();
+  const names = /\(supported: ([^)]+)\)/.exec(inspect)?.[1].split(', ');
+  assert.ok(names?.length > 1, inspect);
+  assert.equal(r.error.code, 'unsupported_architecture');
+  assert.equal(r.error.architecture, 'mamba');
+  assert.deepEqual(r.error.supported.map((a) => a.name), names);
+  for (const a of r.error.supported) assert.ok(typeof a.models === 'string' && a.models.trim() !== '', JSON.stringify(a));
+  assert.deepEqual(r.error.wire.supported, r.error.supported, 'the list survives postMessage');
+  assert.deepEqual(r.listed, r.error.supported);
+});

@@ -1,12 +1,14 @@
 // End-to-end: the demo page (www/) in headless Chromium (system build, SwiftShader WebGPU),
 // served from 127.0.0.1 by scripts/serve.mjs, driven only through its DOM: the bundled model
 // loads on open, replies stream in, Stop stops, a local file loads, the CPU takes over without
-// WebGPU, and errors read as the page's friendly text. Needs pkg/wasm (scripts/build-wasm.sh)
-// and the bundled model www/models/shakespeare.q8_0.gguf. Screenshots go to target/artifacts/.
+// WebGPU, and errors read as the page's friendly text. Needs pkg/wasm (scripts/build-wasm.sh),
+// the bundled model www/models/shakespeare.q8_0.gguf and target/release/hearth (the list of
+// architectures). Screenshots go to target/artifacts/.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import { tmpdir } from 'node:os';
@@ -14,12 +16,13 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { serve } from '../../scripts/serve.mjs';
-import { withChatTemplate } from './gguf.mjs';
+import { gguf, withChatTemplate } from './gguf.mjs';
 import { ERROR_TEXT, errorText } from '../../www/error-text.js';
 import { ERROR_CODES } from '../../pkg/errors.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const MODEL = join(ROOT, 'www/models/shakespeare.q8_0.gguf');
+const HEARTH = join(ROOT, 'target/release/hearth');
 const ARTIFACTS = join(ROOT, 'target/artifacts');
 const FLAGS = ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
 const WAIT = { timeout: 90_000 };
@@ -117,6 +120,7 @@ before(async () => {
   // chat template.
   const fixture = gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/llama-spm.q8_0.gguf.gz')));
   writeFileSync(join(dir, 'other.gguf'), bundledChats ? fixture : withChatTemplate(fixture));
+  writeFileSync(join(dir, 'mamba.gguf'), gguf({ 'general.architecture': 'mamba' }, []));
   mkdirSync(ARTIFACTS, { recursive: true });
   app = await serve(ROOT);
   models = await serve(dir);
@@ -306,6 +310,28 @@ test('a typed URL that is not there reads as the friendly not_found text', async
   await page.click('[data-testid=load]');
   await loaded(page);
   assert.ok(await page.isHidden('[data-testid=error]'));
+});
+
+test('a model of another architecture reads as friendly text that names what runs, as the hint does', async () => {
+  await page.fill('[data-testid=model-url]', `${models.url}/mamba.gguf`);
+  await page.click('[data-testid=load-url]');
+  await page.waitForFunction(() => document.body.dataset.state === 'error', null, WAIT);
+  assert.equal(await page.getAttribute('[data-testid=error]', 'data-code'), 'unsupported_architecture');
+  const supported = await page.evaluate(async () => (await import('/pkg/index.js')).default.architectures());
+  // The list is hearth-core's, which `hearth inspect` prints for a file it cannot run.
+  const inspect = execFileSync(HEARTH, ['inspect', join(dir, 'mamba.gguf')]).toString();
+  assert.deepEqual(supported.map((a) => a.name), /\(supported: ([^)]+)\)/.exec(inspect)?.[1].split(', '));
+  const shown = await text(page, 'error-text');
+  assert.equal(shown, errorText({ code: 'unsupported_architecture', architecture: 'mamba', supported }));
+  assert.match(shown, /\(mamba\)/);
+  const hint = await text(page, 'architectures');
+  for (const a of supported) {
+    assert.ok(shown.includes(a.models), `${a.models}: ${shown}`);
+    assert.ok(hint.includes(a.models), `${a.models}: ${hint}`);
+  }
+  await page.selectOption('[data-testid=model-select]', 'bundled');
+  await page.click('[data-testid=load]');
+  await loaded(page);
 });
 
 test('at 375px wide the page fits and chats', async () => {

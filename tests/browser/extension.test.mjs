@@ -2,8 +2,9 @@
 // in headless Chromium: its manifest asks for the documented minimal permissions under the
 // strict extension CSP; its panel runs the bundled model on WebGPU (SwiftShader) and streams the
 // answer; a context-menu selection reaches a panel that opens after it; a model from a URL is
-// fetched cross-origin without host permissions and kept in OPFS; and no request leaves the
-// extension but the model downloads the user chose.
+// fetched cross-origin without host permissions and kept in OPFS; a model of an architecture
+// it does not run is refused with the engine's list; and no request leaves the extension but
+// the model downloads the user chose.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,11 +16,12 @@ import { join, dirname, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { serve } from '../../scripts/serve.mjs';
-import { withChatTemplate } from './gguf.mjs';
+import { gguf, withChatTemplate } from './gguf.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const EXT = join(ROOT, 'target/extension');
 const ZIP = join(ROOT, 'target/hearth-extension.zip');
+const HEARTH = join(ROOT, 'target/release/hearth');
 const TEXT = 'To be, or not to be, that is the question';
 // SwiftShader runs the bundled model at about a token a second (every prompt token included).
 const STEPS = 6;
@@ -41,6 +43,7 @@ before(async () => {
   // A chat model for the URL path: the smallest fixture, given a chat template.
   const fixture = gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/llama-spm.q8_0.gguf.gz')));
   writeFileSync(join(dir, 'chat.gguf'), withChatTemplate(fixture));
+  writeFileSync(join(dir, 'mamba.gguf'), gguf({ 'general.architecture': 'mamba' }, []));
   writeFileSync(join(dir, 'page.html'), `<!doctype html><title>a page</title><p id="text">${TEXT}</p><p>Other words.</p>`);
   site = await serve(dir);
   models = await serve(dir);
@@ -246,11 +249,27 @@ test('a model from a URL loads cross-origin without host permissions, answers by
   assert.deepEqual([...errors, ...again.errors], []);
 });
 
-test('nothing left the extension but the model download the user chose', () => {
+test('a model of another architecture is refused with the list of what runs, from the engine', async (t) => {
+  const { page } = await openPanel(t);
+  await page.selectOption('#source', 'url');
+  await page.fill('#url', `${models.url}/mamba.gguf`);
+  await page.click('#load');
+  await waitFor(page, ['error']);
+  const { status } = await panelState(page);
+  // The package the panel ships, asked directly; its names are hearth-core's, as `hearth
+  // inspect` prints them.
+  const supported = await page.evaluate(async () => (await import('./hearth/index.js')).Hearth.architectures());
+  const inspect = execFileSync(HEARTH, ['inspect', join(dir, 'mamba.gguf')]).toString();
+  assert.deepEqual(supported.map((a) => a.name), /\(supported: ([^)]+)\)/.exec(inspect)?.[1].split(', '));
+  const families = new Intl.ListFormat('en', { type: 'conjunction' }).format(supported.map((a) => a.models));
+  assert.ok(status.endsWith(`Hearth runs ${families} models.`), status);
+});
+
+test('nothing left the extension but the model downloads the user chose', () => {
   const own = `chrome-extension://${id}/`;
   const outside = requests.filter((u) => !u.startsWith(own) && !u.startsWith(`${site.url}/`));
   assert.ok(outside.length > 0, 'the URL model download was not seen');
-  assert.deepEqual([...new Set(outside)], [`${models.url}/chat.gguf`]);
+  assert.deepEqual([...new Set(outside)].sort(), [`${models.url}/chat.gguf`, `${models.url}/mamba.gguf`]);
   // The test page's server saw only the page's own requests.
   const paths = new Set(site.state.requests.map((q) => q.path));
   assert.ok([...paths].every((p) => p === '/page.html' || p === '/favicon.ico'), [...paths].join(' '));

@@ -72,13 +72,16 @@ function explain(e) {
     network: 'Check the connection, or choose "From a file…".',
     not_found: 'Check the URL.',
     not_gguf: 'Hearth needs a .gguf model file.',
-    unsupported_architecture: 'Hearth runs llama, qwen2 and qwen3 models.',
     too_large: 'Choose a smaller (or more quantised) model.',
     out_of_memory: 'Choose a smaller (or more quantised) model.',
     quota_exceeded: 'Delete downloaded models below to free space.',
     context_full: 'Select less text or lower the length.',
   };
-  const hint = hints[e?.code];
+  // The error carries the list of what runs, from the engine: no copy to fall behind.
+  const families = e?.supported?.map((a) => a.models);
+  const hint = e?.code === 'unsupported_architecture' && families?.length
+    ? `Hearth runs ${new Intl.ListFormat('en', { type: 'conjunction' }).format(families)} models.`
+    : hints[e?.code];
   return `${e?.message ?? e}${hint ? ` ${hint}` : ''}`;
 }
 

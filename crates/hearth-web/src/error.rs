@@ -2,10 +2,12 @@
 //! error.
 
 use hearth_core::gguf::{GgufError, SourceError};
+use hearth_core::model::arch;
 use hearth_core::model::ModelError;
 use hearth_core::quant::QuantError;
 use hearth_core::tokenizer::TokenizerError;
 use hearth_gpu::GpuError;
+use serde::Serialize;
 use wasm_bindgen::JsValue;
 
 #[derive(Debug, thiserror::Error)]
@@ -14,8 +16,12 @@ pub enum WebError {
     NotGguf(String),
     #[error("{0}")]
     InvalidModel(String),
-    #[error("{0}")]
-    UnsupportedArchitecture(String),
+    /// `found`: the file's `general.architecture`, if it names one.
+    #[error("{message}")]
+    UnsupportedArchitecture {
+        message: String,
+        found: Option<String>,
+    },
     #[error("{0}")]
     UnsupportedQuantization(String),
     #[error("{0}")]
@@ -50,7 +56,7 @@ impl WebError {
         match self {
             WebError::NotGguf(_) => "not_gguf",
             WebError::InvalidModel(_) => "invalid_model",
-            WebError::UnsupportedArchitecture(_) => "unsupported_architecture",
+            WebError::UnsupportedArchitecture { .. } => "unsupported_architecture",
             WebError::UnsupportedQuantization(_) => "unsupported_quantization",
             WebError::UnsupportedTokenizer(_) => "unsupported_tokenizer",
             WebError::TooLarge { .. } | WebError::GpuTooLarge(_) => "too_large",
@@ -66,11 +72,43 @@ impl WebError {
     }
 }
 
+/// One architecture Hearth runs, as the package reports it (`Hearth.architectures()` and the
+/// `supported` list of an `unsupported_architecture` error).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Architecture {
+    /// The GGUF `general.architecture` name.
+    pub name: &'static str,
+    /// The model families that use it, for people ("Qwen2, Qwen2.5").
+    pub models: &'static str,
+}
+
+/// Every architecture Hearth runs, read off the core's one list.
+pub fn architectures() -> Vec<Architecture> {
+    arch::all()
+        .map(|a| Architecture {
+            name: a.name,
+            models: a.models,
+        })
+        .collect()
+}
+
 impl From<WebError> for JsValue {
     fn from(e: WebError) -> JsValue {
         let err = js_sys::Error::new(&e.to_string());
         // Setting a plain data property on a fresh Error cannot fail.
-        let _ = js_sys::Reflect::set(&err, &"code".into(), &e.code().into());
+        let set = |key: &str, value: JsValue| js_sys::Reflect::set(&err, &key.into(), &value);
+        let _ = set("code", e.code().into());
+        if let WebError::UnsupportedArchitecture { found, .. } = &e {
+            // What a page needs to say which models would work, without a copy of the list.
+            let list =
+                architectures().serialize(&serde_wasm_bindgen::Serializer::json_compatible());
+            if let Ok(list) = list {
+                let _ = set("supported", list);
+            }
+            if let Some(name) = found {
+                let _ = set("architecture", name.as_str().into());
+            }
+        }
         err.into()
     }
 }
@@ -89,9 +127,14 @@ impl From<GgufError> for WebError {
 impl From<ModelError> for WebError {
     fn from(e: ModelError) -> Self {
         match e {
-            ModelError::NoArchitecture | ModelError::UnsupportedArchitecture(_) => {
-                WebError::UnsupportedArchitecture(e.to_string())
-            }
+            ModelError::NoArchitecture => WebError::UnsupportedArchitecture {
+                message: e.to_string(),
+                found: None,
+            },
+            ModelError::UnsupportedArchitecture(ref name) => WebError::UnsupportedArchitecture {
+                found: Some(name.clone()),
+                message: e.to_string(),
+            },
             ModelError::Quant {
                 source: QuantError::UnsupportedDequant(_),
                 ..

@@ -31,7 +31,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
 pub use backend::open_checked_gpu;
-pub use error::WebError;
+pub use error::{architectures, Architecture, WebError};
 pub use hearth_gpu::Backend;
 pub use session::{ChatMessage, GenerateOptions, Session};
 pub use source::TensorChunks;
@@ -39,6 +39,13 @@ pub use source::TensorChunks;
 #[wasm_bindgen(start)]
 fn start() {
     console_error_panic_hook::set_once();
+}
+
+/// The architectures Hearth runs, as `[{ name, models }]`: what a page can offer or explain
+/// without loading a model.
+#[wasm_bindgen(js_name = architectures)]
+pub fn architectures_js() -> Result<JsValue, JsValue> {
+    to_js(&architectures())
 }
 
 /// Tensors closer than this in a file are fetched with one request.

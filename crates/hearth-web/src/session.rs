@@ -1,6 +1,12 @@
 //! A conversation with one model: the tokens its KV cache holds, and the generation under way.
 //! A new prompt runs only from where it departs from the cached tokens, so a chat that grows
 //! turn by turn pays for each turn's new tokens alone.
+//!
+//! Recurrent state (delta-net layers) cannot be cut back to any prefix, only to a snapshot, and
+//! the backend keeps the two latest. They are taken where they serve the next request: where a
+//! request departs from the one before (the end of the previous reply, when a chat goes on:
+//! editing the next message comes back there) and just before the prompt's last token (asking
+//! the same again, for another reply, reruns that one token only).
 
 use hearth_core::chat::{ChatTemplate, Message};
 use hearth_core::model::ModelSpec;
@@ -178,6 +184,11 @@ impl Session {
         // Recurrent state may only come back to an earlier checkpoint.
         let kept = self.backend.truncate(shared);
         self.cached.truncate(kept);
+        if kept > 0 {
+            // Where this request departs from the last one (restored there already, or the end
+            // of the reply it goes on from); no-op without recurrent layers.
+            self.backend.checkpoint();
+        }
         self.generation = Some(Generation {
             sampler,
             stops,
@@ -200,23 +211,28 @@ impl Session {
             .as_mut()
             .filter(|g| !g.done)
             .ok_or_else(|| WebError::BadRequest("no generation is under way".into()))?;
-        let pending = std::mem::take(&mut g.pending);
+        let mut pending = std::mem::take(&mut g.pending);
+        if self.spec.is_recurrent() && pending.len() > 1 {
+            // The prompt but its last token, then a snapshot: the same prompt again (another
+            // reply) restores it and runs one token. The token chosen here is dropped.
+            let last = pending.split_off(pending.len() - 1);
+            let mut greedy = Sampler::new(SamplingOptions::default())?;
+            if let Err(e) = self.backend.next_token(&pending, &mut greedy).await {
+                g.done = true;
+                return Err(self.resync(e.into()));
+            }
+            self.cached.extend_from_slice(&pending);
+            self.backend.checkpoint();
+            pending = last;
+        }
         let token = match self.backend.next_token(&pending, &mut g.sampler).await {
             Ok(t) => t,
             Err(e) => {
-                // Keep the record of the cache true to what the backend holds.
-                let held = self.backend.positions().min(self.cached.len());
-                let kept = self.backend.truncate(held);
-                self.cached.truncate(kept);
                 g.done = true;
-                return Err(e.into());
+                return Err(self.resync(e.into()));
             }
         };
         self.cached.extend_from_slice(&pending);
-        if pending.len() > 1 {
-            // Where the prompt ends: the next turn's prompt starts the same way.
-            self.backend.checkpoint();
-        }
         g.sampler.accept(token);
 
         let at_end = self.tokenizer.is_stop(token);
@@ -243,10 +259,7 @@ impl Session {
             None
         };
         g.done = finish_reason.is_some();
-        if g.done {
-            // Where the reply ends, which the next turn's prompt repeats.
-            self.backend.checkpoint();
-        } else {
+        if !g.done {
             g.pending.push(token);
         }
         Ok(StepOut {
@@ -255,6 +268,15 @@ impl Session {
             finish_reason,
             completion_tokens: g.generated.len() + usize::from(at_end),
         })
+    }
+
+    /// Keeps the record of the cache true to what the backend holds after a failed step, and
+    /// passes the error on.
+    fn resync(&mut self, e: WebError) -> WebError {
+        let held = self.backend.positions().min(self.cached.len());
+        let kept = self.backend.truncate(held);
+        self.cached.truncate(kept);
+        e
     }
 
     /// Forgets the conversation the cache holds.
