@@ -16,9 +16,9 @@
 //! * `str.format` pays for its padding before it pads (`'{:>1000000000}'.format(x)`).
 //! * A stack the deepest value the fuel allows can be built and dropped on: minijinja drops
 //!   a nested list by recursing once per level (a 1 MiB stack holds about 5,000), and 500,000
-//!   fuel builds one about 70,000 deep. Natively the render runs on a thread with
-//!   [`RENDER_STACK`] bytes of stack; wasm32 has no threads, so the browser build links with
-//!   a stack that size (scripts/build-wasm.sh).
+//!   fuel builds one about 70,000 deep. Natively the render runs on a thread with a 64 MiB
+//!   stack; wasm32 has no threads, so the browser build links with a stack that size
+//!   (scripts/build-wasm.sh).
 //!
 //! Known gaps, inside minijinja: comparing or `~`-joining such values, and a chain of more
 //! than 32 list `+` (materialised uncharged), are not bounded here. In the browser the
@@ -54,7 +54,8 @@ impl Default for Budget {
 }
 
 /// Stack for a render: enough for the deepest value the default fuel can build (see above).
-pub const RENDER_STACK: usize = 64 << 20;
+#[cfg(not(target_arch = "wasm32"))]
+const RENDER_STACK: usize = 64 << 20;
 
 /// Runs `render` on a thread with [`RENDER_STACK`] bytes of stack (only the pages touched are
 /// committed), or on this one where there are no threads; fails only if no thread can start.
