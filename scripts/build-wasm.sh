@@ -13,9 +13,7 @@ if [ "$want" != "$have" ]; then
 fi
 
 # WebAssembly SIMD (every browser with WebGPU has it) lets the CPU fallback's loops vectorise.
-# A 64 MiB stack (1 MiB by default) holds the deepest value a chat template can build within
-# its budget (crates/hearth-core/src/chat/budget.rs, RENDER_STACK); pages untouched cost nothing.
-CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128 -C link-arg=-zstack-size=67108864" \
+CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128" \
   cargo build -p hearth-web --target wasm32-unknown-unknown --profile wasm-release
 rm -rf pkg/wasm
 wasm-bindgen --target web --out-dir pkg/wasm --out-name hearth_web \

@@ -14,15 +14,16 @@
 //!   shared item every time it occurs, so a list a loop nested 50,000 deep overflows the stack
 //!   and one doubled 64 times (`x = [x, x]`) never finishes.
 //! * `str.format` pays for its padding before it pads (`'{:>1000000000}'.format(x)`).
-//! * A stack the deepest value the fuel allows can be built and dropped on: minijinja drops
-//!   a nested list by recursing once per level (a 1 MiB stack holds about 5,000), and 500,000
-//!   fuel builds one about 70,000 deep. Natively the render runs on a thread with a 64 MiB
-//!   stack; wasm32 has no threads, so the browser build links with a stack that size
-//!   (scripts/build-wasm.sh).
+//! * Natively, a stack the deepest value the fuel allows can be built and dropped on:
+//!   minijinja drops a nested list by recursing once per level (a 1 MiB stack holds about
+//!   5,000), and 500,000 fuel builds one about 70,000 deep, so the render runs on a thread
+//!   with a 64 MiB stack.
 //!
 //! Known gaps, inside minijinja: comparing or `~`-joining such values, and a chain of more
-//! than 32 list `+` (materialised uncharged), are not bounded here. In the browser the
-//! package's abort watchdog ends a worker they hold (pkg/index.js).
+//! than 32 list `+` (materialised uncharged), are not bounded here; in the browser the
+//! package's abort watchdog ends a worker they hold (pkg/index.js). Nor, in wasm32 (no
+//! threads, and the JS engine's own call stack), is dropping a value nested more than about
+//! 10,000 deep: the call fails with "Maximum call stack size exceeded".
 
 use std::io;
 
