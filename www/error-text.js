@@ -26,8 +26,12 @@ export const ERROR_TEXT = Object.freeze({
   internal: 'Something went wrong inside Hearth. Reload the page and try again.',
 });
 
-/** The friendly text for an error `{ code, status }`. */
-export function errorText({ code, status }) {
+/** Shown for a bad_request whose message says the model's chat template failed. */
+export const TEMPLATE_TEXT = 'This model\'s chat template failed, so it cannot chat: the template is broken, or made to stall the page and was stopped. Pick another model.';
+
+/** The friendly text for an error `{ code, status, message }`. */
+export function errorText({ code, status, message }) {
+  if (code === 'bad_request' && /^the chat template/.test(message ?? '')) return TEMPLATE_TEXT;
   const text = ERROR_TEXT[code] ?? ERROR_TEXT.internal;
   if (code === 'http_error' && status) return text.replace('refused the download', `refused the download (HTTP ${status})`);
   if (code === 'not_found' && status === 410) return text.replace('(HTTP 404)', '(HTTP 410)');

@@ -78,7 +78,8 @@ function explain(e) {
     quota_exceeded: 'Delete downloaded models below to free space.',
     context_full: 'Select less text or lower the length.',
   };
-  const hint = hints[e?.code];
+  const template = e?.code === 'bad_request' && /^the chat template/.test(e.message ?? '');
+  const hint = template ? 'This model\'s chat template is broken or hostile: choose another model.' : hints[e?.code];
   return `${e?.message ?? e}${hint ? ` ${hint}` : ''}`;
 }
 
