@@ -33,7 +33,14 @@ export interface Architecture {
   models: string;
 }
 
-/** Every error the API throws. `name` is "AbortError" for code "aborted". */
+/**
+ * Every error the API throws. `name` is "AbortError" for code "aborted".
+ *
+ * "bad_request" also covers a model's chat template that fails: one that raises an error for
+ * the conversation, does not parse, or runs past the budget every render has (fuel, an output
+ * cap, a recursion limit: a template comes with the model file and is untrusted code). Its
+ * message then starts with "the chat template"; `generate()` with plain text still works.
+ */
 export declare class HearthError extends Error {
   readonly code: ErrorCode;
   /** The HTTP status, for "not_found" and "http_error". */
@@ -71,6 +78,13 @@ export interface LoadOptions {
   backend?: Backend;
   /** Keep downloaded bytes in the Origin Private File System (default true). */
   cache?: boolean;
+  /**
+   * Milliseconds the engine's worker may take to answer an abort (default 3000). A worker
+   * that does not, being stuck in one long call, is terminated: the aborted call and any
+   * other under way reject with "aborted", later calls with "disposed", and a new
+   * `Hearth.load` starts afresh.
+   */
+  abortTimeout?: number;
 }
 
 export interface EngineInfo {

@@ -11,6 +11,9 @@ let nextId = 1;
 /** Hearth.architectures()'s answer, once asked. */
 let architectureList = null;
 
+/** Milliseconds a worker may take to answer an abort before it is ended (`abortTimeout`). */
+const ABORT_TIMEOUT = 3000;
+
 function abortError(signal) {
   const reason = signal?.reason;
   return new HearthError('aborted', reason?.message || 'aborted');
@@ -89,13 +92,27 @@ class Channel {
   }
 }
 
+/**
+ * Ends `worker` unless it answers an abort within `ms`: a worker stuck in one long synchronous
+ * call (a hostile chat template, say) cannot take its messages, and would otherwise hold the
+ * CPU and memory until the tab dies. `onEnded` runs after the worker is terminated.
+ */
+function watchdog(worker, ms, onEnded) {
+  const timer = setTimeout(() => { worker.terminate(); onEnded(); }, ms);
+  return () => clearTimeout(timer);
+}
+
 export class Hearth {
   /** @private Use Hearth.load. */
-  constructor(worker, info) {
+  constructor(worker, info, abortTimeout) {
     this._worker = worker;
     this._pending = new Map();
     this._info = info;
+    this._abortTimeout = abortTimeout;
+    /** Request id -> cancels the watchdog started by its abort. */
+    this._watchdogs = new Map();
     this._disposed = false;
+    this._disposedBecause = 'the engine was disposed';
     this.model = info.name || `${info.architecture}-${info.quantization}`;
     worker.onmessage = ({ data }) => this._receive(data);
     worker.onerror = (e) => this._fail(new HearthError('internal', `the engine's worker failed: ${e.message || 'unknown error'}`));
@@ -112,18 +129,25 @@ export class Hearth {
    * Loads a model. `source`: a URL, a File/Blob, or a list of URLs of a split GGUF file.
    * @returns {Promise<Hearth>}
    */
-  static async load(source, { onProgress, signal, contextLength, backend = 'auto', cache = true } = {}) {
+  static async load(source, { onProgress, signal, contextLength, backend = 'auto', cache = true, abortTimeout = ABORT_TIMEOUT } = {}) {
     if (signal?.aborted) throw abortError(signal);
     const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module', name: 'hearth' });
     const id = nextId++;
     let furthest = { rank: -1, loaded: -1 };
     const phases = ['download', 'load'];
-    const onAbort = () => worker.postMessage({ op: 'abort', target: id });
+    let cancelWatchdog = () => {};
+    let stalled = null;
+    const onAbort = () => {
+      worker.postMessage({ op: 'abort', target: id });
+      cancelWatchdog = watchdog(worker, abortTimeout, () => stalled?.());
+    };
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
       const info = await new Promise((resolve, reject) => {
+        stalled = () => reject(abortError(signal));
         worker.onerror = (e) => reject(new HearthError('internal', `the engine's worker failed to start: ${e.message || 'unknown error'}`));
         worker.onmessage = ({ data }) => {
+          if (data.type === 'abort-ack') { cancelWatchdog(); return; }
           if (data.id !== id) return;
           if (data.type === 'progress' && onProgress) {
             const rank = phases.indexOf(data.progress.phase);
@@ -137,11 +161,12 @@ export class Hearth {
         };
         worker.postMessage({ id, op: 'load', source, options: { contextLength, backend, cache } });
       });
-      return new Hearth(worker, info);
+      return new Hearth(worker, info, abortTimeout);
     } catch (e) {
       worker.terminate();
       throw signal?.aborted ? abortError(signal) : e;
     } finally {
+      cancelWatchdog();
       signal?.removeEventListener('abort', onAbort);
     }
   }
@@ -170,6 +195,11 @@ export class Hearth {
   }
 
   _receive(data) {
+    if (data.type === 'abort-ack') {
+      this._watchdogs.get(data.target)?.();
+      this._watchdogs.delete(data.target);
+      return;
+    }
     const p = this._pending.get(data.id);
     if (!p) return;
     if (data.type === 'token') p.onToken?.(data);
@@ -189,13 +219,20 @@ export class Hearth {
   }
 
   _call(op, args = {}, { onToken, signal } = {}) {
-    if (this._disposed) return Promise.reject(new HearthError('disposed', 'the engine was disposed'));
+    if (this._disposed) return Promise.reject(new HearthError('disposed', this._disposedBecause));
     if (signal?.aborted) return Promise.reject(abortError(signal));
     const id = nextId++;
     return new Promise((resolve, reject) => {
-      const onAbort = () => this._worker.postMessage({ op: 'abort', target: id });
+      const onAbort = () => {
+        this._worker.postMessage({ op: 'abort', target: id });
+        this._watchdogs.set(id, watchdog(this._worker, this._abortTimeout, () => this._stalled()));
+      };
       signal?.addEventListener('abort', onAbort, { once: true });
-      const done = () => signal?.removeEventListener('abort', onAbort);
+      const done = () => {
+        signal?.removeEventListener('abort', onAbort);
+        this._watchdogs.get(id)?.();
+        this._watchdogs.delete(id);
+      };
       this._pending.set(id, {
         onToken,
         resolve: (v) => { done(); resolve(v); },
@@ -320,8 +357,19 @@ export class Hearth {
   dispose() {
     if (this._disposed) return;
     this._disposed = true;
-    this._fail(new HearthError('disposed', 'the engine was disposed'));
+    this._fail(new HearthError('disposed', this._disposedBecause));
     this._worker.terminate();
+  }
+
+  /** The watchdog ended the worker (already terminated): what was under way is aborted. */
+  _stalled() {
+    if (this._disposed) return;
+    this._disposed = true;
+    const ms = this._abortTimeout;
+    this._disposedBecause = `the engine's worker did not answer an abort within ${ms} ms and was ended; load the model again`;
+    for (const cancel of this._watchdogs.values()) cancel();
+    this._watchdogs.clear();
+    this._fail(new HearthError('aborted', this._disposedBecause));
   }
 }
 

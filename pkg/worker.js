@@ -249,6 +249,8 @@ self.onmessage = ({ data }) => {
   const { id, op } = data;
   if (op === 'abort') {
     controllers.get(data.target)?.abort();
+    // The page's watchdog ends a worker that does not answer in time (index.js).
+    post({ type: 'abort-ack', target: data.target });
     return;
   }
   const handler = handlers[op];

@@ -34,8 +34,12 @@ export function modelFamilies(supported) {
   return new Intl.ListFormat('en', { type: 'conjunction' }).format(supported.map((a) => a.models));
 }
 
-/** The friendly text for an error `{ code, status, architecture, supported }`. */
-export function errorText({ code, status, architecture, supported }) {
+/** Shown for a bad_request whose message says the model's chat template failed. */
+export const TEMPLATE_TEXT = 'This model\'s chat template failed, so it cannot chat: the template is broken, or made to stall the page and was stopped. Pick another model.';
+
+/** The friendly text for an error `{ code, status, message, architecture, supported }`. */
+export function errorText({ code, status, message, architecture, supported }) {
+  if (code === 'bad_request' && /^the chat template/.test(message ?? '')) return TEMPLATE_TEXT;
   const text = ERROR_TEXT[code] ?? ERROR_TEXT.internal;
   if (code === 'unsupported_architecture') {
     // The list comes with the error, from the engine itself: no copy here to fall behind.

@@ -79,9 +79,12 @@ function explain(e) {
   };
   // The error carries the list of what runs, from the engine: no copy to fall behind.
   const families = e?.supported?.map((a) => a.models);
-  const hint = e?.code === 'unsupported_architecture' && families?.length
-    ? `Hearth runs ${new Intl.ListFormat('en', { type: 'conjunction' }).format(families)} models.`
-    : hints[e?.code];
+  const template = e?.code === 'bad_request' && /^the chat template/.test(e.message ?? '');
+  const hint = template
+    ? 'This model\'s chat template is broken or hostile: choose another model.'
+    : e?.code === 'unsupported_architecture' && families?.length
+      ? `Hearth runs ${new Intl.ListFormat('en', { type: 'conjunction' }).format(families)} models.`
+      : hints[e?.code];
   return `${e?.message ?? e}${hint ? ` ${hint}` : ''}`;
 }
 

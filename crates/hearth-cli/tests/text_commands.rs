@@ -175,3 +175,58 @@ fn chat_streams_replies_that_match_generate_on_the_rendered_conversation() {
     }
     assert_eq!(out, expected);
 }
+
+#[test]
+fn a_hostile_chat_template_is_a_clear_error_not_a_hang() {
+    let dir = scratch("hostile-template");
+    let model = unpack("models/llama-spm.q8_0.gguf.gz", &dir);
+    for (name, template, why) in [
+        (
+            "loops",
+            "{% for i in range(10000) %}{% for j in range(10000) %}x{% endfor %}{% endfor %}",
+            "used up its fuel",
+        ),
+        (
+            "recursion",
+            "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+            "recursed deeper than",
+        ),
+    ] {
+        let bytes = hearth_fixtures::with_metadata(
+            &std::fs::read(&model).unwrap(),
+            &[(
+                "tokenizer.chat_template",
+                hearth_core::gguf::Value::String(template.into()),
+            )],
+        );
+        let path = dir.join(format!("{name}.gguf"));
+        std::fs::write(&path, bytes).unwrap();
+        let start = std::time::Instant::now();
+        let out = hearth(
+            &[
+                "chat",
+                "--model",
+                path.to_str().unwrap(),
+                "--backend",
+                "cpu",
+            ],
+            "Hello\n",
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: {stderr}");
+        // Load and all: the render itself takes a fraction of a second of CPU time (see
+        // hearth-core's chat_budget tests); this machine may be busy.
+        assert!(
+            start.elapsed().as_secs() < 10,
+            "{name}: {:?}",
+            start.elapsed()
+        );
+        for needle in ["the chat template of", "the chat template was stopped", why] {
+            assert!(
+                stderr.contains(needle),
+                "{name}: {needle:?} missing from {stderr}"
+            );
+        }
+        assert!(out.stdout.is_empty(), "{name}: no reply is printed");
+    }
+}

@@ -135,3 +135,33 @@ pub fn unpack(gz: &str, dir: &Path) -> PathBuf {
         .unwrap_or_else(|e| panic!("{}: {e}", out.display()));
     out
 }
+
+/// `gguf` (a whole GGUF file) with the metadata `set` replacing or adding keys, its tensors
+/// unchanged.
+pub fn with_metadata(gguf: &[u8], set: &[(&str, hearth_core::gguf::Value)]) -> Vec<u8> {
+    use hearth_core::gguf::{write_gguf, Gguf, TensorToWrite};
+    let header = Gguf::parse(gguf, gguf.len() as u64).expect("a valid GGUF file");
+    let mut metadata: Vec<(String, hearth_core::gguf::Value)> = header
+        .metadata()
+        .iter()
+        .filter(|(k, _)| !set.iter().any(|(s, _)| s == k))
+        .cloned()
+        .collect();
+    metadata.extend(set.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    let tensors: Vec<TensorToWrite> = header
+        .tensors()
+        .iter()
+        .map(|t| TensorToWrite {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            ty: t.ty,
+        })
+        .collect();
+    let mut out = Vec::new();
+    write_gguf::<std::io::Error>(&mut out, &metadata, &tensors, |i| {
+        let r = header.tensors()[i].range();
+        Ok(gguf[r.start as usize..r.end as usize].to_vec())
+    })
+    .expect("writing to memory");
+    out
+}

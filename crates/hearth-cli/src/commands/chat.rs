@@ -74,7 +74,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 messages.pop();
                 continue;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "the chat template of {} cannot render this conversation",
+                    args.model.display()
+                )))
+            }
         };
         // The template writes BOS itself where the model wants one, as transformers assumes.
         let ids = tokenizer.encode(&prompt, false);

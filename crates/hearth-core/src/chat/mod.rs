@@ -13,13 +13,20 @@
 //!
 //! Mappings are iterated in key order, so `tojson` of a mapping sorts its keys where Python
 //! keeps insertion order.
+//!
+//! Rendering runs under a [`Budget`]: the template is untrusted code from the model file.
+
+mod budget;
 
 use std::collections::BTreeMap;
 
-use minijinja::value::{Kwargs, Serde, ValueKind};
+use minijinja::value::{Kwargs, Serde, StringInput, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, State};
 
+pub use budget::{Budget, MAX_NESTING};
 pub use minijinja::Value as TemplateValue;
+
+use budget::{check_printable, over_budget, CappedOutput, OVER_BUDGET};
 
 use crate::gguf::Gguf;
 use crate::tokenizer::Tokenizer;
@@ -37,6 +44,10 @@ pub enum ChatError {
     Raised(String),
     #[error("rendering the chat template failed: {0}")]
     Render(String),
+    /// The template needed more work or memory than a render may use: a broken or hostile
+    /// template, since real ones use a small part of the [`Budget`].
+    #[error("the chat template was stopped: {0}; a template this costly is broken or hostile")]
+    OverBudget(String),
 }
 
 /// One chat message.
@@ -65,6 +76,7 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     specials: Vec<(&'static str, String)>,
     now: Option<i64>,
+    budget: Budget,
 }
 
 /// Marks an error raised by the template itself, to tell it from a rendering bug.
@@ -100,8 +112,7 @@ impl ChatTemplate {
             .lstrip_blocks(true)
             .build();
         env.set_syntax(syntax.map_err(|e| ChatError::Syntax(describe(&e)))?);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.set_formatter(python_formatter);
+        env.set_unknown_method_callback(python_method);
         env.add_function(
             "raise_exception",
             |msg: String| -> Result<TemplateValue, Error> {
@@ -111,18 +122,53 @@ impl ChatTemplate {
                 ))
             },
         );
-        env.add_filter("tojson", tojson);
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| ChatError::Syntax(describe(&e)))?;
         let specials = specials
             .into_iter()
             .filter_map(|(k, v)| v.map(|v| (k, v)))
             .collect();
-        Ok(ChatTemplate {
+        let mut template = ChatTemplate {
             env,
             specials,
             now: None,
-        })
+            budget: Budget::default(),
+        };
+        template.set_budget(Budget::default());
+        Ok(template)
+    }
+
+    /// Replaces the default [`Budget`] of each render.
+    pub fn set_budget(&mut self, budget: Budget) {
+        self.budget = budget;
+        self.env.set_fuel(Some(budget.fuel));
+        self.env.set_recursion_limit(budget.recursion);
+        let cap = budget.max_output;
+        self.env.add_filter(
+            "tojson",
+            move |state: &State, value: &TemplateValue, kwargs: Kwargs| {
+                tojson(state, value, kwargs, cap)
+            },
+        );
+        // Printing recurses over lists and mappings: checked first (see `check_printable`).
+        self.env
+            .set_formatter(move |out, state, value| python_formatter(out, state, value, cap));
+        self.env
+            .add_filter("string", move |state: &State, value: &TemplateValue| {
+                check_printable(state, value, cap)?;
+                minijinja::filters::string(state, value)
+            });
+        self.env.add_filter(
+            "join",
+            move |state: &mut State,
+                  value: &TemplateValue,
+                  joiner: Option<StringInput<'_>>,
+                  attribute: Option<&str>,
+                  kwargs: Kwargs| {
+                check_printable(state, value, cap)?;
+                minijinja::filters::join(state, value, joiner, attribute, kwargs)
+            },
+        );
     }
 
     /// Fixes what `strftime_now` sees as the current time (seconds since 1970, UTC). Without
@@ -181,17 +227,52 @@ impl ChatTemplate {
                 strftime(now, &format)
             }),
         );
-        let template = self
-            .env
-            .get_template("chat")
-            .map_err(|e| ChatError::Render(describe(&e)))?;
-        template.render(TemplateValue::from(ctx)).map_err(|e| {
-            match e.detail().and_then(|d| d.strip_prefix(RAISED)) {
-                Some(msg) => ChatError::Raised(msg.to_string()),
-                None => ChatError::Render(describe(&e)),
+        budget::with_render_stack(|| {
+            let template = self
+                .env
+                .get_template("chat")
+                .map_err(|e| ChatError::Render(describe(&e)))?;
+            let mut out = CappedOutput::new(self.budget.max_output);
+            // The context, and whatever the template built from it, is dropped in here too.
+            match template.render_captured_to(TemplateValue::from(ctx), &mut out) {
+                // Every write is a whole str, so the bytes are UTF-8.
+                Ok(_) => String::from_utf8(out.bytes).map_err(|e| ChatError::Render(e.to_string())),
+                Err(e) => Err(self.classify(&e, out.overflowed)),
             }
         })
+        .map_err(|e| ChatError::Render(format!("no thread to render on: {e}")))?
     }
+
+    /// Tells the template's own refusals and budget overruns from other render errors.
+    fn classify(&self, e: &Error, overflowed: bool) -> ChatError {
+        let detail = e.detail().unwrap_or_default();
+        let b = &self.budget;
+        if let Some(msg) = detail.strip_prefix(RAISED) {
+            ChatError::Raised(msg.to_string())
+        } else if e.kind() == ErrorKind::OutOfFuel {
+            ChatError::OverBudget(format!(
+                "it used up its fuel ({} steps, or 64 bytes of data each){}",
+                b.fuel,
+                line_of(e)
+            ))
+        } else if overflowed {
+            ChatError::OverBudget(format!("its output passed {} bytes", b.max_output))
+        } else if detail == "recursion limit exceeded" {
+            ChatError::OverBudget(format!(
+                "it recursed deeper than {} levels{}",
+                b.recursion,
+                line_of(e)
+            ))
+        } else if let Some(msg) = detail.strip_prefix(OVER_BUDGET) {
+            ChatError::OverBudget(format!("{msg}{}", line_of(e)))
+        } else {
+            ChatError::Render(describe(e))
+        }
+    }
+}
+
+fn line_of(e: &Error) -> String {
+    e.line().map(|l| format!(" (line {l})")).unwrap_or_default()
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -225,12 +306,29 @@ fn describe(e: &Error) -> String {
     msg
 }
 
-/// Prints values as Python's `str` does where it differs from minijinja.
+/// Python's string methods (minijinja-contrib's pycompat), with `str.format` paying for its
+/// padding first.
+fn python_method(
+    state: &mut State,
+    value: &TemplateValue,
+    method: &str,
+    args: &[TemplateValue],
+) -> Result<TemplateValue, Error> {
+    if let (Some(format), "format") = (value.as_str(), method) {
+        state.consume_fuel(budget::format_padding_bound(format) / 64)?;
+    }
+    minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
+}
+
+/// Prints values as Python's `str` does where it differs from minijinja, after checking that
+/// a list or mapping can be printed at all (at most `cap` items).
 fn python_formatter(
     out: &mut minijinja::Output,
     state: &mut State,
     value: &TemplateValue,
+    cap: usize,
 ) -> Result<(), Error> {
+    check_printable(state, value, cap)?;
     let text = match value.kind() {
         ValueKind::None => "None".to_string(),
         ValueKind::Bool => if value.is_true() { "True" } else { "False" }.to_string(),
@@ -287,7 +385,13 @@ fn python_float(x: f64) -> String {
 }
 
 /// The `tojson` filter of `transformers`: Python's `json.dumps` with `ensure_ascii=False`.
-fn tojson(value: &TemplateValue, kwargs: Kwargs) -> Result<TemplateValue, Error> {
+/// Its text may be at most `cap` bytes (the output cap: a larger one could not be rendered).
+fn tojson(
+    state: &State,
+    value: &TemplateValue,
+    kwargs: Kwargs,
+    cap: usize,
+) -> Result<TemplateValue, Error> {
     let indent: Option<TemplateValue> = kwargs.get("indent")?;
     let separators: Option<Vec<String>> = kwargs.get("separators")?;
     let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
@@ -297,7 +401,15 @@ fn tojson(value: &TemplateValue, kwargs: Kwargs) -> Result<TemplateValue, Error>
         None => None,
         Some(v) if v.is_none() => None,
         Some(v) => match (v.as_i64(), v.as_str()) {
-            (Some(n), _) => Some(" ".repeat(n.max(0) as usize)),
+            (Some(n), _) => {
+                let n = usize::try_from(n.max(0)).unwrap_or(usize::MAX);
+                if n > cap {
+                    return Err(over_budget(format!(
+                        "tojson: an indent of {n} passes the output cap"
+                    )));
+                }
+                Some(" ".repeat(n))
+            }
             (_, Some(s)) => Some(s.to_string()),
             _ => {
                 return Err(Error::new(
@@ -326,8 +438,11 @@ fn tojson(value: &TemplateValue, kwargs: Kwargs) -> Result<TemplateValue, Error>
         key_sep,
         sort_keys: sort_keys.unwrap_or(false),
         ensure_ascii: ensure_ascii.unwrap_or(false),
+        cap,
     };
     write_json(&mut out, value, &opts, 0)?;
+    // The engine charges the result's bytes; the items visited cost one step each.
+    state.consume_fuel(out.len() as u64 / 64)?;
     Ok(TemplateValue::from_safe_string(out))
 }
 
@@ -337,6 +452,8 @@ struct JsonOptions {
     key_sep: String,
     sort_keys: bool,
     ensure_ascii: bool,
+    /// Most bytes of text.
+    cap: usize,
 }
 
 fn write_json(
@@ -345,11 +462,22 @@ fn write_json(
     o: &JsonOptions,
     depth: usize,
 ) -> Result<(), Error> {
-    let newline = |out: &mut String, depth: usize| {
+    if depth > MAX_NESTING {
+        return Err(over_budget(format!(
+            "tojson: a value nested deeper than {MAX_NESTING} levels"
+        )));
+    }
+    check_cap(out, o)?;
+    // The cap is checked after each level of indent, since an indent may be long.
+    let newline = |out: &mut String, depth: usize| -> Result<(), Error> {
         if let Some(ind) = &o.indent {
             out.push('\n');
-            out.push_str(&ind.repeat(depth));
+            for _ in 0..depth {
+                out.push_str(ind);
+                check_cap(out, o)?;
+            }
         }
+        Ok(())
     };
     match v.kind() {
         ValueKind::None => out.push_str("null"),
@@ -368,10 +496,10 @@ fn write_json(
                 if i > 0 {
                     out.push_str(&o.item_sep);
                 }
-                newline(out, depth + 1);
+                newline(out, depth + 1)?;
                 write_json(out, item, o, depth + 1)?;
             }
-            newline(out, depth);
+            newline(out, depth)?;
             out.push(']');
         }
         ValueKind::Map => {
@@ -388,7 +516,7 @@ fn write_json(
                 if i > 0 {
                     out.push_str(&o.item_sep);
                 }
-                newline(out, depth + 1);
+                newline(out, depth + 1)?;
                 match key.as_str() {
                     Some(k) => json_string(out, k, o.ensure_ascii),
                     None => json_string(out, &key.to_string(), o.ensure_ascii),
@@ -396,7 +524,7 @@ fn write_json(
                 out.push_str(&o.key_sep);
                 write_json(out, &v.get_item(key)?, o, depth + 1)?;
             }
-            newline(out, depth);
+            newline(out, depth)?;
             out.push('}');
         }
         kind => {
@@ -405,6 +533,16 @@ fn write_json(
                 format!("tojson: a {kind} is not JSON serializable"),
             ));
         }
+    }
+    Ok(())
+}
+
+fn check_cap(out: &str, o: &JsonOptions) -> Result<(), Error> {
+    if out.len() > o.cap {
+        return Err(over_budget(format!(
+            "tojson: the text passed the output cap of {} bytes",
+            o.cap
+        )));
     }
     Ok(())
 }

@@ -1,0 +1,115 @@
+// A model file from a stranger carries a chat template, which is a program: hostile ones fail
+// the request quickly with code bad_request and leave the engine usable, and a worker stuck in
+// one long call is ended by the package's watchdog when a request is aborted, after which a new
+// load works.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
+import { gunzipSync } from 'node:zlib';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import { serve } from '../../scripts/serve.mjs';
+import { withChatTemplate, withMetadata } from './gguf.mjs';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+const HOSTILE = {
+  loops: '{% for i in range(10000) %}{% for j in range(10000) %}x{% endfor %}{% endfor %}',
+  repetition: "{{ 'a' * 10**9 }}",
+  recursion: '{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}',
+  // A list nested deeper than 128 may not be printed (values nested far deeper overflow the
+  // JS engine's call stack when dropped: see crates/hearth-core/src/chat/budget.rs).
+  nesting: '{% set ns = namespace(x=[]) %}{% for i in range(2000) %}{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x }}',
+  joins: "{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = [ns.s, ns.s] | join %}{% endfor %}{{ ns.s }}",
+};
+/** Compares two lists each doubled 64 times: minijinja's comparison is not metered, so this
+ * runs for ever (with constant memory). The watchdog is what ends it. */
+const STALL = '{% set ns = namespace(a=[], b=[]) %}{% for i in range(64) %}{% set ns.a = [ns.a, ns.a] %}'
+  + '{% set ns.b = [ns.b, ns.b] %}{% endfor %}{{ ns.a == ns.b }}';
+
+let dir, app, models, browser, page;
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'hearth-hostile-'));
+  const model = gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/llama-spm.q8_0.gguf.gz')));
+  writeFileSync(join(dir, 'model.gguf'), withChatTemplate(model));
+  for (const [name, template] of Object.entries({ ...HOSTILE, stall: STALL })) {
+    writeFileSync(join(dir, `${name}.gguf`), withMetadata(model, { 'tokenizer.chat_template': template }));
+  }
+  app = await serve(ROOT);
+  models = await serve(dir);
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: ['--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+  page = await browser.newPage();
+  await page.goto(`${app.url}/tests/browser/page.html`);
+  await page.waitForFunction(() => window.ready === true);
+});
+
+after(async () => {
+  await browser?.close();
+  await Promise.all([app, models].filter(Boolean).map((s) => s.close()));
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+test('hostile chat templates fail fast with bad_request, and the engine goes on', async () => {
+  const failures = [];
+  for (const name of Object.keys(HOSTILE)) {
+    const r = await page.evaluate(async (url) => {
+      const engine = await window.Hearth.load(url, { backend: 'cpu', cache: false });
+      const start = performance.now();
+      let error = null;
+      try {
+        await engine.chat.completions.create({ messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 });
+      } catch (e) {
+        error = { code: e.code, message: e.message };
+      }
+      const ms = performance.now() - start;
+      const tokens = [];
+      let after = null;
+      try { for await (const t of engine.generate('The', { maxTokens: 2 })) tokens.push(t.token); }
+      catch (e) { after = e.message; }
+      engine.dispose();
+      return { error, ms, tokens: tokens.length, after };
+    }, `${models.url}/${name}.gguf`);
+    const ok = r.error?.code === 'bad_request' && /^the chat template was stopped: /.test(r.error.message)
+      && r.ms < 2000 && r.tokens === 2;
+    if (!ok) failures.push(`${name}: ${JSON.stringify(r)}`);
+  }
+  assert.deepEqual(failures, []);
+});
+
+test('an abort the worker cannot answer ends the worker; a new load works', async () => {
+  const r = await page.evaluate(async ({ stall, model }) => {
+    const engine = await window.Hearth.load(stall, { backend: 'cpu', cache: false, abortTimeout: 1000 });
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(), 300);
+    const start = performance.now();
+    let code = null;
+    try {
+      await engine.chat.completions.create({ messages: [{ role: 'user', content: 'hi' }], max_tokens: 2, signal: controller.signal });
+    } catch (e) {
+      code = e.code;
+    }
+    const ms = performance.now() - start;
+    // The stream ends at the abort itself; the watchdog then ends the stuck worker.
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    let after = null;
+    try { await engine.tokenize('hi'); } catch (e) { after = { code: e.code, message: e.message }; }
+    const fresh = await window.Hearth.load(model, { backend: 'cpu', cache: false });
+    const tokens = [];
+    for await (const t of fresh.generate('The', { maxTokens: 3 })) tokens.push(t.token);
+    fresh.dispose();
+    return { code, ms, after, tokens: tokens.length };
+  }, { stall: `${models.url}/stall.gguf`, model: `${models.url}/model.gguf` });
+  assert.equal(r.code, 'aborted');
+  assert.ok(r.ms < 1000, `the abort took ${r.ms} ms`);
+  assert.equal(r.after?.code, 'disposed', JSON.stringify(r.after));
+  assert.match(r.after.message, /did not answer an abort within 1000 ms/);
+  assert.equal(r.tokens, 3);
+});
