@@ -1,5 +1,7 @@
-//! `hearth bench`: prefill and decode speed on the GPU, and decode's achieved weight bandwidth
-//! against a plain copy kernel measured on the same device in the same run.
+//! `hearth bench`: prefill and decode speed on the GPU, decode's achieved weight bandwidth
+//! against a plain copy kernel measured on the same device in the same run, the memory held by
+//! the KV cache and by recurrent state, and the share of decode time the recurrence takes (its
+//! launches timed alone, as many times as tokens were decoded).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -70,6 +72,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         id = pollster::block_on(model.forward_greedy(&[id]))?;
     }
     let decode_s = t.elapsed().as_secs_f64();
+    let (kv_bytes, recurrent_bytes) = model.state_bytes();
+    let recurrence_s = if model.spec.is_recurrent() {
+        let t = Instant::now();
+        pollster::block_on(model.run_recurrence(args.gen_tokens))?;
+        Some(t.elapsed().as_secs_f64())
+    } else {
+        None
+    };
 
     let per_token = model.weight_bytes_per_token();
     let copy = CopyKernel::new(&gpu, per_token.max(64 << 20));
@@ -95,6 +105,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "copy_bytes_per_s": copy_bps,
         "decode_over_copy": decode_bps / copy_bps,
         "gpu_bytes_held": model.held_bytes(),
+        "kv_cache_bytes": kv_bytes,
+        "kv_cache_positions": model.capacity(),
+        "recurrent_state_bytes": recurrent_bytes,
+        "recurrence_s_per_token": recurrence_s.map(|s| s / args.gen_tokens as f64),
+        "decode_recurrence_share": recurrence_s.map(|s| s / decode_s),
     });
     if args.json {
         println!("{report}");
@@ -122,6 +137,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "memory    {:.2} MB held on the GPU",
             model.held_bytes() as f64 / 1e6
         );
+        println!(
+            "state     {:.2} MB KV cache ({} positions), {:.2} MB recurrent state (with its snapshots)",
+            kv_bytes as f64 / 1e6,
+            model.capacity(),
+            recurrent_bytes as f64 / 1e6
+        );
+        match recurrence_s {
+            Some(s) => println!(
+                "recurrence {:.1} ms per decoded token, {:.1}% of decode time",
+                s * 1e3 / args.gen_tokens as f64,
+                s / decode_s * 100.0
+            ),
+            None => println!("recurrence none (every layer is attention)"),
+        }
     }
     Ok(())
 }
