@@ -98,6 +98,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "adapter": gpu.describe(),
         "prompt_tokens": args.prompt_tokens,
         "gen_tokens": args.gen_tokens,
+        "prefill_s": prefill_s,
+        "decode_s": decode_s,
         "prefill_tokens_per_s": prefill_tps,
         "decode_tokens_per_s": decode_tps,
         "weight_bytes_per_token": per_token,
@@ -115,12 +117,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("{report}");
     } else {
         let gb = |b: f64| b / 1e9;
+        // Three significant figures: software adapters run well under one token a second.
+        let rate = |r: f64| {
+            format!(
+                "{r:.*}",
+                (2 - r.log10().floor() as i64).clamp(0, 4) as usize
+            )
+        };
         println!(
-            "prefill   {prefill_tps:.1} tokens/s ({} tokens)",
+            "prefill   {} tokens/s ({} tokens in {prefill_s:.1} s)",
+            rate(prefill_tps),
             args.prompt_tokens
         );
         println!(
-            "decode    {decode_tps:.1} tokens/s ({} tokens)",
+            "decode    {} tokens/s ({} tokens in {decode_s:.1} s)",
+            rate(decode_tps),
             args.gen_tokens
         );
         println!(
