@@ -229,14 +229,6 @@ impl Layer {
             Mixer::Attention(_) => None,
         }
     }
-
-    /// A short name of the layer's kind ("attention", "gated delta net").
-    pub fn kind(&self) -> &'static str {
-        match self.mixer {
-            Mixer::Attention(_) => "attention",
-            Mixer::DeltaNet(_) => "gated delta net",
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -1,45 +1,6 @@
 //! The tensors a model reads, by role. A role owns its GGUF name; no other code spells one.
-
-/// What a tensor is for. Global roles name one tensor; layer roles one per layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Role {
-    TokenEmbd,
-    OutputNorm,
-    Output,
-    /// Llama 3's per-frequency rope divisors.
-    RopeFreqs,
-
-    AttnNorm,
-    AttnQ,
-    AttnK,
-    AttnV,
-    AttnQBias,
-    AttnKBias,
-    AttnVBias,
-    AttnQNorm,
-    AttnKNorm,
-    AttnOutput,
-
-    FfnNorm,
-    /// The norm before the feed-forward block, under the name Qwen3.5's converter gives it.
-    PostAttnNorm,
-    FfnGate,
-    FfnUp,
-    FfnDown,
-
-    /// Gated DeltaNet: the fused Q, K and V projection feeding the convolution.
-    AttnQkv,
-    /// Gated DeltaNet: z, the output gate of the gated norm.
-    AttnGate,
-    SsmConv1d,
-    SsmDt,
-    /// `-exp(A_log)`, as the converter stores it.
-    SsmA,
-    SsmBeta,
-    SsmAlpha,
-    SsmNorm,
-    SsmOut,
-}
+//! Each role is one row of the table below: its name, how the backends hold it, and whether a
+//! file has one (global) or one per layer.
 
 /// How the backends hold a tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,89 +11,82 @@ pub enum Use {
     Vector,
 }
 
-impl Role {
-    pub const ALL: [Role; 28] = {
-        use Role::*;
-        [
-            TokenEmbd,
-            OutputNorm,
-            Output,
-            RopeFreqs,
-            AttnNorm,
-            AttnQ,
-            AttnK,
-            AttnV,
-            AttnQBias,
-            AttnKBias,
-            AttnVBias,
-            AttnQNorm,
-            AttnKNorm,
-            AttnOutput,
-            FfnNorm,
-            PostAttnNorm,
-            FfnGate,
-            FfnUp,
-            FfnDown,
-            AttnQkv,
-            AttnGate,
-            SsmConv1d,
-            SsmDt,
-            SsmA,
-            SsmBeta,
-            SsmAlpha,
-            SsmNorm,
-            SsmOut,
-        ]
+#[derive(PartialEq)]
+enum Scope {
+    Global,
+    Layer,
+}
+
+macro_rules! roles {
+    ($($(#[$doc:meta])* $role:ident = $name:literal, $usage:ident, $scope:ident;)*) => {
+        /// What a tensor is for. Global roles name one tensor; layer roles one per layer.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Role {
+            $($(#[$doc])* $role,)*
+        }
+
+        impl Role {
+            pub const ALL: &'static [Role] = &[$(Role::$role),*];
+
+            /// The name after `blk.N.` (or the whole name of a global tensor).
+            pub fn gguf_name(self) -> &'static str {
+                match self {
+                    $(Role::$role => $name,)*
+                }
+            }
+
+            pub fn usage(self) -> Use {
+                match self {
+                    $(Role::$role => Use::$usage,)*
+                }
+            }
+
+            pub fn is_global(self) -> bool {
+                match self {
+                    $(Role::$role => Scope::$scope == Scope::Global,)*
+                }
+            }
+        }
     };
+}
 
-    /// The name after `blk.N.` (or the whole name of a global tensor).
-    pub fn gguf_name(self) -> &'static str {
-        use Role::*;
-        match self {
-            TokenEmbd => "token_embd.weight",
-            OutputNorm => "output_norm.weight",
-            Output => "output.weight",
-            RopeFreqs => "rope_freqs.weight",
-            AttnNorm => "attn_norm.weight",
-            AttnQ => "attn_q.weight",
-            AttnK => "attn_k.weight",
-            AttnV => "attn_v.weight",
-            AttnQBias => "attn_q.bias",
-            AttnKBias => "attn_k.bias",
-            AttnVBias => "attn_v.bias",
-            AttnQNorm => "attn_q_norm.weight",
-            AttnKNorm => "attn_k_norm.weight",
-            AttnOutput => "attn_output.weight",
-            FfnNorm => "ffn_norm.weight",
-            PostAttnNorm => "post_attention_norm.weight",
-            FfnGate => "ffn_gate.weight",
-            FfnUp => "ffn_up.weight",
-            FfnDown => "ffn_down.weight",
-            AttnQkv => "attn_qkv.weight",
-            AttnGate => "attn_gate.weight",
-            SsmConv1d => "ssm_conv1d.weight",
-            SsmDt => "ssm_dt.bias",
-            SsmA => "ssm_a",
-            SsmBeta => "ssm_beta.weight",
-            SsmAlpha => "ssm_alpha.weight",
-            SsmNorm => "ssm_norm.weight",
-            SsmOut => "ssm_out.weight",
-        }
-    }
+roles! {
+    TokenEmbd = "token_embd.weight", Matrix, Global;
+    OutputNorm = "output_norm.weight", Vector, Global;
+    Output = "output.weight", Matrix, Global;
+    /// Llama 3's per-frequency rope divisors.
+    RopeFreqs = "rope_freqs.weight", Vector, Global;
 
-    pub fn is_global(self) -> bool {
-        use Role::*;
-        matches!(self, TokenEmbd | OutputNorm | Output | RopeFreqs)
-    }
+    AttnNorm = "attn_norm.weight", Vector, Layer;
+    AttnQ = "attn_q.weight", Matrix, Layer;
+    AttnK = "attn_k.weight", Matrix, Layer;
+    AttnV = "attn_v.weight", Matrix, Layer;
+    AttnQBias = "attn_q.bias", Vector, Layer;
+    AttnKBias = "attn_k.bias", Vector, Layer;
+    AttnVBias = "attn_v.bias", Vector, Layer;
+    AttnQNorm = "attn_q_norm.weight", Vector, Layer;
+    AttnKNorm = "attn_k_norm.weight", Vector, Layer;
+    AttnOutput = "attn_output.weight", Matrix, Layer;
 
-    pub fn usage(self) -> Use {
-        use Role::*;
-        match self {
-            TokenEmbd | Output | AttnQ | AttnK | AttnV | AttnOutput | FfnGate | FfnUp | FfnDown
-            | AttnQkv | AttnGate | SsmBeta | SsmAlpha | SsmOut => Use::Matrix,
-            _ => Use::Vector,
-        }
-    }
+    FfnNorm = "ffn_norm.weight", Vector, Layer;
+    /// The norm before the feed-forward block, under the name Qwen3.5's converter gives it.
+    PostAttnNorm = "post_attention_norm.weight", Vector, Layer;
+    FfnGate = "ffn_gate.weight", Matrix, Layer;
+    FfnUp = "ffn_up.weight", Matrix, Layer;
+    FfnDown = "ffn_down.weight", Matrix, Layer;
+
+    /// Gated DeltaNet: the fused Q, K and V projection feeding the convolution.
+    AttnQkv = "attn_qkv.weight", Matrix, Layer;
+    /// Gated DeltaNet: z, the output gate of the gated norm.
+    AttnGate = "attn_gate.weight", Matrix, Layer;
+    SsmConv1d = "ssm_conv1d.weight", Vector, Layer;
+    SsmDt = "ssm_dt.bias", Vector, Layer;
+    /// `-exp(A_log)`, as the converter stores it.
+    SsmA = "ssm_a", Vector, Layer;
+    SsmBeta = "ssm_beta.weight", Matrix, Layer;
+    SsmAlpha = "ssm_alpha.weight", Matrix, Layer;
+    SsmNorm = "ssm_norm.weight", Vector, Layer;
+    SsmOut = "ssm_out.weight", Matrix, Layer;
 }
 
 /// One tensor of a model: a role, in a layer unless the role is global.
@@ -164,7 +118,8 @@ impl TensorId {
             None => (None, name),
         };
         let role = Role::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|r| r.gguf_name() == rest && r.is_global() == layer.is_none())?;
         Some(TensorId { role, layer })
     }
