@@ -161,6 +161,21 @@ impl<'a> Held<'a> {
         Ok(m)
     }
 
+    /// Layer `l`'s matrices of `roles`, in order.
+    fn matrices<const N: usize>(
+        &mut self,
+        l: usize,
+        roles: [Role; N],
+    ) -> Result<[GpuMatrix; N], GpuError> {
+        let ms = roles
+            .iter()
+            .map(|&r| self.matrix(TensorId::layer(l, r)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ms
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("one matrix per role")))
+    }
+
     /// `n` matrices dealt the rows of tensor `id` in turn, `block` rows each time.
     fn dealt(&mut self, id: TensorId, block: usize, n: usize) -> Result<Vec<GpuMatrix>, GpuError> {
         let (rows, cols, ty) = self.shape(id)?;
@@ -305,7 +320,7 @@ impl Lowering<'_> {
         for &(m, x, y, bias, mode, stride) in list {
             plans.both(|rows| {
                 self.k
-                    .product_launches_for(self.gpu, m, rows, x, y, bias, mode, stride)
+                    .product_launches(self.gpu, m, rows, x, y, bias, mode, stride)
             })?;
         }
         Ok(())
@@ -351,8 +366,7 @@ impl Lowering<'_> {
         } else {
             (b.matrix(id(Role::AttnQ))?, None)
         };
-        let [wk, wv, wo] = [Role::AttnK, Role::AttnV, Role::AttnOutput].map(|r| b.matrix(id(r)));
-        let (wk, wv, wo) = (wk?, wv?, wo?);
+        let [wk, wv, wo] = b.matrices(l, [Role::AttnK, Role::AttnV, Role::AttnOutput])?;
         let mut opt = |on: bool, role| on.then(|| b.vector(id(role))).transpose();
         let bq = opt(a.qkv_bias, Role::AttnQBias)?;
         let bk = opt(a.qkv_bias, Role::AttnKBias)?;
@@ -468,15 +482,16 @@ impl Lowering<'_> {
     ) -> Result<(), GpuError> {
         let id = |role| TensorId::layer(l, role);
         let gpu = self.gpu;
-        let [wqkv, wz, wbeta, walpha, wout] = [
-            Role::AttnQkv,
-            Role::AttnGate,
-            Role::SsmBeta,
-            Role::SsmAlpha,
-            Role::SsmOut,
-        ]
-        .map(|r| b.matrix(id(r)));
-        let (wqkv, wz, wbeta, walpha, wout) = (wqkv?, wz?, wbeta?, walpha?, wout?);
+        let [wqkv, wz, wbeta, walpha, wout] = b.matrices(
+            l,
+            [
+                Role::AttnQkv,
+                Role::AttnGate,
+                Role::SsmBeta,
+                Role::SsmAlpha,
+                Role::SsmOut,
+            ],
+        )?;
         let conv_w = b.vector(id(Role::SsmConv1d))?;
         let nv = d.n_v_heads;
         let params = b.scratch(2 * nv + d.head_v_dim);
@@ -528,12 +543,10 @@ impl Lowering<'_> {
         l: usize,
         ffn: &Ffn,
     ) -> Result<(), GpuError> {
-        let id = |role| TensorId::layer(l, role);
         match ffn {
             Ffn::SiluGated { .. } => {
                 let [gate, up, down] =
-                    [Role::FfnGate, Role::FfnUp, Role::FfnDown].map(|r| b.matrix(id(r)));
-                let (gate, up, down) = (gate?, up?, down?);
+                    b.matrices(l, [Role::FfnGate, Role::FfnUp, Role::FfnDown])?;
                 let a = &self.acts;
                 self.products(
                     plans,
@@ -642,7 +655,7 @@ pub fn build(gpu: &Gpu, header: &Gguf, spec: &ModelSpec, max_ctx: usize) -> Resu
         ..norm
     };
     let mut head = vec![k.rms_norm_launch(gpu, head_norm, 1, &a.x, &output_norm, &a.h)];
-    head.extend(k.matvec_launches(gpu, &head_matrix, &a.h, &logits, None, Output::Store, 0)?);
+    head.extend(k.product_launches(gpu, &head_matrix, 1, &a.h, &logits, None, Output::Store, 0)?);
     let argmax = k.argmax_launch(gpu, s.n_vocab, &logits, &result);
     let top = k.top_launches(gpu, s.n_vocab, &logits);
     let top_read = read_buffer((TOP_K * 8) as u64);

@@ -119,7 +119,7 @@ fn check_matvec(b: &Bench, gpu: &Gpu, ty: GgmlType, cols: usize, label: &str) {
     // Store with bias.
     let y = kernels::scratch(gpu, rows);
     let l =
-        b.k.matvec_launches(gpu, &m, &xb, &y, Some(&bb), Output::Store, 0)
+        b.k.product_launches(gpu, &m, 1, &xb, &y, Some(&bb), Output::Store, 0)
             .unwrap();
     b.run(step(0, 0), &l);
     assert_close(&format!("{label} store"), &b.read(&y, rows), &want);
@@ -129,7 +129,7 @@ fn check_matvec(b: &Bench, gpu: &Gpu, ty: GgmlType, cols: usize, label: &str) {
     w.matmul(&x, None, &mut plain);
     let y = kernels::storage_f32(gpu, &prev);
     let l =
-        b.k.matvec_launches(gpu, &m, &xb, &y, None, Output::Add, 0)
+        b.k.product_launches(gpu, &m, 1, &xb, &y, None, Output::Add, 0)
             .unwrap();
     b.run(step(0, 0), &l);
     let added: Vec<f32> = prev.iter().zip(&plain).map(|(p, v)| p + v).collect();
@@ -138,7 +138,7 @@ fn check_matvec(b: &Bench, gpu: &Gpu, ty: GgmlType, cols: usize, label: &str) {
     // SiLU gate over the previous output.
     let y = kernels::storage_f32(gpu, &prev);
     let l =
-        b.k.matvec_launches(gpu, &m, &xb, &y, None, Output::SiluGate, 0)
+        b.k.product_launches(gpu, &m, 1, &xb, &y, None, Output::SiluGate, 0)
             .unwrap();
     b.run(step(0, 0), &l);
     let gated: Vec<f32> = prev
@@ -152,7 +152,7 @@ fn check_matvec(b: &Bench, gpu: &Gpu, ty: GgmlType, cols: usize, label: &str) {
     let stride = rows + 2;
     let y = kernels::scratch(gpu, stride * 5);
     let l =
-        b.k.matvec_launches(gpu, &m, &xb, &y, None, Output::Store, stride)
+        b.k.product_launches(gpu, &m, 1, &xb, &y, None, Output::Store, stride)
             .unwrap();
     b.run(step(3, 0), &l);
     let got = b.read(&y, stride * 5);
@@ -511,7 +511,7 @@ fn matmul_over_a_chunk_equals_one_product_per_token() {
 
             let y = kernels::scratch(gpu, tokens * rows);
             let l =
-                b.k.matmul_launches(gpu, &m, 64, &xb, &y, Some(&bb), Output::Store, 0)
+                b.k.product_launches(gpu, &m, 64, &xb, &y, Some(&bb), Output::Store, 0)
                     .unwrap();
             b.run(chunk, &l);
             assert_close(&format!("{label} rows"), &b.read(&y, tokens * rows), &want);
@@ -520,7 +520,7 @@ fn matmul_over_a_chunk_equals_one_product_per_token() {
             let stride = rows + 2;
             let cache = kernels::scratch(gpu, stride * (3 + tokens + 1));
             let l =
-                b.k.matmul_launches(gpu, &m, 64, &xb, &cache, Some(&bb), Output::Store, stride)
+                b.k.product_launches(gpu, &m, 64, &xb, &cache, Some(&bb), Output::Store, stride)
                     .unwrap();
             b.run(chunk, &l);
             let got = b.read(&cache, stride * (3 + tokens + 1));

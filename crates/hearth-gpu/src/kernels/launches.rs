@@ -62,45 +62,12 @@ impl Kernels {
             .expect("only block types can fail to compose")
     }
 
-    /// `y (op)= m x + bias`, one launch per part of `m`; with a `pos_stride`, `y` starts at
-    /// `step.pos * pos_stride`.
+    /// `y (op)= m x + bias` for `tokens` rows of `x`, one launch per part of `m`: matvec for a
+    /// decode step (one row; with a `pos_stride`, `y` starts at `step.pos * pos_stride`), matmul
+    /// for the `step.count` rows of a prompt chunk of up to `tokens` (with a `pos_stride`, row t
+    /// goes to the KV cache at `(step.pos + t) * pos_stride`).
     #[allow(clippy::too_many_arguments)]
-    pub fn matvec_launches(
-        &self,
-        gpu: &Gpu,
-        m: &GpuMatrix,
-        x: &wgpu::Buffer,
-        y: &wgpu::Buffer,
-        bias: Option<&wgpu::Buffer>,
-        mode: Output,
-        pos_stride: usize,
-    ) -> Result<Vec<Dispatch>, GpuError> {
-        self.product_launches(gpu, false, 1, m, [x, y], bias, mode, pos_stride)
-    }
-
-    /// `y (op)= x m^T + bias` for the `step.count` rows of `x` (a prompt chunk, at most
-    /// `chunk`), one launch per part of `m`; with a `pos_stride`, row t goes to the KV cache at
-    /// `(step.pos + t) * pos_stride`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn matmul_launches(
-        &self,
-        gpu: &Gpu,
-        m: &GpuMatrix,
-        chunk: usize,
-        x: &wgpu::Buffer,
-        y: &wgpu::Buffer,
-        bias: Option<&wgpu::Buffer>,
-        mode: Output,
-        pos_stride: usize,
-    ) -> Result<Vec<Dispatch>, GpuError> {
-        let tiles = chunk.div_ceil(MATMUL_TILE) as u32;
-        self.product_launches(gpu, true, tiles, m, [x, y], bias, mode, pos_stride)
-    }
-
-    /// `y (op)= m x + bias` for `tokens` rows of `x`: the matvec launches for one (a decode
-    /// step), the matmul launches for a prompt chunk of up to `tokens`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn product_launches_for(
+    pub fn product_launches(
         &self,
         gpu: &Gpu,
         m: &GpuMatrix,
@@ -111,29 +78,10 @@ impl Kernels {
         mode: Output,
         pos_stride: usize,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        if tokens == 1 {
-            self.matvec_launches(gpu, m, x, y, bias, mode, pos_stride)
-        } else {
-            self.matmul_launches(gpu, m, tokens, x, y, bias, mode, pos_stride)
-        }
-    }
-
-    /// The matvec (or, for a `prompt`, matmul) launches over each part of `m`, with `tiles` token
-    /// tiles along z.
-    #[allow(clippy::too_many_arguments)]
-    fn product_launches(
-        &self,
-        gpu: &Gpu,
-        prompt: bool,
-        tiles: u32,
-        m: &GpuMatrix,
-        [x, y]: [&wgpu::Buffer; 2],
-        bias: Option<&wgpu::Buffer>,
-        mode: Output,
-        pos_stride: usize,
-    ) -> Result<Vec<Dispatch>, GpuError> {
+        // A decode step's one row is one tile.
+        let tiles = tokens.div_ceil(MATMUL_TILE).max(1) as u32;
         let (ty, lanes) = (m.ty, matvec_lanes(m.cols));
-        let shader = if prompt {
+        let shader = if tokens > 1 {
             Shader::Matmul { ty, lanes }
         } else {
             Shader::Matvec { ty, lanes }
