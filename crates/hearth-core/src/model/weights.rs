@@ -39,6 +39,13 @@ impl QTensor {
         out
     }
 
+    /// [`QTensor::matmul`] of the `x.len() / cols` inputs into a new vector.
+    pub fn times(&self, x: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+        let mut out = vec![0.0; x.len() / self.cols * self.rows];
+        self.matmul(x, bias, &mut out);
+        out
+    }
+
     /// `out[t][r] = dot(row r, x[t])` for each of the `x.len() / cols` inputs `x[t]`, plus
     /// `bias[r]` when given. Each row is decoded once for all inputs.
     pub fn matmul(&self, x: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {

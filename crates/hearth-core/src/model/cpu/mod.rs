@@ -98,9 +98,7 @@ impl CpuModel {
             norm.expect("the output norm is loaded"),
             s.rms_eps,
         );
-        let mut logits = vec![0.0; (n - first) * s.n_vocab];
-        self.weights.head(s).matmul(&h, None, &mut logits);
-        Ok(logits)
+        Ok(self.weights.head(s).times(&h, None))
     }
 
     /// Self-attention of the `h` rows over the cache and themselves.
@@ -115,16 +113,9 @@ impl CpuModel {
         let s = &self.spec;
         let n = h.len() / s.n_embd;
         let (qd, kd, vd, hd) = (a.q_dim(), a.k_dim(), a.v_dim(), a.head_dim);
-        let q_rows = if a.output_gate { 2 * qd } else { qd };
-        let mut q_full = vec![0.0; n * q_rows];
-        let mut k = vec![0.0; n * kd];
-        let mut v = vec![0.0; n * vd];
-        w.matrix(Role::AttnQ)
-            .matmul(h, w.optional(Role::AttnQBias), &mut q_full);
-        w.matrix(Role::AttnK)
-            .matmul(h, w.optional(Role::AttnKBias), &mut k);
-        w.matrix(Role::AttnV)
-            .matmul(h, w.optional(Role::AttnVBias), &mut v);
+        let q_full = w.matrix(Role::AttnQ).times(h, w.optional(Role::AttnQBias));
+        let mut k = w.matrix(Role::AttnK).times(h, w.optional(Role::AttnKBias));
+        let v = w.matrix(Role::AttnV).times(h, w.optional(Role::AttnVBias));
         // A gated Q holds [query | gate] per head.
         let (mut q, gate) = if a.output_gate {
             let (mut q, mut g) = (Vec::with_capacity(n * qd), Vec::with_capacity(n * qd));
@@ -179,9 +170,7 @@ impl CpuModel {
                 *o *= ops::sigmoid(*g);
             }
         }
-        let mut proj = vec![0.0; n * s.n_embd];
-        w.matrix(Role::AttnOutput).matmul(&out, None, &mut proj);
-        proj
+        w.matrix(Role::AttnOutput).times(&out, None)
     }
 
     /// The gated delta net over the `h` rows, one token after another.
@@ -196,15 +185,11 @@ impl CpuModel {
         let s = &self.spec;
         let n = h.len() / s.n_embd;
         let (cd, vd, nv) = (d.conv_dim(), d.value_dim(), d.n_v_heads);
-        let product = |role, rows| {
-            let mut out = vec![0.0; n * rows];
-            w.matrix(role).matmul(h, None, &mut out);
-            out
-        };
-        let mut qkv = product(Role::AttnQkv, cd);
-        let z = product(Role::AttnGate, vd);
-        let beta = product(Role::SsmBeta, nv);
-        let alpha = product(Role::SsmAlpha, nv);
+        let product = |role| w.matrix(role).times(h, None);
+        let mut qkv = product(Role::AttnQkv);
+        let z = product(Role::AttnGate);
+        let beta = product(Role::SsmBeta);
+        let alpha = product(Role::SsmAlpha);
         let tables = ops::DeltaTables {
             conv: w.vector(Role::SsmConv1d),
             dt: w.vector(Role::SsmDt),
@@ -228,9 +213,7 @@ impl CpuModel {
                 &mut out[t * vd..(t + 1) * vd],
             );
         }
-        let mut proj = vec![0.0; n * s.n_embd];
-        w.matrix(Role::SsmOut).matmul(&out, None, &mut proj);
-        proj
+        w.matrix(Role::SsmOut).times(&out, None)
     }
 }
 
@@ -243,19 +226,13 @@ fn add(x: &mut [f32], y: &[f32]) {
 /// The feed-forward block of the `h` rows.
 fn feed_forward(ffn: &Ffn, w: LayerWeights, h: &[f32]) -> Vec<f32> {
     match *ffn {
-        Ffn::SiluGated { n_ff } => {
-            let n = h.len() / w.matrix(Role::FfnGate).cols;
-            let mut gate = vec![0.0; n * n_ff];
-            let mut up = vec![0.0; n * n_ff];
-            w.matrix(Role::FfnGate).matmul(h, None, &mut gate);
-            w.matrix(Role::FfnUp).matmul(h, None, &mut up);
+        Ffn::SiluGated { .. } => {
+            let mut gate = w.matrix(Role::FfnGate).times(h, None);
+            let up = w.matrix(Role::FfnUp).times(h, None);
             for (g, u) in gate.iter_mut().zip(&up) {
                 *g = ops::silu(*g) * u;
             }
-            let down = w.matrix(Role::FfnDown);
-            let mut out = vec![0.0; n * down.rows];
-            down.matmul(&gate, None, &mut out);
-            out
+            w.matrix(Role::FfnDown).times(&gate, None)
         }
     }
 }
