@@ -1,7 +1,9 @@
 //! Malformed GGUF input: every case is a clear error, never a panic, and a property test over
 //! truncations and byte flips finds no input that panics the reader or the model loader.
 
-use hearth_core::gguf::{write_gguf, Array, Gguf, GgufError, GgufFile, TensorToWrite, Value};
+use hearth_core::gguf::{
+    rewrite_metadata, write_gguf, Array, Gguf, GgufError, GgufFile, TensorToWrite, Value,
+};
 use hearth_core::model::CpuModel;
 use hearth_core::quant::GgmlType;
 use rand::{RngExt, SeedableRng};
@@ -380,23 +382,7 @@ fn models_that_do_not_fit_their_spec_are_refused_by_name() {
     let with = |key: &str, value: Value| {
         let mut meta: Vec<(String, Value)> = g.metadata().to_vec();
         meta.iter_mut().find(|(k, _)| k == key).unwrap().1 = value;
-        let tensors: Vec<TensorToWrite> = g
-            .tensors()
-            .iter()
-            .map(|t| TensorToWrite {
-                name: t.name.clone(),
-                dims: t.dims.clone(),
-                ty: t.ty,
-            })
-            .collect();
-        let mut out = Vec::new();
-        write_gguf::<std::io::Error>(&mut out, &meta, &tensors, |i| {
-            Ok(
-                bytes[g.tensors()[i].range().start as usize..g.tensors()[i].range().end as usize]
-                    .to_vec(),
-            )
-        })
-        .unwrap();
+        let out = rewrite_metadata(&bytes, &g, &meta).unwrap();
         ModelSpec::from_gguf(&parse(&out).unwrap())
             .and_then(|s| s.check_tensors(&parse(&out).unwrap()))
     };

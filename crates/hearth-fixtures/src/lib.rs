@@ -139,7 +139,7 @@ pub fn unpack(gz: &str, dir: &Path) -> PathBuf {
 /// `gguf` (a whole GGUF file) with the metadata `set` replacing or adding keys, its tensors
 /// unchanged.
 pub fn with_metadata(gguf: &[u8], set: &[(&str, hearth_core::gguf::Value)]) -> Vec<u8> {
-    use hearth_core::gguf::{write_gguf, Gguf, TensorToWrite};
+    use hearth_core::gguf::{rewrite_metadata, Gguf};
     let header = Gguf::parse(gguf, gguf.len() as u64).expect("a valid GGUF file");
     let mut metadata: Vec<(String, hearth_core::gguf::Value)> = header
         .metadata()
@@ -148,20 +148,5 @@ pub fn with_metadata(gguf: &[u8], set: &[(&str, hearth_core::gguf::Value)]) -> V
         .cloned()
         .collect();
     metadata.extend(set.iter().map(|(k, v)| (k.to_string(), v.clone())));
-    let tensors: Vec<TensorToWrite> = header
-        .tensors()
-        .iter()
-        .map(|t| TensorToWrite {
-            name: t.name.clone(),
-            dims: t.dims.clone(),
-            ty: t.ty,
-        })
-        .collect();
-    let mut out = Vec::new();
-    write_gguf::<std::io::Error>(&mut out, &metadata, &tensors, |i| {
-        let r = header.tensors()[i].range();
-        Ok(gguf[r.start as usize..r.end as usize].to_vec())
-    })
-    .expect("writing to memory");
-    out
+    rewrite_metadata(gguf, &header, &metadata).expect("writing to memory")
 }

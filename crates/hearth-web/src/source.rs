@@ -242,11 +242,7 @@ pub fn merge_headers(headers: &[Gguf]) -> Result<(Vec<u8>, u64), WebError> {
     let tensors: Vec<TensorToWrite> = headers
         .iter()
         .flat_map(|h| h.tensors())
-        .map(|t| TensorToWrite {
-            name: t.name.clone(),
-            dims: t.dims.clone(),
-            ty: t.ty,
-        })
+        .map(TensorToWrite::from)
         .collect();
     let alignment = first.alignment;
     let data_len: u64 = headers

@@ -17,7 +17,7 @@ use std::ops::Range;
 pub use source::MappedFile;
 pub use source::{ByteSource, GgufFile, RangedSource, SourceError};
 pub use value::{Array, Value};
-pub use write::{write_gguf, TensorToWrite};
+pub use write::{rewrite_metadata, write_gguf, TensorToWrite};
 
 use crate::quant::GgmlType;
 

@@ -3,6 +3,7 @@
 use std::io::{self, Write};
 
 use super::value::{Array, Value};
+use super::{Gguf, TensorInfo};
 use crate::quant::GgmlType;
 
 /// A tensor's entry in the index of a file being written; its bytes come later.
@@ -12,6 +13,16 @@ pub struct TensorToWrite {
     /// ggml order: `dims[0]` is the row length.
     pub dims: Vec<u64>,
     pub ty: GgmlType,
+}
+
+impl From<&TensorInfo> for TensorToWrite {
+    fn from(t: &TensorInfo) -> Self {
+        TensorToWrite {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            ty: t.ty,
+        }
+    }
 }
 
 impl TensorToWrite {
@@ -162,4 +173,22 @@ pub fn write_gguf<E: From<io::Error>>(
     }
     w.flush()?;
     Ok(())
+}
+
+/// The GGUF `file`, whose parsed header is `header`, with `metadata` in place of its own: the
+/// same tensors and bytes.
+pub fn rewrite_metadata(
+    file: &[u8],
+    header: &Gguf,
+    metadata: &[(String, Value)],
+) -> io::Result<Vec<u8>> {
+    let tensors: Vec<TensorToWrite> = header.tensors().iter().map(Into::into).collect();
+    let mut out = Vec::new();
+    write_gguf::<io::Error>(&mut out, metadata, &tensors, |i| {
+        let r = header.tensors()[i].range();
+        file.get(r.start as usize..r.end as usize)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| invalid(format!("tensor {i}'s bytes are past the end of the file")))
+    })?;
+    Ok(out)
 }

@@ -121,9 +121,8 @@ pub fn requantize<S: ByteSource>(
         .tensors()
         .iter()
         .map(|t| TensorToWrite {
-            name: t.name.clone(),
-            dims: t.dims.clone(),
             ty: target_type(t, scheme, n_layer, has_output),
+            ..t.into()
         })
         .collect();
     let total = plan.len();

@@ -4,7 +4,7 @@
 //! further: model spec, tensor check, tokenizer, chat template.
 
 use hearth_core::chat::ChatTemplate;
-use hearth_core::gguf::{write_gguf, Array, Gguf, GgufError, GgufFile, TensorToWrite, Value};
+use hearth_core::gguf::{rewrite_metadata, Array, Gguf, GgufError, GgufFile, Value};
 use hearth_core::model::ModelSpec;
 use hearth_core::tokenizer::Tokenizer;
 use rand::RngExt;
@@ -267,15 +267,6 @@ fn random_text(rng: &mut ChaCha8Rng, max: usize) -> String {
 fn metadata_values_of_other_types_and_sizes() {
     let (_, file) = &fixtures()[0];
     let header = Gguf::parse(file, file.len() as u64).unwrap();
-    let tensors: Vec<TensorToWrite> = header
-        .tensors()
-        .iter()
-        .map(|t| TensorToWrite {
-            name: t.name.clone(),
-            dims: t.dims.clone(),
-            ty: t.ty,
-        })
-        .collect();
     fuzz(
         "metadata-values",
         600,
@@ -302,13 +293,7 @@ fn metadata_values_of_other_types_and_sizes() {
                     _ => meta[i].1 = random_value(rng, 0),
                 }
             }
-            let mut out = Vec::new();
-            write_gguf::<std::io::Error>(&mut out, &meta, &tensors, |i| {
-                let r = header.tensors()[i].range();
-                Ok(file[r.start as usize..r.end as usize].to_vec())
-            })
-            .map(|_| out)
-            .unwrap_or_default()
+            rewrite_metadata(file, &header, &meta).unwrap_or_default()
         },
         |m| take_further(m),
     );
