@@ -8,8 +8,8 @@ import { gunzipSync } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
 import { serve } from '../../scripts/serve.mjs';
+import { launch, testPage } from './chromium.mjs';
 import { withChatTemplate, withMetadata } from './gguf.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -27,14 +27,8 @@ before(async () => {
   writeFileSync(join(dir, 'qwen2.gguf'), gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/qwen2-tiny.q8_0.gguf.gz'))));
   app = await serve(ROOT);
   models = await serve(dir);
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    args: ['--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
-  page = await browser.newPage();
-  await page.goto(`${app.url}/tests/browser/page.html`);
-  await page.waitForFunction(() => window.ready === true);
+  browser = await launch();
+  page = await testPage(browser, app.url);
 });
 
 after(async () => {
@@ -65,14 +59,9 @@ test('a model too big for the device is refused before its weights are fetched',
 test('running out of WebAssembly memory is out_of_memory, and the page goes on', async () => {
   // V8 lets wasm memory grow to 50 MB only: the small model fits, the 152k-token Qwen2
   // vocabulary's model does not.
-  const small = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    args: ['--no-sandbox', '--js-flags=--wasm-max-mem-pages=800'],
-  });
+  const small = await launch(['--no-sandbox', '--js-flags=--wasm-max-mem-pages=800']);
   try {
-    const p = await small.newPage();
-    await p.goto(`${app.url}/tests/browser/page.html`);
-    await p.waitForFunction(() => window.ready === true);
+    const p = await testPage(small, app.url);
     const codes = await p.evaluate(async (urls) => {
       const out = [];
       for (const url of urls) {

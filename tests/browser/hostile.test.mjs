@@ -10,8 +10,8 @@ import { gunzipSync } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
 import { serve } from '../../scripts/serve.mjs';
+import { launch, testPage } from './chromium.mjs';
 import { withChatTemplate, withMetadata } from './gguf.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -41,14 +41,8 @@ before(async () => {
   }
   app = await serve(ROOT);
   models = await serve(dir);
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    args: ['--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
-  page = await browser.newPage();
-  await page.goto(`${app.url}/tests/browser/page.html`);
-  await page.waitForFunction(() => window.ready === true);
+  browser = await launch();
+  page = await testPage(browser, app.url);
 });
 
 after(async () => {

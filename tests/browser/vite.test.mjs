@@ -10,8 +10,8 @@ import { gunzipSync } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
 import { serve } from '../../scripts/serve.mjs';
+import { launch } from './chromium.mjs';
 import { withChatTemplate } from './gguf.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -26,11 +26,7 @@ before(async () => {
   writeFileSync(join(dir, 'model.gguf'), withChatTemplate(model));
   app = await serve(join(dir, 'dist'));
   models = await serve(dir);
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    args: ['--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
+  browser = await launch();
 });
 
 after(async () => {

@@ -1,0 +1,23 @@
+// The Chromium every browser test drives: the system's, headless, WebGPU on (SwiftShader where
+// there is no GPU), nothing in the background that reaches the network.
+import { chromium } from 'playwright-core';
+
+export const FLAGS = ['--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--no-first-run'];
+
+/** A browser launched with `args`. */
+export function launch(args = FLAGS) {
+  return chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', args });
+}
+
+/**
+ * A new page of `browser` on tests/browser/page.html served from `appUrl`, once the package has
+ * loaded there; with `logErrors`, the page's console errors are printed.
+ */
+export async function testPage(browser, appUrl, { logErrors = false } = {}) {
+  const page = await browser.newPage();
+  if (logErrors) page.on('console', (m) => { if (m.type() === 'error') console.error('[page]', m.text()); });
+  await page.goto(`${appUrl}/tests/browser/page.html`);
+  await page.waitForFunction(() => window.ready === true);
+  return page;
+}
