@@ -128,19 +128,71 @@ export interface SamplingParams {
   repetition_penalty?: number;
   /** Token id -> bias added to its logit (-Infinity bans it). */
   logit_bias?: Record<string | number, number>;
+  /**
+   * Holds the output to a format: the model can only produce text the format accepts. Checked
+   * before any token: a schema or grammar that cannot be used is a `bad_request` naming why.
+   */
+  response_format?: ResponseFormat;
   /** Aborting ends the stream at once with a HearthError of code "aborted". */
   signal?: AbortSignal;
 }
+
+/**
+ * OpenAI's `response_format`, and Hearth's `grammar` and `regex`. With `strict: true` a JSON
+ * schema keyword the engine cannot enforce is a `bad_request`; without it such keywords are
+ * ignored and the output is held to the rest. JSON comes out compact (`", "` and `": "`
+ * separators).
+ */
+export type ResponseFormat =
+  | { type: 'text' }
+  | { type: 'json_object' }
+  | {
+      type: 'json_schema';
+      json_schema: { name: string; description?: string; schema?: Record<string, unknown>; strict?: boolean | null };
+    }
+  /** Hearth: a grammar in llguidance's Lark dialect (`start: ...`; GBNF-style `::=` rules too). */
+  | { type: 'grammar'; grammar: string }
+  /** Hearth: a regular expression (Rust syntax) the whole output matches. */
+  | { type: 'regex'; regex: string };
 
 export type ChatContentPart = { type: 'text'; text: string };
 
 export interface ChatMessage {
   role: 'system' | 'user' | 'assistant' | 'developer' | 'tool' | string;
   content: string | ChatContentPart[] | null;
+  /** An assistant message's calls, as a reply gave them. */
+  tool_calls?: ToolCall[];
+  /** A tool message: the call it answers. */
+  tool_call_id?: string;
+  name?: string;
 }
+
+export interface FunctionTool {
+  type: 'function';
+  function: { name: string; description?: string; parameters?: Record<string, unknown>; strict?: boolean | null };
+}
+
+/**
+ * A call the model made. Its arguments are JSON text valid against the tool's `parameters`:
+ * the reply is held to the model's own tool-call syntax (Qwen's `<tool_call>` blocks, Llama
+ * 3.1's JSON) with each tool's schema.
+ */
+export interface ToolCall {
+  id: string;
+  type: 'function';
+  function: { name: string; arguments: string };
+}
+
+export type ToolChoice = 'auto' | 'none' | 'required' | { type: 'function'; function: { name: string } };
 
 export interface ChatCompletionRequest extends SamplingParams {
   messages: ChatMessage[];
+  /** Shown to the model through its chat template, which must take tools. */
+  tools?: FunctionTool[];
+  /** "auto" (the default): text or calls; "required": calls; a function: calls of it only. */
+  tool_choice?: ToolChoice;
+  /** Whether a reply may make several calls (default true). */
+  parallel_tool_calls?: boolean;
   model?: string;
   stream?: boolean;
   stream_options?: { include_usage?: boolean };
@@ -153,7 +205,8 @@ export interface CompletionUsage {
   prompt_tokens_details: { cached_tokens: number };
 }
 
-export type FinishReason = 'stop' | 'length';
+/** In chat completions, a format that allowed no further token is "stop" with `stop_reason`. */
+export type FinishReason = 'stop' | 'length' | 'tool_calls';
 
 export interface ChatCompletion {
   id: string;
@@ -162,9 +215,11 @@ export interface ChatCompletion {
   model: string;
   choices: Array<{
     index: number;
-    message: { role: 'assistant'; content: string };
+    message: { role: 'assistant'; content: string | null; tool_calls?: ToolCall[] };
     logprobs: null;
     finish_reason: FinishReason;
+    /** "constraint": the response format allowed no further token (a grammar that dead-ends). */
+    stop_reason?: 'constraint';
   }>;
   usage: CompletionUsage;
 }
@@ -176,9 +231,10 @@ export interface ChatCompletionChunk {
   model: string;
   choices: Array<{
     index: number;
-    delta: { role?: 'assistant'; content?: string };
+    delta: { role?: 'assistant'; content?: string; tool_calls?: Array<ToolCall & { index: number }> };
     logprobs: null;
     finish_reason: FinishReason | null;
+    stop_reason?: 'constraint';
   }>;
   /** On the chunk that carries the finish reason (and on a usage-only chunk with include_usage). */
   usage?: CompletionUsage;
@@ -193,6 +249,7 @@ export interface GenerateOptions extends SamplingParams {
   presencePenalty?: number;
   repeatPenalty?: number;
   logitBias?: Record<string | number, number>;
+  responseFormat?: ResponseFormat;
   /** Add the tokenizer's BOS/EOS around the prompt (default true). */
   addSpecial?: boolean;
 }
@@ -203,7 +260,8 @@ export interface GeneratedToken {
 }
 
 export interface GenerateResult {
-  finishReason: FinishReason;
+  /** "constraint": the response format allowed no further token. */
+  finishReason: FinishReason | 'constraint';
   usage: CompletionUsage;
 }
 

@@ -32,6 +32,34 @@ function messageText(content) {
   throw new HearthError('bad_request', 'message content must be a string or an array of text parts');
 }
 
+/** An OpenAI message as the engine takes it: text content, tool-call arguments as JSON text. */
+function chatMessage(m) {
+  const out = { role: String(m?.role), content: messageText(m?.content) };
+  if (m?.tool_calls != null) {
+    if (!Array.isArray(m.tool_calls)) throw new HearthError('bad_request', 'tool_calls must be an array');
+    out.tool_calls = m.tool_calls.map((c) => {
+      const args = c?.function?.arguments;
+      return {
+        ...(c.id != null && { id: String(c.id) }),
+        type: 'function',
+        function: { name: String(c?.function?.name), arguments: typeof args === 'string' ? args : JSON.stringify(args ?? {}) },
+      };
+    });
+  }
+  if (m?.tool_call_id != null) out.tool_call_id = String(m.tool_call_id);
+  if (m?.name != null) out.name = String(m.name);
+  return out;
+}
+
+/** The calls of a reply, as OpenAI's `tool_calls` (each with a new id). */
+function toolCalls(calls) {
+  return calls.map(({ name, arguments: args }) => ({
+    id: `call_${crypto.randomUUID().replaceAll('-', '')}`,
+    type: 'function',
+    function: { name, arguments: args },
+  }));
+}
+
 /** OpenAI's request fields -> the engine's generation options. */
 function generationOptions(req, defaults) {
   const bias = req.logit_bias ?? req.logitBias;
@@ -52,8 +80,45 @@ function generationOptions(req, defaults) {
       logitBias: bias ? Object.entries(bias).map(([id, b]) => [Number(id), b]) : [],
     },
   };
+  // As JSON text: the engine reads a schema's integers as integers.
+  const json = (name, value) => {
+    try {
+      return JSON.stringify(value);
+    } catch (e) {
+      throw new HearthError('bad_request', `${name} cannot be written as JSON: ${e.message}`);
+    }
+  };
+  const format = pick('response_format', 'responseFormat', null);
+  if (format != null) {
+    if (typeof format !== 'object') throw new HearthError('bad_request', 'response_format must be an object such as { type: "json_object" }');
+    opts.responseFormat = json('response_format', format);
+  }
+  if (req.tools != null) {
+    if (!Array.isArray(req.tools)) throw new HearthError('bad_request', 'tools must be an array of { type: "function", function }');
+    opts.tools = json('tools', req.tools);
+  }
+  const toolChoice = pick('tool_choice', 'toolChoice', null);
+  if (toolChoice != null) opts.toolChoice = json('tool_choice', toolChoice);
+  const parallel = pick('parallel_tool_calls', 'parallelToolCalls', null);
+  if (parallel != null) opts.parallelToolCalls = Boolean(parallel);
   if (req.addSpecial !== undefined) opts.addSpecial = req.addSpecial;
   return opts;
+}
+
+/**
+ * OpenAI's finish_reason for the engine's: a format that dead-ended is "stop", and the choice
+ * says why in `stop_reason`.
+ */
+function finishFields(reason) {
+  if (reason === 'length' || reason === 'tool_calls') return { finish_reason: reason };
+  if (reason === 'constraint') return { finish_reason: 'stop', stop_reason: 'constraint' };
+  return { finish_reason: 'stop' };
+}
+
+/** The reply as OpenAI's assistant message: `content` is null when the reply is only calls. */
+function assistantMessage(content, calls = []) {
+  if (!calls.length) return { role: 'assistant', content };
+  return { role: 'assistant', content: content || null, tool_calls: toolCalls(calls) };
 }
 
 /** A minimal async queue: the worker pushes, the consumer iterates. */
@@ -288,12 +353,11 @@ export class Hearth {
     if (!Array.isArray(req?.messages) || req.messages.length === 0) {
       throw new HearthError('bad_request', 'messages must be a non-empty array');
     }
-    const messages = req.messages.map((m) => ({ role: String(m.role), content: messageText(m.content) }));
+    const messages = req.messages.map(chatMessage);
     const options = generationOptions(req, { maxTokens: 256, temperature: 1 });
     const id = `chatcmpl-${crypto.randomUUID()}`;
     const created = Math.floor(Date.now() / 1000);
     const model = req.model ?? this.model;
-    const finish = (reason) => (reason === 'length' ? 'length' : 'stop');
     if (!req.stream) {
       let content = '';
       const channel = this._stream({ messages, options }, req.signal);
@@ -303,16 +367,16 @@ export class Hearth {
         else {
           return {
             id, object: 'chat.completion', created, model,
-            choices: [{ index: 0, message: { role: 'assistant', content }, logprobs: null, finish_reason: finish(value.finishReason) }],
+            choices: [{ index: 0, message: assistantMessage(content, value.toolCalls), logprobs: null, ...finishFields(value.finishReason) }],
             usage: value.usage,
           };
         }
       }
     }
     const self = this;
-    const chunk = (delta, finishReason, extra = {}) => ({
+    const chunk = (delta, finish = { finish_reason: null }, extra = {}) => ({
       id, object: 'chat.completion.chunk', created, model,
-      choices: [{ index: 0, delta, logprobs: null, finish_reason: finishReason }],
+      choices: [{ index: 0, delta, logprobs: null, ...finish }],
       ...extra,
     });
     const includeUsage = req.stream_options?.include_usage;
@@ -320,14 +384,18 @@ export class Hearth {
       async *[Symbol.asyncIterator]() {
         const channel = self._stream({ messages, options }, req.signal);
         try {
-          yield chunk({ role: 'assistant', content: '' }, null);
+          yield chunk({ role: 'assistant', content: '' });
           for (;;) {
             const { value, done } = await channel.next();
             if (done) return;
             if (value.kind === 'token') {
-              if (value.text) yield chunk({ content: value.text }, null);
+              if (value.text) yield chunk({ content: value.text });
             } else {
-              yield chunk({}, finish(value.finishReason), { usage: value.usage });
+              if (value.toolCalls?.length) {
+                const calls = toolCalls(value.toolCalls).map((c, index) => ({ index, ...c }));
+                yield chunk({ tool_calls: calls });
+              }
+              yield chunk({}, finishFields(value.finishReason), { usage: value.usage });
               if (includeUsage) yield { id, object: 'chat.completion.chunk', created, model, choices: [], usage: value.usage };
             }
           }

@@ -207,22 +207,25 @@ async function generate(id, { prompt, messages, options }) {
   const controller = new AbortController();
   controllers.set(id, controller);
   try {
-    const text = messages ? engine.applyChatTemplate(messages) : prompt;
+    const text = messages ? engine.applyChatTemplate(messages, options.tools) : prompt;
     const ids = messages ? engine.chatTokens(text) : engine.tokenize(text, options.addSpecial ?? true);
     const { addSpecial, ...rest } = options;
     const started = engine.begin(ids, rest);
     let completion = 0;
     let finishReason = null;
+    let toolCalls = [];
     while (!finishReason) {
       await yieldToEvents();
       throwIfAborted(controller.signal);
       const step = await engine.step();
       completion = step.completionTokens;
       finishReason = step.finishReason;
+      toolCalls = step.toolCalls ?? [];
       if (step.text || step.token !== null) post({ id, type: 'token', text: step.text, token: step.token });
     }
     return {
       finishReason,
+      toolCalls,
       usage: {
         prompt_tokens: started.promptTokens,
         completion_tokens: completion,

@@ -2,20 +2,22 @@
 // CPU sampler orders them), so sampling reads back TOP pairs instead of the vocabulary. Each
 // workgroup bitonic-sorts a chunk of CHUNK pairs in workgroup memory and writes its best TOP;
 // the loader runs it again over those until one chunk is left. The first run reads the logits
-// (ids are their indices), later ones the pairs: (bits of the value, id).
+// (ids are their indices), later ones the pairs: (bits of the value, id). With an output
+// format's mask (a bit per token), the first run reads a token outside it as -inf.
 
 struct TopParams {
     n: u32,
     from_logits: u32,
     // -inf: WGSL has no literal for it, and a constant expression may not produce one.
     neg_inf: f32,
-    _pad: u32,
+    masked: u32,
 }
 
 @group(1) @binding(0) var<uniform> P: TopParams;
 @group(1) @binding(1) var<storage, read> logits: array<f32>;
 @group(1) @binding(2) var<storage, read> pairs_in: array<vec2<u32>>;
 @group(1) @binding(3) var<storage, read_write> pairs_out: array<vec2<u32>>;
+@group(1) @binding(4) var<storage, read> mask: array<u32>;
 
 const CHUNK: u32 = 1024u;
 const TOP: u32 = 64u;
@@ -41,6 +43,9 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
             if (P.from_logits != 0u) {
                 v = logits[i];
                 id = i;
+                if (P.masked != 0u && ((mask[i / 32u] >> (i % 32u)) & 1u) == 0u) {
+                    v = P.neg_inf;
+                }
             } else {
                 let p = pairs_in[i];
                 v = bitcast<f32>(p.x);

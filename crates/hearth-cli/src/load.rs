@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use hearth_core::gguf::{Gguf, GgufFile, MappedFile};
-use hearth_core::sampling::Sampler;
+use hearth_core::sampling::{Generator, Step};
 use hearth_core::tokenizer::Tokenizer;
 use hearth_gpu::{Backend, Gpu, GpuOptions};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -79,13 +79,13 @@ pub fn forward(model: &mut Backend, tokens: &[u32]) -> anyhow::Result<Vec<f32>> 
     Ok(pollster::block_on(model.forward(tokens))?)
 }
 
-/// Runs `tokens` at the model's next positions and chooses the next token with `sampler`.
-pub fn next_token(
+/// Runs `tokens` at the model's next positions and takes `generator`'s next token.
+pub fn step(
     model: &mut Backend,
     tokens: &[u32],
-    sampler: &mut Sampler,
-) -> anyhow::Result<u32> {
-    Ok(pollster::block_on(model.next_token(tokens, sampler))?)
+    generator: &mut Generator,
+) -> anyhow::Result<Step> {
+    Ok(pollster::block_on(model.step(tokens, generator))?)
 }
 
 /// Parses "1,2,3" into token ids.

@@ -2,6 +2,7 @@
 //! forward pass. No GPU and no JS here: this crate is the oracle every backend is checked against.
 
 pub mod chat;
+pub mod constrain;
 pub mod gguf;
 pub mod model;
 pub mod quant;

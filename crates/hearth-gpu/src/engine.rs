@@ -1,9 +1,10 @@
 //! A loaded model on either backend, behind one interface: the CPU reference forward pass or
 //! the GPU engine. Both keep per-sequence state that can be cut back to a shared prefix.
 
+use hearth_core::constrain::TokenMask;
 use hearth_core::gguf::{ByteSource, GgufFile};
 use hearth_core::model::{CpuModel, ModelError, ModelSpec, State};
-use hearth_core::sampling::{Sampler, Want};
+use hearth_core::sampling::{Generator, Sampler, Step, Want};
 
 use crate::kernels::TOP_K;
 use crate::{Gpu, GpuError, GpuModel};
@@ -111,31 +112,52 @@ impl Backend {
         }
     }
 
-    /// Runs `tokens` at the next positions and chooses the token after them with `sampler`.
-    /// The GPU reads back only what the sampler's options need: the token's id when greedy,
-    /// the best [`TOP_K`] tokens where those suffice, every logit otherwise.
+    /// Runs `tokens` at the next positions and chooses the token after them with `sampler`,
+    /// among the tokens `mask` allows. The GPU reads back only what that needs: the token's id
+    /// when greedy and unmasked, the best [`TOP_K`] tokens (within the mask, which the GPU
+    /// applies) where those suffice, every logit otherwise.
     pub async fn next_token(
         &mut self,
         tokens: &[u32],
         sampler: &mut Sampler,
+        mask: Option<&TokenMask>,
     ) -> Result<u32, GpuError> {
+        let masked = |mut logits: Vec<f32>| {
+            if let Some(mask) = mask {
+                mask.apply(&mut logits);
+            }
+            logits
+        };
         let model = match self {
             Backend::Cpu { model, state, .. } => {
-                return Ok(sampler.sample(&model.forward(state, tokens)?)?)
+                return Ok(sampler.sample(&masked(model.forward(state, tokens)?))?)
             }
             Backend::Gpu { model, .. } => model,
         };
         match sampler.wants() {
-            Want::Argmax => model.forward_greedy(tokens).await,
-            Want::Top { k } if k <= TOP_K => {
-                let top = model.forward_top(tokens).await?;
+            Want::Argmax if mask.is_none() => model.forward_greedy(tokens).await,
+            Want::Argmax | Want::Top { k: ..=TOP_K } => {
+                let top = model
+                    .forward_top(tokens, mask.map(TokenMask::words))
+                    .await?;
                 match sampler.sample_top(&top, model.spec.n_vocab)? {
                     Some(id) => Ok(id),
-                    None => Ok(sampler.sample(&model.last_logits().await?)?),
+                    None => Ok(sampler.sample(&masked(model.last_logits().await?))?),
                 }
             }
-            _ => Ok(sampler.sample(&model.forward(tokens).await?)?),
+            _ => Ok(sampler.sample(&masked(model.forward(tokens).await?))?),
         }
+    }
+
+    /// Runs `tokens` at the next positions and takes `generator`'s next token.
+    pub async fn step(
+        &mut self,
+        tokens: &[u32],
+        generator: &mut Generator,
+    ) -> Result<Step, GpuError> {
+        let (sampler, mask) = generator.choosing();
+        let token = self.next_token(tokens, sampler, mask).await?;
+        Ok(generator.push(token)?)
     }
 
     /// Bytes of memory the model holds (host memory for the CPU, GPU memory for the GPU).

@@ -26,8 +26,9 @@ use crate::{Gpu, GpuError};
 enum Readback {
     /// The most likely token's id.
     Greedy,
-    /// The [`crate::kernels::TOP_K`] most likely tokens and their logits.
-    Top,
+    /// The [`crate::kernels::TOP_K`] most likely tokens and their logits, among those in the
+    /// token mask where `masked`.
+    Top { masked: bool },
     /// Every logit.
     Logits,
 }
@@ -322,11 +323,7 @@ impl GpuModel {
                     }
                     match readback {
                         Readback::Greedy => self.plan.argmax.record(&mut pass),
-                        Readback::Top => {
-                            for d in &self.plan.top.launches {
-                                d.record(&mut pass);
-                            }
-                        }
+                        Readback::Top { masked } => self.plan.top.record(&mut pass, masked),
                         Readback::Logits => {}
                     }
                 }
@@ -334,7 +331,7 @@ impl GpuModel {
             if last {
                 let (src, dst) = match readback {
                     Readback::Greedy => (&self.plan.result, &self.plan.result_read),
-                    Readback::Top => (&self.plan.top.result, &self.plan.top_read),
+                    Readback::Top { .. } => (&self.plan.top.result, &self.plan.top_read),
                     Readback::Logits => (&self.plan.logits, &self.plan.logits_read),
                 };
                 encoder.copy_buffer_to_buffer(src, 0, dst, 0, dst.size());
@@ -373,10 +370,28 @@ impl GpuModel {
             .await
     }
 
-    /// Runs `tokens` and returns the [`crate::kernels::TOP_K`] most likely next tokens with their logits, most
-    /// likely first (ties: the lower id first), reading back only those.
-    pub async fn forward_top(&mut self, tokens: &[u32]) -> Result<Vec<(u32, f32)>, GpuError> {
-        self.run(tokens, Readback::Top)?;
+    /// Runs `tokens` and returns the [`crate::kernels::TOP_K`] most likely next tokens with
+    /// their logits, most likely first (ties: the lower id first), reading back only those.
+    /// With `mask` (a bit per token, as [`hearth_core::constrain::TokenMask::words`]), tokens
+    /// outside it count as -inf.
+    pub async fn forward_top(
+        &mut self,
+        tokens: &[u32],
+        mask: Option<&[u32]>,
+    ) -> Result<Vec<(u32, f32)>, GpuError> {
+        if let Some(words) = mask {
+            let buffer = &self.plan.top.mask;
+            let mut bytes = vec![0u8; buffer.size() as usize];
+            let n = (words.len() * 4).min(bytes.len());
+            bytes[..n].copy_from_slice(&bytemuck::cast_slice(words)[..n]);
+            self.gpu.queue.write_buffer(buffer, 0, &bytes);
+        }
+        self.run(
+            tokens,
+            Readback::Top {
+                masked: mask.is_some(),
+            },
+        )?;
         let n_vocab = self.spec.n_vocab;
         self.gpu
             .read(&self.plan.top_read, self.plan.top_read.size(), |b| {

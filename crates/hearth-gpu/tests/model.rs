@@ -119,7 +119,7 @@ fn sampling_from_the_top_list_equals_sampling_from_every_logit() {
         );
         let (mut token, mut listed) = (1, 0);
         for step in 0..24 {
-            let top = pollster::block_on(model.forward_top(&[token])).unwrap();
+            let top = pollster::block_on(model.forward_top(&[token], None)).unwrap();
             let logits = pollster::block_on(model.last_logits()).unwrap();
             let want = from_all.sample(&logits).unwrap();
             let got = match from_top.sample_top(&top, logits.len()).unwrap() {

@@ -13,6 +13,7 @@
 
 mod backend;
 mod error;
+mod request;
 mod session;
 mod source;
 
@@ -33,7 +34,8 @@ use wasm_bindgen::JsCast;
 pub use backend::open_checked_gpu;
 pub use error::{architectures, Architecture, WebError};
 pub use hearth_gpu::Backend;
-pub use session::{ChatMessage, GenerateOptions, Session};
+pub use request::{ChatMessage, GenerateOptions};
+pub use session::Session;
 pub use source::TensorChunks;
 
 #[wasm_bindgen(start)]
@@ -459,13 +461,20 @@ impl Engine {
         })
     }
 
-    /// Renders `[{ role, content }]` messages with the model's chat template, ending with the
-    /// assistant's turn opened.
+    /// Renders `[{ role, content, tool_calls?, tool_call_id?, name? }]` messages (tool-call
+    /// arguments as JSON text) with the model's chat template, ending with the assistant's
+    /// turn opened; `tools` is OpenAI's tool list as JSON text, or undefined.
     #[wasm_bindgen(js_name = applyChatTemplate)]
-    pub fn apply_chat_template(&self, messages: JsValue) -> Result<String, JsValue> {
+    pub fn apply_chat_template(
+        &self,
+        messages: JsValue,
+        tools: Option<String>,
+    ) -> Result<String, JsValue> {
         let messages: Vec<ChatMessage> = serde_wasm_bindgen::from_value(messages)
             .map_err(|e| js_err(WebError::BadRequest(format!("messages: {e}"))))?;
-        self.session()?.render_chat(&messages).map_err(js_err)
+        self.session()?
+            .render_chat(&messages, tools.as_deref())
+            .map_err(js_err)
     }
 
     /// The tokens of a rendered chat, special-token text parsed. Nothing is added: the

@@ -8,50 +8,20 @@
 //! editing the next message comes back there) and just before the prompt's last token (asking
 //! the same again, for another reply, reruns that one token only).
 
-use hearth_core::chat::{ChatTemplate, Message};
+use std::sync::Arc;
+
+use hearth_core::chat::tools::{ReplyStream, ToolCall};
+use hearth_core::chat::{to_template_value, ChatTemplate};
+use hearth_core::constrain::Grammars;
 use hearth_core::model::ModelSpec;
-use hearth_core::sampling::{Sampler, SamplingError, SamplingOptions, StopMatcher};
+use hearth_core::sampling::{self, FinishReason, Generator, Sampler, SamplingOptions};
 use hearth_core::tokenizer::Tokenizer;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::WebError;
+use crate::request::{template_tools, ChatMessage, GenerateOptions};
 use crate::ModelInfo;
 use hearth_gpu::Backend;
-
-/// Options of one generation, as the JS side passes them.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
-pub struct GenerateOptions {
-    pub max_tokens: usize,
-    pub stop: Vec<String>,
-    pub sampling: SamplingOptions,
-}
-
-impl Default for GenerateOptions {
-    fn default() -> Self {
-        GenerateOptions {
-            max_tokens: 256,
-            stop: Vec::new(),
-            sampling: SamplingOptions::default(),
-        }
-    }
-}
-
-impl From<SamplingError> for WebError {
-    fn from(e: SamplingError) -> Self {
-        match e {
-            SamplingError::NanLogit(_) => WebError::Gpu(e.to_string()),
-            other => WebError::BadRequest(other.to_string()),
-        }
-    }
-}
-
-/// An OpenAI-style message; `content` has been flattened to text by the JS side.
-#[derive(Deserialize)]
-pub struct ChatMessage {
-    role: String,
-    content: String,
-}
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -64,29 +34,30 @@ pub struct Started {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StepOut {
+    /// Text of the reply (never of a tool call).
     text: String,
     token: Option<u32>,
-    /// "stop" or "length" on the last step, as OpenAI's `finish_reason`.
+    /// "stop", "length", "constraint" or "tool_calls" on the last step.
     finish_reason: Option<&'static str>,
     completion_tokens: usize,
+    /// On the last step of a reply to tools: the calls it made.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<ToolCall>,
 }
 
 struct Generation {
-    sampler: Sampler,
-    stops: StopMatcher,
-    max_tokens: usize,
+    generator: Generator,
     /// Tokens to run before the next one can be chosen.
     pending: Vec<u32>,
-    /// Tokens chosen, the end-of-generation token excluded.
-    generated: Vec<u32>,
-    /// Length of the text decoded from `generated` so far (complete characters only).
-    decoded: usize,
-    done: bool,
+    /// Where the reply may call tools: its text, held back where it may be a call.
+    reply: Option<ReplyStream>,
 }
 
 pub struct Session {
     backend: Backend,
-    tokenizer: Tokenizer,
+    tokenizer: Arc<Tokenizer>,
+    /// The tokenizer's vocabulary for output formats, made at the first that needs it.
+    grammars: Option<Grammars>,
     spec: ModelSpec,
     info: ModelInfo,
     template: Option<ChatTemplate>,
@@ -105,7 +76,8 @@ impl Session {
     ) -> Self {
         Session {
             backend,
-            tokenizer,
+            tokenizer: Arc::new(tokenizer),
+            grammars: None,
             spec,
             info,
             template,
@@ -126,8 +98,13 @@ impl Session {
         &self.info
     }
 
-    /// The chat rendered with the model's template, the assistant's turn opened.
-    pub fn render_chat(&mut self, messages: &[ChatMessage]) -> Result<String, WebError> {
+    /// The chat rendered with the model's template, the assistant's turn opened; `tools` (JSON
+    /// text of OpenAI's list) are shown to the model as its template shows them.
+    pub fn render_chat(
+        &mut self,
+        messages: &[ChatMessage],
+        tools: Option<&str>,
+    ) -> Result<String, WebError> {
         let template = self.template.as_mut().ok_or_else(|| {
             WebError::BadRequest(
                 "the model has no chat template; use generate() with a prompt".into(),
@@ -135,12 +112,14 @@ impl Session {
         })?;
         #[cfg(target_arch = "wasm32")]
         template.set_now((js_sys::Date::now() / 1000.0) as i64);
-        let messages: Vec<Message> = messages
-            .iter()
-            .map(|m| Message::new(m.role.clone(), m.content.clone()))
-            .collect();
+        let tools = tools.map(template_tools).transpose()?;
         template
-            .render(&messages, true)
+            .render_values(
+                to_template_value(&messages),
+                true,
+                tools.as_ref().map(to_template_value),
+                &[],
+            )
             .map_err(|e| WebError::BadRequest(e.to_string()))
     }
 
@@ -165,14 +144,32 @@ impl Session {
                 self.backend.capacity()
             )));
         }
-        if options.max_tokens == 0 {
-            return Err(SamplingError::MaxTokens.into());
+        // The context bounds the reply: the last token chosen is never run.
+        let room = self.backend.capacity() - prompt.len();
+        let mut generator = Generator::new(
+            self.tokenizer.clone(),
+            sampling::GenerateOptions {
+                sampling: options.sampling.clone(),
+                max_tokens: options.max_tokens.min(room),
+                stop: options.stop.clone(),
+                ignore_eos: false,
+            },
+            &prompt,
+        )?;
+        let syntax = self.template.as_ref().and_then(ChatTemplate::tool_syntax);
+        let held = options.held(syntax)?;
+        let mut reply = None;
+        if let Some(held) = held {
+            if self.grammars.is_none() {
+                self.grammars = Some(Grammars::new(self.tokenizer.clone())?);
+            }
+            let grammars = self.grammars.as_ref().expect("made above");
+            let constraint = grammars
+                .compile(&held.format)
+                .map_err(|e| WebError::BadRequest(format!("{}: {e}", held.name)))?;
+            generator.constrain(constraint)?;
+            reply = held.tools.map(ReplyStream::new);
         }
-        let mut sampler = Sampler::new(options.sampling)?;
-        for &t in &prompt {
-            sampler.accept(t);
-        }
-        let stops = StopMatcher::new(options.stop)?;
         // At least one prompt token runs, for the logits of the first new token.
         let shared = self
             .cached
@@ -190,13 +187,9 @@ impl Session {
             self.backend.checkpoint();
         }
         self.generation = Some(Generation {
-            sampler,
-            stops,
-            max_tokens: options.max_tokens,
+            generator,
             pending: prompt[kept..].to_vec(),
-            generated: Vec::new(),
-            decoded: 0,
-            done: false,
+            reply,
         });
         Ok(Started {
             prompt_tokens: prompt.len(),
@@ -209,7 +202,7 @@ impl Session {
         let g = self
             .generation
             .as_mut()
-            .filter(|g| !g.done)
+            .filter(|g| g.generator.finished().is_none())
             .ok_or_else(|| WebError::BadRequest("no generation is under way".into()))?;
         let mut pending = std::mem::take(&mut g.pending);
         if self.spec.is_recurrent() && pending.len() > 1 {
@@ -217,56 +210,50 @@ impl Session {
             // reply) restores it and runs one token. The token chosen here is dropped.
             let last = pending.split_off(pending.len() - 1);
             let mut greedy = Sampler::new(SamplingOptions::default())?;
-            if let Err(e) = self.backend.next_token(&pending, &mut greedy).await {
-                g.done = true;
+            if let Err(e) = self.backend.next_token(&pending, &mut greedy, None).await {
+                self.generation = None;
                 return Err(self.resync(e.into()));
             }
             self.cached.extend_from_slice(&pending);
             self.backend.checkpoint();
             pending = last;
         }
-        let token = match self.backend.next_token(&pending, &mut g.sampler).await {
-            Ok(t) => t,
+        let step = match self.backend.step(&pending, &mut g.generator).await {
+            Ok(step) => step,
             Err(e) => {
-                g.done = true;
+                self.generation = None;
                 return Err(self.resync(e.into()));
             }
         };
         self.cached.extend_from_slice(&pending);
-        g.sampler.accept(token);
-
-        let at_end = self.tokenizer.is_stop(token);
-        if !at_end {
-            g.generated.push(token);
+        let at_end = self.tokenizer.is_stop(step.token);
+        let mut finish_reason = step.finished.map(|f| match f {
+            FinishReason::EndOfGeneration | FinishReason::StopString => "stop",
+            FinishReason::MaxTokens => "length",
+            FinishReason::Constraint => "constraint",
+        });
+        let (mut text, mut tool_calls) = (step.text, Vec::new());
+        if let Some(reply) = &mut g.reply {
+            text = reply.push(&text);
         }
-        // The decoder is rebuilt from the start each step: it borrows the tokenizer, which the
-        // session owns, and decoding is cheap next to a forward pass.
-        let mut decoder = self.tokenizer.stream_decoder(true);
-        let mut full: String = g.generated.iter().map(|&t| decoder.push(t)).collect();
-        let out_of_room = self.cached.len() + 1 >= self.backend.capacity();
-        let last = at_end || g.generated.len() >= g.max_tokens || out_of_room;
-        if last {
-            full.push_str(&decoder.finish());
-        }
-        let (mut text, stopped) = g.stops.push(&full[g.decoded..]);
-        g.decoded = full.len();
-        let finish_reason = if stopped || at_end {
-            Some("stop")
-        } else if last {
-            text.push_str(&g.stops.flush());
-            Some("length")
+        if finish_reason.is_some() {
+            if let Some(reply) = g.reply.take() {
+                let (rest, calls) = reply.finish();
+                text.push_str(&rest);
+                if !calls.is_empty() {
+                    finish_reason = Some("tool_calls");
+                }
+                tool_calls = calls;
+            }
         } else {
-            None
-        };
-        g.done = finish_reason.is_some();
-        if !g.done {
-            g.pending.push(token);
+            g.pending.push(step.token);
         }
         Ok(StepOut {
             text,
-            token: (!at_end).then_some(token),
+            token: (!at_end).then_some(step.token),
             finish_reason,
-            completion_tokens: g.generated.len() + usize::from(at_end),
+            completion_tokens: g.generator.generated().len(),
+            tool_calls,
         })
     }
 

@@ -1,9 +1,11 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
 use anyhow::Context;
+
 use hearth_core::chat::{ChatError, ChatTemplate, Message};
-use hearth_core::sampling::Generator;
 
 use super::generate::SamplingArgs;
 use crate::load::{self, BackendChoice};
@@ -31,7 +33,7 @@ pub struct Args {
 /// Reads one message per line from stdin and streams each reply; ends at end of input.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let header = load::open(&args.model)?.header;
-    let tokenizer = load::tokenizer(&header, &args.model)?;
+    let tokenizer = Arc::new(load::tokenizer(&header, &args.model)?);
     let template = match ChatTemplate::from_gguf(&header, &tokenizer) {
         Err(ChatError::NoTemplate) => anyhow::bail!(
             "{} has no chat template; use `hearth generate --prompt` for plain text",
@@ -39,8 +41,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
         t => t?,
     };
-    let opts = args.sampling.options(args.max_tokens);
-    Generator::new(&tokenizer, opts.clone(), &[]).context("invalid sampling options")?;
+    // Check the options before the (slow) model load.
+    args.sampling.generator(&tokenizer, args.max_tokens, &[])?;
     let mut model = load::model(&args.model, args.backend, args.ctx)?;
 
     let interactive = std::io::stdin().is_terminal();
@@ -103,15 +105,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let mut pending = ids[kept..].to_vec();
         cached = ids.clone();
 
-        let mut gen = Generator::new(&tokenizer, opts.clone(), &ids)?;
+        let mut gen = args.sampling.generator(&tokenizer, args.max_tokens, &ids)?;
         let mut reply = String::new();
         loop {
-            let token = load::next_token(&mut model, &pending, gen.sampler())?;
+            let step = load::step(&mut model, &pending, &mut gen)?;
             if pending.len() > 1 {
                 // Where the prompt ends: the next turn's prompt starts the same way.
                 model.checkpoint();
             }
-            let step = gen.push(token)?;
             write!(out, "{}", step.text)?;
             out.flush()?;
             reply.push_str(&step.text);

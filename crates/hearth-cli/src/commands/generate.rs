@@ -2,7 +2,11 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use std::sync::Arc;
+
+use hearth_core::constrain::{Format, Grammars};
 use hearth_core::sampling::{GenerateOptions, Generator, SamplingOptions};
+use hearth_core::tokenizer::Tokenizer;
 
 use crate::load::{self, BackendChoice};
 
@@ -64,6 +68,12 @@ pub struct SamplingArgs {
     /// Keep generating past end-of-generation tokens such as EOS.
     #[arg(long)]
     ignore_eos: bool,
+    /// Output only JSON valid against the JSON schema in FILE.
+    #[arg(long, value_name = "FILE", conflicts_with = "grammar")]
+    json_schema: Option<PathBuf>,
+    /// Output only text the Lark grammar in FILE (llguidance's dialect) accepts.
+    #[arg(long, value_name = "FILE")]
+    grammar: Option<PathBuf>,
 }
 
 fn parse_bias(s: &str) -> Result<(u32, f32), String> {
@@ -82,7 +92,33 @@ fn parse_bias(s: &str) -> Result<(u32, f32), String> {
 }
 
 impl SamplingArgs {
-    pub fn options(&self, max_tokens: usize) -> GenerateOptions {
+    /// A generator for `prompt` under these options, held to the output format asked for.
+    pub fn generator(
+        &self,
+        tokenizer: &Arc<Tokenizer>,
+        max_tokens: usize,
+        prompt: &[u32],
+    ) -> anyhow::Result<Generator> {
+        let mut gen = Generator::new(tokenizer.clone(), self.options(max_tokens), prompt)
+            .context("invalid sampling options")?;
+        let read = |path: &PathBuf| {
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+        };
+        let format = match (&self.json_schema, &self.grammar) {
+            (Some(path), _) => Format::JsonSchema {
+                schema: serde_json::from_str(&read(path)?)
+                    .with_context(|| format!("{} is not JSON", path.display()))?,
+                strict: true,
+            },
+            (None, Some(path)) => Format::Lark(read(path)?),
+            (None, None) => return Ok(gen),
+        };
+        let constraint = Grammars::new(tokenizer.clone())?.compile(&format)?;
+        gen.constrain(constraint)?;
+        Ok(gen)
+    }
+
+    fn options(&self, max_tokens: usize) -> GenerateOptions {
         GenerateOptions {
             sampling: SamplingOptions {
                 temperature: self.temperature,
@@ -104,18 +140,21 @@ impl SamplingArgs {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let tokenizer = load::tokenizer(&load::open(&args.model)?.header, &args.model)?;
+    let tokenizer = Arc::new(load::tokenizer(
+        &load::open(&args.model)?.header,
+        &args.model,
+    )?);
     let prompt = args.prompt.ids(Some(&tokenizer))?;
     // Check the options before the (slow) model load.
-    let mut gen = Generator::new(&tokenizer, args.sampling.options(args.max_tokens), &prompt)
-        .context("invalid sampling options")?;
+    let mut gen = args
+        .sampling
+        .generator(&tokenizer, args.max_tokens, &prompt)?;
     let mut model = load::model(&args.model, args.backend, prompt.len() + args.max_tokens)?;
     let mut pending = prompt.clone();
     let mut text = String::new();
     let mut out = std::io::stdout().lock();
     let finish = loop {
-        let token = load::next_token(&mut model, &pending, gen.sampler())?;
-        let step = gen.push(token)?;
+        let step = load::step(&mut model, &pending, &mut gen)?;
         if !args.json {
             write!(out, "{}", step.text)?;
             out.flush()?;

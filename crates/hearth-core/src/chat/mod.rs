@@ -17,6 +17,7 @@
 //! Rendering runs under a [`Budget`]: the template is untrusted code from the model file.
 
 mod budget;
+pub mod tools;
 
 use std::collections::BTreeMap;
 
@@ -77,6 +78,7 @@ pub struct ChatTemplate {
     specials: Vec<(&'static str, String)>,
     now: Option<i64>,
     budget: Budget,
+    tool_syntax: Option<tools::ToolSyntax>,
 }
 
 /// Marks an error raised by the template itself, to tell it from a rendering bug.
@@ -129,6 +131,7 @@ impl ChatTemplate {
             .filter_map(|(k, v)| v.map(|v| (k, v)))
             .collect();
         let mut template = ChatTemplate {
+            tool_syntax: tools::ToolSyntax::of_template(source),
             env,
             specials,
             now: None,
@@ -169,6 +172,11 @@ impl ChatTemplate {
                 minijinja::filters::join(state, value, joiner, attribute, kwargs)
             },
         );
+    }
+
+    /// How the template asks for tool calls; `None` where it takes no tools.
+    pub fn tool_syntax(&self) -> Option<tools::ToolSyntax> {
+        self.tool_syntax
     }
 
     /// Fixes what `strftime_now` sees as the current time (seconds since 1970, UTC). Without

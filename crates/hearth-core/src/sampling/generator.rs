@@ -1,8 +1,11 @@
-//! The generation loop's bookkeeping: stop tokens and strings, the token budget and
-//! incremental text.
+//! The generation loop's bookkeeping: stop tokens and strings, the token budget, incremental
+//! text and an output format's token masks.
+
+use std::sync::Arc;
 
 use super::{Sampler, SamplingError, SamplingOptions, StopMatcher};
-use crate::tokenizer::{StreamDecoder, Tokenizer};
+use crate::constrain::{Constraint, TokenMask};
+use crate::tokenizer::{TextDecoder, Tokenizer};
 
 /// Options of a whole generation.
 #[derive(Clone, Debug, PartialEq)]
@@ -36,6 +39,8 @@ pub enum FinishReason {
     StopString,
     /// `max_tokens` were generated.
     MaxTokens,
+    /// The output format allowed no further token (a grammar that dead-ends).
+    Constraint,
 }
 
 impl FinishReason {
@@ -44,6 +49,7 @@ impl FinishReason {
             FinishReason::EndOfGeneration => "eos",
             FinishReason::StopString => "stop",
             FinishReason::MaxTokens => "length",
+            FinishReason::Constraint => "constraint",
         }
     }
 }
@@ -60,21 +66,23 @@ pub struct Step {
 
 /// The token-by-token state of a generation: feed it each position's logits with
 /// [`step`](Self::step), run the model on the returned token, until `finished` is set.
-pub struct Generator<'t> {
-    tokenizer: &'t Tokenizer,
+pub struct Generator {
+    tokenizer: Arc<Tokenizer>,
     sampler: Sampler,
-    decoder: StreamDecoder<'t>,
+    decoder: TextDecoder,
     stops: StopMatcher,
     max_tokens: usize,
     ignore_eos: bool,
     generated: Vec<u32>,
     finished: Option<FinishReason>,
+    /// The output format, and the tokens it allows next.
+    constraint: Option<(Constraint, TokenMask)>,
 }
 
-impl<'t> Generator<'t> {
+impl Generator {
     /// `prompt` feeds the penalties; it is not decoded.
     pub fn new(
-        tokenizer: &'t Tokenizer,
+        tokenizer: Arc<Tokenizer>,
         opts: GenerateOptions,
         prompt: &[u32],
     ) -> Result<Self, SamplingError> {
@@ -88,13 +96,26 @@ impl<'t> Generator<'t> {
         Ok(Generator {
             tokenizer,
             sampler,
-            decoder: tokenizer.stream_decoder(true),
+            decoder: TextDecoder::new(true),
             stops: StopMatcher::new(opts.stop)?,
             max_tokens: opts.max_tokens,
             ignore_eos: opts.ignore_eos,
             generated: Vec::new(),
             finished: None,
+            constraint: None,
         })
+    }
+
+    /// Holds the output to a format (compiled by [`crate::constrain::Grammars`]).
+    pub fn constrain(&mut self, mut constraint: Constraint) -> Result<(), SamplingError> {
+        let mask = constraint.mask()?;
+        self.constraint = Some((constraint, mask));
+        Ok(())
+    }
+
+    /// The tokens the next step may choose; `None` when any may come.
+    pub fn mask(&self) -> Option<&TokenMask> {
+        self.constraint.as_ref().map(|(_, mask)| mask)
     }
 
     /// Chooses the next token from `logits` and returns the text it completes.
@@ -102,21 +123,46 @@ impl<'t> Generator<'t> {
         if self.finished.is_some() {
             return Err(SamplingError::Finished);
         }
-        let token = self.sampler.sample(logits)?;
+        let token = match self.mask() {
+            Some(mask) => {
+                let mut logits = logits.to_vec();
+                mask.apply(&mut logits);
+                self.sampler.sample(&logits)?
+            }
+            None => self.sampler.sample(logits)?,
+        };
         self.push(token)
     }
 
-    /// The sampler, for a backend that chooses the token itself (see [`Sampler::wants`]);
-    /// hand the token it chose to [`push`](Self::push).
-    pub fn sampler(&mut self) -> &mut Sampler {
-        &mut self.sampler
+    /// The sampler and the mask, for a backend that chooses the token itself (see
+    /// [`Sampler::wants`]); hand the token it chose to [`push`](Self::push).
+    pub fn choosing(&mut self) -> (&mut Sampler, Option<&TokenMask>) {
+        let mask = self.constraint.as_ref().map(|(_, mask)| mask);
+        (&mut self.sampler, mask)
     }
 
-    /// Takes the next token, chosen by [`sampler`](Self::sampler), and returns the text it
-    /// completes.
+    /// Takes the next token, chosen with [`choosing`](Self::choosing),
+    /// and returns the text it completes.
     pub fn push(&mut self, token: u32) -> Result<Step, SamplingError> {
         if self.finished.is_some() {
             return Err(SamplingError::Finished);
+        }
+        let mut ending = None;
+        if let Some((constraint, mask)) = &mut self.constraint {
+            if !mask.allows(token) {
+                return Err(SamplingError::Disallowed(token));
+            }
+            constraint.accept(token)?;
+            if constraint.is_complete() {
+                // The format is satisfied and allows nothing more: this ends the output as
+                // an end-of-generation token would.
+                ending = Some(FinishReason::EndOfGeneration);
+            } else {
+                *mask = constraint.mask()?;
+                if mask.is_empty() {
+                    ending = Some(FinishReason::Constraint);
+                }
+            }
         }
         self.sampler.accept(token);
         self.generated.push(token);
@@ -124,12 +170,17 @@ impl<'t> Generator<'t> {
         let piece = if at_end {
             String::new()
         } else {
-            self.decoder.push(token)
+            self.decoder.push(&self.tokenizer, token)
         };
+        if at_end {
+            ending = Some(FinishReason::EndOfGeneration);
+        } else if ending.is_none() && self.generated.len() >= self.max_tokens {
+            ending = Some(FinishReason::MaxTokens);
+        }
         let (mut text, stopped) = self.stops.push(&piece);
         let finished = if stopped {
             Some(FinishReason::StopString)
-        } else if at_end || self.generated.len() >= self.max_tokens {
+        } else if let Some(ending) = ending {
             // Whatever is still held back is final now.
             let (rest, stopped) = self.stops.push(&self.decoder.finish());
             text.push_str(&rest);
@@ -137,11 +188,7 @@ impl<'t> Generator<'t> {
                 Some(FinishReason::StopString)
             } else {
                 text.push_str(&self.stops.flush());
-                Some(if at_end {
-                    FinishReason::EndOfGeneration
-                } else {
-                    FinishReason::MaxTokens
-                })
+                Some(ending)
             }
         } else {
             None

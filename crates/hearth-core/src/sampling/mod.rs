@@ -21,6 +21,8 @@ pub use options::SamplingOptions;
 pub use sampler::{Sampler, Want};
 pub use stop::StopMatcher;
 
+use crate::constrain::ConstraintError;
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SamplingError {
     #[error("temperature must be a finite number >= 0, not {0}")]
@@ -51,4 +53,8 @@ pub enum SamplingError {
     NothingToSample,
     #[error("generation has already finished")]
     Finished,
+    #[error("token {0} is not allowed by the output format")]
+    Disallowed(u32),
+    #[error(transparent)]
+    Constraint(#[from] ConstraintError),
 }

@@ -92,7 +92,8 @@ impl Sampler {
     }
 
     /// The next token from `top`, the best tokens of a vocabulary of `n_vocab` by raw logit
-    /// (a higher logit first, then a lower id), as a GPU finds them; the same token
+    /// (a higher logit first, then a lower id; tokens outside an output format's mask at -inf),
+    /// as a GPU finds them; the same token
     /// [`sample`](Self::sample) would choose from every logit, or `None` (drawing nothing) when
     /// the list is too short to be sure of it.
     pub fn sample_top(
@@ -100,8 +101,10 @@ impl Sampler {
         top: &[(u32, f32)],
         n_vocab: usize,
     ) -> Result<Option<u32>, SamplingError> {
-        let Want::Top { k } = self.wants() else {
-            return Ok(None);
+        let k = match self.wants() {
+            Want::Argmax => 1,
+            Want::Top { k } => k,
+            Want::All => return Ok(None),
         };
         if let Some(&(id, _)) = top.iter().find(|(_, l)| l.is_nan()) {
             return Err(SamplingError::NanLogit(id as usize));
@@ -118,9 +121,11 @@ impl Sampler {
         self.modify(&mut logits, n_vocab, |id| {
             positions.get(&id).copied().unwrap_or(usize::MAX)
         })?;
-        if top.len() < n_vocab {
-            // Every token left out ranks below `edge`, and the changes only lowered logits: the
-            // list decides when its k-th best after them still ranks above `edge`.
+        // Every token left out ranks below `edge`, and the changes only lowered logits: the
+        // list decides when it holds the whole vocabulary, when `edge` is -inf (so is every
+        // token left out: a mask or a ban), or when its k-th best after the changes still
+        // ranks above `edge`.
+        if top.len() < n_vocab && edge.1 > f32::NEG_INFINITY {
             let mut ranked = logits.clone();
             ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             let ranks_above = |c: &(u32, f32)| c.1 > edge.1 || (c.1 == edge.1 && c.0 < edge.0);

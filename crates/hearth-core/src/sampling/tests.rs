@@ -1,4 +1,6 @@
 use super::*;
+use std::sync::Arc;
+
 use crate::tokenizer::Tokenizer;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -343,7 +345,7 @@ fn stop_strings_match_across_pieces_and_are_never_emitted() {
 }
 
 /// Mistral's SentencePiece vocabulary from the tokenizer fixtures.
-fn llama2() -> Tokenizer {
+fn llama2() -> Arc<Tokenizer> {
     use std::io::Read;
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -353,16 +355,17 @@ fn llama2() -> Tokenizer {
     flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
         .read_to_end(&mut bytes)
         .unwrap();
-    Tokenizer::from_gguf(&crate::gguf::Gguf::parse(&bytes, bytes.len() as u64).unwrap()).unwrap()
+    let header = crate::gguf::Gguf::parse(&bytes, bytes.len() as u64).unwrap();
+    Arc::new(Tokenizer::from_gguf(&header).unwrap())
 }
 
 /// Runs a generator on logits that make greedy choose `script`, one token per step.
 fn run(
-    tok: &Tokenizer,
+    tok: &Arc<Tokenizer>,
     opts: GenerateOptions,
     script: &[u32],
 ) -> (String, Vec<u32>, Option<FinishReason>) {
-    let mut g = Generator::new(tok, opts, &[1]).unwrap();
+    let mut g = Generator::new(tok.clone(), opts, &[1]).unwrap();
     let mut text = String::new();
     for &want in script {
         let mut logits = vec![0.0; tok.n_vocab()];
@@ -439,7 +442,7 @@ fn max_tokens_bounds_the_generation_and_flushes_held_text() {
         ..Default::default()
     };
     assert_eq!(
-        Generator::new(&tok, zero, &[]).err(),
+        Generator::new(tok, zero, &[]).err(),
         Some(SamplingError::MaxTokens)
     );
 }

@@ -424,6 +424,19 @@ impl Tokenizer {
         out
     }
 
+    /// Encodes `text` as the continuation of earlier text: no BOS, no SentencePiece leading
+    /// space, control tokens' text as plain text.
+    pub(crate) fn encode_continuation(&self, text: &str) -> Vec<u32> {
+        match &self.model {
+            Model::Spm(spm) => {
+                let mut out = Vec::new();
+                spm.encode(text, false, &self.ids, &self.types, &mut out);
+                out
+            }
+            Model::Bpe(_) => self.encode_with(text, false, false),
+        }
+    }
+
     /// Decodes ids to text, special tokens shown (Hugging Face's `skip_special_tokens=False`).
     /// Ids outside the vocabulary are skipped.
     pub fn decode(&self, ids: &[u32]) -> String {
@@ -445,14 +458,12 @@ impl Tokenizer {
     pub fn stream_decoder(&self, skip_special: bool) -> StreamDecoder<'_> {
         StreamDecoder {
             tokenizer: self,
-            skip_special,
-            pending: Vec::new(),
-            at_start: true,
+            text: TextDecoder::new(skip_special),
         }
     }
 
     /// Appends the bytes token `id` stands for.
-    fn token_bytes(&self, id: u32, skip_special: bool, out: &mut Vec<u8>) {
+    pub(crate) fn token_bytes(&self, id: u32, skip_special: bool, out: &mut Vec<u8>) {
         let (Some(text), Some(&ty)) = (self.tokens.get(id as usize), self.types.get(id as usize))
         else {
             return;
@@ -571,6 +582,24 @@ impl Tokenizer {
 /// exactly what [`Tokenizer::decode_with`] gives for the same ids.
 pub struct StreamDecoder<'t> {
     tokenizer: &'t Tokenizer,
+    text: TextDecoder,
+}
+
+impl StreamDecoder<'_> {
+    /// Adds one token and returns the text it completes (often empty mid-character).
+    pub fn push(&mut self, id: u32) -> String {
+        self.text.push(self.tokenizer, id)
+    }
+
+    /// Ends the stream: an incomplete character left over becomes U+FFFD.
+    pub fn finish(&mut self) -> String {
+        self.text.finish()
+    }
+}
+
+/// A [`StreamDecoder`]'s state without the tokenizer, for a holder that shares the tokenizer
+/// (the generator): each call is given it.
+pub struct TextDecoder {
     skip_special: bool,
     /// Bytes not yet returned: at most an incomplete UTF-8 sequence.
     pending: Vec<u8>,
@@ -578,14 +607,21 @@ pub struct StreamDecoder<'t> {
     at_start: bool,
 }
 
-impl StreamDecoder<'_> {
-    /// Adds one token and returns the text it completes (often empty mid-character).
-    pub fn push(&mut self, id: u32) -> String {
-        self.tokenizer
-            .token_bytes(id, self.skip_special, &mut self.pending);
+impl TextDecoder {
+    pub fn new(skip_special: bool) -> Self {
+        TextDecoder {
+            skip_special,
+            pending: Vec::new(),
+            at_start: true,
+        }
+    }
+
+    /// Adds one token of `tokenizer` and returns the text it completes.
+    pub fn push(&mut self, tokenizer: &Tokenizer, id: u32) -> String {
+        tokenizer.token_bytes(id, self.skip_special, &mut self.pending);
         if self.at_start && !self.pending.is_empty() {
             self.at_start = false;
-            if self.pending[0] == b' ' && self.tokenizer.strips_leading_space() {
+            if self.pending[0] == b' ' && tokenizer.strips_leading_space() {
                 self.pending.remove(0);
             }
         }

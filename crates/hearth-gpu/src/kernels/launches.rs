@@ -307,8 +307,24 @@ impl Kernels {
 /// The [`TOP_K`] best of `n` logits as (value bits, id) pairs, best first: launches that sort
 /// chunks down to one, and the buffer whose first [`TOP_K`] pairs hold the result.
 pub struct TopLaunches {
+    /// The first stage without a mask, then the rest.
     pub launches: Vec<Dispatch>,
+    /// The first stage reading only the tokens `mask` allows.
+    pub masked_first: Dispatch,
+    /// A bit per token (token `i` at bit `i % 32` of word `i / 32`).
+    pub mask: wgpu::Buffer,
     pub result: wgpu::Buffer,
+}
+
+impl TopLaunches {
+    /// Records the search, over the tokens in [`TopLaunches::mask`] where `masked`.
+    pub fn record(&self, pass: &mut wgpu::ComputePass, masked: bool) {
+        let (first, rest) = self.launches.split_first().expect("a first stage");
+        if masked { &self.masked_first } else { first }.record(pass);
+        for d in rest {
+            d.record(pass);
+        }
+    }
 }
 
 impl Kernels {
@@ -322,32 +338,44 @@ impl Kernels {
                 mapped_at_creation: false,
             })
         };
+        let mask = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("token mask"),
+            size: (n.div_ceil(32).max(1) * 4) as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
         // Ping-pong between two buffers; the first stage's output is the largest.
         let bufs = [pairs(n), pairs(n.div_ceil(TOP_CHUNK) * TOP_K)];
         let top = self.fixed(gpu, Shader::Top);
-        let mut launches = Vec::new();
-        let (mut len, mut stage) = (n, 0);
-        loop {
-            let groups = len.div_ceil(TOP_CHUNK).max(1);
+        let stage_launch = |len: usize, stage: usize, masked: bool| {
             let u = uniform(
                 gpu,
                 &TopParams {
                     n: len as u32,
                     from_logits: (stage == 0) as u32,
                     neg_inf: f32::NEG_INFINITY,
-                    _pad: 0,
+                    masked: masked as u32,
                 },
             );
             let (src, dst) = (&bufs[(stage + 1) % 2], &bufs[stage % 2]);
-            launches.push(Dispatch {
+            Dispatch {
                 pipeline: top.pipeline.clone(),
-                bind: top.bind(gpu, &[&u, logits, src, dst]),
-                groups: [groups as u32, 1, 1],
-            });
+                bind: top.bind(gpu, &[&u, logits, src, dst, &mask]),
+                groups: [len.div_ceil(TOP_CHUNK).max(1) as u32, 1, 1],
+            }
+        };
+        let masked_first = stage_launch(n, 0, true);
+        let mut launches = Vec::new();
+        let (mut len, mut stage) = (n, 0);
+        loop {
+            launches.push(stage_launch(len, stage, false));
+            let groups = len.div_ceil(TOP_CHUNK).max(1);
             if groups == 1 {
                 return TopLaunches {
                     launches,
-                    result: dst.clone(),
+                    masked_first,
+                    result: bufs[stage % 2].clone(),
+                    mask,
                 };
             }
             len = groups * TOP_K;

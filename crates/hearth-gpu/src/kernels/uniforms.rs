@@ -93,7 +93,7 @@ pub struct TopParams {
     pub n: u32,
     pub from_logits: u32,
     pub neg_inf: f32,
-    pub _pad: u32,
+    pub masked: u32,
 }
 
 #[repr(C)]
