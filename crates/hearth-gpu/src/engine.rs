@@ -113,9 +113,9 @@ impl Backend {
     }
 
     /// Runs `tokens` at the next positions and chooses the token after them with `sampler`,
-    /// among the tokens `mask` allows. The GPU reads back only what that needs: the token's id
-    /// when greedy and unmasked, the best [`TOP_K`] tokens (within the mask, which the GPU
-    /// applies) where those suffice, every logit otherwise.
+    /// among the tokens `mask` allows (the GPU applies it). The GPU reads back only what that
+    /// needs: the token's id when greedy, the best [`TOP_K`] tokens where those suffice, every
+    /// logit otherwise.
     pub async fn next_token(
         &mut self,
         tokens: &[u32],
@@ -134,9 +134,10 @@ impl Backend {
             }
             Backend::Gpu { model, .. } => model,
         };
+        let words = mask.map(TokenMask::words);
         match sampler.wants() {
-            Want::Argmax if mask.is_none() => model.forward_greedy(tokens).await,
-            Want::Argmax | Want::Top { k: ..=TOP_K } => {
+            Want::Argmax => model.forward_greedy(tokens, words).await,
+            Want::Top { k: ..=TOP_K } => {
                 let top = model
                     .forward_top(tokens, mask.map(TokenMask::words))
                     .await?;

@@ -24,8 +24,8 @@ use crate::{Gpu, GpuError};
 /// What a run leaves to read back after the last token.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Readback {
-    /// The most likely token's id.
-    Greedy,
+    /// The most likely token's id, among those in the token mask where `masked`.
+    Greedy { masked: bool },
     /// The [`crate::kernels::TOP_K`] most likely tokens and their logits, among those in the
     /// token mask where `masked`.
     Top { masked: bool },
@@ -322,15 +322,21 @@ impl GpuModel {
                         d.record(&mut pass);
                     }
                     match readback {
-                        Readback::Greedy => self.plan.argmax.record(&mut pass),
-                        Readback::Top { masked } => self.plan.top.record(&mut pass, masked),
+                        Readback::Greedy { masked } => {
+                            self.plan.argmax[masked as usize].record(&mut pass)
+                        }
+                        Readback::Top { masked } => {
+                            for d in self.plan.top.stages(masked) {
+                                d.record(&mut pass);
+                            }
+                        }
                         Readback::Logits => {}
                     }
                 }
             }
             if last {
                 let (src, dst) = match readback {
-                    Readback::Greedy => (&self.plan.result, &self.plan.result_read),
+                    Readback::Greedy { .. } => (&self.plan.result, &self.plan.result_read),
                     Readback::Top { .. } => (&self.plan.top.result, &self.plan.top_read),
                     Readback::Logits => (&self.plan.logits, &self.plan.logits_read),
                 };
@@ -379,13 +385,7 @@ impl GpuModel {
         tokens: &[u32],
         mask: Option<&[u32]>,
     ) -> Result<Vec<(u32, f32)>, GpuError> {
-        if let Some(words) = mask {
-            let buffer = &self.plan.top.mask;
-            let mut bytes = vec![0u8; buffer.size() as usize];
-            let n = (words.len() * 4).min(bytes.len());
-            bytes[..n].copy_from_slice(&bytemuck::cast_slice(words)[..n]);
-            self.gpu.queue.write_buffer(buffer, 0, &bytes);
-        }
+        self.write_mask(mask);
         self.run(
             tokens,
             Readback::Top {
@@ -405,9 +405,32 @@ impl GpuModel {
             .await
     }
 
-    /// Runs `tokens` and returns the most likely next token, reading back only its id.
-    pub async fn forward_greedy(&mut self, tokens: &[u32]) -> Result<u32, GpuError> {
-        self.run(tokens, Readback::Greedy)?;
+    /// Writes an output format's mask (a bit per token, as
+    /// [`hearth_core::constrain::TokenMask::words`]) for the step about to run.
+    fn write_mask(&self, mask: Option<&[u32]>) {
+        if let Some(words) = mask {
+            let buffer = &self.plan.mask;
+            let mut bytes = vec![0u8; buffer.size() as usize];
+            let n = (words.len() * 4).min(bytes.len());
+            bytes[..n].copy_from_slice(&bytemuck::cast_slice(words)[..n]);
+            self.gpu.queue.write_buffer(buffer, 0, &bytes);
+        }
+    }
+
+    /// Runs `tokens` and returns the most likely next token (within `mask`, as for
+    /// [`GpuModel::forward_top`]), reading back only its id.
+    pub async fn forward_greedy(
+        &mut self,
+        tokens: &[u32],
+        mask: Option<&[u32]>,
+    ) -> Result<u32, GpuError> {
+        self.write_mask(mask);
+        self.run(
+            tokens,
+            Readback::Greedy {
+                masked: mask.is_some(),
+            },
+        )?;
         self.gpu
             .read(&self.plan.result_read, 16, |b| {
                 u32::from_le_bytes([b[0], b[1], b[2], b[3]])

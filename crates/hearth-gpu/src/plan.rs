@@ -12,8 +12,8 @@ use hearth_core::model::{
 use hearth_core::quant::GgmlType;
 
 use crate::kernels::{
-    self, uniform, AttnParams, Dispatch, Kernels, NormParams, Output, RopeParams, Steps,
-    TopLaunches, TOP_K,
+    self, token_mask, uniform, AttnParams, Dispatch, Kernels, NormParams, Output, RopeParams,
+    Steps, TopLaunches, TOP_K,
 };
 use crate::recurrent::RecurrentState;
 use crate::weights::GpuMatrix;
@@ -68,7 +68,10 @@ pub struct Plan {
     pub decode: Vec<Dispatch>,
     pub prompt: Vec<PromptOp>,
     pub head: Vec<Dispatch>,
-    pub argmax: Dispatch,
+    /// Argmax over every token, and over the tokens in `mask`.
+    pub argmax: [Dispatch; 2],
+    /// An output format's mask, written before a step that uses it.
+    pub mask: wgpu::Buffer,
     pub top: TopLaunches,
     pub top_read: wgpu::Buffer,
     pub logits: wgpu::Buffer,
@@ -656,8 +659,10 @@ pub fn build(gpu: &Gpu, header: &Gguf, spec: &ModelSpec, max_ctx: usize) -> Resu
     };
     let mut head = vec![k.rms_norm_launch(gpu, head_norm, 1, &a.x, &output_norm, &a.h)];
     head.extend(k.product_launches(gpu, &head_matrix, 1, &a.h, &logits, None, Output::Store, 0)?);
-    let argmax = k.argmax_launch(gpu, s.n_vocab, &logits, &result);
-    let top = k.top_launches(gpu, s.n_vocab, &logits);
+    let mask = token_mask(gpu, s.n_vocab);
+    let argmax =
+        [false, true].map(|m| k.argmax_launch(gpu, s.n_vocab, &logits, &result, (&mask, m)));
+    let top = k.top_launches(gpu, s.n_vocab, &logits, &mask);
     let top_read = read_buffer((TOP_K * 8) as u64);
     // Every matrix is read once a token except the embedding, of which one row is, unless it
     // is also the head.
@@ -671,7 +676,8 @@ pub fn build(gpu: &Gpu, header: &Gguf, spec: &ModelSpec, max_ctx: usize) -> Resu
         + logits_read.size()
         + result_read.size()
         + top.result.size()
-        + top_read.size();
+        + top_read.size()
+        + mask.size();
     Ok(Plan {
         steps,
         embed,
@@ -679,6 +685,7 @@ pub fn build(gpu: &Gpu, header: &Gguf, spec: &ModelSpec, max_ctx: usize) -> Resu
         prompt: plans.prompt,
         head,
         argmax,
+        mask,
         top,
         top_read,
         logits,

@@ -67,14 +67,14 @@ fn matches_cpu(
     // Greedy continuations, the GPU reading back token ids only.
     let t = Instant::now();
     model.truncate(0);
-    let mut id = pollster::block_on(model.forward_greedy(tokens)).unwrap();
+    let mut id = pollster::block_on(model.forward_greedy(tokens, None)).unwrap();
     gpu_s += t.elapsed().as_secs_f64();
     let mut want_id = hearth_fixtures::argmax(&want) as u32;
     let mut logits = vec![want];
     for step in 0..GREEDY {
         assert_eq!(id, want_id, "greedy step {step}");
         let t = Instant::now();
-        id = pollster::block_on(model.forward_greedy(&[id])).unwrap();
+        id = pollster::block_on(model.forward_greedy(&[id], None)).unwrap();
         gpu_s += t.elapsed().as_secs_f64();
         let t = Instant::now();
         let next = cpu.forward(&mut cache, &[want_id]).unwrap();

@@ -58,7 +58,7 @@ fn check_fixtures(options: &GpuOptions, full: bool) {
             }
             // Greedy continuations of both backends, reading back only token ids on the GPU.
             model.truncate(0);
-            let mut id = pollster::block_on(model.forward_greedy(&tokens)).unwrap();
+            let mut id = pollster::block_on(model.forward_greedy(&tokens, None)).unwrap();
             let mut want_id = hearth_fixtures::argmax(&cpu_logits) as u32;
             for step in 0..GREEDY {
                 if id != want_id {
@@ -66,7 +66,7 @@ fn check_fixtures(options: &GpuOptions, full: bool) {
                     break;
                 }
                 if step + 1 < GREEDY {
-                    id = pollster::block_on(model.forward_greedy(&[id])).unwrap();
+                    id = pollster::block_on(model.forward_greedy(&[id], None)).unwrap();
                     want_id = hearth_fixtures::argmax(&cpu.forward(&mut cache, &[want_id]).unwrap())
                         as u32;
                 }

@@ -128,8 +128,8 @@ fn uniform_blocks_match_their_rust_mirrors() {
             [n_head, group, head_dim, head_dim_v, k_dim, v_dim, scale]
         ),
         mirror!("Store", KvStoreParams, [k_dim, v_dim]),
-        mirror!("TopParams", TopParams, [n, from_logits, neg_inf]),
-        mirror!("Len", LenParams, [n]),
+        mirror!("TopParams", TopParams, [n, from_logits, neg_inf, masked]),
+        mirror!("ArgmaxParams", ArgmaxParams, [n, masked]),
         mirror!("Conv", ConvParams, [channels, kernel]),
         mirror!(
             "Delta",

@@ -1,14 +1,19 @@
 //! `hearth bench`: prefill and decode speed on the GPU, decode's achieved weight bandwidth
 //! against a plain copy kernel measured on the same device in the same run, the memory held by
 //! the KV cache and by recurrent state, and the share of decode time the recurrence takes (its
-//! launches timed alone, as many times as tokens were decoded).
+//! launches timed alone, as many times as tokens were decoded). With `--json-schema`, decode
+//! again with the output held to the schema (greedy within its mask) and give the cost of the
+//! mask per token against plain greedy decode.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
+use hearth_core::constrain::{Format, Grammars};
+use hearth_core::sampling::{GenerateOptions, Generator};
 use hearth_gpu::bench::CopyKernel;
-use hearth_gpu::{Gpu, GpuModel, GpuOptions};
+use hearth_gpu::{Backend, Gpu, GpuModel, GpuOptions};
 
 use crate::load;
 
@@ -32,6 +37,63 @@ pub struct Args {
     /// Keep the KV cache in f16 where the device has shader-f16.
     #[arg(long)]
     f16_kv: bool,
+    /// Also decode held to the JSON schema in FILE, and compare.
+    #[arg(long, value_name = "FILE")]
+    json_schema: Option<PathBuf>,
+}
+
+/// Seconds to decode `tokens` tokens greedily after `prompt`, held to `schema`: a reply that
+/// completes the schema starts again (the cache grows on), so every token costs a mask.
+fn constrained_decode(
+    model: GpuModel,
+    gpu: &Gpu,
+    header: &hearth_core::gguf::Gguf,
+    path: &Path,
+    schema: &Path,
+    prompt: &[u32],
+    tokens: usize,
+) -> anyhow::Result<f64> {
+    let tokenizer = Arc::new(load::tokenizer(header, path)?);
+    let text = std::fs::read_to_string(schema)
+        .with_context(|| format!("cannot read {}", schema.display()))?;
+    let format = Format::JsonSchema {
+        schema: serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", schema.display()))?,
+        strict: true,
+    };
+    let grammars = Grammars::new(tokenizer.clone())?;
+    let mut backend = Backend::Gpu {
+        gpu: gpu.clone(),
+        model,
+    };
+    // The prompt again, untimed (recurrent state cannot be cut back to it).
+    backend.truncate(0);
+    let (head, last) = prompt.split_at(prompt.len() - 1);
+    if !head.is_empty() {
+        pollster::block_on(backend.forward(head))?;
+    }
+    let mut pending = last.to_vec();
+    let (mut done, mut elapsed) = (0, 0.0);
+    while done < tokens {
+        let opts = GenerateOptions {
+            max_tokens: tokens - done,
+            ..Default::default()
+        };
+        // Compiling is a per-request cost, not a per-token one: it is not timed.
+        let mut gen = Generator::new(tokenizer.clone(), opts, &[])?;
+        gen.constrain(grammars.compile(&format)?)?;
+        let t = Instant::now();
+        loop {
+            let step = pollster::block_on(backend.step(&pending, &mut gen))?;
+            done += 1;
+            pending = vec![step.token];
+            if step.finished.is_some() {
+                break;
+            }
+        }
+        elapsed += t.elapsed().as_secs_f64();
+    }
+    Ok(elapsed)
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -61,15 +123,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .map(|i| ((i * 7919 + 1) % n_vocab) as u32)
         .collect();
     // A first step compiles what the driver compiles lazily; it is not timed.
-    pollster::block_on(model.forward_greedy(&prompt[..1]))?;
+    pollster::block_on(model.forward_greedy(&prompt[..1], None))?;
     model.truncate(0);
 
     let t = Instant::now();
-    let mut id = pollster::block_on(model.forward_greedy(&prompt))?;
+    let mut id = pollster::block_on(model.forward_greedy(&prompt, None))?;
     let prefill_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     for _ in 0..args.gen_tokens {
-        id = pollster::block_on(model.forward_greedy(&[id]))?;
+        id = pollster::block_on(model.forward_greedy(&[id], None))?;
     }
     let decode_s = t.elapsed().as_secs_f64();
     let (kv_bytes, recurrent_bytes) = model.state_bytes();
@@ -82,6 +144,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
 
     let per_token = model.weight_bytes_per_token();
+    let gpu_bytes_held = model.held_bytes();
+    let capacity = model.capacity();
     let copy = CopyKernel::new(&gpu, per_token.max(64 << 20));
     copy.submit(&gpu, 1);
     pollster::block_on(gpu.finish())?;
@@ -90,6 +154,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     copy.submit(&gpu, runs);
     pollster::block_on(gpu.finish())?;
     let copy_bps = (copy.bytes_moved() * runs as u64) as f64 / t.elapsed().as_secs_f64();
+
+    let constrained_s = match &args.json_schema {
+        Some(schema) => Some(constrained_decode(
+            model,
+            &gpu,
+            &file.header,
+            &args.model,
+            schema,
+            &prompt,
+            args.gen_tokens,
+        )?),
+        None => None,
+    };
+    let constrained_tps = constrained_s.map(|s| args.gen_tokens as f64 / s);
 
     let prefill_tps = args.prompt_tokens as f64 / prefill_s;
     let decode_tps = args.gen_tokens as f64 / decode_s;
@@ -106,12 +184,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "decode_bytes_per_s": decode_bps,
         "copy_bytes_per_s": copy_bps,
         "decode_over_copy": decode_bps / copy_bps,
-        "gpu_bytes_held": model.held_bytes(),
+        "gpu_bytes_held": gpu_bytes_held,
         "kv_cache_bytes": kv_bytes,
-        "kv_cache_positions": model.capacity(),
+        "kv_cache_positions": capacity,
         "recurrent_state_bytes": recurrent_bytes,
         "recurrence_s_per_token": recurrence_s.map(|s| s / args.gen_tokens as f64),
         "decode_recurrence_share": recurrence_s.map(|s| s / decode_s),
+        "constrained_decode_tokens_per_s": constrained_tps,
+        "constrained_decode_cost": constrained_s.map(|s| s / decode_s - 1.0),
     });
     if args.json {
         println!("{report}");
@@ -146,12 +226,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("ratio     {:.3} of the copy kernel", decode_bps / copy_bps);
         println!(
             "memory    {:.2} MB held on the GPU",
-            model.held_bytes() as f64 / 1e6
+            gpu_bytes_held as f64 / 1e6
         );
         println!(
             "state     {:.2} MB KV cache ({} positions), {:.2} MB recurrent state (with its snapshots)",
             kv_bytes as f64 / 1e6,
-            model.capacity(),
+            capacity,
             recurrent_bytes as f64 / 1e6
         );
         match recurrence_s {
@@ -161,6 +241,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 s / decode_s * 100.0
             ),
             None => println!("recurrence none (every layer is attention)"),
+        }
+        if let Some(s) = constrained_s {
+            println!(
+                "schema    {} tokens/s decoding held to the JSON schema, {:+.1}% per token",
+                rate(args.gen_tokens as f64 / s),
+                (s / decode_s - 1.0) * 100.0
+            );
         }
     }
     Ok(())

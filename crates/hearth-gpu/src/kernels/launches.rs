@@ -7,7 +7,7 @@ use super::buffers::uniform;
 use super::pipelines::{grid, Dispatch, Kernel, Kernels};
 use super::shaders::{Shader, MATRIX_THREADS};
 use super::uniforms::{
-    ConvParams, DeltaParams, KvStoreParams, LenParams, Mat, NormParams, Output, RopeParams,
+    ArgmaxParams, ConvParams, DeltaParams, KvStoreParams, Mat, NormParams, Output, RopeParams,
     TopParams,
 };
 use crate::weights::{GpuMatrix, Part};
@@ -217,25 +217,28 @@ impl Kernels {
         }
     }
 
-    /// The index of the largest of `n` values into `result[0]`.
+    /// The index of the largest of `n` values into `result[0]`; with `masked`, of those whose
+    /// bit in `mask` is set (see [`token_mask`]).
     pub fn argmax_launch(
         &self,
         gpu: &Gpu,
         n: usize,
         values: &wgpu::Buffer,
         result: &wgpu::Buffer,
+        (mask, masked): (&wgpu::Buffer, bool),
     ) -> Dispatch {
         let u = uniform(
             gpu,
-            &LenParams {
+            &ArgmaxParams {
                 n: n as u32,
-                _pad: [0; 3],
+                masked: masked as u32,
+                _pad: [0; 2],
             },
         );
         let kernel = self.fixed(gpu, Shader::Argmax);
         Dispatch {
             pipeline: kernel.pipeline.clone(),
-            bind: kernel.bind(gpu, &[&u, values, result]),
+            bind: kernel.bind(gpu, &[&u, values, result, mask]),
             groups: [1, 1, 1],
         }
     }
@@ -304,32 +307,45 @@ impl Kernels {
     }
 }
 
+/// An output format's mask over `n` tokens: a bit per token (token `i` at bit `i % 32` of
+/// word `i / 32`), written before each step that uses it.
+pub fn token_mask(gpu: &Gpu, n: usize) -> wgpu::Buffer {
+    gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("token mask"),
+        size: (n.div_ceil(32).max(1) * 4) as u64,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
+
 /// The [`TOP_K`] best of `n` logits as (value bits, id) pairs, best first: launches that sort
 /// chunks down to one, and the buffer whose first [`TOP_K`] pairs hold the result.
 pub struct TopLaunches {
     /// The first stage without a mask, then the rest.
     pub launches: Vec<Dispatch>,
-    /// The first stage reading only the tokens `mask` allows.
+    /// The first stage reading only the tokens the mask allows.
     pub masked_first: Dispatch,
-    /// A bit per token (token `i` at bit `i % 32` of word `i / 32`).
-    pub mask: wgpu::Buffer,
     pub result: wgpu::Buffer,
 }
 
 impl TopLaunches {
-    /// Records the search, over the tokens in [`TopLaunches::mask`] where `masked`.
-    pub fn record(&self, pass: &mut wgpu::ComputePass, masked: bool) {
+    /// The search's launches, over the tokens the mask allows where `masked`.
+    pub fn stages(&self, masked: bool) -> impl Iterator<Item = &Dispatch> {
         let (first, rest) = self.launches.split_first().expect("a first stage");
-        if masked { &self.masked_first } else { first }.record(pass);
-        for d in rest {
-            d.record(pass);
-        }
+        std::iter::once(if masked { &self.masked_first } else { first }).chain(rest)
     }
 }
 
 impl Kernels {
-    /// The launches that find the [`TOP_K`] best of `n` logits.
-    pub fn top_launches(&self, gpu: &Gpu, n: usize, logits: &wgpu::Buffer) -> TopLaunches {
+    /// The launches that find the [`TOP_K`] best of `n` logits (with `mask`, see
+    /// [`token_mask`], for [`TopLaunches::masked_first`]).
+    pub fn top_launches(
+        &self,
+        gpu: &Gpu,
+        n: usize,
+        logits: &wgpu::Buffer,
+        mask: &wgpu::Buffer,
+    ) -> TopLaunches {
         let pairs = |n: usize| {
             gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("top pairs"),
@@ -338,12 +354,6 @@ impl Kernels {
                 mapped_at_creation: false,
             })
         };
-        let mask = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("token mask"),
-            size: (n.div_ceil(32).max(1) * 4) as u64,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
         // Ping-pong between two buffers; the first stage's output is the largest.
         let bufs = [pairs(n), pairs(n.div_ceil(TOP_CHUNK) * TOP_K)];
         let top = self.fixed(gpu, Shader::Top);
@@ -360,7 +370,7 @@ impl Kernels {
             let (src, dst) = (&bufs[(stage + 1) % 2], &bufs[stage % 2]);
             Dispatch {
                 pipeline: top.pipeline.clone(),
-                bind: top.bind(gpu, &[&u, logits, src, dst, &mask]),
+                bind: top.bind(gpu, &[&u, logits, src, dst, mask]),
                 groups: [len.div_ceil(TOP_CHUNK).max(1) as u32, 1, 1],
             }
         };
@@ -375,7 +385,6 @@ impl Kernels {
                     launches,
                     masked_first,
                     result: bufs[stage % 2].clone(),
-                    mask,
                 };
             }
             len = groups * TOP_K;

@@ -118,7 +118,7 @@ impl Shader {
             Shader::Rope => &[Uniform, Write, Read, Read],
             Shader::Attention { .. } => &[Uniform, Read, Read, Read, Write],
             Shader::KvStore => &[Uniform, Read, Read, Write, Write],
-            Shader::Argmax => &[Uniform, Read, Write],
+            Shader::Argmax => &[Uniform, Read, Write, Read],
             Shader::Top => &[Uniform, Read, Read, Write, Read],
             Shader::Conv => &[Uniform, Write, Read, Write],
             Shader::DeltaNet { .. } => &[Uniform, Read, Read, Read, Read, Read, Write, Write],

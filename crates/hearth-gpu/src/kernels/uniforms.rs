@@ -98,9 +98,10 @@ pub struct TopParams {
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct LenParams {
+pub struct ArgmaxParams {
     pub n: u32,
-    pub _pad: [u32; 3],
+    pub masked: u32,
+    pub _pad: [u32; 2],
 }
 
 /// Uniform block of conv.wgsl.
