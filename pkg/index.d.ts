@@ -115,24 +115,24 @@ export interface EngineInfo {
 }
 
 export interface SamplingParams {
-  max_tokens?: number;
-  max_completion_tokens?: number;
-  temperature?: number;
-  top_p?: number;
-  top_k?: number;
-  min_p?: number;
-  seed?: number;
-  stop?: string | string[];
-  frequency_penalty?: number;
-  presence_penalty?: number;
-  repetition_penalty?: number;
+  max_tokens?: number | null;
+  max_completion_tokens?: number | null;
+  temperature?: number | null;
+  top_p?: number | null;
+  top_k?: number | null;
+  min_p?: number | null;
+  seed?: number | null;
+  stop?: string | string[] | null;
+  frequency_penalty?: number | null;
+  presence_penalty?: number | null;
+  repetition_penalty?: number | null;
   /** Token id -> bias added to its logit (-Infinity bans it). */
-  logit_bias?: Record<string | number, number>;
+  logit_bias?: Record<string | number, number> | null;
   /**
    * Holds the output to a format: the model can only produce text the format accepts. Checked
    * before any token: a schema or grammar that cannot be used is a `bad_request` naming why.
    */
-  response_format?: ResponseFormat;
+  response_format?: ResponseFormat | null;
   /** Aborting ends the stream at once with a HearthError of code "aborted". */
   signal?: AbortSignal;
 }
@@ -155,13 +155,14 @@ export type ResponseFormat =
   /** Hearth: a regular expression (Rust syntax) the whole output matches. */
   | { type: 'regex'; regex: string };
 
-export type ChatContentPart = { type: 'text'; text: string };
+/** Only text parts are read; a part of another type (image, audio, file) is a bad_request. */
+export type ChatContentPart = { type: 'text'; text: string } | { type: 'image_url' | 'input_audio' | 'file' | 'refusal' };
 
 export interface ChatMessage {
   role: 'system' | 'user' | 'assistant' | 'developer' | 'tool' | string;
-  content: string | ChatContentPart[] | null;
-  /** An assistant message's calls, as a reply gave them. */
-  tool_calls?: ToolCall[];
+  content?: string | ChatContentPart[] | null;
+  /** An assistant message's calls, as a reply gave them (a custom tool's call is a bad_request). */
+  tool_calls?: Array<ToolCall | { id: string; type: 'custom'; custom: { name: string; input: string } }>;
   /** A tool message: the call it answers. */
   tool_call_id?: string;
   name?: string;
@@ -183,19 +184,25 @@ export interface ToolCall {
   function: { name: string; arguments: string };
 }
 
-export type ToolChoice = 'auto' | 'none' | 'required' | { type: 'function'; function: { name: string } };
+/** "allowed_tools" and custom tool choices are a bad_request. */
+export type ToolChoice =
+  | 'auto'
+  | 'none'
+  | 'required'
+  | { type: 'function'; function: { name: string } }
+  | { type: 'allowed_tools' | 'custom' };
 
 export interface ChatCompletionRequest extends SamplingParams {
   messages: ChatMessage[];
-  /** Shown to the model through its chat template, which must take tools. */
-  tools?: FunctionTool[];
+  /** Shown to the model through its chat template, which must take tools (custom tools are a bad_request). */
+  tools?: Array<FunctionTool | { type: 'custom'; custom: { name: string } }> | null;
   /** "auto" (the default): text or calls; "required": calls; a function: calls of it only. */
-  tool_choice?: ToolChoice;
+  tool_choice?: ToolChoice | null;
   /** Whether a reply may make several calls (default true). */
-  parallel_tool_calls?: boolean;
-  model?: string;
-  stream?: boolean;
-  stream_options?: { include_usage?: boolean };
+  parallel_tool_calls?: boolean | null;
+  model?: string | null;
+  stream?: boolean | null;
+  stream_options?: { include_usage?: boolean } | null;
 }
 
 export interface CompletionUsage {
@@ -215,7 +222,7 @@ export interface ChatCompletion {
   model: string;
   choices: Array<{
     index: number;
-    message: { role: 'assistant'; content: string | null; tool_calls?: ToolCall[] };
+    message: { role: 'assistant'; content: string | null; refusal: null; tool_calls?: ToolCall[] };
     logprobs: null;
     finish_reason: FinishReason;
     /** "constraint": the response format allowed no further token (a grammar that dead-ends). */

@@ -38,6 +38,7 @@ function chatMessage(m) {
   if (m?.tool_calls != null) {
     if (!Array.isArray(m.tool_calls)) throw new HearthError('bad_request', 'tool_calls must be an array');
     out.tool_calls = m.tool_calls.map((c) => {
+      if (c?.type != null && c.type !== 'function') throw new HearthError('bad_request', `tool calls of type ${JSON.stringify(c.type)} are not supported`);
       const args = c?.function?.arguments;
       return {
         ...(c.id != null && { id: String(c.id) }),
@@ -117,8 +118,8 @@ function finishFields(reason) {
 
 /** The reply as OpenAI's assistant message: `content` is null when the reply is only calls. */
 function assistantMessage(content, calls = []) {
-  if (!calls.length) return { role: 'assistant', content };
-  return { role: 'assistant', content: content || null, tool_calls: toolCalls(calls) };
+  if (!calls.length) return { role: 'assistant', content, refusal: null };
+  return { role: 'assistant', content: content || null, refusal: null, tool_calls: toolCalls(calls) };
 }
 
 /** A minimal async queue: the worker pushes, the consumer iterates. */
