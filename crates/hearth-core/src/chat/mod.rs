@@ -88,6 +88,11 @@ impl ChatTemplate {
     /// The template of a GGUF file, with its special tokens' texts from `tokenizer`.
     pub fn from_gguf(gguf: &Gguf, tokenizer: &Tokenizer) -> Result<Self, ChatError> {
         let source = gguf.get_str(TEMPLATE_KEY).ok_or(ChatError::NoTemplate)?;
+        Self::for_tokenizer(source, tokenizer)
+    }
+
+    /// Parses `source` with the special tokens' texts from `tokenizer`.
+    pub fn for_tokenizer(source: &str, tokenizer: &Tokenizer) -> Result<Self, ChatError> {
         let text = |id: Option<u32>| {
             id.and_then(|id| tokenizer.token_text(id))
                 .map(str::to_string)

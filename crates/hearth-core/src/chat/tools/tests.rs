@@ -56,10 +56,23 @@ fn check_calls(calls: &[ToolCall], allowed: &[&str]) {
     }
 }
 
+/// Llama 3.1's template (a fixture file of its own) over the Llama 3 vocabulary.
+fn llama31_template() -> (std::sync::Arc<crate::tokenizer::Tokenizer>, ChatTemplate) {
+    let tok = tokenizer("llama3.gguf.gz");
+    let path = hearth_fixtures::fixtures_dir().join("tokenizers/llama3_1.jinja");
+    let template =
+        ChatTemplate::for_tokenizer(&std::fs::read_to_string(path).unwrap(), &tok).unwrap();
+    (tok, template)
+}
+
 #[test]
 fn the_template_says_how_tools_are_called() {
     let (_, template) = qwen3_template();
     assert_eq!(template.tool_syntax(), Some(ToolSyntax::Hermes));
+    assert_eq!(
+        llama31_template().1.tool_syntax(),
+        Some(ToolSyntax::LlamaJson)
+    );
     let path = hearth_fixtures::fixtures_dir().join("tokenizers/llama3.gguf.gz");
     let bytes = hearth_fixtures::gunzip(&path);
     let header = Gguf::parse(&bytes, bytes.len() as u64).unwrap();
@@ -190,6 +203,33 @@ fn calls_in_the_templates_own_rendering_parse_back() {
             arguments: r#"{"city":"Paris","unit":"celsius"}"#.into(),
         }]
     );
+    // And through Llama 3.1's: its assistant turn is the call's JSON.
+    let rendered = reference["templates"]["llama3_1"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "tool call")
+        .unwrap()["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let turn = rendered
+        .split("<|start_header_id|>assistant<|end_header_id|>\n\n")
+        .nth(1)
+        .unwrap()
+        .split("<|eot_id|>")
+        .next()
+        .unwrap();
+    assert_eq!(
+        parse_reply(ToolSyntax::LlamaJson, turn),
+        (
+            String::new(),
+            vec![ToolCall {
+                name: "get_weather".into(),
+                arguments: r#"{"city":"Paris","unit":"celsius"}"#.into(),
+            }]
+        )
+    );
     // A call that does not parse leaves the reply as text.
     let broken = "<tool_call>\n{\"name\": \"x\"\n</tool_call>";
     assert_eq!(
@@ -234,4 +274,58 @@ fn only_the_replys_text_streams_as_text() {
     assert_eq!(stream.finish().1.len(), 1);
     let mut stream = ReplyStream::new(ToolSyntax::LlamaJson);
     assert_eq!(stream.push("Hi {"), "Hi {");
+}
+
+/// A call generated under the format, read back, and given to the template as the assistant's
+/// message renders as exactly the text the model wrote: the next turn's prompt repeats it, so
+/// its cache is reused.
+#[test]
+fn a_generated_call_renders_back_as_the_template_writes_it() {
+    let tools: Vec<Function> = serde_json::from_value(json!([{
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "pattern": "^[a-z]{1,8}$"},
+                "unit": {"enum": ["celsius", "fahrenheit"]},
+            },
+            "required": ["city", "unit"],
+            "additionalProperties": false,
+        },
+    }]))
+    .unwrap();
+    let openai_tools = json!([{"type": "function", "function": {
+        "name": "get_weather", "parameters": tools[0].parameters,
+    }}]);
+    for (tok, template) in [qwen3_template(), llama31_template()] {
+        let syntax = template.tool_syntax().unwrap();
+        let grammars = Grammars::new(tok.clone()).unwrap();
+        let choice = ToolChoice::Function("get_weather".into());
+        let format = reply_format(syntax, &tools, &choice, false)
+            .unwrap()
+            .unwrap();
+        for seed in 0..3 {
+            let (text, _) = generate(&tok, &grammars, &format, seed);
+            let (_, calls) = parse_reply(syntax, &text);
+            let arguments: Value = serde_json::from_str(&calls[0].arguments).unwrap();
+            let messages = json!([
+                {"role": "user", "content": "Weather?"},
+                {"role": "assistant", "content": "", "tool_calls": [
+                    {"type": "function", "function": {"name": calls[0].name, "arguments": arguments}},
+                ]},
+            ]);
+            let rendered = template
+                .render_values(
+                    crate::chat::to_template_value(&messages),
+                    false,
+                    Some(crate::chat::to_template_value(&openai_tools)),
+                    &[],
+                )
+                .unwrap();
+            assert!(
+                rendered.contains(&text),
+                "{syntax:?}: {text:?} not in {rendered}"
+            );
+        }
+    }
 }
