@@ -18,7 +18,8 @@ const ui = {
   progress: $('progress'), progressBar: $('progress-bar'), progressText: $('progress-text'),
   cancelLoad: $('cancel-load'), modelStatus: $('model-status'), backendHint: $('backend-hint'),
   system: $('system'), temperature: $('temperature'), topP: $('top-p'), topK: $('top-k'),
-  maxTokens: $('max-tokens'), seed: $('seed'),
+  maxTokens: $('max-tokens'), seed: $('seed'), replyFormat: $('reply-format'),
+  schemaField: $('schema-field'), schema: $('schema'),
   cache: $('cache'), cacheList: $('cache-list'),
   figBackend: $('fig-backend'), figPrompt: $('fig-prompt'), figGen: $('fig-gen'),
   figMemory: $('fig-memory'), figContext: $('fig-context'),
@@ -275,12 +276,32 @@ function sampling() {
   };
   const seed = number(ui.seed, null, { min: 0, max: 2 ** 32 - 1, integer: true });
   if (seed !== null) p.seed = seed;
+  const format = ui.replyFormat.value;
+  if (format === 'json_object') p.response_format = { type: 'json_object' };
+  if (format === 'json_schema') {
+    let schema;
+    try {
+      schema = JSON.parse(ui.schema.value);
+    } catch (e) {
+      throw new HearthError('bad_request', `the JSON schema is not JSON: ${e.message}`);
+    }
+    p.response_format = { type: 'json_schema', json_schema: { name: 'reply', schema, strict: true } };
+  }
   return p;
 }
 
 async function send(text) {
   if (!engine || document.body.dataset.state !== 'ready') return;
   clearError();
+  let settings;
+  try {
+    settings = sampling();
+  } catch (err) {
+    // Nothing was sent: the text stays to send again once the settings are mended.
+    ui.prompt.value = text;
+    showError(HearthError.from(err));
+    return;
+  }
   // A load may replace the engine and the conversation while this runs: keep to these.
   const eng = engine;
   const convo = messages;
@@ -295,7 +316,7 @@ async function send(text) {
   ui.figPrompt.textContent = '…';
   ui.figGen.textContent = '…';
 
-  const params = { ...sampling(), signal: controller.signal };
+  const params = { ...settings, signal: controller.signal };
   const t0 = performance.now();
   let tFirst = null;
   let tokens = 0;
@@ -453,6 +474,9 @@ function item(text) {
 // ---- Wiring --------------------------------------------------------------------------------
 
 ui.select.addEventListener('change', describeChoice);
+ui.replyFormat.addEventListener('change', () => {
+  ui.schemaField.hidden = ui.replyFormat.value !== 'json_schema';
+});
 ui.pickForm.addEventListener('submit', (e) => {
   e.preventDefault();
   const m = chosenModel();

@@ -197,6 +197,32 @@ test('keyboard: Shift+Enter is a new line, Enter sends; the reply streams in', a
   assert.equal(await page.locator('[data-testid=log] li').count(), 0);
 });
 
+test('a reply held to a JSON schema is data: it parses and keeps to the schema; a schema that is not JSON is said so', async () => {
+  await page.click('[data-testid=new-chat]');
+  await setField(page, 'max-tokens', 80);
+  await setField(page, 'seed', 3);
+  await page.selectOption('[data-testid=reply-format]', 'json_schema');
+  assert.ok(await page.isVisible('[data-testid=schema]'));
+  const schema = JSON.parse(await page.inputValue('[data-testid=schema]'));
+  await ask(page, 'Who speaks, and how?');
+  const reply = await page.locator('[data-testid=message-assistant] [data-testid=message-text]').innerText();
+  const value = JSON.parse(reply);
+  assert.deepEqual(Object.keys(value), schema.required);
+  assert.ok(value.speaker.length <= 20 && schema.properties.mood.enum.includes(value.mood), reply);
+  assert.ok(Number.isInteger(value.lines) && value.lines >= 1 && value.lines <= 9, reply);
+  assert.ok(await page.isHidden('[data-testid=error]'));
+
+  await page.fill('[data-testid=schema]', '{ not json');
+  await page.fill('[data-testid=prompt]', 'Again?');
+  await page.press('[data-testid=prompt]', 'Enter');
+  await page.waitForSelector('[data-testid=error]:visible');
+  assert.match(await page.locator('#error-detail').innerText(), /not JSON/);
+  assert.equal(await page.inputValue('[data-testid=prompt]'), 'Again?');
+  await page.selectOption('[data-testid=reply-format]', 'text');
+  assert.ok(await page.isHidden('[data-testid=schema]'));
+  await page.fill('[data-testid=prompt]', '');
+});
+
 test('Stop ends a long generation and the text stops growing', async () => {
   await setField(page, 'max-tokens', 1000);
   let stopped = false;
