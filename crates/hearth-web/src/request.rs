@@ -263,3 +263,111 @@ impl From<ConstraintError> for WebError {
         SamplingError::from(e).into()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(format: Option<&str>, tools: Option<&str>, choice: Option<&str>) -> GenerateOptions {
+        GenerateOptions {
+            response_format: format.map(str::to_string),
+            tools: tools.map(str::to_string),
+            tool_choice: choice.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    fn error(o: &GenerateOptions, syntax: Option<ToolSyntax>) -> String {
+        match o.held(syntax) {
+            Err(WebError::BadRequest(m)) => m,
+            Err(e) => panic!("not a bad_request: {e}"),
+            Ok(_) => panic!("accepted"),
+        }
+    }
+
+    const TOOL: &str =
+        r#"[{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]"#;
+
+    #[test]
+    fn formats_and_tools_are_read_or_refused_by_name() {
+        let schema = r#"{"type": "json_schema", "json_schema": {"name": "p", "schema": {"type": "object"}, "strict": true}}"#;
+        let held = options(Some(schema), None, None)
+            .held(None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(held.name, "the JSON schema \"p\"");
+        assert!(matches!(
+            held.format,
+            Format::JsonSchema { strict: true, .. }
+        ));
+        assert!(options(Some(r#"{"type": "text"}"#), None, None)
+            .held(None)
+            .unwrap()
+            .is_none());
+        let tools = options(None, Some(TOOL), Some(r#""required""#));
+        let held = tools.held(Some(ToolSyntax::Hermes)).unwrap().unwrap();
+        assert_eq!(held.tools, Some(ToolSyntax::Hermes));
+
+        assert!(error(&options(Some(r#"{"type": "yaml"}"#), None, None), None).contains("yaml"));
+        assert!(error(
+            &options(
+                Some(r#"{"type": "json_schema", "json_schema": {}}"#),
+                None,
+                None
+            ),
+            None
+        )
+        .contains("name"));
+        assert!(error(&tools, None).contains("takes no tools"));
+        assert!(error(
+            &options(None, Some(TOOL), Some(r#""sometimes""#)),
+            Some(ToolSyntax::Hermes)
+        )
+        .contains("sometimes"));
+        let custom = r#"[{"type": "custom", "custom": {"name": "g"}}]"#;
+        assert!(
+            error(&options(None, Some(custom), None), Some(ToolSyntax::Hermes)).contains("custom")
+        );
+        let both = options(Some(r#"{"type": "json_object"}"#), Some(TOOL), None);
+        assert!(error(&both, Some(ToolSyntax::Hermes)).contains("cannot be combined"));
+    }
+
+    /// Every byte of valid requests flipped, cut or doubled: an answer or a bad_request, never
+    /// a panic.
+    #[test]
+    fn mangled_requests_are_bad_requests_not_panics() {
+        let seeds = [
+            r#"{"type": "json_schema", "json_schema": {"name": "p", "schema": {"type": "object", "properties": {"a": {"enum": [1, "x"]}}}, "strict": false}}"#,
+            r#"{"type": "grammar", "grammar": "start: \"a\""}"#,
+            TOOL,
+            r#"{"type": "function", "function": {"name": "f"}}"#,
+        ];
+        let mut tried = 0;
+        for seed in seeds {
+            let bytes = seed.as_bytes();
+            for i in 0..bytes.len() {
+                let variants = [
+                    [&bytes[..i], &bytes[i + 1..]].concat(),
+                    [&bytes[..i], b"\"", &bytes[i..]].concat(),
+                    [&bytes[..i], &[bytes[i] ^ 0x21], &bytes[i + 1..]].concat(),
+                    bytes[..i].to_vec(),
+                ];
+                for v in variants {
+                    let text = String::from_utf8_lossy(&v).into_owned();
+                    for o in [
+                        options(Some(&text), None, None),
+                        options(None, Some(&text), None),
+                        options(None, Some(TOOL), Some(&text)),
+                    ] {
+                        tried += 1;
+                        match o.held(Some(ToolSyntax::Hermes)) {
+                            Ok(_) | Err(WebError::BadRequest(_)) => {}
+                            Err(e) => panic!("{text}: not a bad_request: {e}"),
+                        }
+                    }
+                }
+            }
+        }
+        assert!(tried > 3000, "{tried}");
+    }
+}

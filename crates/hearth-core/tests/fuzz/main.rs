@@ -1,5 +1,6 @@
 //! Fuzzing on stable Rust, run by `cargo test`: structured mutations of the committed fixture
-//! files, and arbitrary bytes, through the GGUF reader, the tokenizers and the chat templates.
+//! files, and arbitrary bytes, through the GGUF reader, the tokenizers, the chat templates and
+//! the output formats.
 //!
 //! Each target tries a fixed number of inputs from a fixed seed, a few seconds in all. For a
 //! longer run, `HEARTH_FUZZ_SCALE=100` tries a hundred times as many, and `HEARTH_FUZZ_SEED=N`
@@ -9,6 +10,7 @@
 mod chat;
 #[path = "../common/mod.rs"]
 mod common;
+mod formats;
 mod gguf;
 mod tokenizer;
 
