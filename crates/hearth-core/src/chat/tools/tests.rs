@@ -170,15 +170,15 @@ fn bad_tool_requests_are_refused() {
     );
 }
 
-#[test]
-fn calls_in_the_templates_own_rendering_parse_back() {
-    // transformers' rendering of an assistant tool call through Qwen3's template.
+/// The assistant turn (between `open` and `close`) of transformers' rendering of the "tool
+/// call" conversation through `template`.
+fn reference_turn(template: &str, open: &str, close: &str) -> String {
     let reference: Value = serde_json::from_slice(
         &std::fs::read(hearth_fixtures::fixtures_dir().join("tokenizers/chat_reference.json"))
             .unwrap(),
     )
     .unwrap();
-    let rendered = reference["templates"]["qwen3"]
+    let rendered = reference["templates"][template]
         .as_array()
         .unwrap()
         .iter()
@@ -187,13 +187,14 @@ fn calls_in_the_templates_own_rendering_parse_back() {
         .as_str()
         .unwrap()
         .to_string();
-    let turn = rendered
-        .split("<|im_start|>assistant\n")
-        .nth(1)
-        .unwrap()
-        .split("<|im_end|>")
-        .next()
-        .unwrap();
+    let after = rendered.split(open).nth(1).unwrap();
+    after.split(close).next().unwrap().to_string()
+}
+
+#[test]
+fn calls_in_the_templates_own_rendering_parse_back() {
+    // transformers' rendering of an assistant tool call through Qwen3's template.
+    let turn = reference_turn("qwen3", "<|im_start|>assistant\n", "<|im_end|>");
     let (content, calls) = parse_reply(ToolSyntax::Hermes, &format!("Let me check.\n{turn}"));
     assert_eq!(content, "Let me check.");
     assert_eq!(
@@ -204,24 +205,13 @@ fn calls_in_the_templates_own_rendering_parse_back() {
         }]
     );
     // And through Llama 3.1's: its assistant turn is the call's JSON.
-    let rendered = reference["templates"]["llama3_1"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "tool call")
-        .unwrap()["text"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let turn = rendered
-        .split("<|start_header_id|>assistant<|end_header_id|>\n\n")
-        .nth(1)
-        .unwrap()
-        .split("<|eot_id|>")
-        .next()
-        .unwrap();
+    let turn = reference_turn(
+        "llama3_1",
+        "<|start_header_id|>assistant<|end_header_id|>\n\n",
+        "<|eot_id|>",
+    );
     assert_eq!(
-        parse_reply(ToolSyntax::LlamaJson, turn),
+        parse_reply(ToolSyntax::LlamaJson, &turn),
         (
             String::new(),
             vec![ToolCall {
