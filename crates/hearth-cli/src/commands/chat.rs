@@ -42,7 +42,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         t => t?,
     };
     // Check the options before the (slow) model load.
-    args.sampling.generator(&tokenizer, args.max_tokens, &[])?;
+    let format = args.sampling.format(&tokenizer)?;
+    args.sampling
+        .generator(&tokenizer, format.as_ref(), args.max_tokens, &[])?;
     let mut model = load::model(&args.model, args.backend, args.ctx)?;
 
     let interactive = std::io::stdin().is_terminal();
@@ -105,7 +107,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let mut pending = ids[kept..].to_vec();
         cached = ids.clone();
 
-        let mut gen = args.sampling.generator(&tokenizer, args.max_tokens, &ids)?;
+        let mut gen =
+            args.sampling
+                .generator(&tokenizer, format.as_ref(), args.max_tokens, &ids)?;
         let mut reply = String::new();
         loop {
             let step = load::step(&mut model, &pending, &mut gen)?;

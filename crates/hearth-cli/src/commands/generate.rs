@@ -91,16 +91,16 @@ fn parse_bias(s: &str) -> Result<(u32, f32), String> {
     Ok((id, bias))
 }
 
+/// An output format and the tokenizer's vocabulary it is compiled against.
+pub struct Held {
+    grammars: Grammars,
+    format: Format,
+}
+
 impl SamplingArgs {
-    /// A generator for `prompt` under these options, held to the output format asked for.
-    pub fn generator(
-        &self,
-        tokenizer: &Arc<Tokenizer>,
-        max_tokens: usize,
-        prompt: &[u32],
-    ) -> anyhow::Result<Generator> {
-        let mut gen = Generator::new(tokenizer.clone(), self.options(max_tokens), prompt)
-            .context("invalid sampling options")?;
+    /// The output format asked for, compiled against `tokenizer` once per run; `None` for
+    /// free text.
+    pub fn format(&self, tokenizer: &Arc<Tokenizer>) -> anyhow::Result<Option<Held>> {
         let read = |path: &PathBuf| {
             std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
         };
@@ -111,10 +111,27 @@ impl SamplingArgs {
                 strict: true,
             },
             (None, Some(path)) => Format::Lark(read(path)?),
-            (None, None) => return Ok(gen),
+            (None, None) => return Ok(None),
         };
-        let constraint = Grammars::new(tokenizer.clone())?.compile(&format)?;
-        gen.constrain(constraint)?;
+        let grammars = Grammars::new(tokenizer.clone())?;
+        // Compiled now, so a format that cannot be used fails before the model loads.
+        grammars.compile(&format)?;
+        Ok(Some(Held { grammars, format }))
+    }
+
+    /// A generator for `prompt` under these options, held to `format`.
+    pub fn generator(
+        &self,
+        tokenizer: &Arc<Tokenizer>,
+        format: Option<&Held>,
+        max_tokens: usize,
+        prompt: &[u32],
+    ) -> anyhow::Result<Generator> {
+        let mut gen = Generator::new(tokenizer.clone(), self.options(max_tokens), prompt)
+            .context("invalid sampling options")?;
+        if let Some(held) = format {
+            gen.constrain(held.grammars.compile(&held.format)?)?;
+        }
         Ok(gen)
     }
 
@@ -146,9 +163,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     )?);
     let prompt = args.prompt.ids(Some(&tokenizer))?;
     // Check the options before the (slow) model load.
+    let format = args.sampling.format(&tokenizer)?;
     let mut gen = args
         .sampling
-        .generator(&tokenizer, args.max_tokens, &prompt)?;
+        .generator(&tokenizer, format.as_ref(), args.max_tokens, &prompt)?;
     let mut model = load::model(&args.model, args.backend, prompt.len() + args.max_tokens)?;
     let mut pending = prompt.clone();
     let mut text = String::new();
