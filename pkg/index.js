@@ -308,8 +308,7 @@ export class Hearth {
     });
   }
 
-  /** Streams a generation as { kind: 'token', text, token } items, then { kind: 'end', ... }. */
-  // Leaving the iteration early (break, return) stops the generation in the worker.
+  /** A generation as a Channel of items (see `_events`); `cancel()` stops it in the worker. */
   _stream(args, signal) {
     const channel = new Channel();
     const stop = new AbortController();
@@ -326,6 +325,23 @@ export class Hearth {
   }
 
   /**
+   * The generation's items, { kind: 'token', text, token } then one { kind: 'end', ... };
+   * leaving the iteration early (break, return, an error) stops the generation in the worker.
+   */
+  async *_events(args, signal) {
+    const channel = this._stream(args, signal);
+    try {
+      for (;;) {
+        const { value, done } = await channel.next();
+        if (done) return;
+        yield value;
+      }
+    } finally {
+      channel.cancel();
+    }
+  }
+
+  /**
    * Continues `prompt` (raw text, no chat template): an async iterable of { text, token }.
    * Options as in chat completions, camelCase or snake_case; greedy unless a temperature is given.
    */
@@ -335,16 +351,9 @@ export class Hearth {
     const self = this;
     return {
       async *[Symbol.asyncIterator]() {
-        const channel = self._stream(args, options.signal);
-        try {
-          for (;;) {
-            const { value, done } = await channel.next();
-            if (done) return;
-            if (value.kind === 'token') yield { text: value.text, token: value.token };
-            else return { finishReason: value.finishReason, usage: value.usage };
-          }
-        } finally {
-          channel.cancel();
+        for await (const value of self._events(args, options.signal)) {
+          if (value.kind === 'token') yield { text: value.text, token: value.token };
+          else return { finishReason: value.finishReason, usage: value.usage };
         }
       },
     };
@@ -361,9 +370,7 @@ export class Hearth {
     const model = req.model ?? this.model;
     if (!req.stream) {
       let content = '';
-      const channel = this._stream({ messages, options }, req.signal);
-      for (;;) {
-        const { value } = await channel.next();
+      for await (const value of this._events({ messages, options }, req.signal)) {
         if (value.kind === 'token') content += value.text;
         else {
           return {
@@ -383,25 +390,18 @@ export class Hearth {
     const includeUsage = req.stream_options?.include_usage;
     return {
       async *[Symbol.asyncIterator]() {
-        const channel = self._stream({ messages, options }, req.signal);
-        try {
-          yield chunk({ role: 'assistant', content: '' });
-          for (;;) {
-            const { value, done } = await channel.next();
-            if (done) return;
-            if (value.kind === 'token') {
-              if (value.text) yield chunk({ content: value.text });
-            } else {
-              if (value.toolCalls?.length) {
-                const calls = toolCalls(value.toolCalls).map((c, index) => ({ index, ...c }));
-                yield chunk({ tool_calls: calls });
-              }
-              yield chunk({}, finishFields(value.finishReason), { usage: value.usage });
-              if (includeUsage) yield { id, object: 'chat.completion.chunk', created, model, choices: [], usage: value.usage };
+        yield chunk({ role: 'assistant', content: '' });
+        for await (const value of self._events({ messages, options }, req.signal)) {
+          if (value.kind === 'token') {
+            if (value.text) yield chunk({ content: value.text });
+          } else {
+            if (value.toolCalls?.length) {
+              const calls = toolCalls(value.toolCalls).map((c, index) => ({ index, ...c }));
+              yield chunk({ tool_calls: calls });
             }
+            yield chunk({}, finishFields(value.finishReason), { usage: value.usage });
+            if (includeUsage) yield { id, object: 'chat.completion.chunk', created, model, choices: [], usage: value.usage };
           }
-        } finally {
-          channel.cancel();
         }
       },
     };

@@ -152,7 +152,7 @@ async function load(id, { source, options }) {
   for (;;) {
     const files = await openSource(source, { signal, cache: options.cache !== false });
     try {
-      const { loader, plan, pieces } = await fetchModel(files, { contextLength: options.contextLength, signal, progress });
+      const { loader, pieces } = await fetchModel(files, { contextLength: options.contextLength, signal, progress });
       let gpu = null;
       if (backend !== 'cpu') {
         try {
@@ -163,7 +163,6 @@ async function load(id, { source, options }) {
           fallbackReason = HearthError.from(e).message;
         }
       }
-      post({ id, type: 'plan', info: plan.info, backend: gpu ? 'webgpu' : 'cpu' });
       const report = (loaded, total) => progress('load', loaded, total);
       if (gpu) {
         // The engine pulls the pieces itself and writes each tensor to the GPU as it completes.
