@@ -22,12 +22,13 @@ target/release/hearth: FORCE
 
 # Every test: formatting, lints, the Rust suites (GPU ones on whatever adapter exists, lavapipe
 # in CI), the quantizer checked by gguf-py, the package's types against the openai client's,
-# and the browser checks in headless Chromium.
+# its download cache under Node, and the browser checks in headless Chromium.
 test: setup-test
 	$(MAKE) lint target/release/hearth $(VENV)/.installed
 	cargo test --workspace
 	$(PYTHON) tests/check_quantize.py target/release/hearth
 	tests/types/check.sh
+	node --test pkg/fetch.test.mjs
 	$(MAKE) browser-test
 
 # The wasm runtime, the npm package, the demo page and the extension in headless Chromium
