@@ -138,9 +138,7 @@ impl Backend {
         match sampler.wants() {
             Want::Argmax => model.forward_greedy(tokens, words).await,
             Want::Top { k: ..=TOP_K } => {
-                let top = model
-                    .forward_top(tokens, mask.map(TokenMask::words))
-                    .await?;
+                let top = model.forward_top(tokens, words).await?;
                 match sampler.sample_top(&top, model.spec.n_vocab)? {
                     Some(id) => Ok(id),
                     None => Ok(sampler.sample(&masked(model.last_logits().await?))?),

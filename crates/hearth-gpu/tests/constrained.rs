@@ -78,7 +78,7 @@ fn constrained_sampling_is_the_same_on_both_backends() {
                     ..Default::default()
                 };
                 let mut gen = Generator::new(tok.clone(), opts, &prompt).unwrap();
-                gen.constrain(grammars.compile(&format).unwrap()).unwrap();
+                gen.constrain(grammars.compile(&format).unwrap());
                 run(backend, gen, &prompt)
             })
             .collect();

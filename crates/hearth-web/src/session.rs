@@ -144,30 +144,30 @@ impl Session {
                 self.backend.capacity()
             )));
         }
+        let syntax = self.template.as_ref().and_then(ChatTemplate::tool_syntax);
+        let held = options.held(syntax)?;
         // The context bounds the reply: the last token chosen is never run.
         let room = self.backend.capacity() - prompt.len();
         let mut generator = Generator::new(
             self.tokenizer.clone(),
             sampling::GenerateOptions {
-                sampling: options.sampling.clone(),
+                sampling: options.sampling,
                 max_tokens: options.max_tokens.min(room),
-                stop: options.stop.clone(),
+                stop: options.stop,
                 ignore_eos: false,
             },
             &prompt,
         )?;
-        let syntax = self.template.as_ref().and_then(ChatTemplate::tool_syntax);
-        let held = options.held(syntax)?;
         let mut reply = None;
         if let Some(held) = held {
-            if self.grammars.is_none() {
-                self.grammars = Some(Grammars::new(self.tokenizer.clone())?);
-            }
-            let grammars = self.grammars.as_ref().expect("made above");
+            let grammars = match &mut self.grammars {
+                Some(grammars) => grammars,
+                none => none.insert(Grammars::new(self.tokenizer.clone())?),
+            };
             let constraint = grammars
                 .compile(&held.format)
                 .map_err(|e| WebError::BadRequest(format!("{}: {e}", held.name)))?;
-            generator.constrain(constraint)?;
+            generator.constrain(constraint);
             reply = held.tools.map(ReplyStream::new);
         }
         // At least one prompt token runs, for the logits of the first new token.

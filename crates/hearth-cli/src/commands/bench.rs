@@ -81,7 +81,7 @@ fn constrained_decode(
         };
         // Compiling is a per-request cost, not a per-token one: it is not timed.
         let mut gen = Generator::new(tokenizer.clone(), opts, &[])?;
-        gen.constrain(grammars.compile(&format)?)?;
+        gen.constrain(grammars.compile(&format)?);
         let t = Instant::now();
         loop {
             let step = pollster::block_on(backend.step(&pending, &mut gen))?;

@@ -114,12 +114,11 @@ impl SamplingArgs {
             (None, None) => return Ok(None),
         };
         let grammars = Grammars::new(tokenizer.clone())?;
-        // Compiled now, so a format that cannot be used fails before the model loads.
-        grammars.compile(&format)?;
         Ok(Some(Held { grammars, format }))
     }
 
-    /// A generator for `prompt` under these options, held to `format`.
+    /// A generator for `prompt` under these options, held to `format` (compiled here: make
+    /// one before the model loads, so that a format that cannot be used fails first).
     pub fn generator(
         &self,
         tokenizer: &Arc<Tokenizer>,
@@ -130,7 +129,7 @@ impl SamplingArgs {
         let mut gen = Generator::new(tokenizer.clone(), self.options(max_tokens), prompt)
             .context("invalid sampling options")?;
         if let Some(held) = format {
-            gen.constrain(held.grammars.compile(&held.format)?)?;
+            gen.constrain(held.grammars.compile(&held.format)?);
         }
         Ok(gen)
     }

@@ -189,9 +189,10 @@ pub fn parse_reply(syntax: ToolSyntax, reply: &str) -> (String, Vec<ToolCall>) {
             }
             (reply[..at].trim_end().to_string(), calls)
         }
-        ToolSyntax::LlamaJson => match reply.trim_start().starts_with('{').then(|| call(reply)) {
-            Some(Some(c)) => (String::new(), vec![c]),
-            _ => (reply.to_string(), Vec::new()),
+        // Only a JSON object has a "name": the whole reply is the call.
+        ToolSyntax::LlamaJson => match call(reply) {
+            Some(c) => (String::new(), vec![c]),
+            None => (reply.to_string(), Vec::new()),
         },
     }
 }

@@ -119,19 +119,20 @@ impl Grammars {
         parser.start_without_prompt();
         let mut constraint = Constraint {
             parser,
-            n_vocab: self.n_vocab,
+            allowed: TokenMask::none(self.n_vocab),
         };
-        if constraint.mask()?.is_empty() {
+        constraint.allowed = constraint.compute_mask()?;
+        if constraint.allowed.is_empty() {
             return Err(ConstraintError::NothingAllowed);
         }
         Ok(constraint)
     }
 }
 
-/// One generation's position in its format.
+/// One generation's position in its format, and the tokens it allows next.
 pub struct Constraint {
     parser: TokenParser,
-    n_vocab: usize,
+    allowed: TokenMask,
 }
 
 fn matcher_error(e: impl std::fmt::Display) -> ConstraintError {
@@ -140,32 +141,39 @@ fn matcher_error(e: impl std::fmt::Display) -> ConstraintError {
 
 impl Constraint {
     /// The tokens allowed next: end-of-generation tokens where the output may end here, none
-    /// where the format has reached a dead end (text no token spells).
-    pub fn mask(&mut self) -> Result<TokenMask, ConstraintError> {
-        let words = match self.parser.compute_mask() {
-            Ok(vob) => {
-                let mut words = vob.as_slice().to_vec();
-                words.resize(self.n_vocab.div_ceil(32), 0);
-                words
-            }
-            Err(_) if self.parser.stop_reason() == StopReason::NoExtensionBias => {
-                vec![0; self.n_vocab.div_ceil(32)]
-            }
-            Err(e) => return Err(matcher_error(e)),
-        };
-        Ok(TokenMask {
-            words,
-            n_vocab: self.n_vocab,
-        })
+    /// where the format has reached a dead end (text no token spells) or is complete.
+    pub fn allowed(&self) -> &TokenMask {
+        &self.allowed
     }
 
-    /// Follows the token chosen (one the last mask allowed).
+    fn compute_mask(&mut self) -> Result<TokenMask, ConstraintError> {
+        let n_vocab = self.allowed.n_vocab;
+        match self.parser.compute_mask() {
+            Ok(vob) => {
+                let mut words = vob.as_slice().to_vec();
+                words.resize(n_vocab.div_ceil(32), 0);
+                Ok(TokenMask { words, n_vocab })
+            }
+            Err(_) if self.parser.stop_reason() == StopReason::NoExtensionBias => {
+                Ok(TokenMask::none(n_vocab))
+            }
+            Err(e) => Err(matcher_error(e)),
+        }
+    }
+
+    /// Follows the token chosen (one [`Constraint::allowed`] allowed), and finds the tokens
+    /// allowed after it.
     pub fn accept(&mut self, token: u32) -> Result<(), ConstraintError> {
         let backtrack = self.parser.consume_token(token).map_err(matcher_error)?;
         if backtrack != 0 {
             return Err(matcher_error("the format asked to take tokens back"));
         }
         self.parser.check_stop().map_err(matcher_error)?;
+        self.allowed = if self.is_complete() {
+            TokenMask::none(self.allowed.n_vocab)
+        } else {
+            self.compute_mask()?
+        };
         Ok(())
     }
 
@@ -187,6 +195,14 @@ pub struct TokenMask {
 }
 
 impl TokenMask {
+    /// No token of `n_vocab` allowed.
+    fn none(n_vocab: usize) -> Self {
+        TokenMask {
+            words: vec![0; n_vocab.div_ceil(32)],
+            n_vocab,
+        }
+    }
+
     pub fn allows(&self, id: u32) -> bool {
         (id as usize) < self.n_vocab && self.words[id as usize / 32] >> (id % 32) & 1 == 1
     }

@@ -33,7 +33,7 @@ pub(crate) fn generate(
         ..Default::default()
     };
     let mut gen = Generator::new(tok.clone(), opts, &[]).unwrap();
-    gen.constrain(grammars.compile(format).unwrap()).unwrap();
+    gen.constrain(grammars.compile(format).unwrap());
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut text = String::new();
     loop {
@@ -315,7 +315,7 @@ fn the_mask_allows_exactly_the_tokens_that_continue_the_format() {
     let mut c = grammars
         .compile(&Format::Lark(r#"start: "yes" | "no""#.into()))
         .unwrap();
-    let mask = c.mask().unwrap();
+    let mask = c.allowed();
     for text in ["yes", "no", "y", "n", "ye"] {
         let id = tok.token_id(text).unwrap();
         assert!(mask.allows(id), "{text}");
@@ -329,7 +329,7 @@ fn the_mask_allows_exactly_the_tokens_that_continue_the_format() {
         assert!(!mask.allows(stop), "nothing is complete yet");
     }
     c.accept(tok.token_id("y").unwrap()).unwrap();
-    let mask = c.mask().unwrap();
+    let mask = c.allowed();
     assert!(mask.allows(tok.token_id("es").unwrap()));
     assert!(!mask.allows(tok.token_id("no").unwrap()));
     assert!(!c.is_complete());
@@ -342,8 +342,7 @@ fn the_mask_allows_exactly_the_tokens_that_continue_the_format() {
     grammars
         .compile(&Format::Lark(r#"start: "no""#.into()))
         .unwrap()
-        .mask()
-        .unwrap()
+        .allowed()
         .apply(&mut logits);
     let left: Vec<u32> = (0..logits.len() as u32)
         .filter(|&i| logits[i as usize] == 1.0)

@@ -75,8 +75,8 @@ pub struct Generator {
     ignore_eos: bool,
     generated: Vec<u32>,
     finished: Option<FinishReason>,
-    /// The output format, and the tokens it allows next.
-    constraint: Option<(Constraint, TokenMask)>,
+    /// The output format, where there is one.
+    constraint: Option<Constraint>,
 }
 
 impl Generator {
@@ -107,15 +107,8 @@ impl Generator {
     }
 
     /// Holds the output to a format (compiled by [`crate::constrain::Grammars`]).
-    pub fn constrain(&mut self, mut constraint: Constraint) -> Result<(), SamplingError> {
-        let mask = constraint.mask()?;
-        self.constraint = Some((constraint, mask));
-        Ok(())
-    }
-
-    /// The tokens the next step may choose; `None` when any may come.
-    pub fn mask(&self) -> Option<&TokenMask> {
-        self.constraint.as_ref().map(|(_, mask)| mask)
+    pub fn constrain(&mut self, constraint: Constraint) {
+        self.constraint = Some(constraint);
     }
 
     /// Chooses the next token from `logits` and returns the text it completes.
@@ -123,21 +116,22 @@ impl Generator {
         if self.finished.is_some() {
             return Err(SamplingError::Finished);
         }
-        let token = match self.mask() {
-            Some(mask) => {
+        let token = match self.choosing() {
+            (sampler, Some(mask)) => {
                 let mut logits = logits.to_vec();
                 mask.apply(&mut logits);
-                self.sampler.sample(&logits)?
+                sampler.sample(&logits)?
             }
-            None => self.sampler.sample(logits)?,
+            (sampler, None) => sampler.sample(logits)?,
         };
         self.push(token)
     }
 
-    /// The sampler and the mask, for a backend that chooses the token itself (see
-    /// [`Sampler::wants`]); hand the token it chose to [`push`](Self::push).
+    /// The sampler and the tokens the next step may choose (`None`: any), for a backend that
+    /// chooses the token itself (see [`Sampler::wants`]); hand the token it chose to
+    /// [`push`](Self::push).
     pub fn choosing(&mut self) -> (&mut Sampler, Option<&TokenMask>) {
-        let mask = self.constraint.as_ref().map(|(_, mask)| mask);
+        let mask = self.constraint.as_ref().map(Constraint::allowed);
         (&mut self.sampler, mask)
     }
 
@@ -148,8 +142,8 @@ impl Generator {
             return Err(SamplingError::Finished);
         }
         let mut ending = None;
-        if let Some((constraint, mask)) = &mut self.constraint {
-            if !mask.allows(token) {
+        if let Some(constraint) = &mut self.constraint {
+            if !constraint.allowed().allows(token) {
                 return Err(SamplingError::Disallowed(token));
             }
             constraint.accept(token)?;
@@ -157,11 +151,8 @@ impl Generator {
                 // The format is satisfied and allows nothing more: this ends the output as
                 // an end-of-generation token would.
                 ending = Some(FinishReason::EndOfGeneration);
-            } else {
-                *mask = constraint.mask()?;
-                if mask.is_empty() {
-                    ending = Some(FinishReason::Constraint);
-                }
+            } else if constraint.allowed().is_empty() {
+                ending = Some(FinishReason::Constraint);
             }
         }
         self.sampler.accept(token);

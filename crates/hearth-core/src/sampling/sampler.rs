@@ -93,9 +93,8 @@ impl Sampler {
 
     /// The next token from `top`, the best tokens of a vocabulary of `n_vocab` by raw logit
     /// (a higher logit first, then a lower id; tokens outside an output format's mask at -inf),
-    /// as a GPU finds them; the same token
-    /// [`sample`](Self::sample) would choose from every logit, or `None` (drawing nothing) when
-    /// the list is too short to be sure of it.
+    /// as a GPU finds them; the same token [`sample`](Self::sample) would choose from every
+    /// logit, or `None` (drawing nothing) when the list is too short to be sure of it.
     pub fn sample_top(
         &mut self,
         top: &[(u32, f32)],

@@ -179,7 +179,7 @@ fn check(tok: &Arc<Tokenizer>, grammars: &Grammars, format: &Format, seed: u64) 
             ..Default::default()
         };
         let mut gen = Generator::new(tok.clone(), opts, &[]).unwrap();
-        gen.constrain(constraint).unwrap();
+        gen.constrain(constraint);
         let mut rng = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed);
         loop {
             let logits: Vec<f32> = (0..tok.n_vocab())
