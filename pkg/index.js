@@ -41,7 +41,7 @@ function chatMessage(m) {
       if (c?.type != null && c.type !== 'function') throw new HearthError('bad_request', `tool calls of type ${JSON.stringify(c.type)} are not supported`);
       const args = c?.function?.arguments;
       return {
-        ...(c.id != null && { id: String(c.id) }),
+        ...(c?.id != null && { id: String(c.id) }),
         type: 'function',
         function: { name: String(c?.function?.name), arguments: typeof args === 'string' ? args : JSON.stringify(args ?? {}) },
       };
@@ -308,8 +308,11 @@ export class Hearth {
     });
   }
 
-  /** A generation as a Channel of items (see `_events`); `cancel()` stops it in the worker. */
-  _stream(args, signal) {
+  /**
+   * The generation's items, { kind: 'token', text, token } then one { kind: 'end', ... };
+   * leaving the iteration early (break, return, an error) stops the generation in the worker.
+   */
+  async *_events(args, signal) {
     const channel = new Channel();
     const stop = new AbortController();
     // An abort ends the stream at once: tokens the worker sent before it saw the abort are
@@ -320,16 +323,6 @@ export class Hearth {
     this._call('generate', args, { signal: stop.signal, onToken: (t) => channel.push({ kind: 'token', text: t.text, token: t.token }) })
       .then((end) => { channel.push({ kind: 'end', ...end }); channel.close(); }, (e) => channel.close(e))
       .finally(() => signal?.removeEventListener('abort', onAbort));
-    channel.cancel = () => { if (!channel.closed) stop.abort(); };
-    return channel;
-  }
-
-  /**
-   * The generation's items, { kind: 'token', text, token } then one { kind: 'end', ... };
-   * leaving the iteration early (break, return, an error) stops the generation in the worker.
-   */
-  async *_events(args, signal) {
-    const channel = this._stream(args, signal);
     try {
       for (;;) {
         const { value, done } = await channel.next();
@@ -337,7 +330,7 @@ export class Hearth {
         yield value;
       }
     } finally {
-      channel.cancel();
+      if (!channel.closed) stop.abort();
     }
   }
 
