@@ -279,8 +279,33 @@ export interface CacheEntry {
   complete: boolean;
 }
 
-export declare class Hearth {
+/** The events a `Hearth` fires (it is an EventTarget). */
+export interface HearthEventMap {
+  /** The WebGPU device was lost; the engine is being loaded again in a new worker, on a new
+   * device where one can be had, else on the CPU. Calls made meanwhile wait for it. */
+  devicelost: CustomEvent<{ message: string }>;
+  /** Loading progress of that rebuild. */
+  progress: CustomEvent<LoadProgress>;
+  /** The engine is ready again; `info.backend` and `info.fallbackReason` say where it runs. */
+  restored: CustomEvent<{ info: EngineInfo }>;
+  /** The engine could not be loaded again; later calls reject with "disposed". */
+  restorefailed: CustomEvent<{ error: HearthError }>;
+}
+
+export declare class Hearth extends EventTarget {
   private constructor();
+  addEventListener<K extends keyof HearthEventMap>(
+    type: K,
+    listener: (this: Hearth, event: HearthEventMap[K]) => unknown,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
+  removeEventListener<K extends keyof HearthEventMap>(
+    type: K,
+    listener: (this: Hearth, event: HearthEventMap[K]) => unknown,
+    options?: boolean | EventListenerOptions,
+  ): void;
+  removeEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | EventListenerOptions): void;
   static load(source: string | URL | Blob | Array<string | URL>, options?: LoadOptions): Promise<Hearth>;
   /**
    * The architectures this build runs, such as `{ name: 'qwen35', models: 'Qwen3.5' }`, read

@@ -168,20 +168,73 @@ function watchdog(worker, ms, onEnded) {
   return () => clearTimeout(timer);
 }
 
-export class Hearth {
+/**
+ * Starts a worker and loads `source` in it: resolves to { worker, info } once the model is
+ * ready; on failure or abort the worker is ended.
+ */
+async function startEngine(source, { onProgress, signal, contextLength, backend, cache, abortTimeout }) {
+  if (signal?.aborted) throw abortError(signal);
+  const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module', name: 'hearth' });
+  const id = nextId++;
+  let furthest = { rank: -1, loaded: -1 };
+  const phases = ['download', 'load'];
+  let cancelWatchdog = () => {};
+  let stalled = null;
+  const onAbort = () => {
+    worker.postMessage({ op: 'abort', target: id });
+    cancelWatchdog = watchdog(worker, abortTimeout, () => stalled?.());
+  };
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    const info = await new Promise((resolve, reject) => {
+      stalled = () => reject(abortError(signal));
+      worker.onerror = (e) => reject(new HearthError('internal', `the engine's worker failed to start: ${e.message || 'unknown error'}`));
+      worker.onmessage = ({ data }) => {
+        if (data.type === 'abort-ack') { cancelWatchdog(); return; }
+        if (data.id !== id) return;
+        if (data.type === 'progress' && onProgress) {
+          const rank = phases.indexOf(data.progress.phase);
+          // Only ever forward: a later phase, or more of the same one.
+          if (rank > furthest.rank || (rank === furthest.rank && data.progress.loaded > furthest.loaded)) {
+            furthest = { rank, loaded: data.progress.loaded };
+            onProgress(data.progress);
+          }
+        } else if (data.type === 'done') resolve(data.value);
+        else if (data.type === 'error') reject(HearthError.from(data.error));
+      };
+      worker.postMessage({ id, op: 'load', source, options: { contextLength, backend, cache } });
+    });
+    return { worker, info };
+  } catch (e) {
+    worker.terminate();
+    throw signal?.aborted ? abortError(signal) : e;
+  } finally {
+    cancelWatchdog();
+    signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+/**
+ * The page's handle on one loaded model. It is an EventTarget: when the WebGPU device is lost
+ * it fires "devicelost", rebuilds the engine in a new worker (on a new device where one can be
+ * had, else on the CPU), then fires "restored" or, if that fails, "restorefailed".
+ */
+export class Hearth extends EventTarget {
   /** @private Use Hearth.load. */
-  constructor(worker, info, abortTimeout) {
-    this._worker = worker;
+  constructor(worker, info, source, options) {
+    super();
     this._pending = new Map();
     this._info = info;
-    this._abortTimeout = abortTimeout;
+    this._source = source;
+    this._options = options;
     /** Request id -> cancels the watchdog started by its abort. */
     this._watchdogs = new Map();
+    /** While the engine is being rebuilt: settles when it is ready again (or not). */
+    this._restoring = null;
     this._disposed = false;
     this._disposedBecause = 'the engine was disposed';
     this.model = info.name || `${info.architecture}-${info.quantization}`;
-    worker.onmessage = ({ data }) => this._receive(data);
-    worker.onerror = (e) => this._fail(new HearthError('internal', `the engine's worker failed: ${e.message || 'unknown error'}`));
+    this._attach(worker);
     const completions = { create: (req) => this._createCompletion(req) };
     this.chat = { completions };
   }
@@ -196,45 +249,9 @@ export class Hearth {
    * @returns {Promise<Hearth>}
    */
   static async load(source, { onProgress, signal, contextLength, backend = 'auto', cache = true, abortTimeout = ABORT_TIMEOUT } = {}) {
-    if (signal?.aborted) throw abortError(signal);
-    const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module', name: 'hearth' });
-    const id = nextId++;
-    let furthest = { rank: -1, loaded: -1 };
-    const phases = ['download', 'load'];
-    let cancelWatchdog = () => {};
-    let stalled = null;
-    const onAbort = () => {
-      worker.postMessage({ op: 'abort', target: id });
-      cancelWatchdog = watchdog(worker, abortTimeout, () => stalled?.());
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-    try {
-      const info = await new Promise((resolve, reject) => {
-        stalled = () => reject(abortError(signal));
-        worker.onerror = (e) => reject(new HearthError('internal', `the engine's worker failed to start: ${e.message || 'unknown error'}`));
-        worker.onmessage = ({ data }) => {
-          if (data.type === 'abort-ack') { cancelWatchdog(); return; }
-          if (data.id !== id) return;
-          if (data.type === 'progress' && onProgress) {
-            const rank = phases.indexOf(data.progress.phase);
-            // Only ever forward: a later phase, or more of the same one.
-            if (rank > furthest.rank || (rank === furthest.rank && data.progress.loaded > furthest.loaded)) {
-              furthest = { rank, loaded: data.progress.loaded };
-              onProgress(data.progress);
-            }
-          } else if (data.type === 'done') resolve(data.value);
-          else if (data.type === 'error') reject(HearthError.from(data.error));
-        };
-        worker.postMessage({ id, op: 'load', source, options: { contextLength, backend, cache } });
-      });
-      return new Hearth(worker, info, abortTimeout);
-    } catch (e) {
-      worker.terminate();
-      throw signal?.aborted ? abortError(signal) : e;
-    } finally {
-      cancelWatchdog();
-      signal?.removeEventListener('abort', onAbort);
-    }
+    const options = { contextLength, backend, cache, abortTimeout };
+    const { worker, info } = await startEngine(source, { ...options, onProgress, signal });
+    return new Hearth(worker, info, source, options);
   }
 
   /**
@@ -260,6 +277,13 @@ export class Hearth {
     return architectureList;
   }
 
+  /** Takes `worker`'s messages from now on. */
+  _attach(worker) {
+    this._worker = worker;
+    worker.onmessage = ({ data }) => this._receive(data);
+    worker.onerror = (e) => this._fail(new HearthError('internal', `the engine's worker failed: ${e.message || 'unknown error'}`));
+  }
+
   _receive(data) {
     if (data.type === 'abort-ack') {
       this._watchdogs.get(data.target)?.();
@@ -275,7 +299,9 @@ export class Hearth {
       p.resolve(data.value);
     } else if (data.type === 'error') {
       this._pending.delete(data.id);
-      p.reject(HearthError.from(data.error));
+      const error = HearthError.from(data.error);
+      p.reject(error);
+      if (error.code === 'device_lost') this._restore(error);
     }
   }
 
@@ -284,14 +310,45 @@ export class Hearth {
     this._pending.clear();
   }
 
-  _call(op, args = {}, { onToken, signal } = {}) {
-    if (this._disposed) return Promise.reject(new HearthError('disposed', this._disposedBecause));
-    if (signal?.aborted) return Promise.reject(abortError(signal));
+  /**
+   * The device is gone: ends the worker (and what it held), and loads the model again in a new
+   * one, on WebGPU where a device can be had and on the CPU otherwise (from the download cache
+   * where it has the bytes). Calls made meanwhile wait for it; the conversation goes on, as
+   * each request carries its messages: the new engine encodes them again.
+   */
+  _restore(cause) {
+    if (this._restoring || this._disposed) return;
+    this._worker.terminate();
+    this._fail(new HearthError('device_lost', cause.message));
+    this.dispatchEvent(new CustomEvent('devicelost', { detail: { message: cause.message } }));
+    const { backend, ...rest } = this._options;
+    const options = { ...rest, backend: backend === 'cpu' ? 'cpu' : 'auto' };
+    const onProgress = (progress) => this.dispatchEvent(new CustomEvent('progress', { detail: progress }));
+    this._restoring = startEngine(this._source, { ...options, onProgress }).then(
+      ({ worker, info }) => {
+        if (this._disposed) { worker.terminate(); return; }
+        this._attach(worker);
+        this._info = info;
+        this.dispatchEvent(new CustomEvent('restored', { detail: { info } }));
+      },
+      (error) => {
+        this._disposedBecause = `the WebGPU device was lost and the engine could not be loaded again: ${error.message}`;
+        this._disposed = true;
+        this.dispatchEvent(new CustomEvent('restorefailed', { detail: { error } }));
+      },
+    ).finally(() => { this._restoring = null; });
+  }
+
+  async _call(op, args = {}, { onToken, signal } = {}) {
+    await this._restoring;
+    if (this._disposed) throw new HearthError('disposed', this._disposedBecause);
+    if (signal?.aborted) throw abortError(signal);
     const id = nextId++;
+    const worker = this._worker;
     return new Promise((resolve, reject) => {
       const onAbort = () => {
-        this._worker.postMessage({ op: 'abort', target: id });
-        this._watchdogs.set(id, watchdog(this._worker, this._abortTimeout, () => this._stalled()));
+        worker.postMessage({ op: 'abort', target: id });
+        this._watchdogs.set(id, watchdog(worker, this._options.abortTimeout, () => this._stalled()));
       };
       signal?.addEventListener('abort', onAbort, { once: true });
       const done = () => {
@@ -304,7 +361,7 @@ export class Hearth {
         resolve: (v) => { done(); resolve(v); },
         reject: (e) => { done(); reject(e); },
       });
-      this._worker.postMessage({ id, op, ...args });
+      worker.postMessage({ id, op, ...args });
     });
   }
 
@@ -427,7 +484,7 @@ export class Hearth {
   _stalled() {
     if (this._disposed) return;
     this._disposed = true;
-    const ms = this._abortTimeout;
+    const ms = this._options.abortTimeout;
     this._disposedBecause = `the engine's worker did not answer an abort within ${ms} ms and was ended; load the model again`;
     for (const cancel of this._watchdogs.values()) cancel();
     this._watchdogs.clear();

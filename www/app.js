@@ -30,6 +30,8 @@ const log = new ChatLog($('log'));
 
 /** @type {Hearth | null} */
 let engine = null;
+/** Whether the engine is loading itself again after losing its GPU. */
+let restoring = false;
 let loadController = null;
 let genController = null;
 /** The conversation sent to the model (chat mode). */
@@ -126,6 +128,7 @@ async function load(source) {
   loadController = controller;
   engine?.dispose();
   engine = null;
+  restoring = false;
   messages = [];
   log.clear();
   clearError();
@@ -170,6 +173,7 @@ async function load(source) {
   }
   loadController = null;
   engine = loaded;
+  watchDevice(loaded, source);
   const ms = performance.now() - started;
 
   // Where the weights came from: a complete cache entry before, or no new bytes cached since
@@ -204,6 +208,28 @@ async function load(source) {
   showFigures();
   setState('ready');
   refreshCache();
+}
+
+/** Shows the engine loading itself again when its GPU is lost; the conversation is kept. */
+function watchDevice(eng, source) {
+  const what = 'The GPU was lost: loading the model again';
+  const on = (type, f) => eng.addEventListener(type, (e) => { if (engine === eng) f(e.detail); });
+  on('devicelost', () => {
+    restoring = true;
+    showProgress({ phase: 'download', loaded: 0, total: 0 }, what, source);
+    setState('loading');
+  });
+  on('progress', (p) => showProgress(p, what, source));
+  on('restored', () => {
+    restoring = false;
+    showFigures();
+    setState('ready');
+  });
+  on('restorefailed', ({ error }) => {
+    restoring = false;
+    showError(error);
+    setState('error');
+  });
 }
 
 function strong(text) {
@@ -396,7 +422,7 @@ async function send(text) {
     ui.figGen.textContent = fmt.rate(tokens - 1, tEnd - (tFirst ?? tEnd));
   }
   showFigures();
-  setState('ready');
+  setState(restoring ? 'loading' : 'ready');
 }
 
 function stop() {

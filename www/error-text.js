@@ -17,7 +17,7 @@ export const ERROR_TEXT = Object.freeze({
   quota_exceeded: 'There is not enough storage to cache the download. Delete cached models under "Download cache", or load a smaller model.',
   no_webgpu: 'WebGPU is not available in this browser, so the WebGPU backend cannot run. Choose the "Auto" or "CPU" backend, or use a browser with WebGPU (a recent Chrome, Edge or Safari).',
   gpu_error: 'The GPU failed a check while running the model. Choose the CPU backend and load the model again.',
-  device_lost: 'The GPU stopped responding. Load the model again; if it keeps happening, choose the CPU backend.',
+  device_lost: 'The GPU stopped responding. Hearth is loading the model again, on the CPU if the GPU is gone; the conversation is kept, so send your message again when it is ready.',
   context_full: 'The conversation no longer fits in the model\'s context. Start a New chat to go on.',
   aborted: '',
   bad_request: 'Hearth could not do that with these settings.',

@@ -15,6 +15,8 @@ import { withChatTemplate, withMetadata } from './gguf.mjs';
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 /** Positions whose KV cache exceeds both wasm memory and one WebGPU binding. */
 const HUGE_CONTEXT = (1 << 24) - 1;
+/** The end-of-text token of long.gguf, a model with room for thousands of positions. */
+const LONG_EOS = 2;
 
 let dir, app, models, browser, page;
 
@@ -23,6 +25,7 @@ before(async () => {
   const model = gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/llama-spm.q8_0.gguf.gz')));
   writeFileSync(join(dir, 'model.gguf'), withChatTemplate(model));
   writeFileSync(join(dir, 'quota.gguf'), model);
+  writeFileSync(join(dir, 'long.gguf'), withMetadata(withChatTemplate(model), { 'llama.context_length': 4096, 'tokenizer.ggml.eos_token_id': LONG_EOS }));
   writeFileSync(join(dir, 'huge.gguf'), withMetadata(model, { 'llama.context_length': HUGE_CONTEXT }));
   writeFileSync(join(dir, 'qwen2.gguf'), gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/qwen2-tiny.q8_0.gguf.gz'))));
   app = await serve(ROOT);
@@ -88,33 +91,61 @@ test('a full storage quota is reported, and loading without the cache still work
   }
 });
 
-test('a lost WebGPU device ends generation with code device_lost', async () => {
-  const r = page.evaluate(async (url) => {
-    const engine = await window.Hearth.load(url, { backend: 'webgpu', cache: false });
-    const before = [];
-    for await (const t of engine.generate('The', { maxTokens: 2 })) before.push(t.token);
+test('a lost WebGPU device ends the stream with device_lost; the engine rebuilds itself and the conversation goes on, twice', async (t) => {
+  const loaded = await page.evaluate(async (url) => {
+    const engine = await window.Hearth.load(url, { backend: 'webgpu' });
     window.lostEngine = engine;
-    return { before: before.length, backend: engine.info.backend };
-  }, `${models.url}/model.gguf`);
-  const loaded = await r;
-  assert.equal(loaded.backend, 'webgpu');
-  assert.equal(loaded.before, 2);
-  // Crashing Chromium's GPU process loses every WebGPU device.
-  const cdp = await page.context().newCDPSession(page);
-  await cdp.send('Browser.crashGpuProcess');
-  const code = await page.evaluate(async () => {
-    try {
-      // The loss reaches the worker's device asynchronously; a few tries at most.
-      for (let i = 0; i < 20; i++) {
-        for await (const t of window.lostEngine.generate('The', { maxTokens: 4 })) void t;
-        await new Promise((resolve) => setTimeout(resolve, 250));
-      }
-      return null;
-    } catch (e) {
-      return e.code;
-    } finally {
-      window.lostEngine.dispose();
+    window.lossEvents = [];
+    for (const type of ['devicelost', 'restored', 'restorefailed']) {
+      engine.addEventListener(type, (e) => window.lossEvents.push({ type, backend: e.detail.info?.backend ?? null }));
     }
-  });
-  assert.equal(code, 'device_lost');
+    window.conversation = [
+      { role: 'user', content: 'Hello there' },
+      { role: 'assistant', content: 'Good day.' },
+      { role: 'user', content: 'Tell me more' },
+    ];
+    const ask = () => engine.chat.completions.create({ messages: window.conversation, max_tokens: 8, temperature: 0 });
+    const first = await ask();
+    const again = await ask();
+    return { backend: engine.info.backend, content: first.choices[0].message.content, again: again.choices[0].message.content, cached: again.usage.prompt_tokens_details.cached_tokens };
+  }, `${models.url}/long.gguf`);
+  assert.equal(loaded.backend, 'webgpu');
+  assert.equal(loaded.again, loaded.content);
+  assert.ok(loaded.cached > 0, 'the same conversation again reuses its prefix');
+  const cdp = await page.context().newCDPSession(page);
+  for (const round of [1, 2]) {
+    // A stream long enough to be under way when the device goes: thousands of positions, and
+    // end of text biased away.
+    const stream = page.evaluate(async (LONG_EOS) => {
+      window.midStream = false;
+      const tokens = [];
+      try {
+        const options = { maxTokens: 4000, logitBias: { [LONG_EOS]: -100 } };
+        for await (const t of window.lostEngine.generate('The', options)) {
+          tokens.push(t.token);
+          if (tokens.length === 2) window.midStream = true;
+        }
+        return { code: null, tokens: tokens.length };
+      } catch (e) {
+        return { code: e.code, tokens: tokens.length };
+      }
+    }, LONG_EOS);
+    await page.waitForFunction(() => window.midStream, null, { timeout: 60000 });
+    // Crashing Chromium's GPU process loses every WebGPU device.
+    await cdp.send('Browser.crashGpuProcess');
+    const ended = await stream;
+    assert.equal(ended.code, 'device_lost', `round ${round}: ${JSON.stringify(ended)}`);
+    assert.ok(ended.tokens >= 2, `round ${round}`);
+    const after = await page.evaluate(async () => {
+      const r = await window.lostEngine.chat.completions.create({ messages: window.conversation, max_tokens: 8, temperature: 0 });
+      return { content: r.choices[0].message.content, cached: r.usage.prompt_tokens_details.cached_tokens, backend: window.lostEngine.info.backend };
+    });
+    // The same reply, from the whole conversation encoded again by a new engine.
+    assert.equal(after.content, loaded.content, `round ${round}`);
+    assert.equal(after.cached, 0, `round ${round}`);
+    assert.ok(['webgpu', 'cpu'].includes(after.backend), `round ${round}: ${after.backend}`);
+    t.diagnostic(`after loss ${round}: ${after.backend}, stream ended after ${ended.tokens} tokens`);
+  }
+  const events = await page.evaluate(() => { window.lostEngine.dispose(); return window.lossEvents; });
+  assert.deepEqual(events.map((e) => e.type), ['devicelost', 'restored', 'devicelost', 'restored']);
 });

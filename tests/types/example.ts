@@ -46,6 +46,10 @@ const calling: OpenAI.Chat.ChatCompletionCreateParamsStreaming = {
 const asHearth: ChatCompletionRequest[] = [structured, calling];
 
 export async function run(engine: Hearth): Promise<void> {
+  // The engine's events carry typed details.
+  engine.addEventListener('restored', (e) => console.log(e.detail.info.backend, e.detail.info.fallbackReason));
+  engine.addEventListener('restorefailed', (e) => console.log(e.detail.error.code));
+  engine.addEventListener('devicelost', (e) => console.log(e.detail.message.length));
   // Hearth's responses are OpenAI's response types.
   const ours = await engine.chat.completions.create({ ...structured, stream: false });
   const reply: OpenAI.Chat.ChatCompletion = ours;
