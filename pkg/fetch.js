@@ -10,6 +10,10 @@ export const FIRST_BYTES = 1 << 20;
 const RETRIES = 6;
 /** Cache metadata is written after at least this many new bytes (and at the end). */
 const META_EVERY = 32 << 20;
+/** The layout of an entry's metadata; an entry of another is dropped. */
+const FORMAT = 2;
+/** A cached segment, checked as a whole when read, never crosses a multiple of this. */
+const SEGMENT = 1 << 20;
 
 const sleep = (ms, signal) =>
   new Promise((resolve, reject) => {
@@ -17,111 +21,186 @@ const sleep = (ms, signal) =>
     signal?.addEventListener('abort', () => { clearTimeout(t); reject(signal.reason); }, { once: true });
   });
 
-async function sha256Hex(text) {
-  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(text));
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
-}
+const hex = (digest) => [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
+const sha256 = async (bytes) => hex(await crypto.subtle.digest('SHA-256', bytes));
+const sha256Hex = (text) => sha256(new TextEncoder().encode(text));
 
 export async function cacheDirectory(create) {
   const root = await navigator.storage.getDirectory();
   return root.getDirectoryHandle(CACHE_DIR, { create });
 }
 
-/** Adds [a, b) to a sorted list of disjoint ranges, merging neighbours. */
-function addRange(ranges, a, b) {
-  const out = [];
-  let placed = false;
-  for (const [x, y] of ranges) {
-    if (y < a) out.push([x, y]);
-    else if (b < x) {
-      if (!placed) { out.push([a, b]); placed = true; }
-      out.push([x, y]);
-    } else { a = Math.min(a, x); b = Math.max(b, y); }
-  }
-  if (!placed) out.push([a, b]);
-  return out.sort((p, q) => p[0] - q[0]);
+/**
+ * Holds the Web Lock `name` (waiting while another tab or worker holds it); resolves to the
+ * function that releases it. Without Web Locks there is nothing to wait for.
+ */
+function holdLock(name, signal) {
+  if (!globalThis.navigator?.locks) return Promise.resolve(() => {});
+  return new Promise((resolve, reject) => {
+    navigator.locks.request(name, { signal }, () => new Promise((release) => resolve(release))).catch(reject);
+  });
 }
 
-/** A sparse copy of one URL's bytes: `<key>.bin` holds the bytes at their offsets, `<key>.json`
- * which ranges of it are filled and the validators they came with. Worker-only (sync handles). */
+/** The index of the last of `segments` (sorted, disjoint [a, b, hash]) starting at or before
+ * `pos`, or -1. */
+function lastAtOrBefore(segments, pos) {
+  let lo = 0;
+  let hi = segments.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (segments[mid][0] <= pos) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo - 1;
+}
+
+/**
+ * A sparse copy of one URL's bytes: `<key>.bin` holds the bytes at their offsets, `<key>.json`
+ * the validators they came with and the cached segments, each `[start, end, sha256]` within
+ * one SEGMENT-aligned block. A segment is recorded only once its bytes are written, and is
+ * checked against its hash whenever it is read: bytes altered on disk are fetched again,
+ * never used. Only one tab or worker at a time holds an entry (a Web Lock): another load of
+ * the same URL waits, then reads what the first one cached. Worker-only (sync handles).
+ */
 class CacheEntry {
-  static async open(url) {
+  static async open(url, signal) {
     const dir = await cacheDirectory(true);
     const key = await sha256Hex(url);
-    const metaHandle = await dir.getFileHandle(`${key}.json`, { create: true });
-    const text = await (await metaHandle.getFile()).text();
-    let meta = null;
-    try { meta = text ? JSON.parse(text) : null; } catch { meta = null; }
-    const binHandle = await dir.getFileHandle(`${key}.bin`, { create: true });
-    const data = await binHandle.createSyncAccessHandle();
-    const entry = new CacheEntry();
-    entry.url = url;
-    entry.metaHandle = metaHandle;
-    entry.data = data;
-    entry.meta = meta && meta.url === url ? meta : { url, size: null, etag: null, ranges: [] };
-    entry.unsaved = 0;
-    return entry;
+    const release = await holdLock(`${CACHE_DIR}/${key}`, signal);
+    try {
+      const metaHandle = await dir.getFileHandle(`${key}.json`, { create: true });
+      const text = await (await metaHandle.getFile()).text();
+      let meta = null;
+      try { meta = text ? JSON.parse(text) : null; } catch { meta = null; }
+      const binHandle = await dir.getFileHandle(`${key}.bin`, { create: true });
+      const entry = new CacheEntry();
+      entry.url = url;
+      entry.metaHandle = metaHandle;
+      entry.data = await binHandle.createSyncAccessHandle();
+      entry.release = release;
+      entry.unsaved = 0;
+      if (meta && meta.url === url && meta.format === FORMAT) entry.meta = meta;
+      else entry.reset(null, null);
+      return entry;
+    } catch (e) {
+      release();
+      throw e;
+    }
+  }
+
+  /** Forgets every cached byte; the file is now `size` bytes with validator `etag`. */
+  reset(size, etag) {
+    this.data.truncate(0);
+    this.meta = { format: FORMAT, url: this.url, size, etag: etag || null, segments: [] };
   }
 
   /** Keeps the cached bytes only if they belong to the same version of the file. */
   validate(size, etag) {
     const m = this.meta;
-    if (m.size !== size || (etag && m.etag && etag !== m.etag)) {
-      this.data.truncate(0);
-      this.meta = { url: this.url, size, etag: etag || null, ranges: [] };
-    } else if (etag) {
-      m.etag = etag;
-    }
+    if (m.size !== size || (etag && m.etag && etag !== m.etag)) this.reset(size, etag);
+    else if (etag) m.etag = etag;
     this.meta.size = size;
   }
 
-  /** The end of the cached run starting at `pos`, at most `end` (pos itself when not cached). */
-  coveredUntil(pos, end) {
-    for (const [a, b] of this.meta.ranges) if (a <= pos && pos < b) return Math.min(b, end);
-    return pos;
+  /** The cached segment holding byte `pos`, or null. */
+  segmentAt(pos) {
+    const s = this.meta.segments[lastAtOrBefore(this.meta.segments, pos)];
+    return s && pos < s[1] ? s : null;
   }
 
-  /** The start of the next cached run after `pos`, or `end`. */
+  /** The start of the first cached segment after `pos`, or `end`. */
   nextCovered(pos, end) {
-    let next = end;
-    for (const [a] of this.meta.ranges) if (a > pos && a < next) next = a;
-    return next;
+    const next = this.meta.segments[lastAtOrBefore(this.meta.segments, pos) + 1];
+    return next ? Math.min(next[0], end) : end;
   }
 
-  read(a, b) {
+  readRaw(a, b) {
     const out = new Uint8Array(b - a);
     const n = this.data.read(out, { at: a });
     if (n !== out.length) throw new HearthError('internal', `the cache returned ${n} of ${out.length} bytes`);
     return out;
   }
 
-  write(at, bytes) {
-    // A quota error propagates: the load fails with code "quota_exceeded".
-    const n = this.data.write(bytes, { at });
-    if (n !== bytes.length) throw new DOMException('the cache took only part of a write', 'QuotaExceededError');
-    this.meta.ranges = addRange(this.meta.ranges, at, at + bytes.length);
-    this.unsaved += bytes.length;
-    if (this.unsaved >= META_EVERY) this.save();
+  /** The bytes of `segment`, or null (and the segment dropped) where they do not match its hash. */
+  async read(segment) {
+    const [a, b, hash] = segment;
+    let bytes = null;
+    try { bytes = this.readRaw(a, b); } catch { bytes = null; }
+    if (bytes && (await sha256(bytes)) === hash) return bytes;
+    const segments = this.meta.segments;
+    segments.splice(segments.indexOf(segment), 1);
+    this.unsaved += 1;
+    return null;
   }
 
-  save() {
+  /** A writer for one stream of bytes; streams fetched side by side each need their own. */
+  writer() {
+    return new SegmentWriter(this);
+  }
+
+  /** Records [a, b), just written, as a segment, hashed as its bytes are on disk. */
+  async record(a, b) {
+    const hash = await sha256(this.readRaw(a, b));
+    const segments = this.meta.segments;
+    segments.splice(lastAtOrBefore(segments, a) + 1, 0, [a, b, hash]);
+  }
+
+  async save() {
     this.data.flush();
     this.unsaved = 0;
-    return this.metaHandle.createSyncAccessHandle().then((h) => {
-      try {
-        const bytes = new TextEncoder().encode(JSON.stringify(this.meta));
-        h.truncate(0);
-        h.write(bytes, { at: 0 });
-        h.flush();
-      } finally {
-        h.close();
-      }
-    });
+    const h = await this.metaHandle.createSyncAccessHandle();
+    try {
+      const bytes = new TextEncoder().encode(JSON.stringify(this.meta));
+      h.truncate(0);
+      h.write(bytes, { at: 0 });
+      h.flush();
+    } finally {
+      h.close();
+    }
   }
 
   async close() {
-    await this.save();
-    this.data.close();
+    try {
+      await this.save();
+      this.data.close();
+    } finally {
+      this.release();
+    }
+  }
+}
+
+/** Writes one stream's bytes into a cache entry, recording them as segments as they complete. */
+class SegmentWriter {
+  constructor(entry) {
+    this.entry = entry;
+    /** [start, end) of the bytes written since the last segment was recorded. */
+    this.run = null;
+  }
+
+  async write(at, bytes) {
+    const entry = this.entry;
+    for (let off = 0; off < bytes.length;) {
+      const pos = at + off;
+      const blockEnd = (Math.floor(pos / SEGMENT) + 1) * SEGMENT;
+      const n = Math.min(bytes.length - off, blockEnd - pos);
+      if (this.run && this.run[1] !== pos) await this.commit();
+      // A quota error propagates: the load fails with code "quota_exceeded", and what was
+      // recorded before stays whole.
+      const written = entry.data.write(bytes.subarray(off, off + n), { at: pos });
+      if (written !== n) throw new DOMException('the cache took only part of a write', 'QuotaExceededError');
+      this.run = [this.run ? this.run[0] : pos, pos + n];
+      entry.unsaved += n;
+      if (pos + n === blockEnd) await this.commit();
+      off += n;
+    }
+    if (entry.unsaved >= META_EVERY) await entry.save();
+  }
+
+  /** Records what was written since the last segment. */
+  async commit() {
+    const run = this.run;
+    this.run = null;
+    if (run) await this.entry.record(...run);
   }
 }
 
@@ -169,10 +248,10 @@ class UrlFile {
     f.entry = null;
     if (cache) {
       try {
-        f.entry = await CacheEntry.open(url);
+        f.entry = await CacheEntry.open(url, signal);
       } catch (e) {
-        // Without OPFS (or with the entry locked by another tab) the load goes on uncached.
-        if (e?.name === 'QuotaExceededError') throw e;
+        // Without OPFS the load goes on uncached.
+        if (e?.name === 'QuotaExceededError' || e?.name === 'AbortError') throw e;
         f.entry = null;
       }
     }
@@ -188,11 +267,11 @@ class UrlFile {
       f.entry?.validate(f.size, res.headers.get('ETag'));
       f.offline = false;
     } catch (e) {
-      const complete = f.entry?.meta.size && f.entry.coveredUntil(0, 1) > 0;
+      const complete = f.entry?.meta.size && f.entry.segmentAt(0);
       if (e.code !== 'network' || !complete) {
         await f.entry?.close();
         // An entry that never got a byte is not left behind.
-        if (f.entry && f.entry.meta.ranges.length === 0) await deleteCache(url).catch(() => {});
+        if (f.entry && f.entry.meta.segments.length === 0) await deleteCache(url).catch(() => {});
         throw e;
       }
       // Offline: what the cache holds is all there is.
@@ -207,13 +286,13 @@ class UrlFile {
   async *stream(start, end) {
     let pos = start;
     while (pos < end) {
-      const cached = this.entry ? this.entry.coveredUntil(pos, end) : pos;
-      if (cached > pos) {
-        for (let a = pos; a < cached; a += FIRST_BYTES) {
-          const b = Math.min(cached, a + FIRST_BYTES);
-          yield { offset: a, bytes: this.entry.read(a, b) };
-        }
-        pos = cached;
+      const segment = this.entry?.segmentAt(pos);
+      // A segment whose bytes were altered on disk is dropped, and fetched again below.
+      const bytes = segment && (await this.entry.read(segment));
+      if (bytes) {
+        const to = Math.min(end, segment[1]);
+        yield { offset: pos, bytes: bytes.subarray(pos - segment[0], to - segment[0]) };
+        pos = to;
         continue;
       }
       if (this.offline) {
@@ -229,6 +308,17 @@ class UrlFile {
 
   /** Bytes [start, end) from the network, resuming after a broken connection. */
   async *fetchSpan(start, end) {
+    const writer = this.entry?.writer();
+    try {
+      yield* this.download(writer, start, end);
+    } finally {
+      // Also when the reader stops early: what was written is recorded.
+      await writer?.commit();
+    }
+  }
+
+  /** fetchSpan's requests, each chunk written through `writer` before it is handed on. */
+  async *download(writer, start, end) {
     let pos = start;
     let failures = 0;
     while (pos < end) {
@@ -255,7 +345,7 @@ class UrlFile {
           const to = Math.min(end, at + value.length);
           if (to > from) {
             const bytes = value.subarray(from - at, to - at);
-            this.entry?.write(from, bytes);
+            await writer?.write(from, bytes);
             yield { offset: from, bytes };
             pos = to;
           }
@@ -349,7 +439,9 @@ export async function listCache() {
     if (!name.endsWith('.json')) continue;
     try {
       const meta = JSON.parse(await (await handle.getFile()).text());
-      const cachedBytes = meta.ranges.reduce((n, [a, b]) => n + (b - a), 0);
+      // An entry of an older layout holds nothing usable: the next load of its URL drops it.
+      const segments = meta.format === FORMAT ? meta.segments : [];
+      const cachedBytes = segments.reduce((n, [a, b]) => n + (b - a), 0);
       out.push({ url: meta.url, size: meta.size, cachedBytes, complete: meta.size !== null && cachedBytes === meta.size });
     } catch {
       // An entry being written right now, or damaged: not listed.

@@ -1,6 +1,6 @@
 // Unit tests of fetch.js under Node: the download cache's bookkeeping (which byte ranges it
-// holds, merged; whether an entry is complete; a file that changed on the server; reading
-// offline; deleting) and Range and whole-file downloads from a local server. The Origin
+// holds; whether an entry is complete; a file that changed on the server; reading offline;
+// deleting; bytes altered on disk; a quota reached midway) and Range and whole-file downloads from a local server. The Origin
 // Private File System is replaced by an in-memory one with the same calls the worker makes.
 // Not shipped (package.json lists the files the package holds).
 
@@ -14,6 +14,8 @@ import { serve } from '../scripts/serve.mjs';
 /** An in-memory directory with the OPFS calls fetch.js makes (sync handles included). */
 function memoryDirectory() {
   const files = new Map();
+  /** No file may grow past this many bytes. */
+  const memory = { quota: Infinity };
   const notFound = () => new DOMException('no such entry', 'NotFoundError');
   const fileHandle = (name) => ({
     async getFile() {
@@ -29,6 +31,7 @@ function memoryDirectory() {
           return n;
         },
         write(bytes, { at }) {
+          if (at + bytes.length > memory.quota) throw new DOMException('over quota', 'QuotaExceededError');
           let data = files.get(name);
           if (at + bytes.length > data.length) {
             const grown = new Uint8Array(at + bytes.length);
@@ -60,10 +63,12 @@ function memoryDirectory() {
       for (const name of [...files.keys()]) yield [name, fileHandle(name)];
     },
   };
-  return { files, root: { getDirectoryHandle: async () => dir } };
+  return Object.assign(memory, { files, root: { getDirectoryHandle: async () => dir } });
 }
 
 let dir, server, fs, fetchJs;
+/** FIRST_BYTES of fetch.js: the opening request's length. */
+const FIRST = 1 << 20;
 const BYTES = Uint8Array.from({ length: 3_000_000 }, (_, i) => (i * 7919 + (i >> 9)) & 255);
 
 before(async () => {
@@ -171,4 +176,55 @@ test('a missing file is not_found and leaves no entry behind', async () => {
   assert.equal(await entry(url), undefined);
   // Neither of its files is left either.
   assert.equal(fs.files.size, 2 * (await fetchJs.listCache()).length);
+});
+
+/** The cache's data file of `url`, in the in-memory directory. */
+async function cachedData(url) {
+  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(url));
+  const key = [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
+  return fs.files.get(`${key}.bin`);
+}
+
+test('bytes altered on disk are caught by their hash and fetched again, never used', async () => {
+  const url = `${server.url}/altered.bin`;
+  writeFileSync(join(dir, 'altered.bin'), BYTES);
+  let [file] = await fetchJs.openSource(url);
+  await read(file, 0, BYTES.length);
+  await file.close();
+  const data = await cachedData(url);
+  data[1_500_000] ^= 0xff;
+  data[2_999_999] ^= 1;
+  const before = server.state.requests.length;
+  [file] = await fetchJs.openSource(url);
+  assert.deepEqual(await read(file, 0, BYTES.length), BYTES);
+  await file.close();
+  // The opening request, then the two damaged megabyte segments only.
+  assert.deepEqual(server.state.requests.slice(before).map((r) => r.range),
+    ['bytes=0-1048575', 'bytes=1048576-2097151', 'bytes=2097152-2999999']);
+  assert.equal((await entry(url)).complete, true);
+  assert.equal(await fetchJs.deleteCache(url), true);
+});
+
+test('a quota reached midway fails the load and leaves what was recorded whole; the next load goes on from it', async () => {
+  const url = `${server.url}/quota.bin`;
+  writeFileSync(join(dir, 'quota.bin'), BYTES);
+  fs.quota = 1_600_000;
+  let [file] = await fetchJs.openSource(url);
+  try {
+    await assert.rejects(read(file, 0, BYTES.length), (e) => e.name === 'QuotaExceededError');
+    await file.close();
+  } finally {
+    fs.quota = Infinity;
+  }
+  const kept = await entry(url);
+  assert.ok(kept.cachedBytes > FIRST && kept.cachedBytes <= 1_600_000, JSON.stringify(kept));
+  assert.equal(kept.complete, false);
+  const before = server.state.requests.length;
+  [file] = await fetchJs.openSource(url);
+  assert.deepEqual(await read(file, 0, BYTES.length), BYTES);
+  await file.close();
+  assert.deepEqual(server.state.requests.slice(before).map((r) => r.range),
+    ['bytes=0-1048575', `bytes=${kept.cachedBytes}-2999999`]);
+  assert.equal((await entry(url)).complete, true);
+  assert.equal(await fetchJs.deleteCache(url), true);
 });

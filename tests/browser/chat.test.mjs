@@ -33,6 +33,7 @@ before(async () => {
     .forEach((part, i) => writeFileSync(join(dir, `split-0000${i + 1}-of-00003.gguf`), part));
   // A real Qwen2 chat template and 151,936-token vocabulary.
   writeFileSync(join(dir, 'qwen2.gguf'), fixture('qwen2-tiny.q8_0'));
+  copyFileSync(join(dir, 'qwen2.gguf'), join(dir, 'shared.gguf'));
   writeFileSync(join(dir, 'page.html'), '<!doctype html><title>not a model</title>'.repeat(100));
   writeFileSync(join(dir, 'mamba.gguf'), gguf({ 'general.architecture': 'mamba' }, []));
   // Type 16 is IQ2_XXS: 66 bytes per 256 values, and no decoder here.
@@ -236,6 +237,60 @@ test('reloads from the cache with the server stopped, forced onto the CPU', asyn
   }, url.replace('model.gguf', 'resume.gguf'));
   assert.equal(offline, 'network');
   models = await serve(dir);
+});
+
+/** [first, last] byte of a request's Range header. */
+const rangeOf = (request) => /^bytes=(\d+)-(\d+)$/.exec(request.range).slice(1).map(Number);
+
+test('two tabs loading one URL at once download it once; bytes altered in the cache are fetched again', async () => {
+  const url = `${models.url}/shared.gguf`;
+  // Two tabs of one profile: they share the cache.
+  const context = await browser.newContext();
+  const [tab, other] = await Promise.all([0, 1].map(async () => {
+    const p = await context.newPage();
+    await p.goto(`${app.url}/tests/browser/page.html`);
+    await p.waitForFunction(() => window.ready === true);
+    return p;
+  }));
+  const loadIn = (p) => p.evaluate(async (u) => {
+    const engine = await window.Hearth.load(u, { backend: 'cpu' });
+    const tokens = [];
+    for await (const t of engine.generate('Hello there', { maxTokens: 4 })) tokens.push(t.token);
+    engine.dispose();
+    return tokens;
+  }, url);
+  const requests = () => models.state.requests.filter((r) => r.path === '/shared.gguf');
+  try {
+    const [a, b] = await Promise.all([loadIn(tab), loadIn(other)]);
+    assert.deepEqual(a, b);
+    // Each tab's opening request (from byte 0); past it, no byte was asked for twice: the
+    // second load waited for the first and read the cache it filled.
+    const later = requests().filter((r) => !r.range.startsWith('bytes=0-')).map(rangeOf).sort((x, y) => x[0] - y[0]);
+    assert.equal(requests().length - later.length, 2);
+    assert.ok(later.length > 0);
+    later.slice(1).forEach(([from], i) => assert.ok(from > later[i][1], `overlapping requests: ${JSON.stringify(later)}`));
+    const entries = (await tab.evaluate(() => window.Hearth.cache.list())).filter((e) => e.url === url);
+    assert.equal(entries.length, 1);
+
+    // One byte changed on disk: its megabyte is fetched again, and the output is the same.
+    await tab.evaluate(async (u) => {
+      const key = [...new Uint8Array(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(u)))]
+        .map((x) => x.toString(16).padStart(2, '0')).join('');
+      const root = await navigator.storage.getDirectory();
+      const file = await (await root.getDirectoryHandle('hearth-cache')).getFileHandle(`${key}.bin`);
+      const at = 5_000_000;
+      const byte = new Uint8Array(await (await file.getFile()).slice(at, at + 1).arrayBuffer());
+      const w = await file.createWritable({ keepExistingData: true });
+      await w.write({ type: 'write', position: at, data: Uint8Array.of(byte[0] ^ 0xff) });
+      await w.close();
+    }, url);
+    const before = requests().length;
+    assert.deepEqual(await loadIn(tab), a);
+    const again = requests().slice(before);
+    assert.deepEqual(again.map((r) => r.range).slice(1), [`bytes=${4 << 20}-${(5 << 20) - 1}`]);
+  } finally {
+    await context.close();
+  }
 });
 
 test('resumes a download whose connection broke midway', async () => {
