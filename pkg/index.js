@@ -19,6 +19,22 @@ function abortError(signal) {
   return new HearthError('aborted', reason?.message || 'aborted');
 }
 
+/**
+ * Runs `read`, which takes a caller's request apart: what it throws on data it cannot take (a
+ * Symbol, a BigInt, a cycle, values nested too deep) becomes a bad_request naming `what`.
+ */
+function reading(what, read) {
+  try {
+    return read();
+  } catch (e) {
+    if (e instanceof HearthError) throw e;
+    throw new HearthError('bad_request', `${what} cannot be read: ${e?.message ?? e}`, { cause: e });
+  }
+}
+
+/** `value` as JSON text, or a bad_request naming it. */
+const json = (name, value) => reading(name, () => JSON.stringify(value));
+
 /** Flattens OpenAI message content (a string or an array of parts) to text. */
 function messageText(content) {
   if (typeof content === 'string') return content;
@@ -43,7 +59,7 @@ function chatMessage(m) {
       return {
         ...(c?.id != null && { id: String(c.id) }),
         type: 'function',
-        function: { name: String(c?.function?.name), arguments: typeof args === 'string' ? args : JSON.stringify(args ?? {}) },
+        function: { name: String(c?.function?.name), arguments: typeof args === 'string' ? args : json('tool call arguments', args ?? {}) },
       };
     });
   }
@@ -82,13 +98,6 @@ function generationOptions(req, defaults) {
     },
   };
   // As JSON text: the engine reads a schema's integers as integers.
-  const json = (name, value) => {
-    try {
-      return JSON.stringify(value);
-    } catch (e) {
-      throw new HearthError('bad_request', `${name} cannot be written as JSON: ${e.message}`);
-    }
-  };
   const format = pick('response_format', 'responseFormat', null);
   if (format != null) {
     if (typeof format !== 'object') throw new HearthError('bad_request', 'response_format must be an object such as { type: "json_object" }');
@@ -361,7 +370,13 @@ export class Hearth extends EventTarget {
         resolve: (v) => { done(); resolve(v); },
         reject: (e) => { done(); reject(e); },
       });
-      worker.postMessage({ id, op, ...args });
+      try {
+        worker.postMessage({ id, op, ...args });
+      } catch (e) {
+        // Functions, symbols or values nested too deep for the structured clone.
+        this._pending.get(id)?.reject(new HearthError('bad_request', `the request cannot be sent to the engine: ${e.message}`, { cause: e }));
+        this._pending.delete(id);
+      }
     });
   }
 
@@ -370,6 +385,7 @@ export class Hearth extends EventTarget {
    * leaving the iteration early (break, return, an error) stops the generation in the worker.
    */
   async *_events(args, signal) {
+    if (signal != null && !(signal instanceof AbortSignal)) throw new HearthError('bad_request', 'signal must be an AbortSignal');
     const channel = new Channel();
     const stop = new AbortController();
     // An abort ends the stream at once: tokens the worker sent before it saw the abort are
@@ -396,8 +412,8 @@ export class Hearth extends EventTarget {
    * Options as in chat completions, camelCase or snake_case; greedy unless a temperature is given.
    */
   generate(prompt, options = {}) {
-    const opts = generationOptions(options, { maxTokens: 256, temperature: 0 });
-    const args = { prompt: String(prompt), options: opts };
+    const opts = reading('the options', () => generationOptions(options, { maxTokens: 256, temperature: 0 }));
+    const args = { prompt: reading('the prompt', () => String(prompt)), options: opts };
     const self = this;
     return {
       async *[Symbol.asyncIterator]() {
@@ -413,8 +429,8 @@ export class Hearth extends EventTarget {
     if (!Array.isArray(req?.messages) || req.messages.length === 0) {
       throw new HearthError('bad_request', 'messages must be a non-empty array');
     }
-    const messages = req.messages.map(chatMessage);
-    const options = generationOptions(req, { maxTokens: 256, temperature: 1 });
+    const messages = reading('the messages', () => req.messages.map(chatMessage));
+    const options = reading('the request', () => generationOptions(req, { maxTokens: 256, temperature: 1 }));
     const id = `chatcmpl-${crypto.randomUUID()}`;
     const created = Math.floor(Date.now() / 1000);
     const model = req.model ?? this.model;

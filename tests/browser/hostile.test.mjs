@@ -107,3 +107,86 @@ test('an abort the worker cannot answer ends the worker; a new load works', asyn
   assert.match(r.after.message, /did not answer an abort within 1000 ms/);
   assert.equal(r.tokens, 3);
 });
+
+test('mangled requests from JS are refused with bad_request (or context_full), never another error, and the engine goes on', async (t) => {
+  const r = await page.evaluate(async ({ url, runs, seed }) => {
+    // mulberry32: a small seeded generator, so a failure can be replayed.
+    let state = seed >>> 0;
+    const random = () => {
+      state = (state + 0x6d2b79f5) >>> 0;
+      let x = state;
+      x = Math.imul(x ^ (x >>> 15), x | 1);
+      x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
+      return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+    };
+    const pick = (list) => list[Math.floor(random() * list.length)];
+    const cyclic = {};
+    cyclic.self = cyclic;
+    let deep = [];
+    for (let i = 0; i < 20000; i++) deep = [deep];
+    const odd = [null, undefined, 0, -1, 1.5, 2 ** 53, -(2 ** 31), NaN, Infinity, -Infinity, '', 'x', '\u0000',
+      'a'.repeat(5000), true, false, [], {}, [1, 'a', null], { type: 'nope' }, 10n, () => 1, Symbol('s'),
+      cyclic, deep, new Date(0), /re/, new Uint8Array(3), { role: 'user' }, [{}], { '': 1 }];
+    const base = () => ({
+      messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: [{ type: 'text', text: 'Hi' }] },
+        { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'f', arguments: '{"a":1}' } }] },
+        { role: 'tool', tool_call_id: 'c1', content: '2' }],
+      max_tokens: 2, temperature: 0.5, top_p: 0.9, top_k: 5, min_p: 0.05, seed: 7, stop: ['\n'],
+      frequency_penalty: 0.1, presence_penalty: 0.1, repetition_penalty: 1.1, logit_bias: { 5: -1 },
+      response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { a: { type: 'integer' } } } } },
+      stream: false, signal: new AbortController().signal,
+    });
+    /** Every [parent, key] of `value`, depth first, not inside the odd values put there. */
+    const slots = (value, out = []) => {
+      if (value && typeof value === 'object' && !odd.includes(value)) {
+        for (const key of Object.keys(value)) {
+          out.push([value, key]);
+          slots(value[key], out);
+        }
+      }
+      return out;
+    };
+    const engine = await window.Hearth.load(url, { backend: 'cpu', cache: false });
+    // Unmangled, the request is served.
+    let valid;
+    try { valid = (await engine.chat.completions.create(base())).choices.length; } catch (e) { valid = `${e.code}: ${e.message}`; }
+    const wrong = [];
+    const codes = {};
+    for (let run = 0; run < runs; run++) {
+      const request = base();
+      const generate = random() < 0.25;
+      for (let n = 1 + Math.floor(random() * 3); n > 0; n--) {
+        const [parent, key] = pick(slots(request));
+        const what = random();
+        if (what < 0.15) delete parent[key];
+        else if (what < 0.25) parent[`${key}_`] = pick(odd);
+        else parent[key] = pick(odd);
+      }
+      if (request.max_tokens === undefined || typeof request.max_tokens !== 'number' || request.max_tokens > 8) request.max_tokens = 2;
+      let outcome;
+      try {
+        if (generate) {
+          const text = request.messages?.[1]?.content?.[0]?.text;
+          for await (const _ of engine.generate(text, request)) void _;
+        } else {
+          const reply = await engine.chat.completions.create(request);
+          if (request.stream === true) for await (const _ of reply) void _;
+        }
+        outcome = 'ok';
+      } catch (e) {
+        outcome = e instanceof window.HearthError ? e.code : `not a HearthError: ${e}`;
+        // A mangled prompt may also be longer than the context.
+        if (!['bad_request', 'context_full'].includes(outcome)) wrong.push({ run, outcome, message: e.message });
+      }
+      codes[outcome] = (codes[outcome] ?? 0) + 1;
+    }
+    const tokens = [];
+    for await (const tok of engine.generate('The', { maxTokens: 3 })) tokens.push(tok.token);
+    engine.dispose();
+    return { valid, wrong, codes, tokens: tokens.length };
+  }, { url: `${models.url}/model.gguf`, runs: Number(process.env.HEARTH_FUZZ_RUNS ?? 300), seed: Number(process.env.HEARTH_FUZZ_SEED ?? 1) });
+  t.diagnostic(`outcomes: ${JSON.stringify(r.codes)}`);
+  assert.equal(r.valid, 1);
+  assert.deepEqual(r.wrong, []);
+  assert.equal(r.tokens, 3);
+});
