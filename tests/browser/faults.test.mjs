@@ -1,9 +1,10 @@
 // What a page sees when the machine lets it down: a model too big for memory, memory running
-// out, a full storage quota, a WebGPU device lost midway. Runs in its own browser: one test crashes its GPU process.
+// out (wasm's, or the GPU's while loading), a GPU limit, a full storage quota, a WebGPU device
+// lost midway. Runs in its own browser: one test crashes its GPU process.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, copyFileSync, cpSync, rmSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -77,6 +78,137 @@ test('running out of WebAssembly memory is out_of_memory, and the page goes on',
   } finally {
     await small.close();
   }
+});
+
+let shims = 0;
+
+/**
+ * Runs `body(page)` on a page whose engine workers run `shim` before the package's worker.js
+ * (a copy of the package served on its own): a way to give WebGPU the limits or the memory of
+ * a weaker device.
+ */
+async function withWorkerShim(shim, body) {
+  const root = join(dir, `shim-${shims++}`);
+  cpSync(join(ROOT, 'pkg'), join(root, 'pkg'), { recursive: true, filter: (f) => !f.includes('node_modules') });
+  writeFileSync(join(root, 'pkg/worker.js'), `${shim}\n${readFileSync(join(ROOT, 'pkg/worker.js'), 'utf8')}`);
+  mkdirSync(join(root, 'tests/browser'), { recursive: true });
+  copyFileSync(join(ROOT, 'tests/browser/page.html'), join(root, 'tests/browser/page.html'));
+  const server = await serve(root);
+  const p = await testPage(browser, server.url);
+  try {
+    return await body(p);
+  } finally {
+    await p.close();
+    await server.close();
+  }
+}
+
+/** Every adapter and device reports at most `bytes` per storage binding. */
+const bindingLimitShim = (bytes) => `{
+  const d = Object.getOwnPropertyDescriptor(GPUSupportedLimits.prototype, 'maxStorageBufferBindingSize');
+  Object.defineProperty(GPUSupportedLimits.prototype, 'maxStorageBufferBindingSize',
+    { ...d, get() { return Math.min(d.get.call(this), ${bytes}); } });
+}`;
+
+/**
+ * A device holding more than \`bytes\` of buffers reports out of memory (at the next error
+ * scope that watches for it, as a real device does); the buffers alive on every device are
+ * counted, and their total posted on the BroadcastChannel "gpu-memory" at each change.
+ */
+const memoryShim = (bytes) => `{
+  const live = new Map();
+  const channel = new BroadcastChannel('gpu-memory');
+  const total = (device) => [...live.values()].filter((b) => !device || b.device === device).reduce((n, b) => n + b.size, 0);
+  const report = () => channel.postMessage(total(null));
+  const scopes = new WeakMap();
+  const over = new WeakSet();
+  const D = GPUDevice.prototype;
+  const { createBuffer, destroy, pushErrorScope, popErrorScope } = D;
+  D.createBuffer = function (desc) {
+    const buffer = createBuffer.call(this, desc);
+    live.set(buffer, { device: this, size: desc.size });
+    if (total(this) > ${bytes}) over.add(this);
+    report();
+    return buffer;
+  };
+  const destroyBuffer = GPUBuffer.prototype.destroy;
+  GPUBuffer.prototype.destroy = function () { live.delete(this); report(); return destroyBuffer.call(this); };
+  D.destroy = function () {
+    for (const [buffer, b] of live) if (b.device === this) live.delete(buffer);
+    report();
+    return destroy.call(this);
+  };
+  D.pushErrorScope = function (filter) {
+    if (!scopes.has(this)) scopes.set(this, []);
+    scopes.get(this).push(filter);
+    return pushErrorScope.call(this, filter);
+  };
+  D.popErrorScope = async function () {
+    const filter = scopes.get(this)?.pop();
+    const error = await popErrorScope.call(this);
+    if (filter === 'out-of-memory' && over.has(this)) {
+      over.delete(this);
+      return new GPUOutOfMemoryError('over the test budget');
+    }
+    return error;
+  };
+}`;
+
+test('a model over a GPU limit is too_large on webgpu; auto runs it on the CPU and says why', async () => {
+  // One layer's KV cache (256 positions of 2 x 16 values, f32) is 32 KiB.
+  const r = await withWorkerShim(bindingLimitShim(16 << 10), (p) => p.evaluate(async (url) => {
+      const out = {};
+      for (const backend of ['webgpu', 'auto']) {
+        try {
+          const engine = await window.Hearth.load(url, { backend, cache: false });
+          const tokens = [];
+          for await (const t of engine.generate('The', { maxTokens: 4 })) tokens.push(t.token);
+          out[backend] = { backend: engine.info.backend, why: engine.info.fallbackReason, tokens: tokens.length };
+          engine.dispose();
+        } catch (e) {
+          out[backend] = { code: e.code, message: e.message };
+        }
+      }
+      return out;
+  }, `${models.url}/model.gguf`));
+  assert.equal(r.webgpu.code, 'too_large', JSON.stringify(r));
+  assert.match(r.webgpu.message, /KV cache .* one binding; this device allows 16384/);
+  assert.deepEqual({ ...r.auto, why: undefined }, { backend: 'cpu', why: undefined, tokens: 4 });
+  assert.match(r.auto.why, /KV cache/);
+});
+
+test('running out of GPU memory while loading frees what the load allocated; auto goes on on the CPU; a smaller model loads after', async () => {
+  // 4 MiB of GPU memory: the llama fixture fits, the 152k-token Qwen2 one does not.
+  const r = await withWorkerShim(memoryShim(4 << 20), (p) => p.evaluate(async ({ big, small }) => {
+      let live = null;
+      const channel = new BroadcastChannel('gpu-memory');
+      channel.onmessage = (e) => { live = e.data; };
+      const settled = () => new Promise((resolve) => setTimeout(resolve, 300));
+      const out = {};
+      try {
+        (await window.Hearth.load(big, { backend: 'webgpu', cache: false })).dispose();
+        out.webgpu = 'loaded';
+      } catch (e) {
+        out.webgpu = e.code;
+      }
+      const auto = await window.Hearth.load(big, { backend: 'auto', cache: false });
+      await settled();
+      out.auto = { backend: auto.info.backend, why: auto.info.fallbackReason, gpuBytes: live };
+      auto.dispose();
+      const engine = await window.Hearth.load(small, { backend: 'webgpu', cache: false });
+      const tokens = [];
+      for await (const t of engine.generate('The', { maxTokens: 4 })) tokens.push(t.token);
+      out.small = { backend: engine.info.backend, tokens: tokens.length };
+      engine.dispose();
+      channel.close();
+      return out;
+  }, { big: `${models.url}/qwen2.gguf`, small: `${models.url}/model.gguf` }));
+  assert.equal(r.webgpu, 'out_of_memory');
+  assert.equal(r.auto.backend, 'cpu');
+  assert.match(r.auto.why, /out of memory/);
+  // Every buffer of the failed load (and of the device's self-test) is destroyed.
+  assert.equal(r.auto.gpuBytes, 0);
+  assert.deepEqual(r.small, { backend: 'webgpu', tokens: 4 });
 });
 
 test('a full storage quota is reported, and loading without the cache still works', async () => {

@@ -10,7 +10,7 @@ use hearth_gpu::{Backend, Gpu, GpuOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Where the forward pass runs.
-#[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendChoice {
     /// The reference forward pass on the CPU.
     Cpu,
@@ -60,10 +60,17 @@ pub fn model(path: &Path, choice: BackendChoice, positions: usize) -> anyhow::Re
         bar.set_length(total);
         bar.set_position(loaded);
     };
-    let model = match gpu {
+    let on_gpu =
+        gpu.map(|gpu| pollster::block_on(Backend::load_gpu(gpu, &file, positions, &mut progress)));
+    let model = match on_gpu {
+        Some(Ok(model)) => Ok(model),
+        // Under auto, a device that cannot take the model leaves it to the CPU.
+        Some(Err(e)) if choice == BackendChoice::Auto && e.is_device_failure() => {
+            eprintln!("{e}; running on the CPU");
+            Backend::load_cpu(&file, positions, &mut progress).map_err(anyhow::Error::from)
+        }
+        Some(Err(e)) => Err(e.into()),
         None => Backend::load_cpu(&file, positions, &mut progress).map_err(anyhow::Error::from),
-        Some(gpu) => pollster::block_on(Backend::load_gpu(gpu, &file, positions, &mut progress))
-            .map_err(anyhow::Error::from),
     }
     .with_context(|| format!("cannot load {}", path.display()))?;
     bar.finish_and_clear();

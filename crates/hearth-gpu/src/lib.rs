@@ -57,3 +57,29 @@ pub enum GpuError {
     #[error(transparent)]
     Sampling(#[from] SamplingError),
 }
+
+impl GpuError {
+    /// Whether the device failed rather than the model or the request: no device, one over a
+    /// limit or out of memory, a type or shape it has no kernel for, a lost or failing device.
+    /// The CPU backend may run the same model.
+    pub fn is_device_failure(&self) -> bool {
+        use GpuError::*;
+        match self {
+            NoAdapter(_)
+            | RequestDevice(_)
+            | Validation(_)
+            | OutOfMemory
+            | DeviceLost(_)
+            | Map(_)
+            | Unsupported(_)
+            | UnsupportedType(_)
+            | TooLarge { .. } => true,
+            TensorSize { .. }
+            | UnexpectedTensor(_)
+            | NotLoaded(_)
+            | NoTokens
+            | Model(_)
+            | Sampling(_) => false,
+        }
+    }
+}

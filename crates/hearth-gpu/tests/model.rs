@@ -92,6 +92,34 @@ fn plain_path_with_split_tensors() {
     check_fixtures(&options, false);
 }
 
+/// A model over one of the device's limits (here a binding cap lowered on purpose, below one
+/// layer's KV cache) is refused as the device's failure, which sends `auto` to the CPU, not
+/// as a bad model.
+#[test]
+fn a_model_over_a_device_limit_is_a_device_failure() {
+    let options = GpuOptions {
+        max_binding: Some(16 << 10),
+        ..Default::default()
+    };
+    let Some(gpu) = common::gpu(&options) else {
+        return;
+    };
+    let f = &hearth_fixtures::model_fixtures()[0];
+    let file = GgufFile::open(f.gguf_bytes()).unwrap();
+    let positions = 1024;
+    let err = match pollster::block_on(GpuModel::load(&gpu, &file, positions, &mut |_, _| {})) {
+        Ok(_) => panic!("{}: a {positions}-position KV cache fits 16 KiB", f.name),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(err, hearth_gpu::GpuError::TooLarge { .. }),
+        "{err}"
+    );
+    assert!(err.is_device_failure(), "{err}");
+    // Fewer positions fit.
+    pollster::block_on(GpuModel::load(&gpu, &file, 16, &mut |_, _| {})).unwrap();
+}
+
 /// Sampling reads back the best TOP_K tokens, not the vocabulary, and draws what the CPU
 /// sampler draws from every logit of the same step.
 #[test]

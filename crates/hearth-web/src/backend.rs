@@ -16,11 +16,23 @@ use crate::error::WebError;
 /// made), so a driver that gets answers silently wrong is never used.
 pub async fn open_checked_gpu(ty: GgmlType) -> Result<Gpu, WebError> {
     let gpu = Gpu::new(&GpuOptions::default()).await?;
+    match self_test(&gpu, ty).await {
+        Ok(()) => Ok(gpu),
+        Err(e) => {
+            // What the test allocated is freed now, not when the garbage collector runs.
+            gpu.device.destroy();
+            Err(e)
+        }
+    }
+}
+
+/// Runs the probe model on `gpu` and on the CPU; fails unless the logits agree.
+async fn self_test(gpu: &Gpu, ty: GgmlType) -> Result<(), WebError> {
     let file = GgufFile::open(probe_model(ty)).map_err(|e| WebError::Internal(e.to_string()))?;
     let cpu = CpuModel::load(&file, &mut |_, _| {})?;
     let tokens = [1, 7, 30, 2];
     let want = cpu.forward(&mut cpu.new_state(tokens.len()), &tokens)?;
-    let mut model = GpuModel::load(&gpu, &file, tokens.len(), &mut |_, _| {}).await?;
+    let mut model = GpuModel::load(gpu, &file, tokens.len(), &mut |_, _| {}).await?;
     let got = model.forward(&tokens).await?;
     let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
     let worst = want
@@ -34,7 +46,7 @@ pub async fn open_checked_gpu(ty: GgmlType) -> Result<Gpu, WebError> {
             gpu.describe()
         )));
     }
-    Ok(gpu)
+    Ok(())
 }
 
 /// A one-layer llama model with deterministic weights, as a GGUF file in memory.

@@ -290,49 +290,70 @@ impl Loader {
             .prepared
             .ok_or_else(|| js_err(WebError::BadRequest("plan() must come first".into())))?;
         let gpu = gpu.0;
-        let mut model = GpuModel::allocate(&gpu, &p.file.header, p.info.cache_positions)
-            .await
-            .map_err(js_err)?;
-        let source = p.file.source();
-        loop {
-            for (name, bytes) in source.take_complete() {
-                model.fill(&name, &bytes).map_err(js_err)?;
+        match fill_gpu(&gpu, &p, &next_piece).await {
+            Ok(model) => {
+                weights_progress(&progress, &p);
+                Ok(Engine::new(p, Backend::Gpu { gpu, model }))
             }
-            if source.missing() == 0 {
-                break;
+            Err(e) => {
+                // In browsers wgpu leaves a dropped buffer to the garbage collector: destroying
+                // the device frees what this load (and the self-test) allocated now, before the
+                // CPU or another load needs the memory.
+                gpu.device.destroy();
+                Err(e)
             }
-            let piece = wasm_bindgen_futures::JsFuture::from(js_sys::Promise::resolve(
-                &next_piece.call0(&JsValue::NULL)?,
-            ))
-            .await?;
-            if piece.is_undefined() {
-                return Err(js_err(WebError::Internal(format!(
-                    "the download ended with {} bytes of tensor data missing",
-                    source.missing()
-                ))));
-            }
-            let field = |key: &str| js_sys::Reflect::get(&piece, &key.into());
-            let (file, offset) = (field("file")?.as_f64(), field("offset")?.as_f64());
-            let bytes = field("bytes")?.dyn_into::<js_sys::Uint8Array>();
-            let (Some(file), Some(offset), Ok(bytes)) = (file, offset, bytes) else {
-                return Err(js_err(WebError::BadRequest(
-                    "a piece must be { file, offset, bytes: Uint8Array }".into(),
-                )));
-            };
-            source
-                .put(file as usize, offset as u64, &bytes.to_vec())
-                .map_err(js_err)?;
         }
-        if let Some(name) = model.pending().next() {
+    }
+}
+
+/// Makes the model's buffers on `gpu`, then writes each tensor as its bytes arrive from
+/// `next_piece` (see [`Loader::load_gpu`]).
+async fn fill_gpu(
+    gpu: &hearth_gpu::Gpu,
+    p: &Prepared,
+    next_piece: &js_sys::Function,
+) -> Result<GpuModel, JsValue> {
+    let mut model = GpuModel::allocate(gpu, &p.file.header, p.info.cache_positions)
+        .await
+        .map_err(js_err)?;
+    let source = p.file.source();
+    loop {
+        for (name, bytes) in source.take_complete() {
+            model.fill(&name, &bytes).map_err(js_err)?;
+        }
+        if source.missing() == 0 {
+            break;
+        }
+        let piece = wasm_bindgen_futures::JsFuture::from(js_sys::Promise::resolve(
+            &next_piece.call0(&JsValue::NULL)?,
+        ))
+        .await?;
+        if piece.is_undefined() {
             return Err(js_err(WebError::Internal(format!(
-                "tensor {name:?} was never written"
+                "the download ended with {} bytes of tensor data missing",
+                source.missing()
             ))));
         }
-        // Surfaces what the writes ran into (out of memory, a lost device).
-        gpu.finish().await.map_err(js_err)?;
-        weights_progress(&progress, &p);
-        Ok(Engine::new(p, Backend::Gpu { gpu, model }))
+        let field = |key: &str| js_sys::Reflect::get(&piece, &key.into());
+        let (file, offset) = (field("file")?.as_f64(), field("offset")?.as_f64());
+        let bytes = field("bytes")?.dyn_into::<js_sys::Uint8Array>();
+        let (Some(file), Some(offset), Ok(bytes)) = (file, offset, bytes) else {
+            return Err(js_err(WebError::BadRequest(
+                "a piece must be { file, offset, bytes: Uint8Array }".into(),
+            )));
+        };
+        source
+            .put(file as usize, offset as u64, &bytes.to_vec())
+            .map_err(js_err)?;
     }
+    if let Some(name) = model.pending().next() {
+        return Err(js_err(WebError::Internal(format!(
+            "tensor {name:?} was never written"
+        ))));
+    }
+    // Surfaces what the writes ran into (out of memory, a lost device).
+    gpu.finish().await.map_err(js_err)?;
+    Ok(model)
 }
 
 impl Loader {
