@@ -342,6 +342,56 @@ fn stop_strings_match_across_pieces_and_are_never_emitted() {
     let mut m = StopMatcher::new(vec!["日本語".into()]).unwrap();
     assert_eq!(m.push("に日本"), ("に".into(), false));
     assert_eq!(m.push("人"), ("日本人".into(), false));
+
+    // Overlapping starts: "aab" held after "aaa" is the start "aa", not "a".
+    let mut m = StopMatcher::new(vec!["aab".into()]).unwrap();
+    assert_eq!(m.push("xaaa"), ("xa".into(), false));
+    assert_eq!(m.push("b!"), (String::new(), true));
+}
+
+/// What is held back is the longest end of the text that starts a stop string, as a direct
+/// search over every length finds it; a stop string of 200 kB still costs little per push.
+#[test]
+fn stop_strings_hold_back_exactly_the_longest_start_in_linear_time() {
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    for _ in 0..2000 {
+        let word = |rng: &mut rand_chacha::ChaCha8Rng, n| -> String {
+            (0..n)
+                .map(|_| ['a', 'b', 'é'][rng.random_range(0..3)])
+                .collect()
+        };
+        let (stop_len, text_len) = (rng.random_range(1..8), rng.random_range(0..12));
+        let stop = word(&mut rng, stop_len);
+        let text = word(&mut rng, text_len);
+        let mut m = StopMatcher::new(vec![stop.clone()]).unwrap();
+        let (shown, found) = m.push(&text);
+        if let Some(at) = text.find(&stop) {
+            assert_eq!((shown.as_str(), found), (&text[..at], true));
+            continue;
+        }
+        let held = m.flush();
+        let longest = (1..stop.len())
+            .filter(|&k| stop.is_char_boundary(k) && text.ends_with(&stop[..k]))
+            .max()
+            .unwrap_or(0);
+        assert_eq!(
+            (held.len(), found),
+            (longest, false),
+            "{stop:?} in {text:?}"
+        );
+        assert_eq!(shown + &held, text);
+    }
+    let long = "ab".repeat(100_000);
+    let mut m = StopMatcher::new(vec![long.clone() + "c"]).unwrap();
+    let start = std::time::Instant::now();
+    assert_eq!(m.push(&long), (String::new(), false));
+    for _ in 0..20 {
+        assert_eq!(m.push("ab"), ("ab".into(), false));
+    }
+    assert_eq!(m.push("c!"), (String::new(), true));
+    // Quadratic hold-back took minutes here; linear takes milliseconds.
+    assert!(start.elapsed().as_secs() < 5, "{:?}", start.elapsed());
 }
 
 /// Mistral's SentencePiece vocabulary from the tokenizer fixtures.
