@@ -145,14 +145,21 @@ class CacheEntry {
     segments.splice(lastAtOrBefore(segments, a) + 1, 0, [a, b, hash]);
   }
 
+  /**
+   * Writes the metadata, padded to the room it is given for a file of this size: that room is
+   * taken before the first byte is cached (see UrlFile.open), so a quota reached while the
+   * bytes come in still leaves space to record what was cached.
+   */
   async save() {
     this.data.flush();
     this.unsaved = 0;
+    const room = this.meta.size ? 4096 + 256 * Math.ceil(this.meta.size / SEGMENT) : 0;
     const h = await this.metaHandle.createSyncAccessHandle();
     try {
-      const bytes = new TextEncoder().encode(JSON.stringify(this.meta));
-      h.truncate(0);
+      // Trailing spaces are JSON whitespace.
+      const bytes = new TextEncoder().encode(JSON.stringify(this.meta).padEnd(room));
       h.write(bytes, { at: 0 });
+      h.truncate(bytes.length);
       h.flush();
     } finally {
       h.close();
@@ -162,8 +169,12 @@ class CacheEntry {
   async close() {
     try {
       await this.save();
-      this.data.close();
+    } catch (e) {
+      // Metadata that could not be written leaves the last written: whatever it lists that
+      // was since dropped fails its hash when read, and is fetched again.
+      if (e?.name !== 'QuotaExceededError') throw e;
     } finally {
+      this.data.close();
       this.release();
     }
   }
@@ -265,6 +276,7 @@ class UrlFile {
       }
       f.first = res;
       f.entry?.validate(f.size, res.headers.get('ETag'));
+      await f.entry?.save();
       f.offline = false;
     } catch (e) {
       const complete = f.entry?.meta.size && f.entry.segmentAt(0);

@@ -223,6 +223,44 @@ test('a full storage quota is reported, and loading without the cache still work
   }
 });
 
+test('a quota reached midway through a download keeps the cache whole; the next load goes on from it', async () => {
+  const cdp = await page.context().newCDPSession(page);
+  const origin = new URL(app.url).origin;
+  const url = `${models.url}/qwen2.gguf`;
+  const generate = () => page.evaluate(async (u) => {
+    const engine = await window.Hearth.load(u, { backend: 'cpu' });
+    const tokens = [];
+    for await (const t of engine.generate('Hello', { maxTokens: 4 })) tokens.push(t.token);
+    engine.dispose();
+    return tokens;
+  }, url);
+  const entry = () => page.evaluate(async (u) => (await window.Hearth.cache.list()).find((e) => e.url === u), url);
+  const want = await page.evaluate(async (u) => {
+    const engine = await window.Hearth.load(u, { backend: 'cpu', cache: false });
+    const tokens = [];
+    for await (const t of engine.generate('Hello', { maxTokens: 4 })) tokens.push(t.token);
+    engine.dispose();
+    return tokens;
+  }, url);
+  // Room for about half of the 11 MB file.
+  await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: 6 << 20 });
+  try {
+    assert.equal(await loadCode(url, { backend: 'cpu' }), 'quota_exceeded');
+  } finally {
+    await cdp.send('Storage.overrideQuotaForOrigin', { origin });
+  }
+  const kept = await entry();
+  assert.ok(kept && kept.cachedBytes > 0 && !kept.complete, JSON.stringify(kept));
+  const before = models.state.requests.length;
+  assert.deepEqual(await generate(), want);
+  // What was cached is read back (each segment checked), not fetched again.
+  const fetched = models.state.requests.slice(before).filter((r) => r.path === '/qwen2.gguf' && !r.range.startsWith('bytes=0-'));
+  const bytes = fetched.reduce((n, r) => { const [a, b] = /(\d+)-(\d+)/.exec(r.range).slice(1).map(Number); return n + b - a + 1; }, 0);
+  const size = readFileSync(join(dir, 'qwen2.gguf')).length;
+  assert.ok(bytes <= size - kept.cachedBytes, `fetched ${bytes} of ${size} with ${kept.cachedBytes} cached`);
+  assert.equal((await entry()).complete, true);
+});
+
 test('a lost WebGPU device ends the stream with device_lost; the engine rebuilds itself and the conversation goes on, twice', async (t) => {
   const loaded = await page.evaluate(async (url) => {
     const engine = await window.Hearth.load(url, { backend: 'webgpu' });
