@@ -186,6 +186,62 @@ fn hostile_templates_stop_quickly_with_bounded_memory() {
 }
 
 #[test]
+fn templates_too_deep_to_parse_are_refused_before_parsing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // minijinja parses, compiles and drops each of these by recursing once per link, and
+    // would fold the constant sum by materialising it, uncharged, as it compiles.
+    let cases = [
+        (
+            "a long sum",
+            format!("{{{{ 1{} }}}}", " + 1".repeat(100_000)),
+            "tokens",
+        ),
+        (
+            "a long `and`",
+            format!("{{{{ true{} }}}}", " and true".repeat(100_000)),
+            "tokens",
+        ),
+        (
+            "many `not`",
+            format!("{{{{ {}true }}}}", "not ".repeat(100_000)),
+            "tokens",
+        ),
+        (
+            "many `elif`",
+            format!(
+                "{{% if false %}}{}{{% endif %}}",
+                "{% elif false %}".repeat(100_000)
+            ),
+            "nested deeper",
+        ),
+        (
+            "a constant sum of lists",
+            format!("{{{{ ([1] * 10**7{}) | length }}}}", " + []".repeat(33)),
+            "constant list",
+        ),
+        (
+            "constant lists compared",
+            "{{ [1] * 10**8 == [1] * 10**8 }}".to_string(),
+            "constant list",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, source, why) in cases {
+        let start = cpu_time();
+        let result = ChatTemplate::new(&source, Default::default());
+        let time = cpu_time() - start;
+        let ok = matches!(&result, Err(ChatError::OverBudget(msg)) if msg.contains(why));
+        if !ok || time > MAX_TIME {
+            failures.push(format!(
+                "{name}: {:?} (wanted {why:?}) in {time:?}",
+                result.err()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
 fn the_output_cap_holds_and_the_error_names_the_template() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut template = ChatTemplate::new(

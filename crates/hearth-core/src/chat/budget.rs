@@ -6,9 +6,14 @@
 //!   creates cost one more, charged before large strings are built. Since every loop
 //!   iteration runs at least one instruction, the fuel also caps the iterations of all loops
 //!   together.
-//! * A cap on the rendered text, checked as it is written.
+//! * A cap on the text the template writes (into the output, or into a capture such as a
+//!   macro's body), checked as it is written.
 //! * A recursion limit (macros calling themselves, nested loops and blocks) well under
 //!   minijinja's default, so deep recursion fails before it exhausts wasm's 1 MiB stack.
+//! * Before compiling, a bound on the tokens of one tag, on the nesting of blocks (an
+//!   `{% elif %}` nests one level deeper) and on constant lists: minijinja parses, compiles
+//!   and drops a chain such as `1 + 1 + ...` by recursing once per link, and computes a
+//!   constant expression as it compiles, without fuel (`[1] * 10**7 + [] + ...`).
 //! * A nesting and size check of the values printed, and of those given to `tojson`,
 //!   `string` and `join`: minijinja formats a value by recursing once per level and visiting a
 //!   shared item every time it occurs, so a list a loop nested 50,000 deep overflows the stack
@@ -152,34 +157,22 @@ pub(crate) fn format_padding_bound(format: &str) -> u64 {
         .fold(0u64, u64::saturating_add)
 }
 
-/// Collects the rendered text and fails a write that would take it past `cap` bytes.
-pub(crate) struct CappedOutput {
-    pub(crate) bytes: Vec<u8>,
-    cap: usize,
-    pub(crate) overflowed: bool,
-}
+/// Marks the error of a write past the output cap.
+pub(crate) const OUTPUT_CAP: &str = "over budget, output: ";
 
-impl CappedOutput {
-    pub(crate) fn new(cap: usize) -> Self {
-        CappedOutput {
-            bytes: Vec::new(),
-            cap,
-            overflowed: false,
-        }
-    }
-}
+/// The bytes written so far in a render, against the output cap.
+#[derive(Default)]
+struct Written(usize);
 
-impl io::Write for &mut CappedOutput {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.bytes.len() + buf.len() > self.cap {
-            self.overflowed = true;
-            return Err(io::Error::other("the output cap was reached"));
-        }
-        self.bytes.extend_from_slice(buf);
-        Ok(buf.len())
+/// Counts `len` more bytes of output, failing past `cap`.
+pub(crate) fn count_output(state: &mut State, len: usize, cap: usize) -> Result<(), Error> {
+    let written = state.get_or_insert_extension(Written::default());
+    written.0 = written.0.saturating_add(len);
+    if written.0 > cap {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("{OUTPUT_CAP}the output cap was reached"),
+        ));
     }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
+    Ok(())
 }

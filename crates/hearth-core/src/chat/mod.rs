@@ -14,20 +14,23 @@
 //! Mappings are iterated in key order, so `tojson` of a mapping sorts its keys where Python
 //! keeps insertion order.
 //!
-//! Rendering runs under a [`Budget`]: the template is untrusted code from the model file.
+//! Rendering runs under a [`Budget`]: the template is untrusted code from the model file. It is
+//! compiled through minijinja's machinery (see `guard`).
 
 mod budget;
+mod guard;
 pub mod tools;
 
 use std::collections::BTreeMap;
 
+use minijinja::syntax::SyntaxConfig;
 use minijinja::value::{Kwargs, Serde, StringInput, ValueKind};
-use minijinja::{Environment, Error, ErrorKind, State};
+use minijinja::{AutoEscape, Environment, Error, ErrorKind, State};
 
 pub use budget::{Budget, MAX_NESTING};
 pub use minijinja::Value as TemplateValue;
 
-use budget::{check_printable, over_budget, CappedOutput, OVER_BUDGET};
+use budget::{check_printable, count_output, over_budget, OUTPUT_CAP, OVER_BUDGET};
 
 use crate::gguf::Gguf;
 use crate::tokenizer::Tokenizer;
@@ -75,6 +78,8 @@ pub fn to_template_value<T: serde::Serialize>(value: &T) -> TemplateValue {
 /// A parsed chat template with the special-token texts it may refer to.
 pub struct ChatTemplate {
     env: Environment<'static>,
+    source: String,
+    syntax: SyntaxConfig,
     specials: Vec<(&'static str, String)>,
     now: Option<i64>,
     budget: Budget,
@@ -83,6 +88,9 @@ pub struct ChatTemplate {
 
 /// Marks an error raised by the template itself, to tell it from a rendering bug.
 const RAISED: &str = "raise_exception: ";
+
+/// The template's name in errors.
+const NAME: &str = "chat";
 
 impl ChatTemplate {
     /// The template of a GGUF file, with its special tokens' texts from `tokenizer`.
@@ -113,12 +121,14 @@ impl ChatTemplate {
         source: &str,
         specials: [(&'static str, Option<String>); 4],
     ) -> Result<Self, ChatError> {
-        let mut env = Environment::new();
         let syntax = minijinja::syntax::SyntaxConfig::builder()
             .trim_blocks(true)
             .lstrip_blocks(true)
-            .build();
-        env.set_syntax(syntax.map_err(|e| ChatError::Syntax(describe(&e)))?);
+            .build()
+            .map_err(|e| ChatError::Syntax(describe(&e)))?;
+        guard::check_source(source, &syntax).map_err(ChatError::OverBudget)?;
+        guard::compile(NAME, source, &syntax).map_err(|e| compile_error(&e))?;
+        let mut env = Environment::new();
         env.set_unknown_method_callback(python_method);
         env.add_function(
             "raise_exception",
@@ -129,8 +139,6 @@ impl ChatTemplate {
                 ))
             },
         );
-        env.add_template_owned("chat", source.to_string())
-            .map_err(|e| ChatError::Syntax(describe(&e)))?;
         let specials = specials
             .into_iter()
             .filter_map(|(k, v)| v.map(|v| (k, v)))
@@ -138,6 +146,8 @@ impl ChatTemplate {
         let mut template = ChatTemplate {
             tool_syntax: tools::ToolSyntax::of_template(source),
             env,
+            source: source.to_string(),
+            syntax,
             specials,
             now: None,
             budget: Budget::default(),
@@ -240,24 +250,21 @@ impl ChatTemplate {
                 strftime(now, &format)
             }),
         );
-        budget::with_render_stack(|| {
-            let template = self
-                .env
-                .get_template("chat")
-                .map_err(|e| ChatError::Render(describe(&e)))?;
-            let mut out = CappedOutput::new(self.budget.max_output);
-            // The context, and whatever the template built from it, is dropped in here too.
-            match template.render_captured_to(TemplateValue::from(ctx), &mut out) {
-                // Every write is a whole str, so the bytes are UTF-8.
-                Ok(_) => String::from_utf8(out.bytes).map_err(|e| ChatError::Render(e.to_string())),
-                Err(e) => Err(self.classify(&e, out.overflowed)),
-            }
-        })
-        .map_err(|e| ChatError::Render(format!("no thread to render on: {e}")))?
+        budget::with_render_stack(|| self.render_here(TemplateValue::from(ctx)))
+            .map_err(|e| ChatError::Render(format!("no thread to render on: {e}")))?
+    }
+
+    /// Renders with `ctx` as the context, on this thread.
+    fn render_here(&self, ctx: TemplateValue) -> Result<String, ChatError> {
+        // Compiled for each render: the instructions borrow the source.
+        let compiled =
+            guard::compile(NAME, &self.source, &self.syntax).map_err(|e| compile_error(&e))?;
+        // The context, and whatever the template built from it, is dropped in here too.
+        guard::eval(&self.env, &compiled, ctx).map_err(|e| self.classify(&e))
     }
 
     /// Tells the template's own refusals and budget overruns from other render errors.
-    fn classify(&self, e: &Error, overflowed: bool) -> ChatError {
+    fn classify(&self, e: &Error) -> ChatError {
         let detail = e.detail().unwrap_or_default();
         let b = &self.budget;
         if let Some(msg) = detail.strip_prefix(RAISED) {
@@ -268,7 +275,7 @@ impl ChatTemplate {
                 b.fuel,
                 line_of(e)
             ))
-        } else if overflowed {
+        } else if detail.starts_with(OUTPUT_CAP) {
             ChatError::OverBudget(format!("its output passed {} bytes", b.max_output))
         } else if detail == "recursion limit exceeded" {
             ChatError::OverBudget(format!(
@@ -281,6 +288,14 @@ impl ChatTemplate {
         } else {
             ChatError::Render(describe(e))
         }
+    }
+}
+
+/// A template that does not compile: a syntax error, or too costly to compile.
+fn compile_error(e: &Error) -> ChatError {
+    match e.detail().and_then(|d| d.strip_prefix(OVER_BUDGET)) {
+        Some(msg) => ChatError::OverBudget(format!("{msg}{}", line_of(e))),
+        None => ChatError::Syntax(describe(e)),
     }
 }
 
@@ -334,7 +349,8 @@ fn python_method(
 }
 
 /// Prints values as Python's `str` does where it differs from minijinja, after checking that
-/// a list or mapping can be printed at all (at most `cap` items).
+/// a list or mapping can be printed at all (at most `cap` items), and counts the text against
+/// the output cap of `cap` bytes.
 fn python_formatter(
     out: &mut minijinja::Output,
     state: &mut State,
@@ -347,11 +363,28 @@ fn python_formatter(
         ValueKind::Bool => if value.is_true() { "True" } else { "False" }.to_string(),
         ValueKind::Number if !value.is_integer() => match f64::try_from(value.clone()) {
             Ok(f) => python_float(f),
-            Err(_) => return minijinja::escape_formatter(out, state, value),
+            Err(_) => escaped(state, value)?,
         },
-        _ => return minijinja::escape_formatter(out, state, value),
+        _ => match value.as_str() {
+            // Written as it is: counted without a copy.
+            Some(s) if value.is_safe() || matches!(state.auto_escape(), AutoEscape::None) => {
+                count_output(state, s.len(), cap)?;
+                return minijinja::escape_formatter(out, state, value);
+            }
+            _ => escaped(state, value)?,
+        },
     };
+    count_output(state, text.len(), cap)?;
     out.write_str(&text).map_err(Error::from)
+}
+
+/// What minijinja's formatter writes for `value`.
+fn escaped(state: &mut State, value: &TemplateValue) -> Result<String, Error> {
+    let mut text = String::new();
+    let mut out = minijinja::machinery::make_string_output(&mut text);
+    minijinja::escape_formatter(&mut out, state, value)?;
+    drop(out);
+    Ok(text)
 }
 
 /// Python's `repr` of a float: shortest round-trip digits, exponent form outside 1e-4..1e16.
