@@ -14,21 +14,30 @@
 //!   `{% elif %}` nests one level deeper) and on constant lists: minijinja parses, compiles
 //!   and drops a chain such as `1 + 1 + ...` by recursing once per link, and computes a
 //!   constant expression as it compiles, without fuel (`[1] * 10**7 + [] + ...`).
-//! * A nesting and size check of the values printed, and of those given to `tojson`,
-//!   `string` and `join`: minijinja formats a value by recursing once per level and visiting a
-//!   shared item every time it occurs, so a list a loop nested 50,000 deep overflows the stack
-//!   and one doubled 64 times (`x = [x, x]`) never finishes.
+//! * Every operation that walks a value pays for the walk first, in fuel, and refuses a value
+//!   nested deeper than [`MAX_NESTING`]: printing it or making a string of it (`~`, `string`,
+//!   `join`, string filters and methods, `raise_exception`: at most `max_output / 16` items
+//!   and `max_output` bytes of text), `tojson`, comparing it (`==`, `<`, `in`, tests,
+//!   `loop.changed`; strings pay for their bytes), sorting or deduplicating it, using it as a
+//!   key. minijinja walks a value once per level and visits a shared item every time it
+//!   occurs, so a list a loop nested 50,000 deep overflows the stack, and two doubled 64
+//!   times (`x = [x, x]`) take for ever to compare or print. The template's compiled
+//!   instructions are rewritten to make these checks (see [`super::guard`]).
+//! * Adding two lists needs the fuel their concatenation would cost, which minijinja charges
+//!   only after it has materialised one (it does once 32 lazy sums are stacked).
 //! * `str.format` pays for its padding before it pads (`'{:>1000000000}'.format(x)`).
 //! * Natively, a stack the deepest value the fuel allows can be built and dropped on:
 //!   minijinja drops a nested list by recursing once per level (a 1 MiB stack holds about
 //!   5,000), and 500,000 fuel builds one about 70,000 deep, so the render runs on a thread
 //!   with a 64 MiB stack.
 //!
-//! Known gaps, inside minijinja: comparing or `~`-joining such values, and a chain of more
-//! than 32 list `+` (materialised uncharged), are not bounded here; in the browser the
-//! package's abort watchdog ends a worker they hold (pkg/index.js). Nor, in wasm32 (no
-//! threads, and the JS engine's own call stack), is dropping a value nested more than about
-//! 10,000 deep: the call fails with "Maximum call stack size exceeded".
+//! These bounds are stricter than Jinja in ways real templates do not meet: a tag of more than
+//! 500 tokens, blocks nested 100 deep, a constant list of 10,000 items, a value nested 128
+//! deep where it is printed or compared.
+//!
+//! Known gap, in wasm32 (no threads, and the JS engine's own call stack): dropping a value
+//! nested more than about 10,000 deep fails with "Maximum call stack size exceeded". And the
+//! fuel a walk pays is set for native code, which runs a few times faster than wasm.
 
 use std::io;
 
@@ -84,67 +93,233 @@ pub(crate) fn with_render_stack<T: Send>(render: impl FnOnce() -> T + Send) -> i
     }
 }
 
-/// Deepest value printed or given to `tojson`; Python's own limit is about 1,000.
+/// Deepest value a template may print, compare or pass on; Python's own limit is about
+/// 1,000.
 pub const MAX_NESTING: usize = 128;
 
 /// Marks an error of this module's checks, to tell it from other render errors.
 pub(crate) const OVER_BUDGET: &str = "over budget: ";
 
+/// Marks the error of a write past the output cap.
+pub(crate) const OUTPUT_CAP: &str = "over budget, output: ";
+
 pub(crate) fn over_budget(msg: String) -> Error {
     Error::new(ErrorKind::InvalidOperation, format!("{OVER_BUDGET}{msg}"))
 }
 
-/// Refuses a list or mapping nested deeper than [`MAX_NESTING`] or with more items in all
-/// than `max_output / 16` (counting a shared item each time it occurs, as printing does), and
-/// charges the items visited. Iterative, with one iterator per level.
+/// What a walk may visit besides [`MAX_NESTING`] levels, and what it pays.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limit {
+    /// Items (counting a shared item each time it occurs, as printing does).
+    items: u64,
+    /// Bytes of the strings among them.
+    bytes: u64,
+    /// Items visited for one fuel.
+    per_fuel: u64,
+    /// Whether the bytes of the strings visited cost too, one fuel per 64: comparing or
+    /// hashing a string reads it all. (Printing one is charged for the text it makes.)
+    bytes_cost: bool,
+    /// What the value is walked for, for the errors.
+    purpose: &'static str,
+}
+
+impl Limit {
+    /// Printing or converting to a string: the text must fit the output cap.
+    pub(crate) fn print(max_output: usize) -> Self {
+        Limit {
+            items: max_output as u64 / 16,
+            bytes: max_output as u64,
+            per_fuel: 4,
+            bytes_cost: false,
+            purpose: "to print",
+        }
+    }
+
+    /// Comparing, sorting, hashing: only the fuel bounds the items, and a walk ends in a
+    /// fraction of a second (a few million items) when it has used up the fuel.
+    pub(crate) const VISIT: Limit = Limit {
+        items: u64::MAX,
+        bytes: u64::MAX,
+        per_fuel: 2,
+        bytes_cost: true,
+        purpose: "",
+    };
+
+    /// Whether the bytes of strings cost.
+    pub(crate) fn bytes_cost(&self) -> bool {
+        self.bytes_cost
+    }
+}
+
+/// Counts the items of one or more walks and charges their fuel.
+pub(crate) struct Tally {
+    limit: Limit,
+    items: u64,
+    bytes: u64,
+}
+
+impl Tally {
+    pub(crate) fn new(limit: Limit) -> Self {
+        Tally {
+            limit,
+            items: 0,
+            bytes: 0,
+        }
+    }
+
+    /// The fuel the walks charged.
+    pub(crate) fn fuel(&self) -> u64 {
+        let bytes = if self.limit.bytes_cost {
+            self.bytes / 64
+        } else {
+            0
+        };
+        self.items / self.limit.per_fuel + bytes
+    }
+
+    fn visit(&mut self, state: &State, item: &Value) -> Result<(), Error> {
+        self.items += 1;
+        if self.items % self.limit.per_fuel == 0 {
+            state.consume_fuel(1)?;
+        }
+        if self.items > self.limit.items {
+            return Err(over_budget(format!(
+                "a value with more than {} items {}",
+                self.limit.items, self.limit.purpose
+            )));
+        }
+        if let Some(s) = item.as_str() {
+            let before = self.bytes;
+            self.bytes = self.bytes.saturating_add(s.len() as u64);
+            if self.bytes > self.limit.bytes {
+                return Err(over_budget(format!(
+                    "a value with more than {} bytes of text {}",
+                    self.limit.bytes, self.limit.purpose
+                )));
+            }
+            if self.limit.bytes_cost {
+                state.consume_fuel(self.bytes / 64 - before / 64)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+type Iter = Box<dyn Iterator<Item = Value> + Send + Sync>;
+
+/// The values a list or mapping holds (a mapping's keys and values), or `None` for anything
+/// else.
+fn children(value: &Value) -> Option<Iter> {
+    if !matches!(
+        value.kind(),
+        ValueKind::Seq | ValueKind::Map | ValueKind::Iterable
+    ) {
+        return None;
+    }
+    let obj = value.as_object()?;
+    match value.kind() {
+        ValueKind::Map => Some(Box::new(obj.try_iter_pairs()?.flat_map(|(k, v)| [k, v]))),
+        _ => obj.try_iter(),
+    }
+}
+
+/// Whether `value` holds other values: a walk goes into it.
+pub(crate) fn is_container(value: &Value) -> bool {
+    matches!(
+        value.kind(),
+        ValueKind::Seq | ValueKind::Map | ValueKind::Iterable
+    )
+}
+
+/// An iterative walk over a value, one item a step, with one iterator per level.
+struct Walker {
+    levels: Vec<Iter>,
+}
+
+impl Walker {
+    /// Starts a walk at `value`, which counts as an item.
+    fn new(
+        state: &State,
+        tally: &mut Tally,
+        value: &Value,
+        check: &mut dyn FnMut(&Value) -> Result<(), Error>,
+    ) -> Result<Self, Error> {
+        tally.visit(state, value)?;
+        check(value)?;
+        Ok(Walker {
+            levels: children(value).into_iter().collect(),
+        })
+    }
+
+    /// Visits the next item; `false` once every item was visited.
+    fn step(
+        &mut self,
+        state: &State,
+        tally: &mut Tally,
+        check: &mut dyn FnMut(&Value) -> Result<(), Error>,
+    ) -> Result<bool, Error> {
+        let Some(level) = self.levels.last_mut() else {
+            return Ok(false);
+        };
+        let Some(item) = level.next() else {
+            self.levels.pop();
+            return Ok(!self.levels.is_empty());
+        };
+        tally.visit(state, &item)?;
+        check(&item)?;
+        if let Some(items) = children(&item) {
+            if self.levels.len() >= MAX_NESTING {
+                return Err(too_deep());
+            }
+            self.levels.push(items);
+        }
+        Ok(true)
+    }
+}
+
+/// Walks all of `value` (see [`Walker`]), calling `check` on every item.
+pub(crate) fn walk(
+    state: &State,
+    tally: &mut Tally,
+    value: &Value,
+    check: &mut dyn FnMut(&Value) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut walker = Walker::new(state, tally, value, check)?;
+    while walker.step(state, tally, check)? {}
+    Ok(())
+}
+
+/// Walks `a` and `b` a step each in turn until one of them is done: comparing two values
+/// visits at most the items of the smaller one.
+pub(crate) fn walk_pair(state: &State, a: &Value, b: &Value) -> Result<(), Error> {
+    let mut tally = Tally::new(Limit::VISIT);
+    let mut none = |_: &Value| Ok(());
+    let mut a = Walker::new(state, &mut tally, a, &mut none)?;
+    let mut b = Walker::new(state, &mut tally, b, &mut none)?;
+    while a.step(state, &mut tally, &mut none)? && b.step(state, &mut tally, &mut none)? {}
+    Ok(())
+}
+
+fn too_deep() -> Error {
+    over_budget(format!("a value nested deeper than {MAX_NESTING} levels"))
+}
+
+/// Refuses a list or mapping nested deeper than [`MAX_NESTING`] or too large to print in
+/// `max_output` bytes (see [`Limit::print`]), and charges the items visited.
 pub(crate) fn check_printable(
     state: &State,
     value: &Value,
     max_output: usize,
 ) -> Result<(), Error> {
-    let max_items = max_output / 16;
-    let nested = |v: &Value| {
-        matches!(
-            v.kind(),
-            ValueKind::Seq | ValueKind::Map | ValueKind::Iterable
-        )
-    };
-    if !nested(value) {
+    if !is_container(value) {
         return Ok(());
     }
-    let mut levels = vec![(value.clone(), value.try_iter()?)];
-    let mut items = 0usize;
-    while let Some((container, iter)) = levels.last_mut() {
-        let Some(item) = iter.next() else {
-            levels.pop();
-            continue;
-        };
-        items += 1;
-        if items % 8 == 0 {
-            state.consume_fuel(1)?;
-        }
-        if items > max_items {
-            return Err(over_budget(format!(
-                "a value with more than {max_items} items to print"
-            )));
-        }
-        // A mapping iterates its keys; the values are what nest.
-        let item = if container.kind() == ValueKind::Map {
-            container.get_item(&item)?
-        } else {
-            item
-        };
-        if nested(&item) {
-            if levels.len() >= MAX_NESTING {
-                return Err(over_budget(format!(
-                    "a value nested deeper than {MAX_NESTING} levels"
-                )));
-            }
-            let iter = item.try_iter()?;
-            levels.push((item, iter));
-        }
-    }
-    Ok(())
+    walk(
+        state,
+        &mut Tally::new(Limit::print(max_output)),
+        value,
+        &mut |_| Ok(()),
+    )
 }
 
 /// What `str.format` may pad to, at most: the sum of the numbers in the format string (widths
@@ -157,8 +332,13 @@ pub(crate) fn format_padding_bound(format: &str) -> u64 {
         .fold(0u64, u64::saturating_add)
 }
 
-/// Marks the error of a write past the output cap.
-pub(crate) const OUTPUT_CAP: &str = "over budget, output: ";
+/// Fails unless `fuel` could still be used: for work that is charged once it is done.
+pub(crate) fn ensure_fuel(state: &State, fuel: u64) -> Result<(), Error> {
+    match state.fuel_levels() {
+        Some((_, remaining)) if fuel >= remaining => Err(Error::from(ErrorKind::OutOfFuel)),
+        _ => Ok(()),
+    }
+}
 
 /// The bytes written so far in a render, against the output cap.
 #[derive(Default)]

@@ -1,20 +1,40 @@
-//! A chat template compiled through minijinja's machinery API (parser and code generator)
-//! rather than by an `Environment`, so that what it runs can be bounded and its instructions
-//! rewritten: raw text is written through the formatter, like any value, which counts the
-//! output against its cap as it is written.
+//! Checks minijinja does not make, added to a chat template as it is compiled.
+//!
+//! minijinja compares, prints, hashes, iterates and drops a value by recursing over it,
+//! without fuel, and some of its operations build values nested without bound. It has no hook
+//! on its operators, so the template is compiled here through its machinery API (parser and
+//! code generator), and the instructions are rewritten before they run:
+//!
+//! * `==`, `!=`, `<`, `<=`, `>`, `>=`, `in` and `~` become calls of functions of this module,
+//!   which pay for the walk over their operands (see [`super::budget`]) and then compute what
+//!   the instruction did;
+//! * other instructions get a check before them: a call that receives their operands and
+//!   gives them back (`UnpackLists` puts them on the stack again), or one on a copy of the
+//!   value at the top of the stack. Adding two lists needs the fuel of their concatenation;
+//!   a key that is a list or mapping is paid for; the filters and tests that compare or print
+//!   their arguments pay for that first.
+//!
+//! Where an operand is surely a string or a number (a constant, the result of `~` or of
+//! arithmetic, ...), as most of a real template's are, the check is left out. The functions
+//! `dict` and `debug` are replaced by checked ones, and pycompat's methods are checked where
+//! they are called (`super::python_method`). The names of the functions added cannot be
+//! written in a template (they hold a `:`), so a template can neither call nor shadow them.
 //!
 //! Before compiling, [`check_source`] and the compiler's constant folding are bounded (tags,
 //! blocks, constant lists): minijinja parses, compiles and drops a long chain of operators by
 //! recursing once per link, and folds constants without fuel.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use minijinja::machinery::{self, ast, CodeGenerator, Instruction, Instructions, Token};
 use minijinja::syntax::SyntaxConfig;
-use minijinja::value::ValueKind;
-use minijinja::{AutoEscape, Environment, Error, Value};
+use minijinja::value::{Enumerator, Kwargs, Object, ObjectRepr, Rest, ValueKind};
+use minijinja::{AutoEscape, Environment, Error, ErrorKind, State, Value};
 
-use super::budget::over_budget;
+use super::budget::{
+    check_printable, ensure_fuel, is_container, over_budget, walk, walk_pair, Limit, Tally,
+};
 
 /// Most tokens of one `{{ ... }}` or `{% ... %}` tag: minijinja parses a chain of operators or
 /// filters into a tree as deep as the chain is long. Real templates use a few dozen.
@@ -381,25 +401,150 @@ pub(crate) fn eval(
     Ok(text)
 }
 
+/// The functions the rewritten instructions call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hook {
+    // In place of an instruction; they return its result.
+    Compare(Cmp),
+    In,
+    Concat,
+    // Before an instruction, on a copy of the value at the top of the stack.
+    Key,
+    // Before an instruction, on its operands, which they return.
+    CompareOperands,
+    Add,
+    MapKeys,
+    KwargsKeys,
+    Changed,
+    Filter(FilterKind),
+    TestCompare,
+    TestIn,
+    TestPrint,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cmp {
+    Eq,
+    Ne,
+    Lt,
+    Lte,
+    Gt,
+    Gte,
+}
+
+/// How a filter uses its arguments, as far as its cost goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FilterKind {
+    /// Prints them, or converts them to strings.
+    Print,
+    /// Compares or hashes their items (sorting: a few times each).
+    Order,
+    /// Applies a test to each item of the first (or to an attribute of it), with the others.
+    Each,
+    /// `map`: applies a filter to each item of the first, or takes an attribute of it.
+    Map,
+    /// Visits their items (`sum`, which adds them).
+    Visit,
+}
+
+const HOOKS: [Hook; 22] = [
+    Hook::Compare(Cmp::Eq),
+    Hook::Compare(Cmp::Ne),
+    Hook::Compare(Cmp::Lt),
+    Hook::Compare(Cmp::Lte),
+    Hook::Compare(Cmp::Gt),
+    Hook::Compare(Cmp::Gte),
+    Hook::In,
+    Hook::Concat,
+    Hook::Key,
+    Hook::CompareOperands,
+    Hook::Add,
+    Hook::MapKeys,
+    Hook::KwargsKeys,
+    Hook::Changed,
+    Hook::Filter(FilterKind::Print),
+    Hook::Filter(FilterKind::Order),
+    Hook::Filter(FilterKind::Each),
+    Hook::Filter(FilterKind::Map),
+    Hook::Filter(FilterKind::Visit),
+    Hook::TestCompare,
+    Hook::TestIn,
+    Hook::TestPrint,
+];
+
+impl Hook {
+    fn name(self) -> &'static str {
+        match self {
+            Hook::Compare(Cmp::Eq) => "hearth:eq",
+            Hook::Compare(Cmp::Ne) => "hearth:ne",
+            Hook::Compare(Cmp::Lt) => "hearth:lt",
+            Hook::Compare(Cmp::Lte) => "hearth:lte",
+            Hook::Compare(Cmp::Gt) => "hearth:gt",
+            Hook::Compare(Cmp::Gte) => "hearth:gte",
+            Hook::In => "hearth:in",
+            Hook::Concat => "hearth:concat",
+            Hook::Key => "hearth:key",
+            Hook::CompareOperands => "hearth:compare-operands",
+            Hook::Add => "hearth:add",
+            Hook::MapKeys => "hearth:map-keys",
+            Hook::KwargsKeys => "hearth:kwargs-keys",
+            Hook::Changed => "hearth:changed",
+            Hook::Filter(FilterKind::Print) => "hearth:filter-print",
+            Hook::Filter(FilterKind::Order) => "hearth:filter-order",
+            Hook::Filter(FilterKind::Each) => "hearth:filter-each",
+            Hook::Filter(FilterKind::Map) => "hearth:filter-map",
+            Hook::Filter(FilterKind::Visit) => "hearth:filter-visit",
+            Hook::TestCompare => "hearth:test-compare",
+            Hook::TestIn => "hearth:test-in",
+            Hook::TestPrint => "hearth:test-print",
+        }
+    }
+}
+
+/// The check before a filter, by its name; `None` for those that look at no more than the
+/// first level of their arguments, and for this module's own filters, which check.
+fn filter_kind(name: &str) -> Option<FilterKind> {
+    Some(match name {
+        "length" | "count" | "first" | "last" | "default" | "d" | "attr" | "list" | "batch"
+        | "slice" | "reverse" | "items" | "bool" | "round" | "abs" | "int" | "float" | "zip"
+        | "chain" | "tojson" | "string" | "join" => return None,
+        "sort" | "dictsort" | "unique" | "min" | "max" | "groupby" => FilterKind::Order,
+        "select" | "reject" | "selectattr" | "rejectattr" => FilterKind::Each,
+        "map" => FilterKind::Map,
+        "sum" => FilterKind::Visit,
+        _ => FilterKind::Print,
+    })
+}
+
+/// The check before a test, by its name; `None` for those that do not walk their arguments.
+fn test_hook(name: &str) -> Option<Hook> {
+    match name {
+        "eq" | "equalto" | "==" | "ne" | "!=" | "lt" | "lessthan" | "<" | "le" | "<=" | "gt"
+        | "greaterthan" | ">" | "ge" | ">=" => Some(Hook::TestCompare),
+        "in" => Some(Hook::TestIn),
+        "startingwith" | "endingwith" => Some(Hook::TestPrint),
+        _ => None,
+    }
+}
+
 /// Rewrites instructions as the module comment says, keeping their source locations and
 /// moving jump targets to the first instruction that replaces their target.
 fn rewrite<'s>(old: &Instructions<'s>) -> Instructions<'s> {
+    let code = Code::new(old);
     let mut new = Instructions::new(old.name(), old.source());
-    let mut starts = Vec::new();
+    let mut starts = Vec::with_capacity(code.instrs.len() + 1);
     let mut next = 0u32;
-    let mut idx = 0u32;
-    while let Some(instr) = old.get(idx) {
+    for (idx, instr) in code.instrs.iter().enumerate() {
         starts.push(next);
-        let span = old.get_span(idx);
-        let line = old.get_line(idx);
-        for instr in expand(instr) {
+        let span = old.get_span(idx as u32);
+        let line = old.get_line(idx as u32);
+        for instr in expand(instr, |depth| code.is_scalar(idx, depth)) {
             next = match (span, line) {
                 (Some(span), _) => new.add_with_span(instr, span),
                 (None, Some(line)) => new.add_with_line(instr, line as u16),
                 (None, None) => new.add(instr),
             } + 1;
         }
-        idx += 1;
     }
     starts.push(next);
     let moved = |target: &mut u32| {
@@ -423,16 +568,569 @@ fn rewrite<'s>(old: &Instructions<'s>) -> Instructions<'s> {
     new
 }
 
-/// What one instruction becomes.
-fn expand<'s>(instr: &Instruction<'s>) -> Vec<Instruction<'s>> {
+/// Instructions as compiled, with what is known about their operands: most of a real
+/// template's operands are strings and numbers, which need no check.
+struct Code<'a, 's> {
+    instrs: Vec<&'a Instruction<'s>>,
+    /// Instructions a jump may land on: what was on the stack there is not known.
+    targets: std::collections::HashSet<usize>,
+}
+
+impl<'a, 's> Code<'a, 's> {
+    fn new(old: &'a Instructions<'s>) -> Self {
+        let instrs: Vec<_> = (0..).map_while(|idx| old.get(idx)).collect();
+        let targets = instrs
+            .iter()
+            .filter_map(|instr| match instr {
+                Instruction::Jump(target)
+                | Instruction::JumpIfFalse(target)
+                | Instruction::JumpIfFalseOrPop(target)
+                | Instruction::JumpIfTrueOrPop(target)
+                | Instruction::Iterate(target)
+                | Instruction::BuildMacro(_, target, _) => Some(*target as usize),
+                _ => None,
+            })
+            .collect();
+        Code { instrs, targets }
+    }
+
+    /// The instruction that pushed the value `depth` places below the top of the stack as
+    /// instruction `at` starts, where it is in the same run of instructions without jumps.
+    fn producer(&self, at: usize, depth: usize) -> Option<usize> {
+        let mut depth = depth;
+        for idx in (0..at).rev() {
+            if self.targets.contains(&(idx + 1)) {
+                return None;
+            }
+            let pops = pops(self.instrs[idx])?;
+            if depth == 0 {
+                return Some(idx);
+            }
+            depth = depth - 1 + pops;
+        }
+        None
+    }
+
+    /// Whether the value `depth` places below the top as instruction `at` starts is surely not
+    /// a list or mapping (or an error is raised before it is used).
+    fn is_scalar(&self, at: usize, depth: usize) -> bool {
+        let Some(idx) = self.producer(at, depth) else {
+            return false;
+        };
+        use Instruction as I;
+        match self.instrs[idx] {
+            // A long constant string costs to compare: its checks charge it.
+            I::LoadConst(value) => {
+                !is_container(value) && value.as_str().is_none_or(|s| s.len() <= 256)
+            }
+            I::Sub | I::Div | I::IntDiv | I::Rem | I::Pow | I::Neg | I::Not => true,
+            I::Eq | I::Ne | I::Lt | I::Lte | I::Gt | I::Gte | I::In => true,
+            I::StringConcat | I::EndCapture | I::PerformTest(..) => true,
+            I::IsUndefined => true,
+            // A string or a number plus anything is a string or a number, or an error.
+            I::Add => self.is_scalar(idx, 0) || self.is_scalar(idx, 1),
+            I::Mul => self.is_scalar(idx, 0) && self.is_scalar(idx, 1),
+            I::ApplyFilter(name, ..) => SCALAR_FILTERS.contains(&normalized(name).as_str()),
+            I::CallMethod(name, _) => SCALAR_METHODS.contains(name),
+            _ => false,
+        }
+    }
+}
+
+/// Filters that return a string, a number or a boolean.
+const SCALAR_FILTERS: [&str; 27] = [
+    "length",
+    "count",
+    "trim",
+    "lower",
+    "upper",
+    "title",
+    "capitalize",
+    "replace",
+    "string",
+    "tojson",
+    "join",
+    "indent",
+    "format",
+    "safe",
+    "escape",
+    "e",
+    "int",
+    "float",
+    "round",
+    "abs",
+    "bool",
+    "wordcount",
+    "truncate",
+    "center",
+    "striptags",
+    "urlencode",
+    "pprint",
+];
+
+/// pycompat's string methods that return a string, a number or a boolean.
+const SCALAR_METHODS: [&str; 22] = [
+    "strip",
+    "lstrip",
+    "rstrip",
+    "lower",
+    "upper",
+    "title",
+    "capitalize",
+    "replace",
+    "format",
+    "join",
+    "startswith",
+    "endswith",
+    "isalnum",
+    "isalpha",
+    "isascii",
+    "isdigit",
+    "islower",
+    "isnumeric",
+    "isspace",
+    "isupper",
+    "find",
+    "rfind",
+];
+
+/// How many values an instruction that pushes one value pops; `None` for the others.
+fn pops(instr: &Instruction<'_>) -> Option<usize> {
+    use Instruction as I;
+    Some(match instr {
+        I::LoadConst(_) | I::Lookup(_) | I::EndCapture | I::GetClosure => 0,
+        I::GetAttr(_) | I::Not | I::Neg | I::IsUndefined => 1,
+        I::GetItem
+        | I::Add
+        | I::Sub
+        | I::Mul
+        | I::Div
+        | I::IntDiv
+        | I::Rem
+        | I::Pow
+        | I::Eq
+        | I::Ne
+        | I::Lt
+        | I::Lte
+        | I::Gt
+        | I::Gte
+        | I::StringConcat
+        | I::In => 2,
+        I::Slice => 4,
+        I::BuildList(Some(n)) | I::BuildTuple(Some(n)) | I::MergeKwargs(n) => *n,
+        I::BuildMap(n) | I::BuildKwargs(n) => 2 * n,
+        I::ApplyFilter(_, Some(n), _)
+        | I::PerformTest(_, Some(n), _)
+        | I::CallMethod(_, Some(n))
+        | I::CallObject(Some(n)) => *n as usize,
+        // `loop(...)` and `super()` jump elsewhere.
+        I::CallFunction(name, Some(n)) if *name != "loop" && *name != "super" => *n as usize,
+        _ => return None,
+    })
+}
+
+/// Filter and test names as minijinja looks them up: without whitespace.
+fn normalized(name: &str) -> String {
+    name.chars().filter(|c| !c.is_ascii_whitespace()).collect()
+}
+
+/// What one instruction becomes; `scalar(depth)` tells whether the operand `depth` places
+/// below the top of the stack is surely a string, number or the like, which needs no check.
+fn expand<'s>(instr: &Instruction<'s>, scalar: impl Fn(usize) -> bool) -> Vec<Instruction<'s>> {
+    use Instruction as I;
+    let call = |hook: Hook, args: u16| I::CallFunction(hook.name(), Some(args));
+    // A hook on the value at the top of the stack, which stays there.
+    let on_top = |hook: Hook| vec![I::DupTop, call(hook, 1), I::DiscardTop, instr.clone()];
+    // A hook that receives the operands and gives them back.
+    let on_operands = |hook: Hook, args: Option<u16>| {
+        let mut v = vec![I::CallFunction(hook.name(), args), I::UnpackLists(1)];
+        if args.is_some() {
+            // UnpackLists leaves the count, which only a call of unknown arity wants.
+            v.push(I::DiscardTop);
+        }
+        v.push(instr.clone());
+        v
+    };
     match instr {
         // Raw text is written through the formatter too, which counts the output.
-        Instruction::EmitRaw(text) => vec![
-            Instruction::LoadConst(Value::from_safe_string(text.to_string())),
-            Instruction::Emit,
+        I::EmitRaw(text) => vec![
+            I::LoadConst(Value::from_safe_string(text.to_string())),
+            I::Emit,
         ],
+        I::Eq => vec![call(Hook::Compare(Cmp::Eq), 2)],
+        I::Ne => vec![call(Hook::Compare(Cmp::Ne), 2)],
+        I::Lt => vec![call(Hook::Compare(Cmp::Lt), 2)],
+        I::Lte => vec![call(Hook::Compare(Cmp::Lte), 2)],
+        I::Gt => vec![call(Hook::Compare(Cmp::Gt), 2)],
+        I::Gte => vec![call(Hook::Compare(Cmp::Gte), 2)],
+        I::In => vec![call(Hook::In, 2)],
+        I::StringConcat => vec![call(Hook::Concat, 2)],
+        // A chained comparison (`a < b < c`), with any operator: checked for both.
+        I::CompareAndPreserve(_) if !scalar(1) => on_operands(Hook::CompareOperands, Some(2)),
+        // Only two sequences may be materialised.
+        I::Add if !scalar(0) && !scalar(1) => on_operands(Hook::Add, Some(2)),
+        I::GetItem if !scalar(0) => on_top(Hook::Key),
+        I::BuildMap(pairs) if !(0..*pairs).all(|pair| scalar(2 * pair + 1)) => {
+            match u16::try_from(pairs * 2) {
+                Ok(n) => on_operands(Hook::MapKeys, Some(n)),
+                Err(_) => vec![instr.clone()],
+            }
+        }
+        I::MergeKwargs(maps) => match u16::try_from(*maps) {
+            Ok(n) => on_operands(Hook::KwargsKeys, Some(n)),
+            Err(_) => vec![instr.clone()],
+        },
+        I::ApplyFilter(name, args, _) => match filter_kind(&normalized(name)) {
+            Some(_) if args.is_some_and(|n| (0..n as usize).all(&scalar)) => vec![instr.clone()],
+            Some(kind) => on_operands(Hook::Filter(kind), *args),
+            None => vec![instr.clone()],
+        },
+        I::PerformTest(name, args, _) => match test_hook(&normalized(name)) {
+            // The value tested is the deepest argument.
+            Some(_) if args.is_some_and(|n| n > 0 && scalar(n as usize - 1)) => {
+                vec![instr.clone()]
+            }
+            Some(hook) => on_operands(hook, *args),
+            None => vec![instr.clone()],
+        },
+        I::CallMethod("changed", args) => on_operands(Hook::Changed, *args),
         other => vec![other.clone()],
     }
+}
+
+/// Registers the hooks, and the checked `dict` and `debug`, in `env`;
+/// `max_output` is the output cap, which also bounds what may be converted to a string.
+pub(crate) fn install(env: &mut Environment<'_>, max_output: usize) {
+    for hook in HOOKS {
+        env.add_global(hook.name(), Value::from_object(Hooked { hook, max_output }));
+    }
+    env.add_function(
+        "dict",
+        |state: &mut State, value: Option<Value>, update_with: Kwargs| {
+            if let Some(value) = &value {
+                check_keys(state, std::slice::from_ref(value))?;
+            }
+            minijinja::functions::dict(value, update_with)
+        },
+    );
+    env.add_function(
+        "debug",
+        move |state: &mut State, args: Rest<Value>| -> Result<String, Error> {
+            let mut tally = Tally::new(Limit::print(max_output));
+            if args.is_empty() {
+                for name in state.known_variables() {
+                    if let Some(value) = state.lookup(&name) {
+                        walk(state, &mut tally, &value, &mut |_| Ok(()))?;
+                    }
+                }
+            }
+            for value in args.iter() {
+                walk(state, &mut tally, value, &mut |_| Ok(()))?;
+            }
+            Ok(minijinja::functions::debug(state, args))
+        },
+    );
+}
+
+/// Pays for a method's walk over its arguments where they are lists or mappings: `str.join`
+/// and `str.format` print them, `dict.get` compares its key with a few keys, `list.count`
+/// compares the argument with every item.
+pub(crate) fn check_method(
+    state: &State,
+    receiver: &Value,
+    method: &str,
+    args: &[Value],
+    cap: usize,
+) -> Result<(), Error> {
+    check_all(state, args, Limit::print(cap))?;
+    if method == "count" && args.iter().any(is_container) {
+        check_all(state, std::slice::from_ref(receiver), Limit::VISIT)?;
+    }
+    Ok(())
+}
+
+/// Walks the keys of mappings that are themselves lists or mappings: a lookup compares the
+/// key with several of a mapping's keys.
+fn check_keys(state: &State, maps: &[Value]) -> Result<(), Error> {
+    for map in maps {
+        if let Some(pairs) = map.as_object().and_then(|obj| obj.try_iter_pairs()) {
+            for (key, _) in pairs {
+                check_key(state, &key)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Pays for comparing a key with a few keys of a mapping (see [`check_keys`]).
+fn check_key(state: &State, key: &Value) -> Result<(), Error> {
+    if let Some(s) = key.as_str() {
+        state.consume_fuel(s.len() as u64 / 16)?;
+    } else if is_container(key) {
+        let fuel = check_all(state, std::slice::from_ref(key), Limit::VISIT)?;
+        state.consume_fuel(fuel * 3)?;
+    }
+    Ok(())
+}
+
+/// Walks values that are lists or mappings (and strings, where their bytes cost), with
+/// `limit`; returns the fuel it charged.
+fn check_all(state: &State, values: &[Value], limit: Limit) -> Result<u64, Error> {
+    let mut tally = Tally::new(limit);
+    for value in values {
+        if is_container(value) || (limit.bytes_cost() && value.as_str().is_some()) {
+            walk(state, &mut tally, value, &mut |_| Ok(()))?;
+        }
+    }
+    Ok(tally.fuel())
+}
+
+/// Pays for comparing `a` with `b`: a walk of the smaller, where both are lists or mappings;
+/// the shorter, where both are strings.
+fn check_compare(state: &State, a: &Value, b: &Value) -> Result<(), Error> {
+    if let (Some(x), Some(y)) = (a.as_str(), b.as_str()) {
+        state.consume_fuel(x.len().min(y.len()) as u64 / 64)?;
+    } else if is_container(a) && is_container(b) && !minijinja::tests::is_sameas(a, b) {
+        walk_pair(state, a, b)?;
+    }
+    Ok(())
+}
+
+/// Pays for `needle in container`: a string looks for the needle's text; a list compares the
+/// needle with every item, a mapping with a few keys.
+fn check_in(state: &State, needle: &Value, container: &Value, cap: usize) -> Result<(), Error> {
+    if container.as_str().is_some() {
+        check_printable(state, needle, cap)?;
+    } else if is_container(needle) {
+        check_key(state, needle)?;
+        if container.kind() != ValueKind::Map {
+            check_all(state, std::slice::from_ref(container), Limit::VISIT)?;
+        }
+    }
+    Ok(())
+}
+
+/// A hook, as a callable value.
+#[derive(Debug)]
+struct Hooked {
+    hook: Hook,
+    max_output: usize,
+}
+
+/// Operands handed back to the stack (by `UnpackLists`).
+#[derive(Debug)]
+struct Operands(Vec<Value>);
+
+impl Object for Operands {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Seq
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Values(self.0.clone())
+    }
+}
+
+impl Object for Hooked {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Plain
+    }
+
+    fn call(self: &Arc<Self>, state: &mut State<'_, '_>, args: &[Value]) -> Result<Value, Error> {
+        let cap = self.max_output;
+        let pass =
+            |args: Vec<Value>| -> Result<Value, Error> { Ok(Value::from_object(Operands(args))) };
+        match (self.hook, args) {
+            (Hook::Compare(cmp), [a, b]) => {
+                check_compare(state, a, b)?;
+                Ok(Value::from(match cmp {
+                    Cmp::Eq => a == b,
+                    Cmp::Ne => a != b,
+                    Cmp::Lt => a < b,
+                    Cmp::Lte => a <= b,
+                    Cmp::Gt => a > b,
+                    Cmp::Gte => a >= b,
+                }))
+            }
+            (Hook::In, [needle, container]) => {
+                check_in(state, needle, container, cap)?;
+                contains(state, container, needle)
+            }
+            (Hook::Concat, [left, right]) => concat(state, left, right, cap),
+            (Hook::Key, [key]) => {
+                check_key(state, key)?;
+                Ok(Value::UNDEFINED)
+            }
+            (Hook::CompareOperands, [a, b]) => {
+                check_compare(state, a, b)?;
+                check_in(state, a, b, cap)?;
+                pass(args.to_vec())
+            }
+            (Hook::Add, [a, b]) => {
+                // minijinja materialises a sum of lists once 32 lazy sums are stacked, and
+                // charges the list once it is built.
+                let seq = |v: &Value| {
+                    matches!(v.kind(), ValueKind::Seq | ValueKind::Iterable) && !v.is_tuple()
+                };
+                if seq(a) && seq(b) {
+                    if let (Some(x), Some(y)) = (a.len(), b.len()) {
+                        ensure_fuel(state, (x as u64).saturating_add(y as u64) / 2)?;
+                    }
+                }
+                pass(args.to_vec())
+            }
+            (Hook::MapKeys, _) => {
+                for key in args.iter().step_by(2) {
+                    check_key(state, key)?;
+                }
+                pass(args.to_vec())
+            }
+            (Hook::KwargsKeys, _) => {
+                check_keys(state, args)?;
+                pass(args.to_vec())
+            }
+            (Hook::Changed, [_, rest @ ..]) => {
+                // The loop compares the values with those of the last call.
+                check_all(state, rest, Limit::VISIT)?;
+                pass(args.to_vec())
+            }
+            (Hook::Filter(kind), [first, rest @ ..]) => {
+                match kind {
+                    FilterKind::Print => {
+                        check_all(state, args, Limit::print(cap))?;
+                    }
+                    FilterKind::Visit => {
+                        check_all(state, args, Limit::VISIT)?;
+                    }
+                    FilterKind::Order => {
+                        // Sorting compares each item a few times.
+                        let fuel = check_all(state, args, Limit::VISIT)?;
+                        let len = first.len().unwrap_or(0) as u64;
+                        let rounds = u64::from(u64::BITS - len.leading_zeros());
+                        state.consume_fuel(fuel.saturating_mul(rounds) / 4)?;
+                    }
+                    FilterKind::Each | FilterKind::Map => {
+                        // A filter applied to each item (`map('lower')`) may print it.
+                        if kind == FilterKind::Map
+                            && rest
+                                .first()
+                                .and_then(Value::as_str)
+                                .is_some_and(|name| filter_kind(name).is_some())
+                        {
+                            check_all(state, std::slice::from_ref(first), Limit::print(cap))?;
+                        }
+                        // Each item (or its attribute) meets the other arguments, which the
+                        // test or filter may compare with it.
+                        let others = check_all(state, rest, Limit::VISIT)?;
+                        let len = first.len().unwrap_or(0) as u64;
+                        state.consume_fuel(others.saturating_mul(len))?;
+                    }
+                }
+                pass(args.to_vec())
+            }
+            (Hook::TestCompare, [a, b, ..]) => {
+                check_compare(state, a, b)?;
+                pass(args.to_vec())
+            }
+            (Hook::TestPrint, _) => {
+                check_all(state, args, Limit::print(cap))?;
+                pass(args.to_vec())
+            }
+            (Hook::TestIn, [needle, container, ..]) => {
+                check_in(state, needle, container, cap)?;
+                pass(args.to_vec())
+            }
+            // Calls of other shapes fail in the instruction they precede.
+            (_, _) => match self.hook {
+                Hook::Compare(_) | Hook::In | Hook::Concat => Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    "a rewritten operator received the wrong operands",
+                )),
+                Hook::Key => Ok(Value::UNDEFINED),
+                _ => pass(args.to_vec()),
+            },
+        }
+    }
+}
+
+/// `needle in container`, as minijinja's `In` instruction computes it.
+fn contains(state: &State, container: &Value, needle: &Value) -> Result<Value, Error> {
+    if container.is_undefined() {
+        return Ok(Value::from(false));
+    }
+    let found = if let Some(s) = container.as_str() {
+        state.consume_fuel(s.len() as u64 / 64)?;
+        match needle.as_str() {
+            Some(n) => s.contains(n),
+            None => s.contains(&needle.to_string()),
+        }
+    } else if let Some(obj) = container.as_object() {
+        match obj.repr() {
+            ObjectRepr::Map => obj.get_value(needle).is_some(),
+            ObjectRepr::Seq | ObjectRepr::Iterable => {
+                let mut found = false;
+                // A string needle is compared with each string item.
+                let text = needle.as_str().map_or(0, str::len) as u64;
+                for (idx, item) in container.try_iter()?.checked().enumerate() {
+                    let item = item?;
+                    if idx % 2 == 1 {
+                        state.consume_fuel(1)?;
+                    }
+                    if let Some(s) = item.as_str() {
+                        state.consume_fuel(text.min(s.len() as u64) / 64)?;
+                    }
+                    if item == *needle {
+                        found = true;
+                        break;
+                    }
+                }
+                found
+            }
+            _ => false,
+        }
+    } else {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            "cannot perform a containment check on this value",
+        ));
+    };
+    Ok(Value::from(found))
+}
+
+/// `left ~ right`, as minijinja's `StringConcat` instruction computes it, after checking that
+/// a list or mapping among them can be printed.
+fn concat(state: &mut State, left: &Value, right: &Value, cap: usize) -> Result<Value, Error> {
+    let text_len = |v: &Value| v.as_str().map_or(0, |s| s.len() as u64);
+    ensure_fuel(state, (text_len(left) + text_len(right)) / 64)?;
+    check_printable(state, left, cap)?;
+    check_printable(state, right, cap)?;
+    let formats_object = left.as_object().is_some() || right.as_object().is_some();
+    let rv =
+        if left.is_safe() != right.is_safe() && !matches!(state.auto_escape(), AutoEscape::None) {
+            // Like Jinja2's markup_join: the side that is not safe is escaped.
+            let mut rv = String::new();
+            for value in [left, right] {
+                match value.as_str() {
+                    Some(s) if value.is_safe() => rv.push_str(s),
+                    _ => rv.push_str(&state.format(value.clone())?),
+                }
+            }
+            Value::from_safe_string(rv)
+        } else if let (Some(l), Some(r)) = (left.as_str(), right.as_str()) {
+            let rv = [l, r].concat();
+            if left.is_safe() && right.is_safe() {
+                Value::from_safe_string(rv)
+            } else {
+                Value::from(rv)
+            }
+        } else {
+            Value::from(format!("{left}{right}"))
+        };
+    if formats_object {
+        // minijinja charges text made by formatting lists and mappings 16 units a byte.
+        state.consume_fuel(rv.as_str().map_or(0, str::len) as u64 / 4)?;
+    }
+    Ok(rv)
 }
 
 #[cfg(test)]

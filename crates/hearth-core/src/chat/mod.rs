@@ -15,7 +15,7 @@
 //! keeps insertion order.
 //!
 //! Rendering runs under a [`Budget`]: the template is untrusted code from the model file. It is
-//! compiled through minijinja's machinery (see `guard`).
+//! compiled with checks minijinja does not make (see `guard`).
 
 mod budget;
 mod guard;
@@ -128,17 +128,7 @@ impl ChatTemplate {
             .map_err(|e| ChatError::Syntax(describe(&e)))?;
         guard::check_source(source, &syntax).map_err(ChatError::OverBudget)?;
         guard::compile(NAME, source, &syntax).map_err(|e| compile_error(&e))?;
-        let mut env = Environment::new();
-        env.set_unknown_method_callback(python_method);
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> Result<TemplateValue, Error> {
-                Err(Error::new(
-                    ErrorKind::InvalidOperation,
-                    format!("{RAISED}{msg}"),
-                ))
-            },
-        );
+        let env = Environment::new();
         let specials = specials
             .into_iter()
             .filter_map(|(k, v)| v.map(|v| (k, v)))
@@ -162,6 +152,21 @@ impl ChatTemplate {
         self.env.set_fuel(Some(budget.fuel));
         self.env.set_recursion_limit(budget.recursion);
         let cap = budget.max_output;
+        guard::install(&mut self.env, cap);
+        self.env
+            .set_unknown_method_callback(move |state, value, method, args| {
+                python_method(state, value, method, args, cap)
+            });
+        self.env.add_function(
+            "raise_exception",
+            move |state: &State, msg: &TemplateValue| -> Result<TemplateValue, Error> {
+                check_printable(state, msg, cap)?;
+                Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("{RAISED}{msg}"),
+                ))
+            },
+        );
         self.env.add_filter(
             "tojson",
             move |state: &State, value: &TemplateValue, kwargs: Kwargs| {
@@ -238,17 +243,21 @@ impl ChatTemplate {
         ctx.insert("tools", tools.unwrap_or(TemplateValue::from(())));
         ctx.insert("documents", TemplateValue::from(()));
         let now = self.now.or_else(system_now);
+        let cap = self.budget.max_output;
         ctx.insert(
             "strftime_now",
-            TemplateValue::from_function(move |format: String| -> Result<String, Error> {
-                let now = now.ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::InvalidOperation,
-                        "strftime_now: the current time is unknown (set it with set_now)",
-                    )
-                })?;
-                strftime(now, &format)
-            }),
+            TemplateValue::from_function(
+                move |state: &State, format: &TemplateValue| -> Result<String, Error> {
+                    check_printable(state, format, cap)?;
+                    let now = now.ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::InvalidOperation,
+                            "strftime_now: the current time is unknown (set it with set_now)",
+                        )
+                    })?;
+                    strftime(now, &format.to_string())
+                },
+            ),
         );
         budget::with_render_stack(|| self.render_here(TemplateValue::from(ctx)))
             .map_err(|e| ChatError::Render(format!("no thread to render on: {e}")))?
@@ -334,17 +343,20 @@ fn describe(e: &Error) -> String {
     msg
 }
 
-/// Python's string methods (minijinja-contrib's pycompat), with `str.format` paying for its
-/// padding first.
+/// Python's string, dict and list methods (minijinja-contrib's pycompat), with `str.format`
+/// paying for its padding first, and arguments that are lists or mappings checked as
+/// [`guard::check_method`] says (at most `cap` bytes of text where they are printed).
 fn python_method(
     state: &mut State,
     value: &TemplateValue,
     method: &str,
     args: &[TemplateValue],
+    cap: usize,
 ) -> Result<TemplateValue, Error> {
     if let (Some(format), "format") = (value.as_str(), method) {
         state.consume_fuel(budget::format_padding_bound(format) / 64)?;
     }
+    guard::check_method(state, value, method, args, cap)?;
     minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
 }
 
@@ -443,6 +455,8 @@ fn tojson(
     let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
     let ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
     kwargs.assert_all_used()?;
+    // Writing JSON is slower than printing: the items are paid for, and counted, first.
+    check_printable(state, value, cap)?;
     let indent = match indent {
         None => None,
         Some(v) if v.is_none() => None,
@@ -487,8 +501,9 @@ fn tojson(
         cap,
     };
     write_json(&mut out, value, &opts, 0)?;
-    // The engine charges the result's bytes; the items visited cost one step each.
-    state.consume_fuel(out.len() as u64 / 64)?;
+    // The engine charges the result's bytes as it charges any string's; writing them walked
+    // the value, which costs a fuel per 16 bytes more.
+    state.consume_fuel(out.len() as u64 / 16)?;
     Ok(TemplateValue::from_safe_string(out))
 }
 
