@@ -288,6 +288,40 @@ fn hostile_templates_stop_quickly_with_bounded_memory() {
             "{% set ns = namespace(x=[1]) %}{% for i in range(33) %}{% set ns.x = ns.x + ns.x %}{% endfor %}{{ ns.x | length }}",
             "fuel",
         ),
+        (
+            "a list nested 60,000 deep",
+            "{% set ns = namespace(x=[]) %}{% for i in range(60000) %}{% set ns.x = [ns.x] %}{% endfor %}ok",
+            "nested deeper than 128",
+        ),
+        (
+            "a mapping nested 60,000 deep",
+            "{% set ns = namespace(x={}) %}{% for i in range(60000) %}{% set ns.x = {'a': ns.x} %}{% endfor %}ok",
+            "nested deeper than 128",
+        ),
+        (
+            "a list nested deeper in one tag",
+            &format!(
+                "{{% set ns = namespace(x=[]) %}}{{% for i in range(1000) %}}{{% set ns.x = {}ns.x{} %}}{{% endfor %}}ok",
+                "[".repeat(20),
+                "]".repeat(20)
+            ),
+            "nested deeper than 128",
+        ),
+        (
+            "a namespace that holds itself, compared",
+            "{% set a = namespace() %}{% set b = namespace() %}{% set a.x = [a] %}{% set b.x = [b] %}{{ a == b }}",
+            "namespace may not hold a namespace",
+        ),
+        (
+            "a chain of namespaces",
+            "{% set h = namespace(n=namespace()) %}{% for i in range(60000) %}{% set n = namespace() %}{% set cur = h.n %}{% set cur.x = n %}{% set h.n = n %}{% endfor %}ok",
+            "namespace may not hold a namespace",
+        ),
+        (
+            "a chain of loop objects",
+            "{% set ns = namespace(l=none) %}{% for i in range(60000) %}{% for j in [ns.l] %}{% set ns.l = loop %}{% endfor %}{% endfor %}ok",
+            "namespace may not hold a loop",
+        ),
     ];
     let mut failures = Vec::new();
     for &(name, source, why) in cases {

@@ -23,25 +23,35 @@
 //!   occurs, so a list a loop nested 50,000 deep overflows the stack, and two doubled 64
 //!   times (`x = [x, x]`) take for ever to compare or print. The template's compiled
 //!   instructions are rewritten to make these checks (see [`super::guard`]).
+//! * No value nested deeper than [`MAX_NESTING`] is stored in a variable, passed to a macro
+//!   or held by a namespace, and a namespace holds neither a namespace nor a loop object: no
+//!   value is nested deeper than that plus what one tag adds, and none holds itself.
+//!   minijinja drops (and iterates) a value by recursing once per level, which in a browser
+//!   fails past about 10,000 levels ("Maximum call stack size exceeded"). A value is stored
+//!   with its lazy sequences made lists (see [`stored`]): `x * n`, `x[a:b]`, `x + y` wrap
+//!   their operands without showing it in their items, so applied to their own result in a
+//!   loop they would pile up unseen (and `chain` makes its operands lists first).
 //! * Adding two lists needs the fuel their concatenation would cost, which minijinja charges
 //!   only after it has materialised one (it does once 32 lazy sums are stacked).
 //! * `str.format` pays for its padding before it pads (`'{:>1000000000}'.format(x)`).
-//! * Natively, a stack the deepest value the fuel allows can be built and dropped on:
-//!   minijinja drops a nested list by recursing once per level (a 1 MiB stack holds about
-//!   5,000), and 500,000 fuel builds one about 70,000 deep, so the render runs on a thread
-//!   with a 64 MiB stack.
+//! * Natively, the render runs on a thread with a 64 MiB stack, far more than the bounds
+//!   above need.
 //!
 //! These bounds are stricter than Jinja in ways real templates do not meet: a tag of more than
 //! 500 tokens, blocks nested 100 deep, a constant list of 10,000 items, a value nested 128
-//! deep where it is printed or compared.
+//! deep, a namespace or a loop object stored in a namespace.
 //!
-//! Known gap, in wasm32 (no threads, and the JS engine's own call stack): dropping a value
-//! nested more than about 10,000 deep fails with "Maximum call stack size exceeded". And the
-//! fuel a walk pays is set for native code, which runs a few times faster than wasm.
+//! Left: minijinja iterates a sum of lazy lists (`x + y`, stacked up to 32 deep within one
+//! tag) by recursing through the sums for each item, and charges the item once; and the fuel
+//! a walk pays is set for native code, which runs a few times faster than wasm.
 
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
+use std::sync::Arc;
 
-use minijinja::value::ValueKind;
+use minijinja::value::{Enumerator, Object, ObjectExt, ObjectRepr, Tuple, ValueKind};
 use minijinja::{Error, ErrorKind, State, Value};
 
 /// What one render may use.
@@ -68,7 +78,7 @@ impl Default for Budget {
     }
 }
 
-/// Stack for a render: enough for the deepest value the default fuel can build (see above).
+/// Stack for a render.
 #[cfg(not(target_arch = "wasm32"))]
 const RENDER_STACK: usize = 64 << 20;
 
@@ -93,8 +103,8 @@ pub(crate) fn with_render_stack<T: Send>(render: impl FnOnce() -> T + Send) -> i
     }
 }
 
-/// Deepest value a template may print, compare or pass on; Python's own limit is about
-/// 1,000.
+/// Deepest value a template may print, compare, store or pass on; Python's own limit is
+/// about 1,000.
 pub const MAX_NESTING: usize = 128;
 
 /// Marks an error of this module's checks, to tell it from other render errors.
@@ -149,6 +159,15 @@ impl Limit {
     pub(crate) fn bytes_cost(&self) -> bool {
         self.bytes_cost
     }
+
+    /// Storing: only the nesting counts, and a list or mapping held twice is visited once.
+    pub(crate) const STORE: Limit = Limit {
+        items: u64::MAX,
+        bytes: u64::MAX,
+        per_fuel: 2,
+        bytes_cost: false,
+        purpose: "",
+    };
 }
 
 /// Counts the items of one or more walks and charges their fuel.
@@ -302,6 +321,265 @@ pub(crate) fn walk_pair(state: &State, a: &Value, b: &Value) -> Result<(), Error
 
 fn too_deep() -> Error {
     over_budget(format!("a value nested deeper than {MAX_NESTING} levels"))
+}
+
+/// The address of a list or mapping that holds its items (a shared one is walked once by
+/// [`stored`]).
+fn address(value: &Value) -> Option<usize> {
+    fn at<T>(item: &T) -> usize {
+        item as *const T as usize
+    }
+    value
+        .downcast_object_ref::<Vec<Value>>()
+        .map(at)
+        .or_else(|| {
+            value
+                .downcast_object_ref::<BTreeMap<Value, Value>>()
+                .map(at)
+        })
+        .or_else(|| value.downcast_object_ref::<Tuple>().map(at))
+        .or_else(|| value.downcast_object_ref::<Items>().map(at))
+}
+
+/// The items of a lazy sequence, as [`stored`] keeps them: an iterable like those of
+/// minijinja ([`Value::make_object_iterable`]), that tells its length if the sequence did.
+pub(crate) struct Items {
+    items: Vec<Value>,
+    sized: bool,
+}
+
+impl Items {
+    pub(crate) fn value(items: Vec<Value>, sized: bool) -> Value {
+        Value::from_object(Items { items, sized })
+    }
+}
+
+impl fmt::Debug for Items {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // As minijinja's iterables print themselves.
+        f.debug_struct("<iterator>").finish()
+    }
+}
+
+impl Object for Items {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Iterable
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        if self.sized {
+            self.mapped_enumerator(|this| Box::new(this.items.iter().cloned()))
+        } else {
+            self.mapped_enumerator(|this| Box::new(Unsized(this.items.iter().cloned())))
+        }
+    }
+}
+
+/// Hashes an address (a multiple of 8) for [`stored`]'s table.
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64 >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// How [`stored`] keeps a list or mapping.
+enum Keep {
+    /// A list, tuple, mapping or [`Items`]: made again if an item is stored otherwise.
+    List,
+    Tuple,
+    Map,
+    Items {
+        sized: bool,
+    },
+    /// A lazy sequence: [`Items`] instead.
+    Lazy {
+        sized: bool,
+    },
+    /// Anything else (a namespace, a loop object, the conversation's messages): as it is.
+    AsItIs,
+}
+
+/// A list or mapping being walked by [`stored`].
+struct Level {
+    value: Value,
+    items: Iter,
+    keep: Keep,
+    /// The items as stored (but for [`Keep::AsItIs`]); a mapping's keys and values in turn.
+    stored: Vec<Value>,
+    /// Whether an item is stored otherwise than it was.
+    changed: bool,
+    /// Nesting of the deepest item.
+    deepest: usize,
+}
+
+impl Level {
+    fn new(value: &Value) -> Option<Self> {
+        let items = children(value)?;
+        let keep = if value.downcast_object_ref::<Vec<Value>>().is_some() {
+            Keep::List
+        } else if value.downcast_object_ref::<Tuple>().is_some() {
+            Keep::Tuple
+        } else if value
+            .downcast_object_ref::<BTreeMap<Value, Value>>()
+            .is_some()
+        {
+            Keep::Map
+        } else if let Some(items) = value.downcast_object_ref::<Items>() {
+            Keep::Items { sized: items.sized }
+        } else if value.kind() == ValueKind::Iterable {
+            Keep::Lazy {
+                sized: value.as_object().and_then(|o| o.enumerator_len()).is_some(),
+            }
+        } else {
+            Keep::AsItIs
+        };
+        Some(Level {
+            value: value.clone(),
+            items,
+            keep,
+            stored: Vec::new(),
+            changed: false,
+            deepest: 0,
+        })
+    }
+
+    /// Keeps an item as stored, where the value may be made again.
+    fn keep(&mut self, item: Value) {
+        if !matches!(self.keep, Keep::AsItIs) {
+            self.stored.push(item);
+        }
+    }
+
+    /// The value as stored, and whether that is another value.
+    fn finish(self, state: &State) -> Result<(Value, bool), Error> {
+        let rebuilt = |state: &State, items: &Vec<Value>| -> Result<(), Error> {
+            // A slot costs half a fuel, as for any list.
+            state.consume_fuel(items.len() as u64 / 2)
+        };
+        Ok(match self.keep {
+            Keep::Lazy { sized } => {
+                rebuilt(state, &self.stored)?;
+                (Items::value(self.stored, sized), true)
+            }
+            Keep::Items { sized } if self.changed => {
+                rebuilt(state, &self.stored)?;
+                (Items::value(self.stored, sized), true)
+            }
+            Keep::List if self.changed => {
+                rebuilt(state, &self.stored)?;
+                (Value::from(self.stored), true)
+            }
+            Keep::Tuple if self.changed => {
+                rebuilt(state, &self.stored)?;
+                (Value::from(Tuple::from(self.stored)), true)
+            }
+            Keep::Map if self.changed => {
+                rebuilt(state, &self.stored)?;
+                let mut map = BTreeMap::new();
+                let mut items = self.stored.into_iter();
+                while let (Some(key), Some(value)) = (items.next(), items.next()) {
+                    map.insert(key, value);
+                }
+                (Value::from(map), true)
+            }
+            _ => (self.value, false),
+        })
+    }
+}
+
+/// An iterator that does not tell its length, as the lazy sequence it stands for did not.
+struct Unsized<I>(I);
+
+impl<I: Iterator> Iterator for Unsized<I> {
+    type Item = I::Item;
+
+    fn next(&mut self) -> Option<I::Item> {
+        self.0.next()
+    }
+}
+
+/// `value` as it may be stored in a variable or a namespace or passed to a macro: refused if
+/// it is nested deeper than [`MAX_NESTING`], with the lazy sequences in it replaced by lists
+/// of their items (minijinja's `x * n`, `x[a:b]`, `x + y` and the like wrap their operands,
+/// so stored and applied again in a loop they would nest without end, and without showing
+/// it in their items). `check` is called on every list or mapping. A list or mapping that
+/// occurs more than once is walked once (and kept alive meanwhile, so that its address is not
+/// reused); the items visited are charged.
+pub(crate) fn stored(
+    state: &State,
+    value: &Value,
+    check: &mut dyn FnMut(&Value) -> Result<(), Error>,
+) -> Result<Value, Error> {
+    let mut tally = Tally::new(Limit::STORE);
+    tally.visit(state, value)?;
+    let Some(root) = Level::new(value) else {
+        return Ok(value.clone());
+    };
+    check(value)?;
+    // By address: the value, as stored, whether that is another value, and its nesting.
+    let mut seen: HashMap<usize, (Value, Value, bool, usize), BuildHasherDefault<AddressHasher>> =
+        HashMap::default();
+    let mut levels = vec![root];
+    loop {
+        let depth_here = levels.len();
+        let level = levels.last_mut().expect("a level");
+        let Some(item) = level.items.next() else {
+            let done = levels.pop().expect("a level");
+            let depth = done.deepest + 1;
+            let original = done.value.clone();
+            let (value, changed) = done.finish(state)?;
+            if let Some(addr) = address(&original) {
+                seen.insert(addr, (original, value.clone(), changed, depth));
+            }
+            let Some(parent) = levels.last_mut() else {
+                return Ok(value);
+            };
+            parent.deepest = parent.deepest.max(depth);
+            parent.changed |= changed;
+            parent.keep(value);
+            continue;
+        };
+        if !is_container(&item) {
+            tally.visit(state, &item)?;
+            level.keep(item);
+            continue;
+        }
+        if let Some((_, value, changed, depth)) = address(&item).and_then(|addr| seen.get(&addr)) {
+            level.deepest = level.deepest.max(*depth);
+            level.changed |= changed;
+            level.keep(value.clone());
+            if depth_here + depth > MAX_NESTING {
+                return Err(too_deep());
+            }
+            continue;
+        }
+        tally.visit(state, &item)?;
+        check(&item)?;
+        if depth_here >= MAX_NESTING {
+            return Err(too_deep());
+        }
+        match Level::new(&item) {
+            Some(next) => {
+                // Each list or mapping is made again, or at least iterated: a fuel.
+                state.consume_fuel(1)?;
+                levels.push(next)
+            }
+            None => levels.last_mut().expect("a level").keep(item),
+        }
+    }
 }
 
 /// Refuses a list or mapping nested deeper than [`MAX_NESTING`] or too large to print in

@@ -10,15 +10,18 @@
 //!   the instruction did;
 //! * other instructions get a check before them: a call that receives their operands and
 //!   gives them back (`UnpackLists` puts them on the stack again), or one on a copy of the
-//!   value at the top of the stack. Adding two lists needs the fuel of their concatenation;
-//!   a key that is a list or mapping is paid for; the filters and tests that compare or print
-//!   their arguments pay for that first.
+//!   value at the top of the stack. Storing a value (`{% set %}`, a macro's arguments) and
+//!   setting a namespace's attribute check it, and store it with its lazy sequences made
+//!   lists; adding two lists needs the fuel of their concatenation; a key that is a list or
+//!   mapping is paid for; the filters and tests that compare or print their arguments pay
+//!   for that first.
 //!
 //! Where an operand is surely a string or a number (a constant, the result of `~` or of
 //! arithmetic, ...), as most of a real template's are, the check is left out. The functions
-//! `dict` and `debug` are replaced by checked ones, and pycompat's methods are checked where
-//! they are called (`super::python_method`). The names of the functions added cannot be
-//! written in a template (they hold a `:`), so a template can neither call nor shadow them.
+//! `namespace`, `dict` and `debug` are replaced by checked ones, and pycompat's methods are
+//! checked where they are called (`super::python_method`). The names of the functions added
+//! cannot be written in a template (they hold a `:`), so a template can neither call nor
+//! shadow them.
 //!
 //! Before compiling, [`check_source`] and the compiler's constant folding are bounded (tags,
 //! blocks, constant lists): minijinja parses, compiles and drops a long chain of operators by
@@ -29,11 +32,14 @@ use std::sync::Arc;
 
 use minijinja::machinery::{self, ast, CodeGenerator, Instruction, Instructions, Token};
 use minijinja::syntax::SyntaxConfig;
-use minijinja::value::{Enumerator, Kwargs, Object, ObjectRepr, Rest, ValueKind};
+use minijinja::value::{
+    Enumerator, Kwargs, Object, ObjectRepr, Rest, Tuple, ValueKind, ValueOrKwargs,
+};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, State, Value};
 
 use super::budget::{
-    check_printable, ensure_fuel, is_container, over_budget, walk, walk_pair, Limit, Tally,
+    check_printable, ensure_fuel, is_container, over_budget, stored, walk, walk_pair, Items, Limit,
+    Tally,
 };
 
 /// Most tokens of one `{{ ... }}` or `{% ... %}` tag: minijinja parses a chain of operators or
@@ -410,11 +416,14 @@ enum Hook {
     Concat,
     // Before an instruction, on a copy of the value at the top of the stack.
     Key,
-    // Before an instruction, on its operands, which they return.
+    // Before an instruction, on its operands, which they return (as stored, for `Store` and
+    // `SetAttr`).
+    Store,
     CompareOperands,
     Add,
     MapKeys,
     KwargsKeys,
+    SetAttr,
     Changed,
     Filter(FilterKind),
     TestCompare,
@@ -443,11 +452,13 @@ enum FilterKind {
     Each,
     /// `map`: applies a filter to each item of the first, or takes an attribute of it.
     Map,
+    /// `chain`: builds a lazy sequence (or mapping) over them.
+    Chain,
     /// Visits their items (`sum`, which adds them).
     Visit,
 }
 
-const HOOKS: [Hook; 22] = [
+const HOOKS: [Hook; 25] = [
     Hook::Compare(Cmp::Eq),
     Hook::Compare(Cmp::Ne),
     Hook::Compare(Cmp::Lt),
@@ -456,16 +467,19 @@ const HOOKS: [Hook; 22] = [
     Hook::Compare(Cmp::Gte),
     Hook::In,
     Hook::Concat,
+    Hook::Store,
     Hook::Key,
     Hook::CompareOperands,
     Hook::Add,
     Hook::MapKeys,
     Hook::KwargsKeys,
+    Hook::SetAttr,
     Hook::Changed,
     Hook::Filter(FilterKind::Print),
     Hook::Filter(FilterKind::Order),
     Hook::Filter(FilterKind::Each),
     Hook::Filter(FilterKind::Map),
+    Hook::Filter(FilterKind::Chain),
     Hook::Filter(FilterKind::Visit),
     Hook::TestCompare,
     Hook::TestIn,
@@ -483,16 +497,19 @@ impl Hook {
             Hook::Compare(Cmp::Gte) => "hearth:gte",
             Hook::In => "hearth:in",
             Hook::Concat => "hearth:concat",
+            Hook::Store => "hearth:store",
             Hook::Key => "hearth:key",
             Hook::CompareOperands => "hearth:compare-operands",
             Hook::Add => "hearth:add",
             Hook::MapKeys => "hearth:map-keys",
             Hook::KwargsKeys => "hearth:kwargs-keys",
+            Hook::SetAttr => "hearth:setattr",
             Hook::Changed => "hearth:changed",
             Hook::Filter(FilterKind::Print) => "hearth:filter-print",
             Hook::Filter(FilterKind::Order) => "hearth:filter-order",
             Hook::Filter(FilterKind::Each) => "hearth:filter-each",
             Hook::Filter(FilterKind::Map) => "hearth:filter-map",
+            Hook::Filter(FilterKind::Chain) => "hearth:filter-chain",
             Hook::Filter(FilterKind::Visit) => "hearth:filter-visit",
             Hook::TestCompare => "hearth:test-compare",
             Hook::TestIn => "hearth:test-in",
@@ -507,10 +524,11 @@ fn filter_kind(name: &str) -> Option<FilterKind> {
     Some(match name {
         "length" | "count" | "first" | "last" | "default" | "d" | "attr" | "list" | "batch"
         | "slice" | "reverse" | "items" | "bool" | "round" | "abs" | "int" | "float" | "zip"
-        | "chain" | "tojson" | "string" | "join" => return None,
+        | "tojson" | "string" | "join" => return None,
         "sort" | "dictsort" | "unique" | "min" | "max" | "groupby" => FilterKind::Order,
         "select" | "reject" | "selectattr" | "rejectattr" => FilterKind::Each,
         "map" => FilterKind::Map,
+        "chain" => FilterKind::Chain,
         "sum" => FilterKind::Visit,
         _ => FilterKind::Print,
     })
@@ -538,7 +556,8 @@ fn rewrite<'s>(old: &Instructions<'s>) -> Instructions<'s> {
         starts.push(next);
         let span = old.get_span(idx as u32);
         let line = old.get_line(idx as u32);
-        for instr in expand(instr, |depth| code.is_scalar(idx, depth)) {
+        let loop_target = code.is_loop_target(idx);
+        for instr in expand(instr, |depth| loop_target || code.is_scalar(idx, depth)) {
             next = match (span, line) {
                 (Some(span), _) => new.add_with_span(instr, span),
                 (None, Some(line)) => new.add_with_line(instr, line as u16),
@@ -609,6 +628,24 @@ impl<'a, 's> Code<'a, 's> {
             depth = depth - 1 + pops;
         }
         None
+    }
+
+    /// Whether instruction `at` stores the item of a loop (or a part of it) in the loop's
+    /// variable: a loop's variables are set afresh at each item, so what they hold was
+    /// stored already or made in the tag of the `for`.
+    fn is_loop_target(&self, at: usize) -> bool {
+        let mut idx = at;
+        while idx > 0 && matches!(self.instrs[idx], Instruction::StoreLocal(_)) {
+            idx -= 1;
+            match self.instrs[idx] {
+                Instruction::Iterate(_) => return true,
+                Instruction::UnpackList(_) => {
+                    return idx > 0 && matches!(self.instrs[idx - 1], Instruction::Iterate(_))
+                }
+                _ => {}
+            }
+        }
+        false
     }
 
     /// Whether the value `depth` places below the top as instruction `at` starts is surely not
@@ -780,6 +817,8 @@ fn expand<'s>(instr: &Instruction<'s>, scalar: impl Fn(usize) -> bool) -> Vec<In
             Ok(n) => on_operands(Hook::KwargsKeys, Some(n)),
             Err(_) => vec![instr.clone()],
         },
+        I::SetAttr(_) if !scalar(1) => on_operands(Hook::SetAttr, Some(2)),
+        I::StoreLocal(_) if !scalar(0) => on_operands(Hook::Store, Some(1)),
         I::ApplyFilter(name, args, _) => match filter_kind(&normalized(name)) {
             Some(_) if args.is_some_and(|n| (0..n as usize).all(&scalar)) => vec![instr.clone()],
             Some(kind) => on_operands(Hook::Filter(kind), *args),
@@ -798,12 +837,36 @@ fn expand<'s>(instr: &Instruction<'s>, scalar: impl Fn(usize) -> bool) -> Vec<In
     }
 }
 
-/// Registers the hooks, and the checked `dict` and `debug`, in `env`;
+/// Registers the hooks, and the checked `namespace`, `dict` and `debug`, in `env`;
 /// `max_output` is the output cap, which also bounds what may be converted to a string.
 pub(crate) fn install(env: &mut Environment<'_>, max_output: usize) {
     for hook in HOOKS {
         env.add_global(hook.name(), Value::from_object(Hooked { hook, max_output }));
     }
+    env.add_function(
+        "namespace",
+        |state: &mut State, defaults: Option<ValueOrKwargs>| -> Result<Value, Error> {
+            // The namespace holds the values of `defaults`, a mapping.
+            if let Some(defaults) = &defaults {
+                match defaults.as_object().and_then(|obj| obj.try_iter_pairs()) {
+                    Some(pairs) => {
+                        for (_, value) in pairs {
+                            namespace_value(state, &value)?;
+                        }
+                    }
+                    None => {
+                        namespace_value(state, defaults)?;
+                    }
+                }
+            }
+            let ns = minijinja::functions::namespace(defaults)?;
+            state
+                .get_or_insert_extension(Namespaces::default())
+                .0
+                .push(ns.clone());
+            Ok(ns)
+        },
+    );
     env.add_function(
         "dict",
         |state: &mut State, value: Option<Value>, update_with: Kwargs| {
@@ -847,6 +910,43 @@ pub(crate) fn check_method(
         check_all(state, std::slice::from_ref(receiver), Limit::VISIT)?;
     }
     Ok(())
+}
+
+/// The namespaces a render created, to keep them out of one another.
+#[derive(Default)]
+struct Namespaces(Vec<Value>);
+
+/// `value` as a namespace may hold it (see [`stored`]), refused if it holds a namespace (a
+/// namespace that holds itself, or two that hold each other, are never dropped and nest
+/// without end) or a loop object (it holds the sequence it runs over, so loops over a list
+/// with the previous loop object nest without end).
+fn namespace_value(state: &State, value: &Value) -> Result<Value, Error> {
+    let namespaces = state
+        .get_extension::<Namespaces>()
+        .map(|n| n.0.clone())
+        .unwrap_or_default();
+    stored(state, value, &mut |item| {
+        if item.kind() != ValueKind::Map {
+            return Ok(());
+        }
+        if namespaces
+            .iter()
+            .any(|ns| minijinja::tests::is_sameas(ns, item))
+        {
+            return Err(over_budget("a namespace may not hold a namespace".into()));
+        }
+        if is_loop(item) {
+            return Err(over_budget("a namespace may not hold a loop".into()));
+        }
+        Ok(())
+    })
+}
+
+/// Whether `value` is a `loop` object (its attributes are those of a loop).
+fn is_loop(value: &Value) -> bool {
+    value.as_object().is_some_and(|obj| {
+        matches!(obj.enumerate(), Enumerator::Str(keys) if keys.contains(&"depth0") && keys.contains(&"revindex0"))
+    })
 }
 
 /// Walks the keys of mappings that are themselves lists or mappings: a lookup compares the
@@ -910,6 +1010,52 @@ fn check_in(state: &State, needle: &Value, container: &Value, cap: usize) -> Res
     Ok(())
 }
 
+/// Whether `chain` may wrap `value` as it is: a list, tuple or mapping that holds its items.
+fn is_materialized(value: &Value) -> bool {
+    value.downcast_object_ref::<Vec<Value>>().is_some()
+        || value.downcast_object_ref::<Tuple>().is_some()
+        || value.downcast_object_ref::<Items>().is_some()
+        || value
+            .downcast_object_ref::<BTreeMap<Value, Value>>()
+            .is_some()
+        || value.is_kwargs()
+}
+
+/// `value` with its items in a list (or mapping) of their own if it is a lazy sequence or
+/// mapping: `chain` wraps its operands, and a chain of mappings is a mapping, which is stored
+/// as it is, so applied to its own result in a loop it would nest without end, out of sight
+/// of a walk over the items.
+fn materialize(state: &State, value: &Value) -> Result<Value, Error> {
+    let Some(obj) = value.as_object() else {
+        return Ok(value.clone());
+    };
+    if is_materialized(value) || !is_container(value) {
+        return Ok(value.clone());
+    }
+    let len = obj.enumerator_len();
+    if let Some(len) = len {
+        // An item costs its visit and its slot.
+        ensure_fuel(state, len as u64)?;
+    }
+    let mut items = Vec::new();
+    let mut pairs = Vec::new();
+    if value.kind() == ValueKind::Map {
+        for (key, value) in obj.try_iter_pairs().into_iter().flatten() {
+            state.consume_fuel(1)?;
+            pairs.push((key, value));
+        }
+        return Ok(Value::from(pairs.into_iter().collect::<BTreeMap<_, _>>()));
+    }
+    for item in value.try_iter()? {
+        state.consume_fuel(1)?;
+        items.push(item);
+    }
+    Ok(match obj.repr() {
+        ObjectRepr::Seq => Value::from(items),
+        _ => Items::value(items, len.is_some()),
+    })
+}
+
 /// A hook, as a callable value.
 #[derive(Debug)]
 struct Hooked {
@@ -957,6 +1103,7 @@ impl Object for Hooked {
                 contains(state, container, needle)
             }
             (Hook::Concat, [left, right]) => concat(state, left, right, cap),
+            (Hook::Store, [value]) => pass(vec![stored(state, value, &mut |_| Ok(()))?]),
             (Hook::Key, [key]) => {
                 check_key(state, key)?;
                 Ok(Value::UNDEFINED)
@@ -989,8 +1136,19 @@ impl Object for Hooked {
                 check_keys(state, args)?;
                 pass(args.to_vec())
             }
+            (Hook::SetAttr, [value, ns]) => pass(vec![namespace_value(state, value)?, ns.clone()]),
             (Hook::Changed, [_, rest @ ..]) => {
-                // The loop compares the values with those of the last call.
+                // The loop keeps the values to compare the next ones with: they may not hold
+                // a loop, which could be this one.
+                for value in rest {
+                    stored(state, value, &mut |item| {
+                        if is_loop(item) {
+                            Err(over_budget("loop.changed() of a loop".into()))
+                        } else {
+                            Ok(())
+                        }
+                    })?;
+                }
                 check_all(state, rest, Limit::VISIT)?;
                 pass(args.to_vec())
             }
@@ -1024,6 +1182,13 @@ impl Object for Hooked {
                         let others = check_all(state, rest, Limit::VISIT)?;
                         let len = first.len().unwrap_or(0) as u64;
                         state.consume_fuel(others.saturating_mul(len))?;
+                    }
+                    FilterKind::Chain => {
+                        return pass(
+                            args.iter()
+                                .map(|v| materialize(state, v))
+                                .collect::<Result<_, _>>()?,
+                        );
                     }
                 }
                 pass(args.to_vec())

@@ -799,6 +799,47 @@ mod tests {
         m
     }
 
+    /// Values nested deep enough to overflow a browser's stack when minijinja drops,
+    /// iterates or compares them (about 10,000 levels of lists there) are never built: each of
+    /// these ends in a budget error on a 1 MiB stack, which minijinja's recursion over such a
+    /// value would overflow.
+    #[test]
+    fn deep_values_are_refused_on_a_stack_as_small_as_a_browsers() {
+        const LOOP: &str = "{% for i in range(60000) %}";
+        let cases = [
+            "{% set ns = namespace(x=[]) %}{{L}}{% set ns.x = [ns.x] %}{% endfor %}",
+            "{% set ns = namespace(x={}) %}{{L}}{% set ns.x = {'a': ns.x} %}{% endfor %}",
+            "{% set ns = namespace(x=[1]) %}{{L}}{% set ns.x = ns.x * 1 %}{% endfor %}{{ ns.x | list }}",
+            "{% set ns = namespace(x=[1]) %}{{L}}{% set ns.x = ns.x[0:] %}{% endfor %}{{ ns.x | list }}",
+            "{% set ns = namespace(x=range(1)) %}{{L}}{% set ns.x = ns.x | chain([]) %}{% endfor %}{{ ns.x | list }}",
+            "{% set ns = namespace(x={}) %}{{L}}{% set ns.x = ns.x | chain({}) %}{% endfor %}{{ ns.x | list }}",
+            "{% set ns = namespace(x=[1]) %}{{L}}{% set ns.x = ns.x | batch(1) %}{% endfor %}",
+            "{% set ns = namespace(l=none) %}{{L}}{% for j in [ns.l] %}{% set ns.l = loop %}{% endfor %}{% endfor %}",
+            "{% set h = namespace(n=namespace()) %}{{L}}{% set n = namespace() %}{% set c = h.n %}{% set c.x = n %}{% set h.n = n %}{% endfor %}",
+            "{% macro f(x, n) %}{% if n %}{{ f([[[[[[[[[[x]]]]]]]]]], n - 1) }}{% endif %}{% endmacro %}{{ f([], 60000) }}",
+        ];
+        std::thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn(move || {
+                for case in cases {
+                    let source = case.replace("{{L}}", LOOP);
+                    let t = template(&source);
+                    let ctx = TemplateValue::from(BTreeMap::from([(
+                        "messages",
+                        TemplateValue::from(()),
+                    )]));
+                    let result = t.render_here(ctx);
+                    assert!(
+                        matches!(result, Err(ChatError::OverBudget(_))),
+                        "{source}: {result:?}"
+                    );
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
     #[test]
     fn floats_print_as_python_repr() {
         for (x, s) in [
