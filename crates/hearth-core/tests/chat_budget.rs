@@ -65,6 +65,10 @@ fn measure(source: &str) -> (Result<String, ChatError>, Duration, usize) {
     (result, time, (PEAK.load(Ordering::Relaxed) - base) as usize)
 }
 
+/// Two lists in a namespace, each doubled 64 times (`x = [x, x]`): about 2^64 items, if
+/// shared ones are counted every time they occur, as comparing or printing them does.
+const DOUBLED: &str = "{% set ns = namespace(a=[], b=[]) %}{% for i in range(64) %}{% set ns.a = [ns.a, ns.a] %}{% set ns.b = [ns.b, ns.b] %}{% endfor %}";
+
 /// What the default budget allows: 500,000 fuel is about 32 MB of data created.
 const MAX_MEMORY: usize = 64 << 20;
 const MAX_TIME: Duration = Duration::from_millis(500);
@@ -72,7 +76,7 @@ const MAX_TIME: Duration = Duration::from_millis(500);
 #[test]
 fn hostile_templates_stop_quickly_with_bounded_memory() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let cases = [
+    let cases: &[(&str, &str, &str)] = &[
         (
             "nested loops",
             "{% for i in range(10000) %}{% for j in range(10000) %}x{% endfor %}{% endfor %}",
@@ -114,7 +118,7 @@ fn hostile_templates_stop_quickly_with_bounded_memory() {
         (
             "exponential joins",
             "{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = [ns.s, ns.s] | join %}{% endfor %}{{ ns.s }}",
-            "fuel",
+            "bytes of text to print",
         ),
         (
             "exponential concatenation",
@@ -154,7 +158,7 @@ fn hostile_templates_stop_quickly_with_bounded_memory() {
         (
             "a mapping doubled 64 times, as JSON",
             "{% set ns = namespace(d={}) %}{% for i in range(64) %}{% set ns.d = {'a': ns.d, 'b': ns.d} %}{% endfor %}{{ ns.d | tojson }}",
-            "output cap",
+            "items to print",
         ),
         (
             "a huge JSON indent",
@@ -166,9 +170,161 @@ fn hostile_templates_stop_quickly_with_bounded_memory() {
             "{{ range(100000) | list | tojson(indent=1000) }}",
             "output cap",
         ),
+        (
+            "two lists doubled 64 times, compared",
+            &format!("{DOUBLED}{{{{ ns.a == ns.b }}}}"),
+            "fuel",
+        ),
+        (
+            "two lists doubled 64 times, ordered",
+            &format!("{DOUBLED}{{{{ ns.a < ns.b }}}}"),
+            "fuel",
+        ),
+        (
+            "two lists doubled 64 times, in a chained comparison",
+            &format!("{DOUBLED}{{{{ 1 < 2 < 3 and ns.a != ns.b != ns.a }}}}"),
+            "fuel",
+        ),
+        (
+            "a list doubled 64 times, looked for in another",
+            &format!("{DOUBLED}{{{{ ns.a in [ns.b] }}}}"),
+            "fuel",
+        ),
+        (
+            "a list doubled 64 times, looked for in a string",
+            &format!("{DOUBLED}{{{{ ns.a in 'abc' }}}}"),
+            "items to print",
+        ),
+        (
+            "a list doubled 64 times, ~-joined",
+            &format!("{DOUBLED}{{{{ (ns.a ~ '') | length }}}}"),
+            "items to print",
+        ),
+        (
+            "a list doubled 64 times, as a mapping key",
+            &format!("{DOUBLED}{{{{ {{ns.a: 1, ns.b: 2}} | length }}}}"),
+            "fuel",
+        ),
+        (
+            "a list doubled 64 times, compared by a test",
+            &format!("{DOUBLED}{{{{ ns.a is eq(ns.b) }}}}"),
+            "fuel",
+        ),
+        (
+            "a list doubled 64 times, selected by a test",
+            &format!("{DOUBLED}{{{{ [ns.a] | select('eq', ns.b) | list | length }}}}"),
+            "fuel",
+        ),
+        (
+            "a list doubled 64 times, mapped to lower case",
+            &format!("{DOUBLED}{{{{ [ns.a] | map('lower') | list | length }}}}"),
+            "items to print",
+        ),
+        (
+            "lists doubled 64 times, deduplicated",
+            &format!("{DOUBLED}{{{{ [ns.a, ns.b] | unique | length }}}}"),
+            "fuel",
+        ),
+        (
+            "a list doubled 64 times, lower-cased",
+            &format!("{DOUBLED}{{{{ ns.a | lower }}}}"),
+            "items to print",
+        ),
+        (
+            "a list doubled 64 times, counted by a method",
+            &format!("{DOUBLED}{{{{ [ns.a].count(ns.b) }}}}"),
+            "items to print",
+        ),
+        (
+            "a list doubled 64 times, string-joined by a method",
+            &format!("{DOUBLED}{{{{ ''.join([ns.a]) }}}}"),
+            "items to print",
+        ),
+        (
+            "a list doubled 64 times, raised",
+            &format!("{DOUBLED}{{{{ raise_exception(ns.a) }}}}"),
+            "items to print",
+        ),
+        (
+            "a list doubled 64 times, checked by loop.changed",
+            &format!("{DOUBLED}{{% for i in range(3) %}}{{{{ loop.changed(ns.a if i % 2 else ns.b) }}}}{{% endfor %}}"),
+            "fuel",
+        ),
+        (
+            "a list doubled 64 times, printed by pprint",
+            &format!("{DOUBLED}{{{{ ns.a | pprint }}}}"),
+            "items to print",
+        ),
+        (
+            "a list doubled 64 times, printed by debug",
+            &format!("{DOUBLED}{{{{ debug() }}}}"),
+            "items to print",
+        ),
+        (
+            "two long strings compared over and over",
+            "{% set a = 'x' * 7000000 %}{% set b = 'x' * 7000000 %}{% for i in range(100000) %}{% if a == b %}{% endif %}{% endfor %}",
+            "fuel",
+        ),
+        (
+            "a long string looked for in a list over and over",
+            "{% set a = 'x' * 7000000 %}{% set b = ['x' * 7000000] * 10 %}{% for i in range(100000) %}{% if a in b %}{% endif %}{% endfor %}",
+            "fuel",
+        ),
+        (
+            "lazy repetitions compared",
+            "{{ [[[1] * 10000] * 10000] == [[[1] * 10000] * 10000] }}",
+            "fuel",
+        ),
+        (
+            "a huge lazy list, 33 lists added to it",
+            &format!(
+                "{{% set n = 10000000 %}}{{{{ ([1] * n{}) | length }}}}",
+                " + []".repeat(33)
+            ),
+            "fuel",
+        ),
+        (
+            "a list doubled by 33 additions",
+            "{% set ns = namespace(x=[1]) %}{% for i in range(33) %}{% set ns.x = ns.x + ns.x %}{% endfor %}{{ ns.x | length }}",
+            "fuel",
+        ),
+        (
+            "a list nested 60,000 deep",
+            "{% set ns = namespace(x=[]) %}{% for i in range(60000) %}{% set ns.x = [ns.x] %}{% endfor %}ok",
+            "nested deeper than 128",
+        ),
+        (
+            "a mapping nested 60,000 deep",
+            "{% set ns = namespace(x={}) %}{% for i in range(60000) %}{% set ns.x = {'a': ns.x} %}{% endfor %}ok",
+            "nested deeper than 128",
+        ),
+        (
+            "a list nested deeper in one tag",
+            &format!(
+                "{{% set ns = namespace(x=[]) %}}{{% for i in range(1000) %}}{{% set ns.x = {}ns.x{} %}}{{% endfor %}}ok",
+                "[".repeat(20),
+                "]".repeat(20)
+            ),
+            "nested deeper than 128",
+        ),
+        (
+            "a namespace that holds itself, compared",
+            "{% set a = namespace() %}{% set b = namespace() %}{% set a.x = [a] %}{% set b.x = [b] %}{{ a == b }}",
+            "namespace may not hold a namespace",
+        ),
+        (
+            "a chain of namespaces",
+            "{% set h = namespace(n=namespace()) %}{% for i in range(60000) %}{% set n = namespace() %}{% set cur = h.n %}{% set cur.x = n %}{% set h.n = n %}{% endfor %}ok",
+            "namespace may not hold a namespace",
+        ),
+        (
+            "a chain of loop objects",
+            "{% set ns = namespace(l=none) %}{% for i in range(60000) %}{% for j in [ns.l] %}{% set ns.l = loop %}{% endfor %}{% endfor %}ok",
+            "namespace may not hold a loop",
+        ),
     ];
     let mut failures = Vec::new();
-    for (name, source, why) in cases {
+    for &(name, source, why) in cases {
         let (result, time, memory) = measure(source);
         let ok = match &result {
             Err(ChatError::OverBudget(msg)) => msg.contains(why),
@@ -179,6 +335,62 @@ fn hostile_templates_stop_quickly_with_bounded_memory() {
             failures.push(format!(
                 "{name}: {result:?} (wanted {why:?}) in {time:?}, {} MB",
                 memory >> 20
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn templates_too_deep_to_parse_are_refused_before_parsing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // minijinja parses, compiles and drops each of these by recursing once per link, and
+    // would fold the constant sum by materialising it, uncharged, as it compiles.
+    let cases = [
+        (
+            "a long sum",
+            format!("{{{{ 1{} }}}}", " + 1".repeat(100_000)),
+            "tokens",
+        ),
+        (
+            "a long `and`",
+            format!("{{{{ true{} }}}}", " and true".repeat(100_000)),
+            "tokens",
+        ),
+        (
+            "many `not`",
+            format!("{{{{ {}true }}}}", "not ".repeat(100_000)),
+            "tokens",
+        ),
+        (
+            "many `elif`",
+            format!(
+                "{{% if false %}}{}{{% endif %}}",
+                "{% elif false %}".repeat(100_000)
+            ),
+            "nested deeper",
+        ),
+        (
+            "a constant sum of lists",
+            format!("{{{{ ([1] * 10**7{}) | length }}}}", " + []".repeat(33)),
+            "constant list",
+        ),
+        (
+            "constant lists compared",
+            "{{ [1] * 10**8 == [1] * 10**8 }}".to_string(),
+            "constant list",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, source, why) in cases {
+        let start = cpu_time();
+        let result = ChatTemplate::new(&source, Default::default());
+        let time = cpu_time() - start;
+        let ok = matches!(&result, Err(ChatError::OverBudget(msg)) if msg.contains(why));
+        if !ok || time > MAX_TIME {
+            failures.push(format!(
+                "{name}: {:?} (wanted {why:?}) in {time:?}",
+                result.err()
             ));
         }
     }

@@ -14,20 +14,23 @@
 //! Mappings are iterated in key order, so `tojson` of a mapping sorts its keys where Python
 //! keeps insertion order.
 //!
-//! Rendering runs under a [`Budget`]: the template is untrusted code from the model file.
+//! Rendering runs under a [`Budget`]: the template is untrusted code from the model file. It is
+//! compiled with checks minijinja does not make (see `guard`).
 
 mod budget;
+mod guard;
 pub mod tools;
 
 use std::collections::BTreeMap;
 
+use minijinja::syntax::SyntaxConfig;
 use minijinja::value::{Kwargs, Serde, StringInput, ValueKind};
-use minijinja::{Environment, Error, ErrorKind, State};
+use minijinja::{AutoEscape, Environment, Error, ErrorKind, State};
 
 pub use budget::{Budget, MAX_NESTING};
 pub use minijinja::Value as TemplateValue;
 
-use budget::{check_printable, over_budget, CappedOutput, OVER_BUDGET};
+use budget::{check_printable, count_output, over_budget, OUTPUT_CAP, OVER_BUDGET};
 
 use crate::gguf::Gguf;
 use crate::tokenizer::Tokenizer;
@@ -75,6 +78,8 @@ pub fn to_template_value<T: serde::Serialize>(value: &T) -> TemplateValue {
 /// A parsed chat template with the special-token texts it may refer to.
 pub struct ChatTemplate {
     env: Environment<'static>,
+    source: String,
+    syntax: SyntaxConfig,
     specials: Vec<(&'static str, String)>,
     now: Option<i64>,
     budget: Budget,
@@ -83,6 +88,9 @@ pub struct ChatTemplate {
 
 /// Marks an error raised by the template itself, to tell it from a rendering bug.
 const RAISED: &str = "raise_exception: ";
+
+/// The template's name in errors.
+const NAME: &str = "chat";
 
 impl ChatTemplate {
     /// The template of a GGUF file, with its special tokens' texts from `tokenizer`.
@@ -113,24 +121,14 @@ impl ChatTemplate {
         source: &str,
         specials: [(&'static str, Option<String>); 4],
     ) -> Result<Self, ChatError> {
-        let mut env = Environment::new();
         let syntax = minijinja::syntax::SyntaxConfig::builder()
             .trim_blocks(true)
             .lstrip_blocks(true)
-            .build();
-        env.set_syntax(syntax.map_err(|e| ChatError::Syntax(describe(&e)))?);
-        env.set_unknown_method_callback(python_method);
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> Result<TemplateValue, Error> {
-                Err(Error::new(
-                    ErrorKind::InvalidOperation,
-                    format!("{RAISED}{msg}"),
-                ))
-            },
-        );
-        env.add_template_owned("chat", source.to_string())
+            .build()
             .map_err(|e| ChatError::Syntax(describe(&e)))?;
+        guard::check_source(source, &syntax).map_err(ChatError::OverBudget)?;
+        guard::compile(NAME, source, &syntax).map_err(|e| compile_error(&e))?;
+        let env = Environment::new();
         let specials = specials
             .into_iter()
             .filter_map(|(k, v)| v.map(|v| (k, v)))
@@ -138,6 +136,8 @@ impl ChatTemplate {
         let mut template = ChatTemplate {
             tool_syntax: tools::ToolSyntax::of_template(source),
             env,
+            source: source.to_string(),
+            syntax,
             specials,
             now: None,
             budget: Budget::default(),
@@ -152,6 +152,21 @@ impl ChatTemplate {
         self.env.set_fuel(Some(budget.fuel));
         self.env.set_recursion_limit(budget.recursion);
         let cap = budget.max_output;
+        guard::install(&mut self.env, cap);
+        self.env
+            .set_unknown_method_callback(move |state, value, method, args| {
+                python_method(state, value, method, args, cap)
+            });
+        self.env.add_function(
+            "raise_exception",
+            move |state: &State, msg: &TemplateValue| -> Result<TemplateValue, Error> {
+                check_printable(state, msg, cap)?;
+                Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("{RAISED}{msg}"),
+                ))
+            },
+        );
         self.env.add_filter(
             "tojson",
             move |state: &State, value: &TemplateValue, kwargs: Kwargs| {
@@ -228,36 +243,37 @@ impl ChatTemplate {
         ctx.insert("tools", tools.unwrap_or(TemplateValue::from(())));
         ctx.insert("documents", TemplateValue::from(()));
         let now = self.now.or_else(system_now);
+        let cap = self.budget.max_output;
         ctx.insert(
             "strftime_now",
-            TemplateValue::from_function(move |format: String| -> Result<String, Error> {
-                let now = now.ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::InvalidOperation,
-                        "strftime_now: the current time is unknown (set it with set_now)",
-                    )
-                })?;
-                strftime(now, &format)
-            }),
+            TemplateValue::from_function(
+                move |state: &State, format: &TemplateValue| -> Result<String, Error> {
+                    check_printable(state, format, cap)?;
+                    let now = now.ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::InvalidOperation,
+                            "strftime_now: the current time is unknown (set it with set_now)",
+                        )
+                    })?;
+                    strftime(now, &format.to_string())
+                },
+            ),
         );
-        budget::with_render_stack(|| {
-            let template = self
-                .env
-                .get_template("chat")
-                .map_err(|e| ChatError::Render(describe(&e)))?;
-            let mut out = CappedOutput::new(self.budget.max_output);
-            // The context, and whatever the template built from it, is dropped in here too.
-            match template.render_captured_to(TemplateValue::from(ctx), &mut out) {
-                // Every write is a whole str, so the bytes are UTF-8.
-                Ok(_) => String::from_utf8(out.bytes).map_err(|e| ChatError::Render(e.to_string())),
-                Err(e) => Err(self.classify(&e, out.overflowed)),
-            }
-        })
-        .map_err(|e| ChatError::Render(format!("no thread to render on: {e}")))?
+        budget::with_render_stack(|| self.render_here(TemplateValue::from(ctx)))
+            .map_err(|e| ChatError::Render(format!("no thread to render on: {e}")))?
+    }
+
+    /// Renders with `ctx` as the context, on this thread.
+    fn render_here(&self, ctx: TemplateValue) -> Result<String, ChatError> {
+        // Compiled for each render: the instructions borrow the source.
+        let compiled =
+            guard::compile(NAME, &self.source, &self.syntax).map_err(|e| compile_error(&e))?;
+        // The context, and whatever the template built from it, is dropped in here too.
+        guard::eval(&self.env, &compiled, ctx).map_err(|e| self.classify(&e))
     }
 
     /// Tells the template's own refusals and budget overruns from other render errors.
-    fn classify(&self, e: &Error, overflowed: bool) -> ChatError {
+    fn classify(&self, e: &Error) -> ChatError {
         let detail = e.detail().unwrap_or_default();
         let b = &self.budget;
         if let Some(msg) = detail.strip_prefix(RAISED) {
@@ -268,7 +284,7 @@ impl ChatTemplate {
                 b.fuel,
                 line_of(e)
             ))
-        } else if overflowed {
+        } else if detail.starts_with(OUTPUT_CAP) {
             ChatError::OverBudget(format!("its output passed {} bytes", b.max_output))
         } else if detail == "recursion limit exceeded" {
             ChatError::OverBudget(format!(
@@ -281,6 +297,14 @@ impl ChatTemplate {
         } else {
             ChatError::Render(describe(e))
         }
+    }
+}
+
+/// A template that does not compile: a syntax error, or too costly to compile.
+fn compile_error(e: &Error) -> ChatError {
+    match e.detail().and_then(|d| d.strip_prefix(OVER_BUDGET)) {
+        Some(msg) => ChatError::OverBudget(format!("{msg}{}", line_of(e))),
+        None => ChatError::Syntax(describe(e)),
     }
 }
 
@@ -319,22 +343,26 @@ fn describe(e: &Error) -> String {
     msg
 }
 
-/// Python's string methods (minijinja-contrib's pycompat), with `str.format` paying for its
-/// padding first.
+/// Python's string, dict and list methods (minijinja-contrib's pycompat), with `str.format`
+/// paying for its padding first, and arguments that are lists or mappings checked as
+/// [`guard::check_method`] says (at most `cap` bytes of text where they are printed).
 fn python_method(
     state: &mut State,
     value: &TemplateValue,
     method: &str,
     args: &[TemplateValue],
+    cap: usize,
 ) -> Result<TemplateValue, Error> {
     if let (Some(format), "format") = (value.as_str(), method) {
         state.consume_fuel(budget::format_padding_bound(format) / 64)?;
     }
+    guard::check_method(state, value, method, args, cap)?;
     minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
 }
 
 /// Prints values as Python's `str` does where it differs from minijinja, after checking that
-/// a list or mapping can be printed at all (at most `cap` items).
+/// a list or mapping can be printed at all (at most `cap` items), and counts the text against
+/// the output cap of `cap` bytes.
 fn python_formatter(
     out: &mut minijinja::Output,
     state: &mut State,
@@ -347,11 +375,28 @@ fn python_formatter(
         ValueKind::Bool => if value.is_true() { "True" } else { "False" }.to_string(),
         ValueKind::Number if !value.is_integer() => match f64::try_from(value.clone()) {
             Ok(f) => python_float(f),
-            Err(_) => return minijinja::escape_formatter(out, state, value),
+            Err(_) => escaped(state, value)?,
         },
-        _ => return minijinja::escape_formatter(out, state, value),
+        _ => match value.as_str() {
+            // Written as it is: counted without a copy.
+            Some(s) if value.is_safe() || matches!(state.auto_escape(), AutoEscape::None) => {
+                count_output(state, s.len(), cap)?;
+                return minijinja::escape_formatter(out, state, value);
+            }
+            _ => escaped(state, value)?,
+        },
     };
+    count_output(state, text.len(), cap)?;
     out.write_str(&text).map_err(Error::from)
+}
+
+/// What minijinja's formatter writes for `value`.
+fn escaped(state: &mut State, value: &TemplateValue) -> Result<String, Error> {
+    let mut text = String::new();
+    let mut out = minijinja::machinery::make_string_output(&mut text);
+    minijinja::escape_formatter(&mut out, state, value)?;
+    drop(out);
+    Ok(text)
 }
 
 /// Python's `repr` of a float: shortest round-trip digits, exponent form outside 1e-4..1e16.
@@ -410,6 +455,8 @@ fn tojson(
     let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
     let ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
     kwargs.assert_all_used()?;
+    // Writing JSON is slower than printing: the items are paid for, and counted, first.
+    check_printable(state, value, cap)?;
     let indent = match indent {
         None => None,
         Some(v) if v.is_none() => None,
@@ -454,8 +501,9 @@ fn tojson(
         cap,
     };
     write_json(&mut out, value, &opts, 0)?;
-    // The engine charges the result's bytes; the items visited cost one step each.
-    state.consume_fuel(out.len() as u64 / 64)?;
+    // The engine charges the result's bytes as it charges any string's; writing them walked
+    // the value, which costs a fuel per 16 bytes more.
+    state.consume_fuel(out.len() as u64 / 16)?;
     Ok(TemplateValue::from_safe_string(out))
 }
 
@@ -749,6 +797,47 @@ mod tests {
         );
         m.insert("b", TemplateValue::from("日本"));
         m
+    }
+
+    /// Values nested deep enough to overflow a browser's stack when minijinja drops,
+    /// iterates or compares them (about 10,000 levels of lists there) are never built: each of
+    /// these ends in a budget error on a 1 MiB stack, which minijinja's recursion over such a
+    /// value would overflow.
+    #[test]
+    fn deep_values_are_refused_on_a_stack_as_small_as_a_browsers() {
+        const LOOP: &str = "{% for i in range(60000) %}";
+        let cases = [
+            "{% set ns = namespace(x=[]) %}{{L}}{% set ns.x = [ns.x] %}{% endfor %}",
+            "{% set ns = namespace(x={}) %}{{L}}{% set ns.x = {'a': ns.x} %}{% endfor %}",
+            "{% set ns = namespace(x=[1]) %}{{L}}{% set ns.x = ns.x * 1 %}{% endfor %}{{ ns.x | list }}",
+            "{% set ns = namespace(x=[1]) %}{{L}}{% set ns.x = ns.x[0:] %}{% endfor %}{{ ns.x | list }}",
+            "{% set ns = namespace(x=range(1)) %}{{L}}{% set ns.x = ns.x | chain([]) %}{% endfor %}{{ ns.x | list }}",
+            "{% set ns = namespace(x={}) %}{{L}}{% set ns.x = ns.x | chain({}) %}{% endfor %}{{ ns.x | list }}",
+            "{% set ns = namespace(x=[1]) %}{{L}}{% set ns.x = ns.x | batch(1) %}{% endfor %}",
+            "{% set ns = namespace(l=none) %}{{L}}{% for j in [ns.l] %}{% set ns.l = loop %}{% endfor %}{% endfor %}",
+            "{% set h = namespace(n=namespace()) %}{{L}}{% set n = namespace() %}{% set c = h.n %}{% set c.x = n %}{% set h.n = n %}{% endfor %}",
+            "{% macro f(x, n) %}{% if n %}{{ f([[[[[[[[[[x]]]]]]]]]], n - 1) }}{% endif %}{% endmacro %}{{ f([], 60000) }}",
+        ];
+        std::thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn(move || {
+                for case in cases {
+                    let source = case.replace("{{L}}", LOOP);
+                    let t = template(&source);
+                    let ctx = TemplateValue::from(BTreeMap::from([(
+                        "messages",
+                        TemplateValue::from(()),
+                    )]));
+                    let result = t.render_here(ctx);
+                    assert!(
+                        matches!(result, Err(ChatError::OverBudget(_))),
+                        "{source}: {result:?}"
+                    );
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     #[test]
