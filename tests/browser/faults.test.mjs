@@ -4,7 +4,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, copyFileSync, cpSync, rmSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { serve } from '../../scripts/serve.mjs';
 import { launch, testPage } from './chromium.mjs';
 import { withChatTemplate, withMetadata } from './gguf.mjs';
+import { withWorkerShim } from './shim.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 /** Positions whose KV cache exceeds both wasm memory and one WebGPU binding. */
@@ -80,29 +81,6 @@ test('running out of WebAssembly memory is out_of_memory, and the page goes on',
   }
 });
 
-let shims = 0;
-
-/**
- * Runs `body(page)` on a page whose engine workers run `shim` before the package's worker.js
- * (a copy of the package served on its own): a way to give WebGPU the limits or the memory of
- * a weaker device.
- */
-async function withWorkerShim(shim, body) {
-  const root = join(dir, `shim-${shims++}`);
-  cpSync(join(ROOT, 'pkg'), join(root, 'pkg'), { recursive: true, filter: (f) => !f.includes('node_modules') });
-  writeFileSync(join(root, 'pkg/worker.js'), `${shim}\n${readFileSync(join(ROOT, 'pkg/worker.js'), 'utf8')}`);
-  mkdirSync(join(root, 'tests/browser'), { recursive: true });
-  copyFileSync(join(ROOT, 'tests/browser/page.html'), join(root, 'tests/browser/page.html'));
-  const server = await serve(root);
-  const p = await testPage(browser, server.url);
-  try {
-    return await body(p);
-  } finally {
-    await p.close();
-    await server.close();
-  }
-}
-
 /** Every adapter and device reports at most `bytes` per storage binding. */
 const bindingLimitShim = (bytes) => `{
   const d = Object.getOwnPropertyDescriptor(GPUSupportedLimits.prototype, 'maxStorageBufferBindingSize');
@@ -156,7 +134,7 @@ const memoryShim = (bytes) => `{
 
 test('a model over a GPU limit is too_large on webgpu; auto runs it on the CPU and says why', async () => {
   // One layer's KV cache (256 positions of 2 x 16 values, f32) is 32 KiB.
-  const r = await withWorkerShim(bindingLimitShim(16 << 10), (p) => p.evaluate(async (url) => {
+  const r = await withWorkerShim(browser, bindingLimitShim(16 << 10), (p) => p.evaluate(async (url) => {
       const out = {};
       for (const backend of ['webgpu', 'auto']) {
         try {
@@ -179,7 +157,7 @@ test('a model over a GPU limit is too_large on webgpu; auto runs it on the CPU a
 
 test('running out of GPU memory while loading frees what the load allocated; auto goes on on the CPU; a smaller model loads after', async () => {
   // 4 MiB of GPU memory: the llama fixture fits, the 152k-token Qwen2 one does not.
-  const r = await withWorkerShim(memoryShim(4 << 20), (p) => p.evaluate(async ({ big, small }) => {
+  const r = await withWorkerShim(browser, memoryShim(4 << 20), (p) => p.evaluate(async ({ big, small }) => {
       let live = null;
       const channel = new BroadcastChannel('gpu-memory');
       channel.onmessage = (e) => { live = e.data; };
