@@ -129,7 +129,6 @@ class CacheEntry {
     if (bytes && (await sha256(bytes)) === hash) return bytes;
     const segments = this.meta.segments;
     segments.splice(segments.indexOf(segment), 1);
-    this.unsaved += 1;
     return null;
   }
 

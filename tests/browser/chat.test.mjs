@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { serve } from '../../scripts/serve.mjs';
-import { launch, testPage } from './chromium.mjs';
+import { launch, testPage, greedyTokens } from './chromium.mjs';
 import { gguf, llamaWithType, splitGguf, withChatTemplate } from './gguf.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -252,13 +252,7 @@ test('two tabs loading one URL at once download it once; bytes altered in the ca
     await p.waitForFunction(() => window.ready === true);
     return p;
   }));
-  const loadIn = (p) => p.evaluate(async (u) => {
-    const engine = await window.Hearth.load(u, { backend: 'cpu' });
-    const tokens = [];
-    for await (const t of engine.generate('Hello there', { maxTokens: 4 })) tokens.push(t.token);
-    engine.dispose();
-    return tokens;
-  }, url);
+  const loadIn = (p) => greedyTokens(p, url, { backend: 'cpu' }, 'Hello there');
   const requests = () => models.state.requests.filter((r) => r.path === '/shared.gguf');
   try {
     const [a, b] = await Promise.all([loadIn(tab), loadIn(other)]);

@@ -21,3 +21,17 @@ export async function testPage(browser, appUrl, { logErrors = false } = {}) {
   await page.waitForFunction(() => window.ready === true);
   return page;
 }
+
+/**
+ * Loads `url` in `page` with `options` (Hearth.load's), takes the greedy tokens after `prompt`
+ * (`maxTokens` of them), and disposes of the engine: the token ids.
+ */
+export function greedyTokens(page, url, options, prompt = 'Hello', maxTokens = 4) {
+  return page.evaluate(async ({ url, options, prompt, maxTokens }) => {
+    const engine = await window.Hearth.load(url, options);
+    const tokens = [];
+    for await (const t of engine.generate(prompt, { maxTokens })) tokens.push(t.token);
+    engine.dispose();
+    return tokens;
+  }, { url, options, prompt, maxTokens });
+}

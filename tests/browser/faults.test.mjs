@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { serve } from '../../scripts/serve.mjs';
-import { launch, testPage } from './chromium.mjs';
+import { launch, testPage, greedyTokens } from './chromium.mjs';
 import { withChatTemplate, withMetadata } from './gguf.mjs';
 import { withWorkerShim } from './shim.mjs';
 
@@ -205,21 +205,8 @@ test('a quota reached midway through a download keeps the cache whole; the next 
   const cdp = await page.context().newCDPSession(page);
   const origin = new URL(app.url).origin;
   const url = `${models.url}/qwen2.gguf`;
-  const generate = () => page.evaluate(async (u) => {
-    const engine = await window.Hearth.load(u, { backend: 'cpu' });
-    const tokens = [];
-    for await (const t of engine.generate('Hello', { maxTokens: 4 })) tokens.push(t.token);
-    engine.dispose();
-    return tokens;
-  }, url);
   const entry = () => page.evaluate(async (u) => (await window.Hearth.cache.list()).find((e) => e.url === u), url);
-  const want = await page.evaluate(async (u) => {
-    const engine = await window.Hearth.load(u, { backend: 'cpu', cache: false });
-    const tokens = [];
-    for await (const t of engine.generate('Hello', { maxTokens: 4 })) tokens.push(t.token);
-    engine.dispose();
-    return tokens;
-  }, url);
+  const want = await greedyTokens(page, url, { backend: 'cpu', cache: false });
   // Room for about half of the 11 MB file.
   await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: 6 << 20 });
   try {
@@ -230,7 +217,7 @@ test('a quota reached midway through a download keeps the cache whole; the next 
   const kept = await entry();
   assert.ok(kept && kept.cachedBytes > 0 && !kept.complete, JSON.stringify(kept));
   const before = models.state.requests.length;
-  assert.deepEqual(await generate(), want);
+  assert.deepEqual(await greedyTokens(page, url, { backend: 'cpu' }), want);
   // What was cached is read back (each segment checked), not fetched again.
   const fetched = models.state.requests.slice(before).filter((r) => r.path === '/qwen2.gguf' && !r.range.startsWith('bytes=0-'));
   const bytes = fetched.reduce((n, r) => { const [a, b] = /(\d+)-(\d+)/.exec(r.range).slice(1).map(Number); return n + b - a + 1; }, 0);
