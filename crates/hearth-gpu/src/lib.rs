@@ -15,6 +15,7 @@ pub mod weights;
 pub use device::{Gpu, GpuOptions, Paths};
 pub use engine::Backend;
 pub use model::GpuModel;
+pub use plan::CHUNK;
 
 use hearth_core::model::ModelError;
 use hearth_core::quant::GgmlType;

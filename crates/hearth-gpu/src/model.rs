@@ -4,8 +4,10 @@
 //! A decode step runs one token: embedding, every layer, then the output norm, head and argmax.
 //! A prompt runs in chunks of up to [`CHUNK`] tokens layer by layer: the matrix products take
 //! the whole chunk at once (each weight decoded once per tile of tokens), rope runs per token,
-//! and attention takes every token of the chunk in one launch, flash-style, and a delta-net layer's recurrence walks the chunk inside one launch. All bind groups are made at load; a step's only per-token inputs are its position,
-//! token id and row in the chunk, a 16-byte [`Step`] at a dynamic offset, so a whole chunk goes
+//! and attention takes every token of the chunk in one launch, flash-style; a delta-net layer's
+//! delta rule takes the chunked (WY) form, its state-free part in parallel over sub-chunks and
+//! then one walk over the sub-chunks. All bind groups are made at load; a step's only
+//! per-token inputs are its position, token id and row in the chunk, a 16-byte [`Step`] at a dynamic offset, so a whole chunk goes
 //! into one command buffer and a decode step is one submission that reads back four bytes.
 //!
 //! Loading is two steps so that weights can be written as their bytes arrive, in any order:
@@ -197,29 +199,35 @@ impl GpuModel {
         (kv, self.plan.recurrent.bytes())
     }
 
-    /// Runs only a decode step's recurrence (every delta-net layer's convolution and delta-rule
-    /// launches, on whatever their inputs hold) `steps` times in one submission, and waits:
-    /// timed against decode steps, the share of decode time the recurrence takes. The state it
-    /// leaves belongs to no sequence, so the model is then cut back to its latest checkpoint
+    /// Runs only the recurrence (every delta-net layer's convolution and delta-rule launches,
+    /// on whatever their inputs hold) `runs` times in one submission, and waits: a decode
+    /// step's where `chunk` is false, else a whole prompt chunk's ([`CHUNK`] tokens). Timed
+    /// against decode steps or prefill, the share of their time the recurrence takes. The state
+    /// it leaves belongs to no sequence, so the model is then cut back to its latest checkpoint
     /// as by [`GpuModel::truncate`]; returns the positions kept. Nothing to run (and nothing
     /// lost) where every layer is attention.
-    pub async fn run_recurrence(&mut self, steps: usize) -> Result<usize, GpuError> {
-        if self.plan.recurrence.is_empty() {
+    pub async fn run_recurrence(&mut self, runs: usize, chunk: bool) -> Result<usize, GpuError> {
+        let (launches, count) = if chunk {
+            (&self.plan.recurrence.prompt, CHUNK as u32)
+        } else {
+            (&self.plan.recurrence.decode, 1)
+        };
+        if launches.is_empty() {
             return Ok(self.len);
         }
         let step = Step {
             pos: self.len as u32,
             token: 0,
             row: 0,
-            count: 1,
+            count,
         };
         self.plan.steps.write(&self.gpu, &[step]);
         let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
             self.plan.steps.set(&mut pass, 0);
-            for _ in 0..steps {
-                for d in &self.plan.recurrence {
+            for _ in 0..runs {
+                for d in launches {
                     d.record(&mut pass);
                 }
             }

@@ -79,12 +79,21 @@ pub struct Plan {
     pub result: wgpu::Buffer,
     pub result_read: wgpu::Buffer,
     pub recurrent: RecurrentState,
-    /// The decode plan's recurrence launches (each delta-net layer's convolution and delta
-    /// rule), also in `decode`: timed on their own, they give the recurrence's share of a step.
-    pub recurrence: Vec<Dispatch>,
+    /// The recurrence launches (each delta-net layer's convolution and delta rule) of the
+    /// decode plan and of the prompt plan, also in `decode` and `prompt`: timed on their own,
+    /// they give the recurrence's share of a step or a chunk.
+    pub recurrence: Recurrence,
     pub weight_bytes_per_token: u64,
     pub held_bytes: u64,
     pub pending: BTreeMap<String, Pending>,
+}
+
+/// The recurrence's launches in each plan.
+#[derive(Default)]
+pub struct Recurrence {
+    pub decode: Vec<Dispatch>,
+    /// Over a chunk, bound to its first step.
+    pub prompt: Vec<Dispatch>,
 }
 
 /// Allocates buffers, counts the bytes they hold, and notes which tensor fills which.
@@ -256,6 +265,8 @@ struct Acts {
     z: wgpu::Buffer,
     beta: wgpu::Buffer,
     alpha: wgpu::Buffer,
+    /// The chunked delta rule's records.
+    wy: wgpu::Buffer,
     /// The f16 KV path's f32 K and V rows of a chunk.
     kv_rows: Option<(wgpu::Buffer, wgpu::Buffer)>,
 }
@@ -285,6 +296,7 @@ impl Acts {
             z: rows(max(&|_| 0, &DeltaNet::value_dim)),
             beta: rows(max(&|_| 0, &|d| d.n_v_heads)),
             alpha: rows(max(&|_| 0, &|d| d.n_v_heads)),
+            wy: rows(max(&|_| 0, &|d| kernels::delta_records_len(d, 1))),
             kv_rows: f16_kv.then(|| {
                 (
                     rows(max(&Attention::k_dim, &|_| 0)),
@@ -315,7 +327,7 @@ struct Lowering<'a> {
     /// Rope tables by rope, shared by the layers with the same one.
     tables: Vec<(Rope, wgpu::Buffer)>,
     norm: NormParams,
-    recurrence: Vec<Dispatch>,
+    recurrence: Recurrence,
 }
 
 impl Lowering<'_> {
@@ -513,29 +525,35 @@ impl Lowering<'_> {
         )?;
         let k = self.k;
         let eps = self.spec.rms_eps;
-        let first = plans.decode.len();
-        // Both kernels walk the rows of the chunk they are bound to.
-        plans.both(|_| {
-            Ok(vec![
-                k.conv_launch(gpu, d, [&a.qkv, &conv_w, conv_state]),
-                k.delta_launch(
-                    gpu,
-                    d,
-                    eps,
-                    [
-                        &a.qkv,
-                        &a.z,
-                        &a.beta,
-                        &a.alpha,
-                        &params,
-                        delta_state,
-                        &a.att,
-                    ],
-                )?,
-            ])
+        let first = (plans.decode.len(), plans.prompt.len());
+        // The convolution walks the rows of the chunk it is bound to.
+        plans.both(|rows| {
+            let mut launches = vec![k.conv_launch(gpu, d, [&a.qkv, &conv_w, conv_state])];
+            launches.extend(k.delta_launches(
+                gpu,
+                d,
+                eps,
+                rows,
+                [
+                    &a.qkv,
+                    &a.z,
+                    &a.beta,
+                    &a.alpha,
+                    &params,
+                    delta_state,
+                    &a.att,
+                    &a.wy,
+                ],
+            )?);
+            Ok(launches)
         })?;
-        self.recurrence
-            .extend(plans.decode[first..].iter().cloned());
+        let r = &mut self.recurrence;
+        r.decode.extend(plans.decode[first.0..].iter().cloned());
+        r.prompt
+            .extend(plans.prompt[first.1..].iter().map(|op| match op {
+                PromptOp::Chunk(d) => d.clone(),
+                PromptOp::PerToken(_) => unreachable!("the recurrence runs over whole chunks"),
+            }));
         self.products(plans, &[(&wout, &a.att, &a.x, None, Output::Add, 0)])
     }
 
@@ -620,7 +638,7 @@ pub fn build(gpu: &Gpu, header: &Gguf, spec: &ModelSpec, max_ctx: usize) -> Resu
         max_ctx,
         tables: Vec::new(),
         norm,
-        recurrence: Vec::new(),
+        recurrence: Recurrence::default(),
     };
     let mut plans = Plans::default();
     let mut states = recurrent.layers.iter();

@@ -591,27 +591,49 @@ fn matmul_over_a_chunk_equals_one_product_per_token() {
 }
 
 /// The delta-net kernels (convolution, delta rule and gated norm) against the reference's
-/// token step: key and value heads of different widths and counts, a chunk of 5 tokens in one
-/// launch, then a decode step that continues from the state the chunk left.
+/// token step, over key and value heads of different widths and counts, from a state that is
+/// not zero: a prompt chunk of 37 tokens in the chunked form (two whole sub-chunks and part of
+/// a third where a sub-chunk is 16 rows), a decode step token by token, then a second chunk of
+/// 3 tokens that continues from the state the step left.
 #[test]
-fn delta_net_kernels_over_a_chunk_then_a_step() {
+fn delta_net_kernels_over_chunks_and_steps() {
     use hearth_core::model::DeltaNet;
     let Some(b) = Bench::new(&GpuOptions::default()) else {
         return;
     };
-    let d = DeltaNet {
-        n_k_heads: 2,
-        n_v_heads: 6,
-        head_k_dim: 24,
-        head_v_dim: 20,
-        conv_kernel: 4,
-    };
+    let shapes = [
+        // (key heads, value heads, key width, value width)
+        (2, 6, 24, 20),
+        (2, 4, 128, 128),
+        (1, 2, 256, 64),
+    ];
+    for (n_k, n_v, dk, dv) in shapes {
+        let d = DeltaNet {
+            n_k_heads: n_k,
+            n_v_heads: n_v,
+            head_k_dim: dk,
+            head_v_dim: dv,
+            conv_kernel: 4,
+        };
+        delta_net_over_chunks_and_steps(&b, &d, &[37, 1, 3]);
+    }
+}
+
+/// Runs `d` over runs of tokens as the plans bind them (one token: a decode step; more: a
+/// prompt chunk of up to 64 rows) and compares every output and the final states with the
+/// reference.
+fn delta_net_over_chunks_and_steps(b: &Bench, d: &hearth_core::model::DeltaNet, runs: &[usize]) {
+    let label = format!(
+        "{}x{} heads of {}x{}",
+        d.n_k_heads, d.n_v_heads, d.head_k_dim, d.head_v_dim
+    );
     let (cd, vd, nv, eps) = (d.conv_dim(), d.value_dim(), d.n_v_heads, 1e-6);
-    let rows = 6;
-    let qkv = values(rows * cd, 11);
-    let z = values(rows * vd, 12);
-    let beta = values(rows * nv, 13);
-    let alpha = values(rows * nv, 14);
+    let tokens: usize = runs.iter().sum();
+    let chunk = 64;
+    let qkv = values(tokens * cd, 11);
+    let z = values(tokens * vd, 12);
+    let beta = values(tokens * nv, 13);
+    let alpha = values(tokens * nv, 14);
     let conv_w: Vec<f32> = values(cd * d.conv_kernel, 15)
         .iter()
         .map(|v| v * 0.5)
@@ -630,28 +652,28 @@ fn delta_net_kernels_over_a_chunk_then_a_step() {
     let params: Vec<f32> = [&dt[..], &a, &norm].concat();
 
     let gpu = &b.gpu;
-    let [qkv_b, z_b, beta_b, alpha_b, conv_b, params_b, cs_b, ds_b] = [
-        &qkv,
-        &z,
-        &beta,
-        &alpha,
-        &conv_w,
-        &params,
-        &conv_state,
-        &delta_state,
-    ]
-    .map(|v| kernels::storage_f32(gpu, v));
-    let out_b = kernels::scratch(gpu, rows * vd);
-    let launches = [
-        b.k.conv_launch(gpu, &d, [&qkv_b, &conv_b, &cs_b]),
-        b.k.delta_launch(
-            gpu,
-            &d,
-            eps,
-            [&qkv_b, &z_b, &beta_b, &alpha_b, &params_b, &ds_b, &out_b],
-        )
-        .unwrap(),
-    ];
+    let [conv_b, params_b, cs_b, ds_b] =
+        [&conv_w, &params, &conv_state, &delta_state].map(|v| kernels::storage_f32(gpu, v));
+    let [qkv_b, z_b, beta_b, alpha_b, out_b] =
+        [cd, vd, nv, nv, vd].map(|n| kernels::scratch(gpu, chunk * n));
+    let wy = kernels::scratch(gpu, kernels::delta_records_len(d, chunk));
+    let launches = |rows| {
+        let mut l = vec![b.k.conv_launch(gpu, d, [&qkv_b, &conv_b, &cs_b])];
+        l.extend(
+            b.k.delta_launches(
+                gpu,
+                d,
+                eps,
+                rows,
+                [
+                    &qkv_b, &z_b, &beta_b, &alpha_b, &params_b, &ds_b, &out_b, &wy,
+                ],
+            )
+            .unwrap(),
+        );
+        l
+    };
+    let (chunk_launches, step_launches) = (launches(chunk), launches(1));
     let tables = ops::DeltaTables {
         conv: &conv_w,
         dt: &dt,
@@ -660,10 +682,10 @@ fn delta_net_kernels_over_a_chunk_then_a_step() {
         eps,
     };
     let mut want_qkv = qkv.clone();
-    let mut want = vec![0.0; rows * vd];
-    for t in 0..rows {
+    let mut want = vec![0.0; tokens * vd];
+    for t in 0..tokens {
         ops::delta_net_token(
-            &d,
+            d,
             &tables,
             (&mut conv_state, &mut delta_state),
             &mut want_qkv[t * cd..(t + 1) * cd],
@@ -675,34 +697,44 @@ fn delta_net_kernels_over_a_chunk_then_a_step() {
             &mut want[t * vd..(t + 1) * vd],
         );
     }
-    // Tokens 0..5 as a chunk bound to its first step.
-    b.run(
-        Step {
-            count: 5,
-            ..step(0, 0)
-        },
-        &launches,
-    );
-    assert_close("delta net chunk", &b.read(&out_b, 5 * vd), &want[..5 * vd]);
-    // Token 5 as a decode step: its row moved to row 0, as the decode plan lays it out.
-    for (buf, v, n) in [
-        (&qkv_b, &qkv, cd),
-        (&z_b, &z, vd),
-        (&beta_b, &beta, nv),
-        (&alpha_b, &alpha, nv),
-    ] {
-        gpu.queue
-            .write_buffer(buf, 0, bytemuck::cast_slice(&v[5 * n..6 * n]));
+    let mut first = 0;
+    for &n in runs {
+        // The run's rows from row 0, as the plans lay them out.
+        for (buf, v, w) in [
+            (&qkv_b, &qkv, cd),
+            (&z_b, &z, vd),
+            (&beta_b, &beta, nv),
+            (&alpha_b, &alpha, nv),
+        ] {
+            gpu.queue
+                .write_buffer(buf, 0, bytemuck::cast_slice(&v[first * w..(first + n) * w]));
+        }
+        let launches = if n == 1 {
+            &step_launches
+        } else {
+            &chunk_launches
+        };
+        b.run(
+            Step {
+                count: n as u32,
+                ..step(first as u32, 0)
+            },
+            launches,
+        );
+        assert_close(
+            &format!("{label}: tokens {first}..{}", first + n),
+            &b.read(&out_b, n * vd),
+            &want[first * vd..(first + n) * vd],
+        );
+        first += n;
     }
-    b.run(step(5, 0), &launches);
-    assert_close("delta net step", &b.read(&out_b, vd), &want[5 * vd..]);
     assert_close(
-        "delta state",
+        &format!("{label}: delta state"),
         &b.read(&ds_b, d.delta_state_len()),
         &delta_state,
     );
     assert_close(
-        "conv state",
+        &format!("{label}: conv state"),
         &b.read(&cs_b, d.conv_state_len()),
         &conv_state,
     );

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use hearth_core::quant::GgmlType;
-use hearth_gpu::kernels::{self, Features, Shader};
+use hearth_gpu::kernels::{self, DeltaPart, Features, Shader};
 use hearth_gpu::weights::gpu_format;
 use wgpu::naga;
 
@@ -49,8 +49,17 @@ fn variants() -> Vec<Shader> {
             out.push(Shader::Attention { f16_kv, vpt });
         }
     }
-    for (dk, dv) in [(16, 16), (24, 20), (128, 128), (64, 256)] {
-        out.push(Shader::DeltaNet { dk, dv });
+    for (dk, dv) in [
+        (16, 16),
+        (24, 20),
+        (128, 128),
+        (64, 256),
+        (256, 128),
+        (3000, 8),
+    ] {
+        for part in [DeltaPart::Recurrent, DeltaPart::Prep, DeltaPart::Chunk] {
+            out.push(Shader::DeltaNet { dk, dv, part });
+        }
     }
     out
 }

@@ -1,7 +1,8 @@
 //! `hearth bench`: prefill and decode speed on the GPU, decode's achieved weight bandwidth
 //! against a plain copy kernel measured on the same device in the same run, the memory held by
-//! the KV cache and by recurrent state, and the share of decode time the recurrence takes (its
-//! launches timed alone, as many times as tokens were decoded). With `--json-schema`, decode
+//! the KV cache and by recurrent state, and the share of decode and prefill time the recurrence
+//! takes (its launches timed alone, as many times as tokens were decoded and as many whole
+//! chunks as the prompt held). With `--json-schema`, decode
 //! again with the output held to the schema (greedy within its mask) and give the cost of the
 //! mask per token against plain greedy decode.
 
@@ -13,7 +14,7 @@ use anyhow::Context;
 use hearth_core::constrain::{Format, Grammars};
 use hearth_core::sampling::{GenerateOptions, Generator};
 use hearth_gpu::bench::CopyKernel;
-use hearth_gpu::{Backend, Gpu, GpuModel, GpuOptions};
+use hearth_gpu::{Backend, Gpu, GpuModel, GpuOptions, CHUNK};
 
 use crate::load;
 
@@ -135,10 +136,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let decode_s = t.elapsed().as_secs_f64();
     let (kv_bytes, recurrent_bytes) = model.state_bytes();
+    // Prefill's share counts the prompt's whole chunks, each timed at the full chunk.
+    let chunks = (args.prompt_tokens / CHUNK).max(1);
     let recurrence_s = if model.spec.is_recurrent() {
-        let t = Instant::now();
-        pollster::block_on(model.run_recurrence(args.gen_tokens))?;
-        Some(t.elapsed().as_secs_f64())
+        let mut time = |runs, chunk| -> anyhow::Result<f64> {
+            let t = Instant::now();
+            pollster::block_on(model.run_recurrence(runs, chunk))?;
+            Ok(t.elapsed().as_secs_f64())
+        };
+        Some((time(args.gen_tokens, false)?, time(chunks, true)?))
     } else {
         None
     };
@@ -188,8 +194,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "kv_cache_bytes": kv_bytes,
         "kv_cache_positions": capacity,
         "recurrent_state_bytes": recurrent_bytes,
-        "recurrence_s_per_token": recurrence_s.map(|s| s / args.gen_tokens as f64),
-        "decode_recurrence_share": recurrence_s.map(|s| s / decode_s),
+        "recurrence_s_per_token": recurrence_s.map(|(s, _)| s / args.gen_tokens as f64),
+        "decode_recurrence_share": recurrence_s.map(|(s, _)| s / decode_s),
+        "recurrence_s_per_chunk": recurrence_s.map(|(_, s)| s / chunks as f64),
+        "prefill_recurrence_share": recurrence_s
+            .map(|(_, s)| s / chunks as f64 * args.prompt_tokens as f64 / CHUNK as f64 / prefill_s),
         "constrained_decode_tokens_per_s": constrained_tps,
         "constrained_decode_cost": constrained_s.map(|s| s / decode_s - 1.0),
     });
@@ -235,11 +244,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             recurrent_bytes as f64 / 1e6
         );
         match recurrence_s {
-            Some(s) => println!(
-                "recurrence {:.1} ms per decoded token, {:.1}% of decode time",
-                s * 1e3 / args.gen_tokens as f64,
-                s / decode_s * 100.0
-            ),
+            Some((step, chunk)) => {
+                println!(
+                    "recurrence {:.1} ms per decoded token, {:.1}% of decode time",
+                    step * 1e3 / args.gen_tokens as f64,
+                    step / decode_s * 100.0
+                );
+                let per_chunk = chunk / chunks as f64;
+                println!(
+                    "           {:.1} ms per {CHUNK}-token prompt chunk, {:.1}% of prefill time",
+                    per_chunk * 1e3,
+                    per_chunk * args.prompt_tokens as f64 / CHUNK as f64 / prefill_s * 100.0
+                );
+            }
             None => println!("recurrence none (every layer is attention)"),
         }
         if let Some(s) = constrained_s {

@@ -5,7 +5,7 @@ use hearth_core::model::DeltaNet;
 
 use super::buffers::uniform;
 use super::pipelines::{grid, Dispatch, Kernel, Kernels};
-use super::shaders::{Shader, MATRIX_THREADS};
+use super::shaders::{delta_sub_chunk, DeltaPart, Shader, MATRIX_THREADS};
 use super::uniforms::{
     ArgmaxParams, ConvParams, DeltaParams, KvStoreParams, Mat, NormParams, Output, RopeParams,
     TopParams,
@@ -266,26 +266,24 @@ impl Kernels {
         }
     }
 
-    /// The delta rule and gated norm of every value head, over the rows of a step's chunk.
-    /// `params` holds `[dt | a | norm]`.
-    pub fn delta_launch(
+    /// The delta rule and gated norm of every value head over the `step.count` rows of a step
+    /// bound to up to `rows` rows: token by token for a decode step (one row), else in the
+    /// chunked form. `buffers` are `[qkv, z, beta, alpha, params, state, out, wy]`: `params`
+    /// holds `[dt | a | norm]`, `wy` the chunked form's records ([`delta_records_len`] floats).
+    pub fn delta_launches(
         &self,
         gpu: &Gpu,
         d: &DeltaNet,
         eps: f32,
-        [qkv, z, beta, alpha, params, state, out]: [&wgpu::Buffer; 7],
-    ) -> Result<Dispatch, GpuError> {
+        rows: usize,
+        buffers: [&wgpu::Buffer; 8],
+    ) -> Result<Vec<Dispatch>, GpuError> {
         if d.head_v_dim > MAX_HEAD_V_DIM {
             return Err(GpuError::Unsupported(format!(
                 "delta-net value heads of {} dimensions (the GPU engine takes up to {MAX_HEAD_V_DIM})",
                 d.head_v_dim
             )));
         }
-        let shader = Shader::DeltaNet {
-            dk: d.head_k_dim as u32,
-            dv: d.head_v_dim as u32,
-        };
-        let kernel = self.fixed(gpu, shader);
         let u = uniform(
             gpu,
             &DeltaParams {
@@ -299,12 +297,39 @@ impl Kernels {
                 _pad: 0,
             },
         );
-        Ok(Dispatch {
-            pipeline: kernel.pipeline.clone(),
-            bind: kernel.bind(gpu, &[&u, qkv, z, beta, alpha, params, state, out]),
-            groups: [d.n_v_heads as u32, 1, 1],
+        let mut bind = vec![&u];
+        bind.extend(buffers);
+        let heads = d.n_v_heads as u32;
+        let launch = |part, groups| {
+            let shader = Shader::DeltaNet {
+                dk: d.head_k_dim as u32,
+                dv: d.head_v_dim as u32,
+                part,
+            };
+            let kernel = self.fixed(gpu, shader);
+            Dispatch {
+                pipeline: kernel.pipeline.clone(),
+                bind: kernel.bind(gpu, &bind),
+                groups,
+            }
+        };
+        Ok(if rows == 1 {
+            vec![launch(DeltaPart::Recurrent, [heads, 1, 1])]
+        } else {
+            let subs = rows.div_ceil(delta_sub_chunk(d.head_k_dim)) as u32;
+            vec![
+                launch(DeltaPart::Prep, [heads, subs, 1]),
+                launch(DeltaPart::Chunk, [heads, 1, 1]),
+            ]
         })
     }
+}
+
+/// Floats of the chunked delta rule's records for `rows` rows (`REC` in delta.wgsl per row and
+/// value head).
+pub fn delta_records_len(d: &DeltaNet, rows: usize) -> usize {
+    let rec = d.head_k_dim + d.head_v_dim + delta_sub_chunk(d.head_k_dim) + 3;
+    rows * d.n_v_heads * rec
 }
 
 /// An output format's mask over `n` tokens: a bit per token (token `i` at bit `i % 32` of

@@ -23,11 +23,31 @@ pub const KV_STORE: &str = include_str!("../../../../shaders/kv_store.wgsl");
 pub const ARGMAX: &str = include_str!("../../../../shaders/argmax.wgsl");
 pub const TOP: &str = include_str!("../../../../shaders/top.wgsl");
 pub const CONV: &str = include_str!("../../../../shaders/conv.wgsl");
+pub const DELTA: &str = include_str!("../../../../shaders/delta.wgsl");
 pub const DELTA_NET: &str = include_str!("../../../../shaders/delta_net.wgsl");
+pub const DELTA_PREP: &str = include_str!("../../../../shaders/delta_prep.wgsl");
+pub const DELTA_CHUNK: &str = include_str!("../../../../shaders/delta_chunk.wgsl");
 pub const COPY: &str = include_str!("../../../../shaders/copy.wgsl");
 
 /// Threads of a matrix-kernel workgroup; its rows are split among them (matvec.wgsl).
 pub const MATRIX_THREADS: u32 = 64;
+
+/// Rows of a sub-chunk of the chunked delta rule (`SUB` in delta.wgsl) for key heads of `dk`:
+/// at most 16, and no more than fit a sub-chunk of key rows in 8 KiB of workgroup memory.
+pub fn delta_sub_chunk(dk: usize) -> usize {
+    (2048 / dk.max(1)).clamp(1, 16)
+}
+
+/// The kernels of a delta-net layer's recurrence (see delta.wgsl).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DeltaPart {
+    /// Token by token (a decode step).
+    Recurrent,
+    /// The chunked form's state-free part, per sub-chunk.
+    Prep,
+    /// The chunked form's walk over sub-chunks.
+    Chunk,
+}
 
 /// One shader variant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -59,6 +79,7 @@ pub enum Shader {
     DeltaNet {
         dk: u32,
         dv: u32,
+        part: DeltaPart,
     },
 }
 
@@ -103,7 +124,7 @@ impl Shader {
             Shader::Attention { f16_kv, vpt } => {
                 format!("attention {} x{vpt}", if f16_kv { "f16" } else { "f32" })
             }
-            Shader::DeltaNet { dk, dv } => format!("delta_net {dk}x{dv}"),
+            Shader::DeltaNet { dk, dv, part } => format!("delta_net {part:?} {dk}x{dv}"),
             other => format!("{other:?}"),
         }
     }
@@ -121,7 +142,9 @@ impl Shader {
             Shader::Argmax => &[Uniform, Read, Write, Read],
             Shader::Top => &[Uniform, Read, Read, Write, Read],
             Shader::Conv => &[Uniform, Write, Read, Write],
-            Shader::DeltaNet { .. } => &[Uniform, Read, Read, Read, Read, Read, Write, Write],
+            Shader::DeltaNet { .. } => {
+                &[Uniform, Read, Read, Read, Read, Read, Write, Write, Write]
+            }
         }
     }
 
@@ -168,9 +191,17 @@ impl Shader {
                 parts.extend([COMMON, ATTENTION].map(String::from));
             }
             Shader::KvStore => parts.extend(["enable f16;\n", COMMON, KV_STORE].map(String::from)),
-            Shader::DeltaNet { dk, dv } => {
-                parts.push(format!("const DK: u32 = {dk}u;\nconst DV: u32 = {dv}u;\n"));
-                parts.extend([COMMON, DELTA_NET].map(String::from));
+            Shader::DeltaNet { dk, dv, part } => {
+                parts.push(format!(
+                    "const DK: u32 = {dk}u;\nconst DV: u32 = {dv}u;\nconst SUB: u32 = {}u;\n",
+                    delta_sub_chunk(dk as usize)
+                ));
+                let kernel = match part {
+                    DeltaPart::Recurrent => DELTA_NET,
+                    DeltaPart::Prep => DELTA_PREP,
+                    DeltaPart::Chunk => DELTA_CHUNK,
+                };
+                parts.extend([COMMON, DELTA, kernel].map(String::from));
             }
             Shader::RmsNorm => parts.extend([COMMON, RMS_NORM].map(String::from)),
             Shader::Rope => parts.extend([COMMON, ROPE].map(String::from)),
