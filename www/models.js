@@ -36,6 +36,13 @@ export const CATALOGUE = [
     about: 'A small, capable multilingual chat model from Alibaba.',
   },
   {
+    id: 'qwen3.5-0.8b',
+    label: 'Qwen3.5 0.8B · Q4_K_M',
+    url: hub('unsloth/Qwen3.5-0.8B-GGUF', 'Qwen3.5-0.8B-Q4_K_M.gguf'),
+    size: 533e6,
+    about: 'Alibaba\'s smallest Qwen3.5: Gated DeltaNet layers beside attention, and a 248k-token vocabulary.',
+  },
+  {
     id: 'llama3.2-1b',
     label: 'Llama 3.2 1B Instruct · Q4_K_M',
     url: hub('bartowski/Llama-3.2-1B-Instruct-GGUF', 'Llama-3.2-1B-Instruct-Q4_K_M.gguf'),

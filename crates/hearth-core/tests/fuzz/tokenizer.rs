@@ -17,6 +17,7 @@ fn tokenizers() -> Vec<(&'static str, Tokenizer)> {
         ("llama2", "tokenizers/llama2.gguf.gz"),
         ("llama3", "tokenizers/llama3.gguf.gz"),
         ("qwen3", "tokenizers/qwen3.gguf.gz"),
+        ("qwen35", "tokenizers/qwen35.gguf.gz"),
     ]
     .into_iter()
     .map(|(name, p)| {
