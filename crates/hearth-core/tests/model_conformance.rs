@@ -4,7 +4,7 @@
 
 use hearth_core::gguf::GgufFile;
 use hearth_core::model::CpuModel;
-use hearth_fixtures::{argmax, floats, ids, model_fixtures};
+use hearth_fixtures::{argmax, floats, ids, max_abs_diff, model_fixtures};
 
 /// Allowed difference, as a fraction of the reference logits' range.
 const TOLERANCE: f32 = 1e-4;
@@ -39,11 +39,7 @@ fn every_fixture_matches_pytorch() {
             let range = want.iter().fold(f32::MIN, |a, &b| a.max(b))
                 - want.iter().fold(f32::MAX, |a, &b| a.min(b));
             let tol = TOLERANCE * range;
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max);
+            let worst = max_abs_diff(&got, &want);
             eprintln!("{label} seq {s}: max diff {worst:.3e} (tolerance {tol:.3e})");
             if worst > tol {
                 failures.push(format!("{label} seq {s}: max |diff| {worst} > {tol}"));
@@ -93,11 +89,7 @@ fn prompt_and_decode_paths_agree() {
         for (t, &id) in tokens.iter().enumerate() {
             let step = model.forward(&mut cache, &[id]).unwrap();
             let batch = &all[t * n_vocab..(t + 1) * n_vocab];
-            let worst = step
-                .iter()
-                .zip(batch)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max);
+            let worst = max_abs_diff(&step, batch);
             assert!(worst < 1e-4, "{}: position {t} differs by {worst}", f.name);
         }
         // A truncated state continues exactly as a fresh one; recurrent state, which has no
@@ -106,11 +98,7 @@ fn prompt_and_decode_paths_agree() {
         assert_eq!(kept, if model.spec.is_recurrent() { 0 } else { 3 });
         let again = model.forward(&mut cache, &tokens[kept..]).unwrap();
         let fresh = &all[(tokens.len() - 1) * n_vocab..];
-        let worst = again
-            .iter()
-            .zip(fresh)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
+        let worst = max_abs_diff(&again, fresh);
         assert!(
             worst < 1e-4,
             "{}: after truncate differs by {worst}",

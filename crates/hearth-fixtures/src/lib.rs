@@ -89,17 +89,25 @@ pub fn argmax(x: &[f32]) -> usize {
     best
 }
 
-/// Largest |a - b|, as a fraction of the range of the reference `b`.
-pub fn relative_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let max = b.iter().fold(f32::MIN, |m, &v| m.max(v));
-    let min = b.iter().fold(f32::MAX, |m, &v| m.min(v));
-    let range = (max - min).max(f32::MIN_POSITIVE);
+/// Largest |a - b| over two slices of the same length (NaN where either holds one).
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
     a.iter()
         .zip(b)
         .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-        / range
+        .fold(0.0, |m, d| if d.is_nan() || d > m { d } else { m })
+}
+
+/// Largest |v|.
+pub fn max_abs(v: &[f32]) -> f32 {
+    v.iter().fold(0.0, |m, x| m.max(x.abs()))
+}
+
+/// Largest |a - b|, as a fraction of the range of the reference `b`.
+pub fn relative_diff(a: &[f32], b: &[f32]) -> f32 {
+    let max = b.iter().fold(f32::MIN, |m, &v| m.max(v));
+    let min = b.iter().fold(f32::MAX, |m, &v| m.min(v));
+    max_abs_diff(a, b) / (max - min).max(f32::MIN_POSITIVE)
 }
 
 /// JSON numbers as f32s.
