@@ -1,0 +1,286 @@
+//! Lowering each layer of the description: attention, the delta net and the feed-forward
+//! block, each operation written once as a function of the rows it runs over.
+
+use hearth_core::model::{Attention, DeltaNet, Ffn, ModelSpec, Role, Rope, RopeStyle, TensorId};
+
+use crate::kernels::{uniform, AttnParams, Kernels, NormParams, Output, RopeParams};
+use crate::weights::GpuMatrix;
+use crate::{Gpu, GpuError};
+
+use super::held::Held;
+use super::{rope_table, Acts, Plans, PromptOp, Recurrence};
+
+/// A matrix product as (matrix, input, output, bias, output mode, KV cache stride).
+type Product<'a> = (
+    &'a GpuMatrix,
+    &'a wgpu::Buffer,
+    &'a wgpu::Buffer,
+    Option<&'a wgpu::Buffer>,
+    Output,
+    usize,
+);
+
+/// What lowering a layer needs besides the layer.
+pub(super) struct Lowering<'a> {
+    pub(super) gpu: &'a Gpu,
+    pub(super) k: &'a Kernels,
+    pub(super) spec: &'a ModelSpec,
+    pub(super) acts: Acts,
+    pub(super) max_ctx: usize,
+    /// Rope tables by rope, shared by the layers with the same one.
+    pub(super) tables: Vec<(Rope, wgpu::Buffer)>,
+    pub(super) norm: NormParams,
+    pub(super) recurrence: Recurrence,
+}
+
+impl Lowering<'_> {
+    pub(super) fn products(&self, plans: &mut Plans, list: &[Product]) -> Result<(), GpuError> {
+        for &(m, x, y, bias, mode, stride) in list {
+            plans.both(|rows| {
+                self.k
+                    .product_launches(self.gpu, m, rows, x, y, bias, mode, stride)
+            })?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn norm(&self, plans: &mut Plans, weight: &wgpu::Buffer) -> Result<(), GpuError> {
+        let (gpu, a) = (self.gpu, &self.acts);
+        plans.both(|rows| {
+            Ok(vec![self
+                .k
+                .rms_norm_launch(gpu, self.norm, rows, &a.x, weight, &a.h)])
+        })
+    }
+
+    /// The rope table of `rope`, made once for all the layers that share it.
+    pub(super) fn table(&mut self, b: &mut Held, rope: &Rope) -> wgpu::Buffer {
+        if let Some((_, t)) = self.tables.iter().find(|(r, _)| r == rope) {
+            return t.clone();
+        }
+        let t = if rope.freqs {
+            // Written once the factors arrive.
+            b.scratch(self.max_ctx * rope.dim)
+        } else {
+            b.f32s(&rope_table(rope, None, self.max_ctx))
+        };
+        self.tables.push((*rope, t.clone()));
+        t
+    }
+
+    pub(super) fn attention(
+        &mut self,
+        b: &mut Held,
+        plans: &mut Plans,
+        l: usize,
+        a: &Attention,
+    ) -> Result<(), GpuError> {
+        let id = |role| TensorId::layer(l, role);
+        let gpu = self.gpu;
+        let (s, f16_kv) = (self.spec, gpu.paths.f16_kv);
+        let (wq, wgate) = if a.output_gate {
+            let mut parts = b.dealt(id(Role::AttnQ), a.head_dim, 2)?.into_iter();
+            (parts.next().unwrap(), parts.next())
+        } else {
+            (b.matrix(id(Role::AttnQ))?, None)
+        };
+        let [wk, wv, wo] = b.matrices(l, [Role::AttnK, Role::AttnV, Role::AttnOutput])?;
+        let mut opt = |on: bool, role| on.then(|| b.vector(id(role))).transpose();
+        let bq = opt(a.qkv_bias, Role::AttnQBias)?;
+        let bk = opt(a.qkv_bias, Role::AttnKBias)?;
+        let bv = opt(a.qkv_bias, Role::AttnVBias)?;
+        let q_norm = opt(a.qk_norm, Role::AttnQNorm)?;
+        let k_norm = opt(a.qk_norm, Role::AttnKNorm)?;
+        let kv_value_bytes = if f16_kv { 2 } else { 4 };
+        let kv_bytes = (self.max_ctx * a.k_dim().max(a.v_dim()) * kv_value_bytes) as u64;
+        if kv_bytes > gpu.max_binding {
+            return Err(GpuError::TooLarge {
+                what: format!("the KV cache of one layer for {} positions", self.max_ctx),
+                bytes: kv_bytes,
+                limit: gpu.max_binding,
+            });
+        }
+        // f16 values are stored two to a word.
+        let mut cache = |n: usize| b.scratch(n.div_ceil(4 / kv_value_bytes));
+        let kc = cache(self.max_ctx * a.k_dim());
+        let vc = cache(self.max_ctx * a.v_dim());
+        let table = self.table(b, &a.rope);
+
+        let acts = &self.acts;
+        // Where the K and V products go: the cache at the token's position, or a row of the
+        // f16 path's staging buffers.
+        let (k_out, v_out, k_stride, v_stride) = match &acts.kv_rows {
+            Some((kr, vr)) => (kr, vr, 0, 0),
+            None => (&kc, &vc, a.k_dim(), a.v_dim()),
+        };
+        self.products(
+            plans,
+            &[
+                (&wq, &acts.h, &acts.q, bq.as_ref(), Output::Store, 0),
+                (&wk, &acts.h, k_out, bk.as_ref(), Output::Store, k_stride),
+                (&wv, &acts.h, v_out, bv.as_ref(), Output::Store, v_stride),
+            ],
+        )?;
+        let rope_params = RopeParams {
+            head_dim: a.head_dim as u32,
+            rope_dim: a.rope.dim as u32,
+            neox: (a.rope.style == RopeStyle::Neox) as u32,
+            has_norm: 0,
+            eps: s.rms_eps,
+            pos_stride: 0,
+            row_stride: a.q_dim() as u32,
+            _pad: 0,
+        };
+        // K is roped where it lies: in the cache (f32), or in its chunk row before it is
+        // rounded into the cache (f16).
+        let k_rope_params = RopeParams {
+            pos_stride: if f16_kv { 0 } else { a.k_dim() as u32 },
+            row_stride: if f16_kv { a.k_dim() as u32 } else { 0 },
+            ..rope_params
+        };
+        let k = self.k;
+        plans.per_token(vec![
+            k.rope_launch(gpu, rope_params, a.n_head, &acts.q, q_norm.as_ref(), &table),
+            k.rope_launch(
+                gpu,
+                k_rope_params,
+                a.n_head_kv,
+                k_out,
+                k_norm.as_ref(),
+                &table,
+            ),
+        ]);
+        if let Some((kr, vr)) = &acts.kv_rows {
+            plans.both(|rows| {
+                Ok(vec![k.kv_store_launch(
+                    gpu,
+                    a.k_dim(),
+                    a.v_dim(),
+                    rows,
+                    [kr, vr, &kc, &vc],
+                )])
+            })?;
+        }
+        let params = uniform(
+            gpu,
+            &AttnParams {
+                n_head: a.n_head as u32,
+                group: (a.n_head / a.n_head_kv) as u32,
+                head_dim: a.head_dim as u32,
+                head_dim_v: a.head_dim_v as u32,
+                k_dim: a.k_dim() as u32,
+                v_dim: a.v_dim() as u32,
+                _pad: 0,
+                scale: 1.0 / (a.head_dim as f32).sqrt(),
+            },
+        );
+        plans.both(|rows| {
+            Ok(vec![k.attention_launch(
+                gpu,
+                (&params, a.head_dim_v),
+                a.n_head,
+                rows,
+                [&acts.q, &kc, &vc, &acts.att],
+            )])
+        })?;
+        if let Some(wgate) = &wgate {
+            let gate = (wgate, &acts.h, &acts.att, None, Output::SigmoidGate, 0);
+            self.products(plans, &[gate])?;
+        }
+        self.products(plans, &[(&wo, &acts.att, &acts.x, None, Output::Add, 0)])
+    }
+
+    pub(super) fn delta_net(
+        &mut self,
+        b: &mut Held,
+        plans: &mut Plans,
+        l: usize,
+        d: &DeltaNet,
+        (conv_state, delta_state): &(wgpu::Buffer, wgpu::Buffer),
+    ) -> Result<(), GpuError> {
+        let id = |role| TensorId::layer(l, role);
+        let gpu = self.gpu;
+        let [wqkv, wz, wbeta, walpha, wout] = b.matrices(
+            l,
+            [
+                Role::AttnQkv,
+                Role::AttnGate,
+                Role::SsmBeta,
+                Role::SsmAlpha,
+                Role::SsmOut,
+            ],
+        )?;
+        let conv_w = b.vector(id(Role::SsmConv1d))?;
+        let nv = d.n_v_heads;
+        let params = b.scratch(2 * nv + d.head_v_dim);
+        b.vector_at(id(Role::SsmDt), &params, 0)?;
+        b.vector_at(id(Role::SsmA), &params, nv)?;
+        b.vector_at(id(Role::SsmNorm), &params, 2 * nv)?;
+        let a = &self.acts;
+        self.products(
+            plans,
+            &[
+                (&wqkv, &a.h, &a.qkv, None, Output::Store, 0),
+                (&wz, &a.h, &a.z, None, Output::Store, 0),
+                (&wbeta, &a.h, &a.beta, None, Output::Store, 0),
+                (&walpha, &a.h, &a.alpha, None, Output::Store, 0),
+            ],
+        )?;
+        let k = self.k;
+        let eps = self.spec.rms_eps;
+        let first = (plans.decode.len(), plans.prompt.len());
+        // The convolution walks the rows of the chunk it is bound to.
+        plans.both(|rows| {
+            let mut launches = vec![k.conv_launch(gpu, d, [&a.qkv, &conv_w, conv_state])];
+            launches.extend(k.delta_launches(
+                gpu,
+                d,
+                eps,
+                rows,
+                [
+                    &a.qkv,
+                    &a.z,
+                    &a.beta,
+                    &a.alpha,
+                    &params,
+                    delta_state,
+                    &a.att,
+                    &a.wy,
+                ],
+            )?);
+            Ok(launches)
+        })?;
+        let r = &mut self.recurrence;
+        r.decode.extend(plans.decode[first.0..].iter().cloned());
+        r.prompt
+            .extend(plans.prompt[first.1..].iter().map(|op| match op {
+                PromptOp::Chunk(d) => d.clone(),
+                PromptOp::PerToken(_) => unreachable!("the recurrence runs over whole chunks"),
+            }));
+        self.products(plans, &[(&wout, &a.att, &a.x, None, Output::Add, 0)])
+    }
+
+    pub(super) fn feed_forward(
+        &mut self,
+        b: &mut Held,
+        plans: &mut Plans,
+        l: usize,
+        ffn: &Ffn,
+    ) -> Result<(), GpuError> {
+        match ffn {
+            Ffn::SiluGated { .. } => {
+                let [gate, up, down] =
+                    b.matrices(l, [Role::FfnGate, Role::FfnUp, Role::FfnDown])?;
+                let a = &self.acts;
+                self.products(
+                    plans,
+                    &[
+                        (&gate, &a.h, &a.ffn, None, Output::Store, 0),
+                        (&up, &a.h, &a.ffn, None, Output::SiluGate, 0),
+                        (&down, &a.ffn, &a.x, None, Output::Add, 0),
+                    ],
+                )
+            }
+        }
+    }
+}
