@@ -46,51 +46,19 @@ fn tokenize_json_matches_hugging_face() {
     let dir = scratch("tokenize");
     let vocab = unpack("tokenizers/llama3.gguf.gz", &dir);
     let m = vocab.to_str().unwrap();
-    let out = ok_stdout(
-        &[
-            "tokenize",
-            "--model",
-            m,
-            "--text",
-            "Hello, world!",
-            "--json",
-        ],
-        "",
-    );
-    assert_eq!(
-        json(&out),
-        serde_json::json!({ "tokens": [128000, 9906, 11, 1917, 0] })
-    );
-    let out = ok_stdout(
-        &[
-            "tokenize",
-            "--model",
-            m,
-            "--text",
-            "Hello, world!",
-            "--json",
-            "--no-special",
-        ],
-        "",
-    );
-    assert_eq!(
-        json(&out),
-        serde_json::json!({ "tokens": [9906, 11, 1917, 0] })
-    );
-    // Special-token text is that token, with or without --no-special.
-    let out = ok_stdout(
-        &[
-            "tokenize",
-            "--model",
-            m,
-            "--text",
-            "<|eot_id|>hi",
-            "--json",
-            "--no-special",
-        ],
-        "",
-    );
-    assert_eq!(json(&out), serde_json::json!({ "tokens": [128009, 6151] }));
+    // (text, --no-special, ids): special-token text is that token, with or without it.
+    for (text, no_special, ids) in [
+        ("Hello, world!", false, &[128000, 9906, 11, 1917, 0][..]),
+        ("Hello, world!", true, &[9906, 11, 1917, 0]),
+        ("<|eot_id|>hi", true, &[128009, 6151]),
+    ] {
+        let mut args = vec!["tokenize", "--model", m, "--text", text, "--json"];
+        if no_special {
+            args.push("--no-special");
+        }
+        let out = ok_stdout(&args, "");
+        assert_eq!(json(&out), serde_json::json!({ "tokens": ids }), "{text}");
+    }
     let out = ok_stdout(&["tokenize", "--model", m, "--text", "Hello"], "");
     assert_eq!(
         out,

@@ -62,6 +62,22 @@ impl Kernels {
             .expect("only block types can fail to compose")
     }
 
+    /// A launch of `shader` over `groups` workgroups, its uniform block `params` bound first
+    /// and `buffers` after it.
+    fn launch<T: bytemuck::Pod>(
+        &self,
+        gpu: &Gpu,
+        shader: Shader,
+        params: &T,
+        buffers: &[&wgpu::Buffer],
+        groups: [u32; 3],
+    ) -> Dispatch {
+        let u = uniform(gpu, params);
+        let mut bind = vec![&u];
+        bind.extend_from_slice(buffers);
+        self.fixed(gpu, shader).dispatch(gpu, &bind, groups)
+    }
+
     /// `y (op)= m x + bias` for `tokens` rows of `x`, one launch per part of `m`: matvec for a
     /// decode step (one row; with a `pos_stride`, `y` starts at `step.pos * pos_stride`), matmul
     /// for the `step.count` rows of a prompt chunk of up to `tokens` (with a `pos_stride`, row t
@@ -92,11 +108,11 @@ impl Kernels {
             .map(|p| {
                 let u = uniform(gpu, &mat(m, p, mode, bias.is_some(), pos_stride));
                 let [gx, gy, _] = grid((p.rows as u32).div_ceil(MATRIX_THREADS / lanes));
-                Dispatch {
-                    pipeline: kernel.pipeline.clone(),
-                    bind: kernel.bind(gpu, &[&p.buffer, &u, x, y, bias.unwrap_or(&self.dummy)]),
-                    groups: [gx, gy, tiles],
-                }
+                kernel.dispatch(
+                    gpu,
+                    &[&p.buffer, &u, x, y, bias.unwrap_or(&self.dummy)],
+                    [gx, gy, tiles],
+                )
             })
             .collect())
     }
@@ -115,11 +131,11 @@ impl Kernels {
             .iter()
             .map(|p| {
                 let u = uniform(gpu, &mat(table, p, Output::Store, false, 0));
-                let d = Dispatch {
-                    pipeline: kernel.pipeline.clone(),
-                    bind: kernel.bind(gpu, &[&p.buffer, &u, out]),
-                    groups: grid((table.cols as u32).div_ceil(32).div_ceil(64)),
-                };
+                let d = kernel.dispatch(
+                    gpu,
+                    &[&p.buffer, &u, out],
+                    grid((table.cols as u32).div_ceil(32).div_ceil(64)),
+                );
                 (p.row_offset, p.rows, d)
             })
             .collect())
@@ -135,13 +151,8 @@ impl Kernels {
         weight: &wgpu::Buffer,
         out: &wgpu::Buffer,
     ) -> Dispatch {
-        let u = uniform(gpu, &params);
-        let kernel = self.fixed(gpu, Shader::RmsNorm);
-        Dispatch {
-            pipeline: kernel.pipeline.clone(),
-            bind: kernel.bind(gpu, &[&u, x, weight, out]),
-            groups: [rows as u32, 1, 1],
-        }
+        let groups = [rows as u32, 1, 1];
+        self.launch(gpu, Shader::RmsNorm, &params, &[x, weight, out], groups)
     }
 
     /// Per-head norm (when `norm` is given) and rope over `heads` heads of `data`.
@@ -154,19 +165,12 @@ impl Kernels {
         norm: Option<&wgpu::Buffer>,
         table: &wgpu::Buffer,
     ) -> Dispatch {
-        let u = uniform(
-            gpu,
-            &RopeParams {
-                has_norm: norm.is_some() as u32,
-                ..params
-            },
-        );
-        let kernel = self.fixed(gpu, Shader::Rope);
-        Dispatch {
-            pipeline: kernel.pipeline.clone(),
-            bind: kernel.bind(gpu, &[&u, data, norm.unwrap_or(&self.dummy), table]),
-            groups: [heads as u32, 1, 1],
-        }
+        let params = RopeParams {
+            has_norm: norm.is_some() as u32,
+            ..params
+        };
+        let bind = [data, norm.unwrap_or(&self.dummy), table];
+        self.launch(gpu, Shader::Rope, &params, &bind, [heads as u32, 1, 1])
     }
 
     /// Causal attention of the query heads of `tokens` rows of `q` over the caches (one row for
@@ -184,11 +188,11 @@ impl Kernels {
             vpt: attention_vpt(head_dim_v),
         };
         let kernel = self.fixed(gpu, shader);
-        Dispatch {
-            pipeline: kernel.pipeline.clone(),
-            bind: kernel.bind(gpu, &[params, q, kc, vc, out]),
-            groups: [n_head as u32, tokens as u32, 1],
-        }
+        kernel.dispatch(
+            gpu,
+            &[params, q, kc, vc, out],
+            [n_head as u32, tokens as u32, 1],
+        )
     }
 
     /// Rounds the K and V rows of `tokens` tokens into the f16 caches at their positions.
@@ -201,20 +205,19 @@ impl Kernels {
         tokens: usize,
         [k_rows, v_rows, kc, vc]: [&wgpu::Buffer; 4],
     ) -> Dispatch {
-        let kernel = self.fixed(gpu, Shader::KvStore);
-        let u = uniform(
+        let params = KvStoreParams {
+            k_dim: k_dim as u32,
+            v_dim: v_dim as u32,
+            _pad: [0; 2],
+        };
+        let groups = [k_dim.max(v_dim).div_ceil(64) as u32, tokens as u32, 1];
+        self.launch(
             gpu,
-            &KvStoreParams {
-                k_dim: k_dim as u32,
-                v_dim: v_dim as u32,
-                _pad: [0; 2],
-            },
-        );
-        Dispatch {
-            pipeline: kernel.pipeline.clone(),
-            bind: kernel.bind(gpu, &[&u, k_rows, v_rows, kc, vc]),
-            groups: [k_dim.max(v_dim).div_ceil(64) as u32, tokens as u32, 1],
-        }
+            Shader::KvStore,
+            &params,
+            &[k_rows, v_rows, kc, vc],
+            groups,
+        )
     }
 
     /// The index of the largest of `n` values into `result[0]`; with `masked`, of those whose
@@ -227,20 +230,18 @@ impl Kernels {
         result: &wgpu::Buffer,
         (mask, masked): (&wgpu::Buffer, bool),
     ) -> Dispatch {
-        let u = uniform(
+        let params = ArgmaxParams {
+            n: n as u32,
+            masked: masked as u32,
+            _pad: [0; 2],
+        };
+        self.launch(
             gpu,
-            &ArgmaxParams {
-                n: n as u32,
-                masked: masked as u32,
-                _pad: [0; 2],
-            },
-        );
-        let kernel = self.fixed(gpu, Shader::Argmax);
-        Dispatch {
-            pipeline: kernel.pipeline.clone(),
-            bind: kernel.bind(gpu, &[&u, values, result, mask]),
-            groups: [1, 1, 1],
-        }
+            Shader::Argmax,
+            &params,
+            &[values, result, mask],
+            [1, 1, 1],
+        )
     }
 
     /// The convolution and SiLU, in place on the `qkv` rows of a step's chunk.
@@ -250,20 +251,13 @@ impl Kernels {
         d: &DeltaNet,
         [qkv, weight, state]: [&wgpu::Buffer; 3],
     ) -> Dispatch {
-        let u = uniform(
-            gpu,
-            &ConvParams {
-                channels: d.conv_dim() as u32,
-                kernel: d.conv_kernel as u32,
-                _pad: [0; 2],
-            },
-        );
-        let kernel = self.fixed(gpu, Shader::Conv);
-        Dispatch {
-            pipeline: kernel.pipeline.clone(),
-            bind: kernel.bind(gpu, &[&u, qkv, weight, state]),
-            groups: [d.conv_dim().div_ceil(64) as u32, 1, 1],
-        }
+        let params = ConvParams {
+            channels: d.conv_dim() as u32,
+            kernel: d.conv_kernel as u32,
+            _pad: [0; 2],
+        };
+        let groups = [d.conv_dim().div_ceil(64) as u32, 1, 1];
+        self.launch(gpu, Shader::Conv, &params, &[qkv, weight, state], groups)
     }
 
     /// The delta rule and gated norm of every value head over the `step.count` rows of a step
@@ -306,12 +300,7 @@ impl Kernels {
                 dv: d.head_v_dim as u32,
                 part,
             };
-            let kernel = self.fixed(gpu, shader);
-            Dispatch {
-                pipeline: kernel.pipeline.clone(),
-                bind: kernel.bind(gpu, &bind),
-                groups,
-            }
+            self.fixed(gpu, shader).dispatch(gpu, &bind, groups)
         };
         Ok(if rows == 1 {
             vec![launch(DeltaPart::Recurrent, [heads, 1, 1])]
@@ -393,11 +382,11 @@ impl Kernels {
                 },
             );
             let (src, dst) = (&bufs[(stage + 1) % 2], &bufs[stage % 2]);
-            Dispatch {
-                pipeline: top.pipeline.clone(),
-                bind: top.bind(gpu, &[&u, logits, src, dst, mask]),
-                groups: [len.div_ceil(TOP_CHUNK).max(1) as u32, 1, 1],
-            }
+            top.dispatch(
+                gpu,
+                &[&u, logits, src, dst, mask],
+                [len.div_ceil(TOP_CHUNK).max(1) as u32, 1, 1],
+            )
         };
         let masked_first = stage_launch(n, 0, true);
         let mut launches = Vec::new();

@@ -82,6 +82,15 @@ impl Kernel {
         Kernel { pipeline, layout }
     }
 
+    /// A launch of this kernel over `groups` workgroups, with `buffers` bound in order.
+    pub fn dispatch(&self, gpu: &Gpu, buffers: &[&wgpu::Buffer], groups: [u32; 3]) -> Dispatch {
+        Dispatch {
+            pipeline: self.pipeline.clone(),
+            bind: self.bind(gpu, buffers),
+            groups,
+        }
+    }
+
     /// A bind group of `buffers`, in binding order, each bound whole.
     pub fn bind(&self, gpu: &Gpu, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
         let entries: Vec<_> = buffers
