@@ -158,3 +158,26 @@ pub fn with_metadata(gguf: &[u8], set: &[(&str, hearth_core::gguf::Value)]) -> V
     metadata.extend(set.iter().map(|(k, v)| (k.to_string(), v.clone())));
     rewrite_metadata(gguf, &header, &metadata).expect("writing to memory")
 }
+
+/// Mangles `m` as the GGUF fuzz tests do: `flips` bytes, each at an offset drawn by `at`, become
+/// a random byte, themselves with one bit flipped, or 0xff; then, one time in ten, `m` is cut
+/// short at a random length.
+pub fn mangle<R: rand::Rng>(
+    rng: &mut R,
+    m: &mut Vec<u8>,
+    flips: usize,
+    at: impl Fn(&mut R) -> usize,
+) {
+    use rand::RngExt;
+    for _ in 0..flips {
+        let i = at(rng);
+        m[i] = match rng.random_range(0..3) {
+            0 => rng.random(),
+            1 => m[i] ^ (1 << rng.random_range(0..8)),
+            _ => 0xff,
+        };
+    }
+    if rng.random_bool(0.1) {
+        m.truncate(rng.random_range(0..m.len()));
+    }
+}

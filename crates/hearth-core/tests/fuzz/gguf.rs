@@ -320,17 +320,8 @@ fn byte_flips_and_arbitrary_bytes() {
                 let (_, f) = &files[rng.random_range(0..files.len())];
                 let mut m = f.clone();
                 let header_len = Gguf::parse(f, f.len() as u64).unwrap().data_offset as usize;
-                for _ in 0..rng.random_range(1..=8) {
-                    let at = rng.random_range(0..header_len);
-                    m[at] = match rng.random_range(0..3) {
-                        0 => rng.random(),
-                        1 => m[at] ^ (1 << rng.random_range(0..8)),
-                        _ => 0xff,
-                    };
-                }
-                if rng.random_bool(0.1) {
-                    m.truncate(rng.random_range(0..m.len()));
-                }
+                let flips = rng.random_range(1..=8);
+                hearth_fixtures::mangle(rng, &mut m, flips, |rng| rng.random_range(0..header_len));
                 m
             }
         },
