@@ -8,7 +8,15 @@ use crate::weights::GpuMatrix;
 use crate::{Gpu, GpuError};
 
 use super::held::Held;
-use super::{rope_table, Acts, Plans, PromptOp, Recurrence};
+use super::plans::{Acts, Plans, PromptOp, Recurrence};
+
+/// The rope (cos, sin) table of `rope` for positions `0..max_ctx`, the reference's values.
+pub fn rope_table(rope: &Rope, freqs: Option<&[f32]>, max_ctx: usize) -> Vec<f32> {
+    (0..max_ctx)
+        .flat_map(|pos| rope.cos_sin(pos, freqs))
+        .flatten()
+        .collect()
+}
 
 /// A matrix product as (matrix, input, output, bias, output mode, KV cache stride).
 type Product<'a> = (

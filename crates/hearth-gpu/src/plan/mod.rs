@@ -5,40 +5,24 @@
 
 mod held;
 mod lower;
+mod plans;
 
 use std::collections::BTreeMap;
 
 use hearth_core::gguf::Gguf;
-use hearth_core::model::{Attention, DeltaNet, Ffn, Mixer, ModelSpec, Role, Rope, TensorId};
+use hearth_core::model::{Mixer, ModelSpec, Role, TensorId};
 
 use crate::kernels::{
-    self, token_mask, Dispatch, Kernels, NormParams, Output, Steps, TopLaunches, TOP_K,
+    token_mask, Dispatch, Kernels, NormParams, Output, Steps, TopLaunches, TOP_K,
 };
 use crate::recurrent::RecurrentState;
 use crate::{Gpu, GpuError};
 use held::Held;
 pub use held::{Pending, Target};
+pub use lower::rope_table;
 use lower::Lowering;
-
-/// Tokens whose steps share one command buffer while a prompt runs.
-pub const CHUNK: usize = 64;
-
-/// One launch of a prompt chunk's plan.
-pub enum PromptOp {
-    /// Over the whole chunk, bound to its first step.
-    Chunk(Dispatch),
-    /// Once per token, bound to that token's step, in token order (rope, whose table row and
-    /// cache row are the token's).
-    PerToken(Vec<Dispatch>),
-}
-
-/// The rope (cos, sin) table of `rope` for positions `0..max_ctx`, the reference's values.
-pub fn rope_table(rope: &Rope, freqs: Option<&[f32]>, max_ctx: usize) -> Vec<f32> {
-    (0..max_ctx)
-        .flat_map(|pos| rope.cos_sin(pos, freqs))
-        .flatten()
-        .collect()
-}
+use plans::{Acts, Plans};
+pub use plans::{PromptOp, Recurrence, CHUNK};
 
 /// Everything a model's runs use, made at load.
 pub struct Plan {
@@ -66,95 +50,6 @@ pub struct Plan {
     pub weight_bytes_per_token: u64,
     pub held_bytes: u64,
     pub pending: BTreeMap<String, Pending>,
-}
-
-/// The recurrence's launches in each plan.
-#[derive(Default)]
-pub struct Recurrence {
-    pub decode: Vec<Dispatch>,
-    /// Over a chunk, bound to its first step.
-    pub prompt: Vec<Dispatch>,
-}
-
-/// The decode plan and the prompt plan, built side by side.
-#[derive(Default)]
-struct Plans {
-    decode: Vec<Dispatch>,
-    prompt: Vec<PromptOp>,
-}
-
-impl Plans {
-    /// An operation over `rows` tokens, lowered for a decode step (1) and a prompt chunk.
-    fn both(
-        &mut self,
-        op: impl Fn(usize) -> Result<Vec<Dispatch>, GpuError>,
-    ) -> Result<(), GpuError> {
-        self.decode.extend(op(1)?);
-        self.prompt
-            .extend(op(CHUNK)?.into_iter().map(PromptOp::Chunk));
-        Ok(())
-    }
-
-    /// Launches run once per token, bound to its step.
-    fn per_token(&mut self, launches: Vec<Dispatch>) {
-        self.decode.extend(launches.iter().cloned());
-        self.prompt.push(PromptOp::PerToken(launches));
-    }
-}
-
-/// Activation buffers shared by every layer, a row per token of a chunk (decode uses row 0).
-struct Acts {
-    x: wgpu::Buffer,
-    h: wgpu::Buffer,
-    q: wgpu::Buffer,
-    /// Attention output, or the delta net's normed heads.
-    att: wgpu::Buffer,
-    ffn: wgpu::Buffer,
-    /// The delta net's projections.
-    qkv: wgpu::Buffer,
-    z: wgpu::Buffer,
-    beta: wgpu::Buffer,
-    alpha: wgpu::Buffer,
-    /// The chunked delta rule's records.
-    wy: wgpu::Buffer,
-    /// The f16 KV path's f32 K and V rows of a chunk.
-    kv_rows: Option<(wgpu::Buffer, wgpu::Buffer)>,
-}
-
-impl Acts {
-    fn new(b: &mut Held, s: &ModelSpec, f16_kv: bool) -> Self {
-        let max = |f: &dyn Fn(&Attention) -> usize, g: &dyn Fn(&DeltaNet) -> usize| {
-            let a = s.attention_layers().map(f).max().unwrap_or(0);
-            a.max(s.delta_net_layers().map(g).max().unwrap_or(0))
-        };
-        let n_ff = s
-            .layers
-            .iter()
-            .map(|l| match l.ffn {
-                Ffn::SiluGated { n_ff } => n_ff,
-            })
-            .max()
-            .unwrap_or(0);
-        let mut rows = |n: usize| b.scratch(CHUNK * n);
-        Acts {
-            x: rows(s.n_embd),
-            h: rows(s.n_embd),
-            q: rows(max(&Attention::q_dim, &|_| 0)),
-            att: rows(max(&Attention::out_dim, &DeltaNet::value_dim)),
-            ffn: rows(n_ff),
-            qkv: rows(max(&|_| 0, &DeltaNet::conv_dim)),
-            z: rows(max(&|_| 0, &DeltaNet::value_dim)),
-            beta: rows(max(&|_| 0, &|d| d.n_v_heads)),
-            alpha: rows(max(&|_| 0, &|d| d.n_v_heads)),
-            wy: rows(max(&|_| 0, &|d| kernels::delta_records_len(d, 1))),
-            kv_rows: f16_kv.then(|| {
-                (
-                    rows(max(&Attention::k_dim, &|_| 0)),
-                    rows(max(&Attention::v_dim, &|_| 0)),
-                )
-            }),
-        }
-    }
 }
 
 /// Makes every buffer and launch of `spec` for up to `max_ctx` positions.

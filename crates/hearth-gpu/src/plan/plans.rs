@@ -1,0 +1,109 @@
+//! The decode plan and the prompt plan as they are built side by side, the recurrence's
+//! launches in each, and the activation buffers every layer shares.
+
+use hearth_core::model::{Attention, DeltaNet, Ffn, ModelSpec};
+
+use super::held::Held;
+use crate::kernels::{self, Dispatch};
+use crate::GpuError;
+
+/// Tokens whose steps share one command buffer while a prompt runs.
+pub const CHUNK: usize = 64;
+
+/// One launch of a prompt chunk's plan.
+pub enum PromptOp {
+    /// Over the whole chunk, bound to its first step.
+    Chunk(Dispatch),
+    /// Once per token, bound to that token's step, in token order (rope, whose table row and
+    /// cache row are the token's).
+    PerToken(Vec<Dispatch>),
+}
+
+/// The recurrence's launches in each plan.
+#[derive(Default)]
+pub struct Recurrence {
+    pub decode: Vec<Dispatch>,
+    /// Over a chunk, bound to its first step.
+    pub prompt: Vec<Dispatch>,
+}
+
+/// The decode plan and the prompt plan, built side by side.
+#[derive(Default)]
+pub(super) struct Plans {
+    pub(super) decode: Vec<Dispatch>,
+    pub(super) prompt: Vec<PromptOp>,
+}
+
+impl Plans {
+    /// An operation over `rows` tokens, lowered for a decode step (1) and a prompt chunk.
+    pub(super) fn both(
+        &mut self,
+        op: impl Fn(usize) -> Result<Vec<Dispatch>, GpuError>,
+    ) -> Result<(), GpuError> {
+        self.decode.extend(op(1)?);
+        self.prompt
+            .extend(op(CHUNK)?.into_iter().map(PromptOp::Chunk));
+        Ok(())
+    }
+
+    /// Launches run once per token, bound to its step.
+    pub(super) fn per_token(&mut self, launches: Vec<Dispatch>) {
+        self.decode.extend(launches.iter().cloned());
+        self.prompt.push(PromptOp::PerToken(launches));
+    }
+}
+
+/// Activation buffers shared by every layer, a row per token of a chunk (decode uses row 0).
+pub(super) struct Acts {
+    pub(super) x: wgpu::Buffer,
+    pub(super) h: wgpu::Buffer,
+    pub(super) q: wgpu::Buffer,
+    /// Attention output, or the delta net's normed heads.
+    pub(super) att: wgpu::Buffer,
+    pub(super) ffn: wgpu::Buffer,
+    /// The delta net's projections.
+    pub(super) qkv: wgpu::Buffer,
+    pub(super) z: wgpu::Buffer,
+    pub(super) beta: wgpu::Buffer,
+    pub(super) alpha: wgpu::Buffer,
+    /// The chunked delta rule's records.
+    pub(super) wy: wgpu::Buffer,
+    /// The f16 KV path's f32 K and V rows of a chunk.
+    pub(super) kv_rows: Option<(wgpu::Buffer, wgpu::Buffer)>,
+}
+
+impl Acts {
+    pub(super) fn new(b: &mut Held, s: &ModelSpec, f16_kv: bool) -> Self {
+        let max = |f: &dyn Fn(&Attention) -> usize, g: &dyn Fn(&DeltaNet) -> usize| {
+            let a = s.attention_layers().map(f).max().unwrap_or(0);
+            a.max(s.delta_net_layers().map(g).max().unwrap_or(0))
+        };
+        let n_ff = s
+            .layers
+            .iter()
+            .map(|l| match l.ffn {
+                Ffn::SiluGated { n_ff } => n_ff,
+            })
+            .max()
+            .unwrap_or(0);
+        let mut rows = |n: usize| b.scratch(CHUNK * n);
+        Acts {
+            x: rows(s.n_embd),
+            h: rows(s.n_embd),
+            q: rows(max(&Attention::q_dim, &|_| 0)),
+            att: rows(max(&Attention::out_dim, &DeltaNet::value_dim)),
+            ffn: rows(n_ff),
+            qkv: rows(max(&|_| 0, &DeltaNet::conv_dim)),
+            z: rows(max(&|_| 0, &DeltaNet::value_dim)),
+            beta: rows(max(&|_| 0, &|d| d.n_v_heads)),
+            alpha: rows(max(&|_| 0, &|d| d.n_v_heads)),
+            wy: rows(max(&|_| 0, &|d| kernels::delta_records_len(d, 1))),
+            kv_rows: f16_kv.then(|| {
+                (
+                    rows(max(&Attention::k_dim, &|_| 0)),
+                    rows(max(&Attention::v_dim, &|_| 0)),
+                )
+            }),
+        }
+    }
+}
