@@ -25,6 +25,12 @@ export const ERROR_CODES = Object.freeze([
   'internal',
 ]);
 
+/**
+ * An error as a plain object (`toJSON()`), as it crosses postMessage.
+ * @typedef {{ code: import('./index.js').ErrorCode, message: string, status?: number,
+ *   architecture?: string, supported?: import('./index.js').Architecture[] }} ErrorFields
+ */
+
 /** Fields an error may carry besides its code and message. */
 const DETAILS = ['status', 'architecture', 'supported'];
 

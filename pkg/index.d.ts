@@ -60,6 +60,9 @@ export declare class HearthError extends Error {
 
 export type Backend = 'auto' | 'webgpu' | 'cpu';
 
+/** A model: its URL, a File or Blob, or the URLs of a split GGUF file's parts in order. */
+export type ModelSource = string | URL | Blob | Array<string | URL>;
+
 export interface LoadProgress {
   /** "download": tensor bytes fetched (or read from the cache); "load": weight bytes built into
    * the engine, `total` being the weights' size (`info.weightBytes`). */
@@ -306,7 +309,7 @@ export declare class Hearth extends EventTarget {
     options?: boolean | EventListenerOptions,
   ): void;
   removeEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | EventListenerOptions): void;
-  static load(source: string | URL | Blob | Array<string | URL>, options?: LoadOptions): Promise<Hearth>;
+  static load(source: ModelSource, options?: LoadOptions): Promise<Hearth>;
   /**
    * The architectures this build runs, such as `{ name: 'qwen35', models: 'Qwen3.5' }`, read
    * from the engine (a short-lived worker) without loading a model; asked once per page.

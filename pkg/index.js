@@ -4,6 +4,7 @@
 
 import { HearthError, ERROR_CODES } from './errors.js';
 import { listCache, deleteCache } from './fetch.js';
+import { OP, REPLY } from './protocol.js';
 
 export { HearthError, ERROR_CODES };
 
@@ -190,7 +191,7 @@ async function startEngine(source, { onProgress, signal, contextLength, backend,
   let cancelWatchdog = () => {};
   let stalled = null;
   const onAbort = () => {
-    worker.postMessage({ op: 'abort', target: id });
+    worker.postMessage({ op: OP.abort, target: id });
     cancelWatchdog = watchdog(worker, abortTimeout, () => stalled?.());
   };
   signal?.addEventListener('abort', onAbort, { once: true });
@@ -199,19 +200,19 @@ async function startEngine(source, { onProgress, signal, contextLength, backend,
       stalled = () => reject(abortError(signal));
       worker.onerror = (e) => reject(new HearthError('internal', `the engine's worker failed to start: ${e.message || 'unknown error'}`));
       worker.onmessage = ({ data }) => {
-        if (data.type === 'abort-ack') { cancelWatchdog(); return; }
+        if (data.type === REPLY.abortAck) { cancelWatchdog(); return; }
         if (data.id !== id) return;
-        if (data.type === 'progress' && onProgress) {
+        if (data.type === REPLY.progress && onProgress) {
           const rank = phases.indexOf(data.progress.phase);
           // Only ever forward: a later phase, or more of the same one.
           if (rank > furthest.rank || (rank === furthest.rank && data.progress.loaded > furthest.loaded)) {
             furthest = { rank, loaded: data.progress.loaded };
             onProgress(data.progress);
           }
-        } else if (data.type === 'done') resolve(data.value);
-        else if (data.type === 'error') reject(HearthError.from(data.error));
+        } else if (data.type === REPLY.done) resolve(data.value);
+        else if (data.type === REPLY.error) reject(HearthError.from(data.error));
       };
-      worker.postMessage({ id, op: 'load', source, options: { contextLength, backend, cache } });
+      worker.postMessage({ id, op: OP.load, source, options: { contextLength, backend, cache } });
     });
     return { worker, info };
   } catch (e) {
@@ -275,10 +276,10 @@ export class Hearth extends EventTarget {
       architectureList = new Promise((resolve, reject) => {
         worker.onerror = (e) => reject(new HearthError('internal', `the engine's worker failed to start: ${e.message || 'unknown error'}`));
         worker.onmessage = ({ data }) => {
-          if (data.type === 'done') resolve(Object.freeze(data.value.map((a) => Object.freeze(a))));
-          else if (data.type === 'error') reject(HearthError.from(data.error));
+          if (data.type === REPLY.done) resolve(Object.freeze(data.value.map((a) => Object.freeze(a))));
+          else if (data.type === REPLY.error) reject(HearthError.from(data.error));
         };
-        worker.postMessage({ id: nextId++, op: 'architectures' });
+        worker.postMessage({ id: nextId++, op: OP.architectures });
       }).finally(() => worker.terminate());
       // A failure is not remembered: the next call tries again.
       architectureList.catch(() => { architectureList = null; });
@@ -294,19 +295,19 @@ export class Hearth extends EventTarget {
   }
 
   _receive(data) {
-    if (data.type === 'abort-ack') {
+    if (data.type === REPLY.abortAck) {
       this._watchdogs.get(data.target)?.();
       this._watchdogs.delete(data.target);
       return;
     }
     const p = this._pending.get(data.id);
     if (!p) return;
-    if (data.type === 'token') p.onToken?.(data);
-    else if (data.type === 'done') {
+    if (data.type === REPLY.token) p.onToken?.(data);
+    else if (data.type === REPLY.done) {
       this._pending.delete(data.id);
       if (data.info) this._info = data.info;
       p.resolve(data.value);
-    } else if (data.type === 'error') {
+    } else if (data.type === REPLY.error) {
       this._pending.delete(data.id);
       const error = HearthError.from(data.error);
       p.reject(error);
@@ -356,7 +357,7 @@ export class Hearth extends EventTarget {
     const worker = this._worker;
     return new Promise((resolve, reject) => {
       const onAbort = () => {
-        worker.postMessage({ op: 'abort', target: id });
+        worker.postMessage({ op: OP.abort, target: id });
         this._watchdogs.set(id, watchdog(worker, this._options.abortTimeout, () => this._stalled()));
       };
       signal?.addEventListener('abort', onAbort, { once: true });
@@ -393,7 +394,7 @@ export class Hearth extends EventTarget {
     const onAbort = () => { stop.abort(signal.reason); channel.fail(abortError(signal)); };
     if (signal?.aborted) onAbort();
     else signal?.addEventListener('abort', onAbort, { once: true });
-    this._call('generate', args, { signal: stop.signal, onToken: (t) => channel.push({ kind: 'token', text: t.text, token: t.token }) })
+    this._call(OP.generate, args, { signal: stop.signal, onToken: (t) => channel.push({ kind: 'token', text: t.text, token: t.token }) })
       .then((end) => { channel.push({ kind: 'end', ...end }); channel.close(); }, (e) => channel.close(e))
       .finally(() => signal?.removeEventListener('abort', onAbort));
     try {
@@ -475,17 +476,17 @@ export class Hearth extends EventTarget {
 
   /** Token ids of `text`; `addSpecial` (default true) adds the tokenizer's BOS/EOS. */
   async tokenize(text, { addSpecial = true } = {}) {
-    return this._call('tokenize', { text: String(text), addSpecial });
+    return this._call(OP.tokenize, { text: String(text), addSpecial });
   }
 
   /** Text of token ids; `skipSpecial` leaves control tokens out. */
   async detokenize(tokens, { skipSpecial = false } = {}) {
-    return this._call('detokenize', { tokens: Array.from(tokens), skipSpecial });
+    return this._call(OP.detokenize, { tokens: Array.from(tokens), skipSpecial });
   }
 
   /** Forgets the conversation held in the KV cache. */
   async reset() {
-    await this._call('reset');
+    await this._call(OP.reset);
   }
 
   /** Stops the worker and frees the model's memory. */

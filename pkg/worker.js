@@ -4,6 +4,7 @@
 import init, { Loader, GpuDevice, architectures } from './wasm/hearth_web.js';
 import { HearthError } from './errors.js';
 import { openSource } from './fetch.js';
+import { OP, REPLY } from './protocol.js';
 
 /** Tensors are fetched in pieces of this size, several at a time. */
 const PIECE = 8 << 20;
@@ -140,7 +141,7 @@ async function load(id, { source, options }) {
   const progress = (phase, loaded, total) => {
     if (phase === last.phase && loaded <= last.loaded) return;
     last = { phase, loaded };
-    post({ id, type: 'progress', progress: { phase, loaded, total } });
+    post({ id, type: REPLY.progress, progress: { phase, loaded, total } });
   };
   const wanted = options.backend ?? 'auto';
   if (!['auto', 'webgpu', 'cpu'].includes(wanted)) {
@@ -220,7 +221,7 @@ async function generate(id, { prompt, messages, options }) {
       completion = step.completionTokens;
       finishReason = step.finishReason;
       toolCalls = step.toolCalls ?? [];
-      if (step.text || step.token !== null) post({ id, type: 'token', text: step.text, token: step.token });
+      if (step.text || step.token !== null) post({ id, type: REPLY.token, text: step.text, token: step.token });
     }
     return {
       finishReason,
@@ -238,31 +239,30 @@ async function generate(id, { prompt, messages, options }) {
 }
 
 const handlers = {
-  load,
-  generate,
-  tokenize: (_, { text, addSpecial }) => Array.from(engine.tokenize(text, addSpecial ?? true)),
-  detokenize: (_, { tokens, skipSpecial }) => engine.detokenize(Uint32Array.from(tokens), skipSpecial ?? false),
-  info: () => info(),
-  architectures: async () => { await init(); return architectures(); },
-  reset: () => engine.reset(),
+  [OP.load]: load,
+  [OP.generate]: generate,
+  [OP.tokenize]: (_, { text, addSpecial }) => Array.from(engine.tokenize(text, addSpecial ?? true)),
+  [OP.detokenize]: (_, { tokens, skipSpecial }) => engine.detokenize(Uint32Array.from(tokens), skipSpecial ?? false),
+  [OP.architectures]: async () => { await init(); return architectures(); },
+  [OP.reset]: () => engine.reset(),
 };
 
 self.onmessage = ({ data }) => {
   const { id, op } = data;
-  if (op === 'abort') {
+  if (op === OP.abort) {
     controllers.get(data.target)?.abort();
     // The page's watchdog ends a worker that does not answer in time (index.js).
-    post({ type: 'abort-ack', target: data.target });
+    post({ type: REPLY.abortAck, target: data.target });
     return;
   }
   const handler = handlers[op];
   const run = async () => {
     if (!handler) throw new HearthError('bad_request', `unknown operation ${op}`);
-    if (!['load', 'architectures'].includes(op) && !engine) throw new HearthError('bad_request', 'no model is loaded');
+    if (op !== OP.load && op !== OP.architectures && !engine) throw new HearthError('bad_request', 'no model is loaded');
     return handler(id, data);
   };
   queue = queue.then(run).then(
-    (value) => post({ id, type: 'done', value, info: engine ? info() : null }),
-    (e) => post({ id, type: 'error', error: HearthError.from(e).toJSON() }),
+    (value) => post({ id, type: REPLY.done, value, info: engine ? info() : null }),
+    (e) => post({ id, type: REPLY.error, error: HearthError.from(e).toJSON() }),
   );
 };

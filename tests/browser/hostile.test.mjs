@@ -33,8 +33,9 @@ const HOSTILE = {
 /** Holds an engine worker busy for 10 s in the request whose prompt is "stall", as a long
  * synchronous call would: it cannot answer an abort meanwhile. No chat template can do that
  * any more. */
-const STALL_SHIM = `self.addEventListener('message', ({ data }) => {
-  if (data?.op === 'generate' && data.prompt === 'stall') { const end = Date.now() + 10000; while (Date.now() < end); }
+const STALL_SHIM = `import { OP as STALL_OP } from './protocol.js';
+self.addEventListener('message', ({ data }) => {
+  if (data?.op === STALL_OP.generate && data.prompt === 'stall') { const end = Date.now() + 10000; while (Date.now() < end); }
 });`;
 
 let dir, app, models, browser, page;
