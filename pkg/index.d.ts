@@ -266,7 +266,8 @@ export interface GenerateOptions extends SamplingParams {
 
 export interface GeneratedToken {
   text: string;
-  token: number;
+  /** Null for text that comes with the end rather than with a token of its own. */
+  token: number | null;
 }
 
 export interface GenerateResult {

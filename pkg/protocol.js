@@ -67,10 +67,15 @@ export const REPLY = Object.freeze({
  */
 
 /**
+ * What a generation continues: raw text, or a chat its template renders.
+ * @typedef {{ prompt: string, messages?: undefined } | { messages: EngineMessage[], prompt?: undefined }} Input
+ */
+
+/**
  * The requests, by op, with what "done" carries as `value` for each.
  * @typedef {{
  *   load: { args: { source: ModelSource, options: { contextLength?: number, backend: Backend, cache: boolean } }, value: EngineInfo },
- *   generate: { args: { prompt?: string, messages?: EngineMessage[], options: EngineOptions }, value: GenerationEnd },
+ *   generate: { args: Input & { options: EngineOptions }, value: GenerationEnd },
  *   tokenize: { args: { text: string, addSpecial: boolean }, value: number[] },
  *   detokenize: { args: { tokens: number[], skipSpecial: boolean }, value: string },
  *   architectures: { args: {}, value: Architecture[] },
