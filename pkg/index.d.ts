@@ -1,4 +1,9 @@
 // Types of the hearth-llm package.
+//
+// Options have one spelling each: OpenAI's request fields (and top_k, min_p and
+// repetition_penalty, as OpenAI-compatible servers spell them) in snake_case, in generate() as
+// in chat completions; Hearth's own (signal, onProgress, abortTimeout, addSpecial, ...) in
+// camelCase. A field of any other name is a "bad_request" that names it.
 
 export type ErrorCode =
   | 'not_found'
@@ -251,17 +256,18 @@ export interface ChatCompletionChunk {
 }
 
 export interface GenerateOptions extends SamplingParams {
-  maxTokens?: number;
-  topP?: number;
-  topK?: number;
-  minP?: number;
-  frequencyPenalty?: number;
-  presencePenalty?: number;
-  repeatPenalty?: number;
-  logitBias?: Record<string | number, number>;
-  responseFormat?: ResponseFormat;
   /** Add the tokenizer's BOS/EOS around the prompt (default true). */
   addSpecial?: boolean;
+}
+
+export interface TokenizeOptions {
+  /** Add the tokenizer's BOS/EOS (default true). */
+  addSpecial?: boolean;
+}
+
+export interface DetokenizeOptions {
+  /** Leave control tokens out (default false). */
+  skipSpecial?: boolean;
 }
 
 export interface GeneratedToken {
@@ -333,8 +339,8 @@ export declare class Hearth extends EventTarget {
   generate(prompt: string, options?: GenerateOptions): AsyncIterable<GeneratedToken> & {
     [Symbol.asyncIterator](): AsyncIterator<GeneratedToken, GenerateResult | undefined>;
   };
-  tokenize(text: string, options?: { addSpecial?: boolean }): Promise<number[]>;
-  detokenize(tokens: ArrayLike<number>, options?: { skipSpecial?: boolean }): Promise<string>;
+  tokenize(text: string, options?: TokenizeOptions): Promise<number[]>;
+  detokenize(tokens: ArrayLike<number>, options?: DetokenizeOptions): Promise<string>;
   /** Forgets the conversation held in the KV cache. */
   reset(): Promise<void>;
   /** Stops the engine's worker and frees its memory. */

@@ -18,7 +18,10 @@ export { HearthError, ERROR_CODES };
  * @typedef {import('./index.js').ChatCompletionRequest} ChatCompletionRequest
  * @typedef {import('./index.js').ChatCompletion} ChatCompletion
  * @typedef {import('./index.js').ChatCompletionChunk} ChatCompletionChunk
+ * @typedef {import('./index.js').SamplingParams} SamplingParams
  * @typedef {import('./index.js').GenerateOptions} GenerateOptions
+ * @typedef {import('./index.js').TokenizeOptions} TokenizeOptions
+ * @typedef {import('./index.js').DetokenizeOptions} DetokenizeOptions
  * @typedef {import('./index.js').FinishReason} FinishReason
  * @typedef {import('./index.js').ToolCall} ToolCall
  * @typedef {import('./protocol.js').Ops} Ops
@@ -124,33 +127,72 @@ function toolCalls(calls) {
 }
 
 /**
+ * The options each call takes, as index.d.ts declares them (its types keep these lists and the
+ * declarations equal): OpenAI's request fields in snake_case, Hearth's own in camelCase.
+ * @type {Record<keyof SamplingParams, true>}
+ */
+const SAMPLING_FIELDS = {
+  max_tokens: true, max_completion_tokens: true, temperature: true, top_p: true, top_k: true, min_p: true,
+  seed: true, stop: true, frequency_penalty: true, presence_penalty: true, repetition_penalty: true,
+  logit_bias: true, response_format: true, signal: true,
+};
+/** @type {Record<keyof ChatCompletionRequest, true>} */
+const CHAT_FIELDS = {
+  ...SAMPLING_FIELDS, messages: true, tools: true, tool_choice: true, parallel_tool_calls: true, model: true,
+  stream: true, stream_options: true,
+};
+/** @type {Record<keyof GenerateOptions, true>} */
+const GENERATE_FIELDS = { ...SAMPLING_FIELDS, addSpecial: true };
+/** @type {Record<keyof LoadOptions, true>} */
+const LOAD_FIELDS = { onProgress: true, signal: true, contextLength: true, backend: true, cache: true, abortTimeout: true };
+/** @type {Record<keyof TokenizeOptions, true>} */
+const TOKENIZE_FIELDS = { addSpecial: true };
+/** @type {Record<keyof DetokenizeOptions, true>} */
+const DETOKENIZE_FIELDS = { skipSpecial: true };
+
+/**
+ * Refuses a field of `options` that `fields` lacks, naming it, and the field it stands for
+ * where only the case differs (`maxTokens` for `max_tokens`, `abort_timeout` for `abortTimeout`).
+ * @param {string} call the entry point, for the message
+ * @param {object} options
+ * @param {Record<string, true>} fields
+ */
+function checkFields(call, options, fields) {
+  for (const key of reading(`the options of ${call}`, () => Object.keys(options))) {
+    if (Object.hasOwn(fields, key)) continue;
+    const other = key.includes('_')
+      ? key.replace(/_([a-z])/g, (_, c) => c.toUpperCase())
+      : key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+    const hint = Object.hasOwn(fields, other) ? ` (did you mean "${other}"?)` : '';
+    throw new HearthError('bad_request', `${call} has no option "${key}"${hint}`);
+  }
+}
+
+/**
  * OpenAI's request fields -> the engine's generation options.
- * @param {Record<string, any>} req
+ * @param {Partial<GenerateOptions & ChatCompletionRequest>} req
  * @param {{ maxTokens: number, temperature: number }} defaults
  */
 function generationOptions(req, defaults) {
-  const bias = req.logit_bias ?? req.logitBias;
   const stop = req.stop == null ? [] : Array.isArray(req.stop) ? req.stop : [req.stop];
-  /** @type {(snake: string, camel: string, fallback: any) => any} */
-  const pick = (snake, camel, fallback) => req[snake] ?? req[camel] ?? fallback;
   /** @type {EngineOptions} */
   const opts = {
-    maxTokens: pick('max_tokens', 'maxTokens', pick('max_completion_tokens', 'maxCompletionTokens', defaults.maxTokens)),
+    maxTokens: req.max_tokens ?? req.max_completion_tokens ?? defaults.maxTokens,
     stop,
     sampling: {
       temperature: req.temperature ?? defaults.temperature,
-      topP: pick('top_p', 'topP', 1),
-      topK: pick('top_k', 'topK', 0),
-      minP: pick('min_p', 'minP', 0),
-      frequencyPenalty: pick('frequency_penalty', 'frequencyPenalty', 0),
-      presencePenalty: pick('presence_penalty', 'presencePenalty', 0),
-      repeatPenalty: pick('repetition_penalty', 'repeatPenalty', 1),
+      topP: req.top_p ?? 1,
+      topK: req.top_k ?? 0,
+      minP: req.min_p ?? 0,
+      frequencyPenalty: req.frequency_penalty ?? 0,
+      presencePenalty: req.presence_penalty ?? 0,
+      repeatPenalty: req.repetition_penalty ?? 1,
       seed: req.seed ?? Math.floor(Math.random() * 2 ** 32),
-      logitBias: bias ? Object.entries(bias).map(([id, b]) => [Number(id), b]) : [],
+      logitBias: req.logit_bias ? Object.entries(req.logit_bias).map(([id, b]) => [Number(id), b]) : [],
     },
   };
   // As JSON text: the engine reads a schema's integers as integers.
-  const format = pick('response_format', 'responseFormat', null);
+  const format = req.response_format;
   if (format != null) {
     if (typeof format !== 'object') throw new HearthError('bad_request', 'response_format must be an object such as { type: "json_object" }');
     opts.responseFormat = json('response_format', format);
@@ -159,10 +201,8 @@ function generationOptions(req, defaults) {
     if (!Array.isArray(req.tools)) throw new HearthError('bad_request', 'tools must be an array of { type: "function", function }');
     opts.tools = json('tools', req.tools);
   }
-  const toolChoice = pick('tool_choice', 'toolChoice', null);
-  if (toolChoice != null) opts.toolChoice = json('tool_choice', toolChoice);
-  const parallel = pick('parallel_tool_calls', 'parallelToolCalls', null);
-  if (parallel != null) opts.parallelToolCalls = Boolean(parallel);
+  if (req.tool_choice != null) opts.toolChoice = json('tool_choice', req.tool_choice);
+  if (req.parallel_tool_calls != null) opts.parallelToolCalls = Boolean(req.parallel_tool_calls);
   if (req.addSpecial !== undefined) opts.addSpecial = req.addSpecial;
   return opts;
 }
@@ -375,10 +415,12 @@ export class Hearth extends EventTarget {
    * @param {LoadOptions} [options]
    * @returns {Promise<Hearth>}
    */
-  static async load(source, { onProgress, signal, contextLength, backend = 'auto', cache = true, abortTimeout = ABORT_TIMEOUT } = {}) {
-    const options = { contextLength, backend, cache, abortTimeout };
-    const { worker, info } = await startEngine(source, { ...options, onProgress, signal });
-    return new Hearth(worker, info, source, options);
+  static async load(source, options = {}) {
+    checkFields('Hearth.load()', options, LOAD_FIELDS);
+    const { onProgress, signal, contextLength, backend = 'auto', cache = true, abortTimeout = ABORT_TIMEOUT } = options;
+    const settings = { contextLength, backend, cache, abortTimeout };
+    const { worker, info } = await startEngine(source, { ...settings, onProgress, signal });
+    return new Hearth(worker, info, source, settings);
   }
 
   /**
@@ -545,12 +587,15 @@ export class Hearth extends EventTarget {
 
   /**
    * Continues `prompt` (raw text, no chat template): an async iterable of { text, token }.
-   * Options as in chat completions, camelCase or snake_case; greedy unless a temperature is given.
+   * Sampling options as in chat completions; greedy unless a temperature is given.
    * @param {string} prompt
    * @param {GenerateOptions} [options]
    */
   generate(prompt, options = {}) {
-    const opts = reading('the options', () => generationOptions(options, { maxTokens: 256, temperature: 0 }));
+    const opts = reading('the options', () => {
+      checkFields('generate()', options, GENERATE_FIELDS);
+      return generationOptions(options, { maxTokens: 256, temperature: 0 });
+    });
     const args = { prompt: reading('the prompt', () => String(prompt)), options: opts };
     const self = this;
     return {
@@ -572,7 +617,10 @@ export class Hearth extends EventTarget {
       throw new HearthError('bad_request', 'messages must be a non-empty array');
     }
     const messages = reading('the messages', () => req.messages.map(chatMessage));
-    const options = reading('the request', () => generationOptions(req, { maxTokens: 256, temperature: 1 }));
+    const options = reading('the request', () => {
+      checkFields('chat.completions.create()', req, CHAT_FIELDS);
+      return generationOptions(req, { maxTokens: 256, temperature: 1 });
+    });
     const id = `chatcmpl-${crypto.randomUUID()}`;
     const created = Math.floor(Date.now() / 1000);
     const model = req.model ?? this.model;
@@ -624,18 +672,22 @@ export class Hearth extends EventTarget {
   /**
    * Token ids of `text`; `addSpecial` (default true) adds the tokenizer's BOS/EOS.
    * @param {string} text
-   * @param {{ addSpecial?: boolean }} [options]
+   * @param {TokenizeOptions} [options]
    */
-  async tokenize(text, { addSpecial = true } = {}) {
+  async tokenize(text, options = {}) {
+    checkFields('tokenize()', options, TOKENIZE_FIELDS);
+    const { addSpecial = true } = options;
     return this._call(OP.tokenize, { text: String(text), addSpecial });
   }
 
   /**
    * Text of token ids; `skipSpecial` leaves control tokens out.
    * @param {ArrayLike<number>} tokens
-   * @param {{ skipSpecial?: boolean }} [options]
+   * @param {DetokenizeOptions} [options]
    */
-  async detokenize(tokens, { skipSpecial = false } = {}) {
+  async detokenize(tokens, options = {}) {
+    checkFields('detokenize()', options, DETOKENIZE_FIELDS);
+    const { skipSpecial = false } = options;
     return this._call(OP.detokenize, { tokens: Array.from(tokens), skipSpecial });
   }
 

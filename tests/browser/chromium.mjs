@@ -30,7 +30,7 @@ export function greedyTokens(page, url, options, prompt = 'Hello', maxTokens = 4
   return page.evaluate(async ({ url, options, prompt, maxTokens }) => {
     const engine = await window.Hearth.load(url, options);
     const tokens = [];
-    for await (const t of engine.generate(prompt, { maxTokens })) tokens.push(t.token);
+    for await (const t of engine.generate(prompt, { max_tokens: maxTokens })) tokens.push(t.token);
     engine.dispose();
     return tokens;
   }, { url, options, prompt, maxTokens });

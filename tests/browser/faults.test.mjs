@@ -140,7 +140,7 @@ test('a model over a GPU limit is too_large on webgpu; auto runs it on the CPU a
         try {
           const engine = await window.Hearth.load(url, { backend, cache: false });
           const tokens = [];
-          for await (const t of engine.generate('The', { maxTokens: 4 })) tokens.push(t.token);
+          for await (const t of engine.generate('The', { max_tokens: 4 })) tokens.push(t.token);
           out[backend] = { backend: engine.info.backend, why: engine.info.fallbackReason, tokens: tokens.length };
           engine.dispose();
         } catch (e) {
@@ -175,7 +175,7 @@ test('running out of GPU memory while loading frees what the load allocated; aut
       auto.dispose();
       const engine = await window.Hearth.load(small, { backend: 'webgpu', cache: false });
       const tokens = [];
-      for await (const t of engine.generate('The', { maxTokens: 4 })) tokens.push(t.token);
+      for await (const t of engine.generate('The', { max_tokens: 4 })) tokens.push(t.token);
       out.small = { backend: engine.info.backend, tokens: tokens.length };
       engine.dispose();
       channel.close();
@@ -255,7 +255,7 @@ test('a lost WebGPU device ends the stream with device_lost; the engine rebuilds
       window.midStream = false;
       const tokens = [];
       try {
-        const options = { maxTokens: 4000, logitBias: { [LONG_EOS]: -100 } };
+        const options = { max_tokens: 4000, logit_bias: { [LONG_EOS]: -100 } };
         for await (const t of window.lostEngine.generate('The', options)) {
           tokens.push(t.token);
           if (tokens.length === 2) window.midStream = true;

@@ -90,12 +90,12 @@ for (const backend of BACKENDS) {
     const r = await page.evaluate(async ({ backend, prompt, steps }) => {
       const engine = window.engines[backend];
       await engine.reset();
-      const first = await window.generate(engine, prompt, { maxTokens: steps });
+      const first = await window.generate(engine, prompt, { max_tokens: steps });
       const next = `${prompt}${first.text} And so on.`;
-      const second = await window.generate(engine, next, { maxTokens: steps });
+      const second = await window.generate(engine, next, { max_tokens: steps });
       // Another ending for the second prompt: back to where the first reply ended.
       const other = `${prompt}${first.text} Or not.`;
-      const third = await window.generate(engine, other, { maxTokens: steps });
+      const third = await window.generate(engine, other, { max_tokens: steps });
       const tokens = await Promise.all([prompt, next, other].map((p) => engine.tokenize(p)));
       return { first, next, second, other, third, tokens, info: engine.info };
     }, { backend, prompt: LONG, steps: STEPS });
@@ -177,7 +177,7 @@ for (const backend of BACKENDS) {
       let got = 0;
       let code = null;
       try {
-        for await (const t of engine.generate(prompt, { maxTokens: 100, signal: controller.signal })) {
+        for await (const t of engine.generate(prompt, { max_tokens: 100, signal: controller.signal })) {
           void t;
           if (++got < 3) continue;
           // Let more tokens come from the worker first: the abort must drop them too.
@@ -187,7 +187,7 @@ for (const backend of BACKENDS) {
       } catch (e) {
         code = e.code;
       }
-      const after = await window.generate(engine, more, { maxTokens: steps });
+      const after = await window.generate(engine, more, { max_tokens: steps });
       const tokens = [await engine.tokenize(prompt), await engine.tokenize(more)];
       return { code, got, after, tokens };
     }, { backend, prompt: LONG, more, steps: STEPS });

@@ -83,7 +83,7 @@ test('a JSON schema holds the output on WebGPU and on the CPU: the tokens of `he
       const tokens = [];
       let text = '';
       const it = engine.generate(prompt, {
-        maxTokens: 60, temperature: 0.9, topK: 40, seed: 3,
+        max_tokens: 60, temperature: 0.9, top_k: 40, seed: 3,
         response_format: { type: 'json_schema', json_schema: { name: 'listing', schema, strict: true } },
       })[Symbol.asyncIterator]();
       let r;
@@ -122,14 +122,14 @@ test('a format that cannot be used is a bad_request naming why, before any token
     let seen = 0;
     try {
       const format = { type: 'json_schema', json_schema: { name: 'long', schema: { type: 'array', items: { type: 'integer' }, minItems: 200 } } };
-      for await (const _ of engine.generate('x', { maxTokens: 400, response_format: format, signal: controller.signal })) {
+      for await (const _ of engine.generate('x', { max_tokens: 400, response_format: format, signal: controller.signal })) {
         if (++seen === 3) controller.abort();
       }
       out.push('not aborted');
     } catch (e) { out.push([e.code, seen]); }
     // The engine goes on.
     let text = '';
-    for await (const t of engine.generate('x', { maxTokens: 8, response_format: { type: 'regex', regex: '[0-9]{4}' } })) text += t.text;
+    for await (const t of engine.generate('x', { max_tokens: 8, response_format: { type: 'regex', regex: '[0-9]{4}' } })) text += t.text;
     out.push(text);
     engine.dispose();
     return out;
