@@ -4,13 +4,11 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
+import { writeFileSync, readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
-import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { serve } from '../../scripts/serve.mjs';
-import { launch, testPage, greedyTokens } from './chromium.mjs';
+import { launch, testPage, greedyTokens, openBench } from './chromium.mjs';
 import { withChatTemplate, withMetadata } from './gguf.mjs';
 import { withWorkerShim } from './shim.mjs';
 
@@ -20,27 +18,21 @@ const HUGE_CONTEXT = (1 << 24) - 1;
 /** The end-of-text token of long.gguf, a model with room for thousands of positions. */
 const LONG_EOS = 2;
 
-let dir, app, models, browser, page;
+let bench, dir, app, models, browser, page;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'hearth-faults-'));
-  const model = gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/llama-spm.q8_0.gguf.gz')));
-  writeFileSync(join(dir, 'model.gguf'), withChatTemplate(model));
-  writeFileSync(join(dir, 'quota.gguf'), model);
-  writeFileSync(join(dir, 'long.gguf'), withMetadata(withChatTemplate(model), { 'llama.context_length': 4096, 'tokenizer.ggml.eos_token_id': LONG_EOS }));
-  writeFileSync(join(dir, 'huge.gguf'), withMetadata(model, { 'llama.context_length': HUGE_CONTEXT }));
-  writeFileSync(join(dir, 'qwen2.gguf'), gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/qwen2-tiny.q8_0.gguf.gz'))));
-  app = await serve(ROOT);
-  models = await serve(dir);
-  browser = await launch();
-  page = await testPage(browser, app.url);
+  bench = await openBench('faults', (dir) => {
+    const model = gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/llama-spm.q8_0.gguf.gz')));
+    writeFileSync(join(dir, 'model.gguf'), withChatTemplate(model));
+    writeFileSync(join(dir, 'quota.gguf'), model);
+    writeFileSync(join(dir, 'long.gguf'), withMetadata(withChatTemplate(model), { 'llama.context_length': 4096, 'tokenizer.ggml.eos_token_id': LONG_EOS }));
+    writeFileSync(join(dir, 'huge.gguf'), withMetadata(model, { 'llama.context_length': HUGE_CONTEXT }));
+    writeFileSync(join(dir, 'qwen2.gguf'), gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/qwen2-tiny.q8_0.gguf.gz'))));
+  });
+  ({ dir, app, models, browser, page } = bench);
 });
 
-after(async () => {
-  await browser?.close();
-  await Promise.all([app, models].filter(Boolean).map((s) => s.close()));
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
+after(() => bench?.close());
 
 /** Loads `url` with `options` in the page; resolves to the error code, or null if it loaded. */
 function loadCode(url, options) {

@@ -5,13 +5,11 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
+import { writeFileSync, readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
-import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { serve } from '../../scripts/serve.mjs';
-import { launch, testPage } from './chromium.mjs';
+import { openBench } from './chromium.mjs';
 import { withChatTemplate, withMetadata } from './gguf.mjs';
 import { withWorkerShim } from './shim.mjs';
 
@@ -38,26 +36,20 @@ self.addEventListener('message', ({ data }) => {
   if (data?.op === STALL_OP.generate && data.prompt === 'stall') { const end = Date.now() + 10000; while (Date.now() < end); }
 });`;
 
-let dir, app, models, browser, page;
+let bench, models, browser, page;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'hearth-hostile-'));
-  const model = gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/llama-spm.q8_0.gguf.gz')));
-  writeFileSync(join(dir, 'model.gguf'), withChatTemplate(model));
-  for (const [name, template] of Object.entries(HOSTILE)) {
-    writeFileSync(join(dir, `${name}.gguf`), withMetadata(model, { 'tokenizer.chat_template': template }));
-  }
-  app = await serve(ROOT);
-  models = await serve(dir);
-  browser = await launch();
-  page = await testPage(browser, app.url);
+  bench = await openBench('hostile', (dir) => {
+    const model = gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/llama-spm.q8_0.gguf.gz')));
+    writeFileSync(join(dir, 'model.gguf'), withChatTemplate(model));
+    for (const [name, template] of Object.entries(HOSTILE)) {
+      writeFileSync(join(dir, `${name}.gguf`), withMetadata(model, { 'tokenizer.chat_template': template }));
+    }
+  });
+  ({ models, browser, page } = bench);
 });
 
-after(async () => {
-  await browser?.close();
-  await Promise.all([app, models].filter(Boolean).map((s) => s.close()));
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
+after(() => bench?.close());
 
 test('hostile chat templates fail fast with bad_request, and the engine goes on', async () => {
   const failures = [];

@@ -9,13 +9,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
+import { writeFileSync, readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
-import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { serve } from '../../scripts/serve.mjs';
-import { launch, testPage } from './chromium.mjs';
+import { openBench } from './chromium.mjs';
 import { withChatTemplate } from './gguf.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -28,18 +26,16 @@ const LONG = Array.from({ length: 8 }, (_, i) => `Line ${i + 1}: the quick brown
 const STEPS = 4;
 const MAX = 3;
 
-let dir, model, app, models, browser, page;
+let bench, model, page;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'hearth-qwen35-'));
-  // The tiny fixture has the real Qwen3.5 vocabulary and no chat template: the tests' own.
-  const fixture = gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/qwen35-tiny.q8_0.gguf.gz')));
-  model = join(dir, 'qwen35.gguf');
-  writeFileSync(model, withChatTemplate(fixture));
-  app = await serve(ROOT);
-  models = await serve(dir);
-  browser = await launch();
-  page = await testPage(browser, app.url, { logErrors: true });
+  bench = await openBench('qwen35', (dir) => {
+    // The tiny fixture has the real Qwen3.5 vocabulary and no chat template: the tests' own.
+    const fixture = gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/qwen35-tiny.q8_0.gguf.gz')));
+    model = join(dir, 'qwen35.gguf');
+    writeFileSync(model, withChatTemplate(fixture));
+  }, { logErrors: true });
+  ({ page } = bench);
   await page.evaluate(async ({ url, backends }) => {
     window.url = url;
     window.engines = {};
@@ -55,14 +51,10 @@ before(async () => {
         out.text += value.text;
       }
     };
-  }, { url: `${models.url}/qwen35.gguf`, backends: BACKENDS });
+  }, { url: `${bench.models.url}/qwen35.gguf`, backends: BACKENDS });
 });
 
-after(async () => {
-  await browser?.close();
-  await Promise.all([app, models].filter(Boolean).map((s) => s.close()));
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
+after(() => bench?.close());
 
 const references = new Map();
 
