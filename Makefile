@@ -21,12 +21,14 @@ target/release/hearth: FORCE
 	cargo build --release -p hearth-cli
 
 # Every test: formatting, lints, the Rust suites (GPU ones on whatever adapter exists, lavapipe
-# in CI), the quantizer checked by gguf-py, the package's types against the openai client's,
-# its download cache under Node, and the browser checks in headless Chromium.
+# in CI), the quantizer checked by gguf-py, the package's types against the openai client's and
+# its JavaScript against its types (which needs the wasm glue's), its download cache under Node,
+# and the browser checks in headless Chromium.
 test: setup-test
 	$(MAKE) lint target/release/hearth $(VENV)/.installed
 	cargo test --workspace
 	$(PYTHON) tests/check_quantize.py target/release/hearth
+	scripts/build-wasm.sh
 	tests/types/check.sh
 	node --test pkg/fetch.test.mjs
 	$(MAKE) browser-test

@@ -1,6 +1,6 @@
 // Errors a page can act on. Every error the API throws is a HearthError with a stable `code`.
 
-/** @type {readonly string[]} */
+/** @type {readonly ErrorCode[]} */
 export const ERROR_CODES = Object.freeze([
   'not_found', // the model URL answered 404/410
   'cors', // the server is reachable but does not allow this origin
@@ -25,32 +25,51 @@ export const ERROR_CODES = Object.freeze([
   'internal',
 ]);
 
-/** Fields an error may carry besides its code and message. */
-const DETAILS = ['status', 'architecture', 'supported'];
+/**
+ * @typedef {import('./index.js').ErrorCode} ErrorCode
+ * @typedef {import('./index.js').HearthError} Declared
+ * @typedef {{ status?: number, architecture?: string, supported?: import('./index.js').Architecture[] }} Details
+ * @typedef {{ code: ErrorCode, message: string } & Details} ErrorFields an error as a plain
+ *   object (`toJSON()`), as it crosses postMessage
+ */
 
+/** @implements {Declared} */
 export class HearthError extends Error {
   /**
-   * @param {string} code one of ERROR_CODES
+   * @param {ErrorCode} code
    * @param {string} message
-   * @param {{ status?: number, architecture?: string,
-   *   supported?: Array<{ name: string, models: string }>, cause?: unknown }} [extra]
+   * @param {Details & { cause?: unknown }} [extra]
    */
-  constructor(code, message, extra = {}) {
-    super(message, extra.cause === undefined ? undefined : { cause: extra.cause });
+  constructor(code, message, { status, architecture, supported, cause } = {}) {
+    super(message, cause === undefined ? undefined : { cause });
     this.name = code === 'aborted' ? 'AbortError' : 'HearthError';
     this.code = code;
-    for (const key of DETAILS) if (extra[key] !== undefined) this[key] = extra[key];
+    // Only the details an error has are fields of it.
+    if (status !== undefined) this.status = status;
+    if (architecture !== undefined) this.architecture = architecture;
+    if (supported !== undefined) this.supported = supported;
   }
 
-  /** A plain object that survives postMessage. */
+  /**
+   * A plain object that survives postMessage.
+   * @returns {ErrorFields}
+   */
   toJSON() {
-    const out = { code: this.code, message: this.message };
-    for (const key of DETAILS) if (this[key] !== undefined) out[key] = this[key];
-    return out;
+    const { code, message, status, architecture, supported } = this;
+    return {
+      code,
+      message,
+      ...(status !== undefined && { status }),
+      ...(architecture !== undefined && { architecture }),
+      ...(supported !== undefined && { supported }),
+    };
   }
 
-  /** Turns anything thrown (a wasm error carrying `code`, a DOMException, an error's toJSON()
-   * from the worker, ...) into a HearthError. */
+  /**
+   * Turns anything thrown (a wasm error carrying `code`, a DOMException, an error's toJSON()
+   * from the worker, ...) into a HearthError.
+   * @param {any} e
+   */
   static from(e) {
     if (e instanceof HearthError) return e;
     if (e && typeof e === 'object' && typeof e.code === 'string' && ERROR_CODES.includes(e.code)) {

@@ -15,16 +15,28 @@ const FORMAT = 2;
 /** A cached segment, checked as a whole when read, never crosses a multiple of this. */
 const SEGMENT = 1 << 20;
 
+/**
+ * @typedef {[start: number, end: number, sha256: string]} Segment
+ * @typedef {{ format: number, url: string, size: number | null, etag: string | null, segments: Segment[] }} Meta
+ * @typedef {{ offset: number, bytes: Uint8Array }} Chunk bytes of a file, from `offset`
+ * @typedef {UrlFile | BlobFile} ModelFile
+ */
+
+/** @type {(ms: number, signal: AbortSignal | undefined) => Promise<void>} */
 const sleep = (ms, signal) =>
   new Promise((resolve, reject) => {
     const t = setTimeout(resolve, ms);
     signal?.addEventListener('abort', () => { clearTimeout(t); reject(signal.reason); }, { once: true });
   });
 
+/** @param {ArrayBuffer} digest */
 const hex = (digest) => [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
+/** @param {Uint8Array<ArrayBuffer>} bytes */
 const sha256 = async (bytes) => hex(await crypto.subtle.digest('SHA-256', bytes));
+/** @param {string} text */
 const sha256Hex = (text) => sha256(new TextEncoder().encode(text));
 
+/** @param {boolean} create */
 export async function cacheDirectory(create) {
   const root = await navigator.storage.getDirectory();
   return root.getDirectoryHandle(CACHE_DIR, { create });
@@ -33,16 +45,22 @@ export async function cacheDirectory(create) {
 /**
  * Holds the Web Lock `name` (waiting while another tab or worker holds it); resolves to the
  * function that releases it. Without Web Locks there is nothing to wait for.
+ * @param {string} name
+ * @param {AbortSignal | undefined} signal
+ * @returns {Promise<() => void>}
  */
 function holdLock(name, signal) {
   if (!globalThis.navigator?.locks) return Promise.resolve(() => {});
   return new Promise((resolve, reject) => {
-    navigator.locks.request(name, { signal }, () => new Promise((release) => resolve(release))).catch(reject);
+    navigator.locks.request(name, { signal }, () => /** @type {Promise<void>} */ (new Promise((release) => resolve(release)))).catch(reject);
   });
 }
 
-/** The index of the last of `segments` (sorted, disjoint [a, b, hash]) starting at or before
- * `pos`, or -1. */
+/**
+ * The index of the last of `segments` (sorted, disjoint) starting at or before `pos`, or -1.
+ * @param {Segment[]} segments
+ * @param {number} pos
+ */
 function lastAtOrBefore(segments, pos) {
   let lo = 0;
   let hi = segments.length;
@@ -63,6 +81,10 @@ function lastAtOrBefore(segments, pos) {
  * the same URL waits, then reads what the first one cached. Worker-only (sync handles).
  */
 class CacheEntry {
+  /**
+   * @param {string} url
+   * @param {AbortSignal | undefined} signal
+   */
   static async open(url, signal) {
     const dir = await cacheDirectory(true);
     const key = await sha256Hex(url);
@@ -70,31 +92,52 @@ class CacheEntry {
     try {
       const metaHandle = await dir.getFileHandle(`${key}.json`, { create: true });
       const text = await (await metaHandle.getFile()).text();
+      /** @type {Meta | null} */
       let meta = null;
       try { meta = text ? JSON.parse(text) : null; } catch { meta = null; }
       const binHandle = await dir.getFileHandle(`${key}.bin`, { create: true });
-      const entry = new CacheEntry();
-      entry.url = url;
-      entry.metaHandle = metaHandle;
-      entry.data = await binHandle.createSyncAccessHandle();
-      entry.release = release;
-      entry.unsaved = 0;
-      if (meta && meta.url === url && meta.format === FORMAT) entry.meta = meta;
-      else entry.reset(null, null);
-      return entry;
+      return new CacheEntry(url, metaHandle, await binHandle.createSyncAccessHandle(), release, meta);
     } catch (e) {
       release();
       throw e;
     }
   }
 
-  /** Forgets every cached byte; the file is now `size` bytes with validator `etag`. */
+  /**
+   * @param {string} url
+   * @param {FileSystemFileHandle} metaHandle where the metadata is kept
+   * @param {FileSystemSyncAccessHandle} data the cached bytes
+   * @param {() => void} release lets go of the entry's lock
+   * @param {Meta | null} meta the metadata as last written
+   */
+  constructor(url, metaHandle, data, release, meta) {
+    this.url = url;
+    this.metaHandle = metaHandle;
+    this.data = data;
+    this.release = release;
+    /** Bytes cached since the metadata was last written. */
+    this.unsaved = 0;
+    if (meta && meta.url === url && meta.format === FORMAT) {
+      /** @type {Meta} */
+      this.meta = meta;
+    } else this.reset(null, null);
+  }
+
+  /**
+   * Forgets every cached byte; the file is now `size` bytes with validator `etag`.
+   * @param {number | null} size
+   * @param {string | null} etag
+   */
   reset(size, etag) {
     this.data.truncate(0);
     this.meta = { format: FORMAT, url: this.url, size, etag: etag || null, segments: [] };
   }
 
-  /** Keeps the cached bytes only if they belong to the same version of the file. */
+  /**
+   * Keeps the cached bytes only if they belong to the same version of the file.
+   * @param {number} size
+   * @param {string | null} etag
+   */
   validate(size, etag) {
     const m = this.meta;
     if (m.size !== size || (etag && m.etag && etag !== m.etag)) this.reset(size, etag);
@@ -102,18 +145,29 @@ class CacheEntry {
     this.meta.size = size;
   }
 
-  /** The cached segment holding byte `pos`, or null. */
+  /**
+   * The cached segment holding byte `pos`, or null.
+   * @param {number} pos
+   */
   segmentAt(pos) {
     const s = this.meta.segments[lastAtOrBefore(this.meta.segments, pos)];
     return s && pos < s[1] ? s : null;
   }
 
-  /** The start of the first cached segment after `pos`, or `end`. */
+  /**
+   * The start of the first cached segment after `pos`, or `end`.
+   * @param {number} pos
+   * @param {number} end
+   */
   nextCovered(pos, end) {
     const next = this.meta.segments[lastAtOrBefore(this.meta.segments, pos) + 1];
     return next ? Math.min(next[0], end) : end;
   }
 
+  /**
+   * @param {number} a
+   * @param {number} b
+   */
   readRaw(a, b) {
     const out = new Uint8Array(b - a);
     const n = this.data.read(out, { at: a });
@@ -121,7 +175,10 @@ class CacheEntry {
     return out;
   }
 
-  /** The bytes of `segment`, or null (and the segment dropped) where they do not match its hash. */
+  /**
+   * The bytes of `segment`, or null (and the segment dropped) where they do not match its hash.
+   * @param {Segment} segment
+   */
   async read(segment) {
     const [a, b, hash] = segment;
     let bytes = null;
@@ -137,7 +194,11 @@ class CacheEntry {
     return new SegmentWriter(this);
   }
 
-  /** Records [a, b), just written, as a segment, hashed as its bytes are on disk. */
+  /**
+   * Records [a, b), just written, as a segment, hashed as its bytes are on disk.
+   * @param {number} a
+   * @param {number} b
+   */
   async record(a, b) {
     const hash = await sha256(this.readRaw(a, b));
     const segments = this.meta.segments;
@@ -168,7 +229,7 @@ class CacheEntry {
   async close() {
     try {
       await this.save();
-    } catch (e) {
+    } catch (/** @type {any} */ e) {
       // Metadata that could not be written leaves the last written: whatever it lists that
       // was since dropped fails its hash when read, and is fetched again.
       if (e?.name !== 'QuotaExceededError') throw e;
@@ -181,12 +242,20 @@ class CacheEntry {
 
 /** Writes one stream's bytes into a cache entry, recording them as segments as they complete. */
 class SegmentWriter {
+  /** @param {CacheEntry} entry */
   constructor(entry) {
     this.entry = entry;
-    /** [start, end) of the bytes written since the last segment was recorded. */
+    /**
+     * [start, end) of the bytes written since the last segment was recorded.
+     * @type {[number, number] | null}
+     */
     this.run = null;
   }
 
+  /**
+   * @param {number} at
+   * @param {Uint8Array} bytes
+   */
   async write(at, bytes) {
     const entry = this.entry;
     for (let off = 0; off < bytes.length;) {
@@ -214,7 +283,12 @@ class SegmentWriter {
   }
 }
 
-/** What fetch() threw, as a HearthError: a reachable server that refuses this origin is CORS. */
+/**
+ * What fetch() threw, as a HearthError: a reachable server that refuses this origin is CORS.
+ * @param {string} url
+ * @param {any} e
+ * @param {AbortSignal | undefined} signal
+ */
 async function networkError(url, e, signal) {
   if (signal?.aborted || e?.name === 'AbortError') return new HearthError('aborted', 'the load was aborted');
   const target = new URL(url, self.location.href);
@@ -229,7 +303,13 @@ async function networkError(url, e, signal) {
   return new HearthError('network', `cannot reach ${url}: ${e?.message || e}`, { cause: e });
 }
 
+/**
+ * @param {string} url
+ * @param {[number, number] | null} range [start, end), or null for the whole file
+ * @param {AbortSignal | undefined} signal
+ */
 async function httpGet(url, range, signal) {
+  /** @type {Record<string, string>} */
   const headers = range ? { Range: `bytes=${range[0]}-${range[1] - 1}` } : {};
   let res;
   try {
@@ -244,6 +324,7 @@ async function httpGet(url, range, signal) {
   return res;
 }
 
+/** @param {Response} res */
 function contentRange(res) {
   const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(res.headers.get('Content-Range') || '');
   return m ? { start: Number(m[1]), size: m[3] === '*' ? null : Number(m[3]) } : null;
@@ -251,25 +332,28 @@ function contentRange(res) {
 
 /** One model file read over HTTP. `stream(start, end)` yields its bytes in order. */
 class UrlFile {
+  /**
+   * @param {string} url
+   * @param {{ signal: AbortSignal | undefined, cache: boolean }} options
+   */
   static async open(url, { signal, cache }) {
-    const f = new UrlFile();
-    f.url = url;
-    f.signal = signal;
-    f.entry = null;
+    let entry = null;
     if (cache) {
       try {
-        f.entry = await CacheEntry.open(url, signal);
-      } catch (e) {
+        entry = await CacheEntry.open(url, signal);
+      } catch (/** @type {any} */ e) {
         // Without OPFS the load goes on uncached.
         if (e?.name === 'QuotaExceededError' || e?.name === 'AbortError') throw e;
-        f.entry = null;
       }
     }
+    const f = new UrlFile(url, signal, entry);
     try {
       const res = await httpGet(url, [0, FIRST_BYTES], signal);
       const cr = res.status === 206 ? contentRange(res) : null;
-      f.ranged = !!cr && cr.start === 0 && cr.size !== null;
-      f.size = f.ranged ? cr.size : Number(res.headers.get('Content-Length'));
+      /** The file's size where the server answers with ranges of it, else null. */
+      const rangedSize = cr?.start === 0 ? cr.size : null;
+      f.ranged = rangedSize !== null;
+      f.size = rangedSize ?? Number(res.headers.get('Content-Length'));
       if (!f.ranged && !(f.size > 0) && res.headers.get('Content-Length') === null) {
         throw new HearthError('http_error', `${url} has neither Range support nor a Content-Length`);
       }
@@ -278,15 +362,15 @@ class UrlFile {
       await f.entry?.save();
       f.offline = false;
     } catch (e) {
-      const complete = f.entry?.meta.size && f.entry.segmentAt(0);
-      if (e.code !== 'network' || !complete) {
+      const cachedSize = f.entry?.meta.size;
+      if (!(e instanceof HearthError && e.code === 'network') || !cachedSize || !f.entry?.segmentAt(0)) {
         await f.entry?.close();
         // An entry that never got a byte is not left behind.
         if (f.entry && f.entry.meta.segments.length === 0) await deleteCache(url).catch(() => {});
         throw e;
       }
       // Offline: what the cache holds is all there is.
-      f.size = f.entry.meta.size;
+      f.size = cachedSize;
       f.ranged = true;
       f.first = null;
       f.offline = true;
@@ -294,12 +378,39 @@ class UrlFile {
     return f;
   }
 
+  /**
+   * @param {string} url
+   * @param {AbortSignal | undefined} signal
+   * @param {CacheEntry | null} entry where its bytes are cached, if they are
+   */
+  constructor(url, signal, entry) {
+    this.url = url;
+    this.signal = signal;
+    this.entry = entry;
+    /** Bytes in the file. */
+    this.size = 0;
+    /** Whether the server answers Range requests. */
+    this.ranged = false;
+    /**
+     * The opening request's response, until its bytes are read.
+     * @type {Response | null}
+     */
+    this.first = null;
+    /** Unreachable: only the cached bytes can be read. */
+    this.offline = false;
+  }
+
+  /**
+   * @param {number} start
+   * @param {number} end
+   * @returns {AsyncGenerator<Chunk, void>}
+   */
   async *stream(start, end) {
     let pos = start;
     while (pos < end) {
       const segment = this.entry?.segmentAt(pos);
       // A segment whose bytes were altered on disk is dropped, and fetched again below.
-      const bytes = segment && (await this.entry.read(segment));
+      const bytes = segment && (await this.entry?.read(segment));
       if (bytes) {
         const to = Math.min(end, segment[1]);
         yield { offset: pos, bytes: bytes.subarray(pos - segment[0], to - segment[0]) };
@@ -317,7 +428,11 @@ class UrlFile {
     }
   }
 
-  /** Bytes [start, end) from the network, resuming after a broken connection. */
+  /**
+   * Bytes [start, end) from the network, resuming after a broken connection.
+   * @param {number} start
+   * @param {number} end
+   */
   async *fetchSpan(start, end) {
     const writer = this.entry?.writer();
     try {
@@ -328,7 +443,13 @@ class UrlFile {
     }
   }
 
-  /** fetchSpan's requests, each chunk written through `writer` before it is handed on. */
+  /**
+   * fetchSpan's requests, each chunk written through `writer` before it is handed on.
+   * @param {SegmentWriter | undefined} writer
+   * @param {number} start
+   * @param {number} end
+   * @returns {AsyncGenerator<Chunk, void>}
+   */
   async *download(writer, start, end) {
     let pos = start;
     let failures = 0;
@@ -347,6 +468,7 @@ class UrlFile {
         // A 200 answer carries the whole file from byte 0.
         let at = res.status === 206 ? contentRange(res)?.start : 0;
         if (at === undefined || at > pos) throw new HearthError('http_error', `${this.url} answered a range that starts at ${at}, not ${pos}`);
+        if (!res.body) throw new HearthError('network', `${this.url} answered with no body`);
         reader = res.body.getReader();
         const before = pos;
         while (pos < end) {
@@ -364,7 +486,7 @@ class UrlFile {
         }
         if (pos > before) failures = 0;
         else if (++failures > RETRIES) throw new HearthError('network', `${this.url} sends no data past byte ${pos}`);
-      } catch (e) {
+      } catch (/** @type {any} */ e) {
         if (this.signal?.aborted) throw new HearthError('aborted', 'the load was aborted');
         if (e instanceof HearthError && e.code !== 'network') throw e;
         if (e?.name === 'QuotaExceededError') throw e;
@@ -386,12 +508,18 @@ class UrlFile {
 
 /** A model file given as a File or Blob. */
 class BlobFile {
+  /** @param {Blob} blob */
   constructor(blob) {
     this.blob = blob;
     this.size = blob.size;
     this.ranged = true;
   }
 
+  /**
+   * @param {number} start
+   * @param {number} end
+   * @returns {AsyncGenerator<Chunk, void>}
+   */
   async *stream(start, end) {
     const reader = this.blob.slice(start, end).stream().getReader();
     let pos = start;
@@ -415,7 +543,12 @@ class BlobFile {
  * read whole, as a Blob, and not cached (it is local already). */
 const WHOLE_FILE_SCHEMES = ['chrome-extension:', 'moz-extension:'];
 
-/** Opens each part of a model source: a URL, a File/Blob, or a list of URLs (split GGUF). */
+/**
+ * Opens each part of a model source: a URL, a File/Blob, or a list of URLs (split GGUF).
+ * @param {import('./index.js').ModelSource} source
+ * @param {{ signal?: AbortSignal, cache?: boolean }} [options]
+ * @returns {Promise<ModelFile[]>}
+ */
 export async function openSource(source, { signal, cache = true } = {}) {
   const parts = Array.isArray(source) ? source : [source];
   if (parts.length === 0) throw new HearthError('bad_request', 'the model source is an empty list');
@@ -437,7 +570,10 @@ export async function openSource(source, { signal, cache = true } = {}) {
   return files;
 }
 
-/** The cache's entries: `{ url, size, cachedBytes, complete }`. */
+/**
+ * The cache's entries.
+ * @returns {Promise<import('./index.js').CacheEntry[]>}
+ */
 export async function listCache() {
   let dir;
   try {
@@ -449,7 +585,9 @@ export async function listCache() {
   for await (const [name, handle] of dir.entries()) {
     if (!name.endsWith('.json')) continue;
     try {
-      const meta = JSON.parse(await (await handle.getFile()).text());
+      // A handle that is not a file's throws here, and is not listed.
+      /** @type {Meta} */
+      const meta = JSON.parse(await (await /** @type {FileSystemFileHandle} */ (handle).getFile()).text());
       // An entry of an older layout holds nothing usable: the next load of its URL drops it.
       const segments = meta.format === FORMAT ? meta.segments : [];
       const cachedBytes = segments.reduce((n, [a, b]) => n + (b - a), 0);
@@ -461,7 +599,10 @@ export async function listCache() {
   return out;
 }
 
-/** Removes a URL's cached bytes; true if there were any. */
+/**
+ * Removes a URL's cached bytes; true if there were any.
+ * @param {string | URL} url
+ */
 export async function deleteCache(url) {
   let dir;
   try {
@@ -475,7 +616,7 @@ export async function deleteCache(url) {
     try {
       await dir.removeEntry(name);
       found = true;
-    } catch (e) {
+    } catch (/** @type {any} */ e) {
       if (e?.name !== 'NotFoundError') throw HearthError.from(e);
     }
   }

@@ -1,4 +1,9 @@
 // Types of the hearth-llm package.
+//
+// Options have one spelling each: OpenAI's request fields (and top_k, min_p and
+// repetition_penalty, as OpenAI-compatible servers spell them) in snake_case, in generate() as
+// in chat completions; Hearth's own (signal, onProgress, abortTimeout, addSpecial, ...) in
+// camelCase. A field of any other name is a "bad_request" that names it.
 
 export type ErrorCode =
   | 'not_found'
@@ -59,6 +64,9 @@ export declare class HearthError extends Error {
 }
 
 export type Backend = 'auto' | 'webgpu' | 'cpu';
+
+/** A model: its URL, a File or Blob, or the URLs of a split GGUF file's parts in order. */
+export type ModelSource = string | URL | Blob | Array<string | URL>;
 
 export interface LoadProgress {
   /** "download": tensor bytes fetched (or read from the cache); "load": weight bytes built into
@@ -248,22 +256,24 @@ export interface ChatCompletionChunk {
 }
 
 export interface GenerateOptions extends SamplingParams {
-  maxTokens?: number;
-  topP?: number;
-  topK?: number;
-  minP?: number;
-  frequencyPenalty?: number;
-  presencePenalty?: number;
-  repeatPenalty?: number;
-  logitBias?: Record<string | number, number>;
-  responseFormat?: ResponseFormat;
   /** Add the tokenizer's BOS/EOS around the prompt (default true). */
   addSpecial?: boolean;
 }
 
+export interface TokenizeOptions {
+  /** Add the tokenizer's BOS/EOS (default true). */
+  addSpecial?: boolean;
+}
+
+export interface DetokenizeOptions {
+  /** Leave control tokens out (default false). */
+  skipSpecial?: boolean;
+}
+
 export interface GeneratedToken {
   text: string;
-  token: number;
+  /** Null for text that comes with the end rather than with a token of its own. */
+  token: number | null;
 }
 
 export interface GenerateResult {
@@ -306,7 +316,7 @@ export declare class Hearth extends EventTarget {
     options?: boolean | EventListenerOptions,
   ): void;
   removeEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | EventListenerOptions): void;
-  static load(source: string | URL | Blob | Array<string | URL>, options?: LoadOptions): Promise<Hearth>;
+  static load(source: ModelSource, options?: LoadOptions): Promise<Hearth>;
   /**
    * The architectures this build runs, such as `{ name: 'qwen35', models: 'Qwen3.5' }`, read
    * from the engine (a short-lived worker) without loading a model; asked once per page.
@@ -329,8 +339,8 @@ export declare class Hearth extends EventTarget {
   generate(prompt: string, options?: GenerateOptions): AsyncIterable<GeneratedToken> & {
     [Symbol.asyncIterator](): AsyncIterator<GeneratedToken, GenerateResult | undefined>;
   };
-  tokenize(text: string, options?: { addSpecial?: boolean }): Promise<number[]>;
-  detokenize(tokens: ArrayLike<number>, options?: { skipSpecial?: boolean }): Promise<string>;
+  tokenize(text: string, options?: TokenizeOptions): Promise<number[]>;
+  detokenize(tokens: ArrayLike<number>, options?: DetokenizeOptions): Promise<string>;
   /** Forgets the conversation held in the KV cache. */
   reset(): Promise<void>;
   /** Stops the engine's worker and frees its memory. */

@@ -4,24 +4,58 @@
 import init, { Loader, GpuDevice, architectures } from './wasm/hearth_web.js';
 import { HearthError } from './errors.js';
 import { openSource } from './fetch.js';
+import { OP, REPLY } from './protocol.js';
 
 /** Tensors are fetched in pieces of this size, several at a time. */
 const PIECE = 8 << 20;
 const IN_FLIGHT = 4;
 
-/** Errors of the device rather than of the model or the download: the CPU can take over. */
+/**
+ * @typedef {import('./wasm/hearth_web.js').Engine} Engine
+ * @typedef {import('./fetch.js').ModelFile} ModelFile
+ * @typedef {import('./fetch.js').Chunk} Chunk
+ * @typedef {import('./protocol.js').Ops} Ops
+ * @typedef {import('./protocol.js').PageMessage} PageMessage
+ * @typedef {import('./protocol.js').WorkerMessage} WorkerMessage
+ * @typedef {import('./protocol.js').GenerationEnd} GenerationEnd
+ * @typedef {import('./index.js').ErrorCode} ErrorCode
+ * @typedef {import('./index.js').LoadProgress} LoadProgress
+ * @typedef {(phase: LoadProgress['phase'], loaded: number, total: number) => void} Progress
+ * @typedef {{ file: number, offset: number, bytes: Uint8Array }} Piece bytes of file `file`
+ * @typedef {{ fetch: Array<[file: number, start: number, end: number]> }} Plan the byte ranges
+ *   of the tensors, from Loader.plan
+ * @typedef {{ it: AsyncIterator<Chunk>, buffered: Uint8Array[], have: number }} Sequential a
+ *   file read as one response: its iterator, and what came with the header
+ */
+
+/**
+ * Errors of the device rather than of the model or the download: the CPU can take over.
+ * @type {ErrorCode[]}
+ */
 const GPU_FAILURES = ['out_of_memory', 'too_large', 'gpu_error', 'device_lost', 'unsupported_quantization'];
 
+/** @type {Engine | null} */
 let engine = null;
+/** @type {{ fallbackReason: string | null } | null} */
 let backendInfo = null;
-/** Request id -> AbortController, for requests that can be aborted. */
+/**
+ * Request id -> AbortController, for requests that can be aborted.
+ * @type {Map<number, AbortController>}
+ */
 const controllers = new Map();
-/** Engine calls run one after another: a generation holds the engine between its tokens. */
+/**
+ * Engine calls run one after another: a generation holds the engine between its tokens.
+ * @type {Promise<unknown>}
+ */
 let queue = Promise.resolve();
 
+/** @param {WorkerMessage} msg */
 const post = (msg) => self.postMessage(msg);
 
-/** Lets the worker handle messages (such as an abort) between two tokens. */
+/**
+ * Lets the worker handle messages (such as an abort) between two tokens.
+ * @returns {Promise<void>}
+ */
 const yieldToEvents = () =>
   new Promise((resolve) => {
     const ch = new MessageChannel();
@@ -29,13 +63,19 @@ const yieldToEvents = () =>
     ch.port2.postMessage(null);
   });
 
+/** @param {AbortSignal} signal */
 function throwIfAborted(signal) {
   if (signal.aborted) throw new HearthError('aborted', 'aborted');
 }
 
-/** Reads each file's header, checks the model, then streams its tensors into the loader. */
+/**
+ * Reads each file's header, checks the model, then streams its tensors into the loader.
+ * @param {ModelFile[]} files
+ * @param {{ contextLength: number | undefined, signal: AbortSignal, progress: Progress }} options
+ */
 async function fetchModel(files, { contextLength, signal, progress }) {
   const loader = new Loader(files.length);
+  /** @type {Sequential[]} */
   const sequential = [];
   for (let i = 0; i < files.length; i++) {
     const f = files[i];
@@ -65,9 +105,13 @@ async function fetchModel(files, { contextLength, signal, progress }) {
     }
   }
 
+  /** @type {Plan} */
   const plan = loader.plan(contextLength ?? 0);
   const total = plan.fetch.reduce((n, [, a, b]) => n + (b - a), 0);
-  /** The tensor bytes as { file, offset, bytes } pieces, in order, counted as they come. */
+  /**
+   * The tensor bytes in pieces, in order, counted as they come.
+   * @returns {AsyncGenerator<Piece, void>}
+   */
   async function* pieces() {
     let loaded = 0;
     progress('download', 0, total);
@@ -80,6 +124,10 @@ async function fetchModel(files, { contextLength, signal, progress }) {
   return { loader, plan, pieces };
 }
 
+/**
+ * @param {Uint8Array[]} chunks
+ * @param {number} n their length together
+ */
 function concat(chunks, n) {
   if (chunks.length === 1 && chunks[0].length === n) return chunks[0];
   const out = new Uint8Array(n);
@@ -88,7 +136,15 @@ function concat(chunks, n) {
   return out;
 }
 
+/**
+ * @param {ModelFile[]} files
+ * @param {Plan} plan
+ * @param {Sequential[]} sequential
+ * @param {AbortSignal} signal
+ * @returns {AsyncGenerator<Piece, void>}
+ */
 async function* download(files, plan, sequential, signal) {
+  /** @type {(file: number, offset: number, bytes: Uint8Array) => Piece} */
   const piece = (file, offset, bytes) => ({ file, offset, bytes });
   // Files read as one stream: what came with the header, then the rest in order.
   for (const [i, seq] of sequential.entries()) {
@@ -107,11 +163,13 @@ async function* download(files, plan, sequential, signal) {
   }
   // Ranged files: pieces fetched several at a time, handed over in order (a tensor's bytes
   // must arrive from its start).
+  /** @type {Array<[file: number, start: number, end: number]>} */
   const pieces = [];
   for (const [file, a, b] of plan.fetch) {
     if (sequential[file]) continue;
     for (let s = a; s < b; s += PIECE) pieces.push([file, s, Math.min(b, s + PIECE)]);
   }
+  /** @param {[file: number, start: number, end: number]} range */
   const fetchPiece = async ([file, a, b]) => {
     const out = new Uint8Array(b - a);
     for await (const { offset, bytes } of files[file].stream(a, b)) out.set(bytes, offset - a);
@@ -126,21 +184,26 @@ async function* download(files, plan, sequential, signal) {
       p.catch(() => {});
       inFlight.push(p);
     }
-    const bytes = await inFlight.shift();
+    const bytes = await /** @type {Promise<Uint8Array>} (fetched ahead, above) */ (inFlight.shift());
     throwIfAborted(signal);
     yield piece(pieces[i][0], pieces[i][1], bytes);
   }
 }
 
+/**
+ * @param {number} id
+ * @param {Ops['load']['args']} request
+ */
 async function load(id, { source, options }) {
   const controller = new AbortController();
   controllers.set(id, controller);
   const { signal } = controller;
   let last = { phase: '', loaded: -1 };
+  /** @type {Progress} */
   const progress = (phase, loaded, total) => {
     if (phase === last.phase && loaded <= last.loaded) return;
     last = { phase, loaded };
-    post({ id, type: 'progress', progress: { phase, loaded, total } });
+    post({ id, type: REPLY.progress, progress: { phase, loaded, total } });
   };
   const wanted = options.backend ?? 'auto';
   if (!['auto', 'webgpu', 'cpu'].includes(wanted)) {
@@ -156,13 +219,15 @@ async function load(id, { source, options }) {
       let gpu = null;
       if (backend !== 'cpu') {
         try {
-          if (!self.navigator.gpu) throw new HearthError('no_webgpu', 'this browser has no WebGPU (navigator.gpu)');
+          // The WebWorker lib has no WebGPU types.
+          if (!(/** @type {{ gpu?: unknown }} */ (self.navigator).gpu)) throw new HearthError('no_webgpu', 'this browser has no WebGPU (navigator.gpu)');
           gpu = await GpuDevice.open(loader.matrixType());
         } catch (e) {
           if (backend === 'webgpu') throw HearthError.from(e);
           fallbackReason = HearthError.from(e).message;
         }
       }
+      /** @type {(loaded: number, total: number) => void} */
       const report = (loaded, total) => progress('load', loaded, total);
       if (gpu) {
         // The engine pulls the pieces itself and writes each tensor to the GPU as it completes.
@@ -197,30 +262,49 @@ async function load(id, { source, options }) {
   }
 }
 
-function info() {
-  return { ...engine.info(), ...backendInfo };
+/** The engine, for the requests that need one. */
+function loaded() {
+  if (!engine) throw new HearthError('bad_request', 'no model is loaded');
+  return engine;
 }
 
-/** Runs one generation, posting each token; returns the finish reason and usage. */
-async function generate(id, { prompt, messages, options }) {
+/** @returns {import('./index.js').EngineInfo} */
+function info() {
+  return { ...loaded().info(), ...backendInfo };
+}
+
+/**
+ * Runs one generation, posting each token; returns the finish reason and usage.
+ * @param {number} id
+ * @param {Ops['generate']['args']} request
+ * @returns {Promise<GenerationEnd>}
+ */
+async function generate(id, request) {
+  const engine = loaded();
+  const { options } = request;
   const controller = new AbortController();
   controllers.set(id, controller);
   try {
-    const text = messages ? engine.applyChatTemplate(messages, options.tools) : prompt;
-    const ids = messages ? engine.chatTokens(text) : engine.tokenize(text, options.addSpecial ?? true);
+    const ids = request.messages
+      ? engine.chatTokens(engine.applyChatTemplate(request.messages, options.tools))
+      : engine.tokenize(request.prompt, options.addSpecial ?? true);
     const { addSpecial, ...rest } = options;
+    /** @type {{ promptTokens: number, cachedTokens: number }} */
     const started = engine.begin(ids, rest);
     let completion = 0;
+    /** @type {GenerationEnd['finishReason'] | null} */
     let finishReason = null;
+    /** @type {GenerationEnd['toolCalls']} */
     let toolCalls = [];
     while (!finishReason) {
       await yieldToEvents();
       throwIfAborted(controller.signal);
+      /** @type {{ text: string, token: number | null, finishReason: GenerationEnd['finishReason'] | null, completionTokens: number, toolCalls?: GenerationEnd['toolCalls'] }} */
       const step = await engine.step();
       completion = step.completionTokens;
       finishReason = step.finishReason;
       toolCalls = step.toolCalls ?? [];
-      if (step.text || step.token !== null) post({ id, type: 'token', text: step.text, token: step.token });
+      if (step.text || step.token !== null) post({ id, type: REPLY.token, text: step.text, token: step.token });
     }
     return {
       finishReason,
@@ -237,32 +321,32 @@ async function generate(id, { prompt, messages, options }) {
   }
 }
 
+/** @type {{ [K in keyof Ops]: (id: number, request: Ops[K]['args']) => Ops[K]['value'] | Promise<Ops[K]['value']> }} */
 const handlers = {
-  load,
-  generate,
-  tokenize: (_, { text, addSpecial }) => Array.from(engine.tokenize(text, addSpecial ?? true)),
-  detokenize: (_, { tokens, skipSpecial }) => engine.detokenize(Uint32Array.from(tokens), skipSpecial ?? false),
-  info: () => info(),
-  architectures: async () => { await init(); return architectures(); },
-  reset: () => engine.reset(),
+  [OP.load]: load,
+  [OP.generate]: generate,
+  [OP.tokenize]: (_, { text, addSpecial }) => Array.from(loaded().tokenize(text, addSpecial ?? true)),
+  [OP.detokenize]: (_, { tokens, skipSpecial }) => loaded().detokenize(Uint32Array.from(tokens), skipSpecial ?? false),
+  [OP.architectures]: async () => { await init(); return architectures(); },
+  [OP.reset]: () => loaded().reset(),
 };
 
-self.onmessage = ({ data }) => {
-  const { id, op } = data;
-  if (op === 'abort') {
+self.onmessage = (/** @type {MessageEvent<PageMessage>} */ { data }) => {
+  if (data.op === OP.abort) {
     controllers.get(data.target)?.abort();
     // The page's watchdog ends a worker that does not answer in time (index.js).
-    post({ type: 'abort-ack', target: data.target });
+    post({ type: REPLY.abortAck, target: data.target });
     return;
   }
-  const handler = handlers[op];
+  const { id, op } = data;
+  // The type of `handlers[op]` is every handler's at once: each takes its own op's request.
+  const handler = /** @type {(id: number, request: typeof data) => unknown} */ (handlers[op]);
   const run = async () => {
     if (!handler) throw new HearthError('bad_request', `unknown operation ${op}`);
-    if (!['load', 'architectures'].includes(op) && !engine) throw new HearthError('bad_request', 'no model is loaded');
     return handler(id, data);
   };
   queue = queue.then(run).then(
-    (value) => post({ id, type: 'done', value, info: engine ? info() : null }),
-    (e) => post({ id, type: 'error', error: HearthError.from(e).toJSON() }),
+    (value) => post({ id, type: REPLY.done, value, info: engine ? info() : null }),
+    (e) => post({ id, type: REPLY.error, error: HearthError.from(e).toJSON() }),
   );
 };

@@ -60,7 +60,7 @@ function loadAndGenerate(url, options = {}) {
     const promptTokens = await engine.tokenize(prompt);
     const tokens = [];
     let text = '';
-    for await (const t of engine.generate(prompt, { maxTokens: steps })) {
+    for await (const t of engine.generate(prompt, { max_tokens: steps })) {
       tokens.push(t.token);
       text += t.text;
     }
@@ -138,11 +138,11 @@ test('the package works the same inside a worker', async () => {
 });
 
 test('sampling with top_k on WebGPU (reading back the best tokens only) equals `hearth generate`', async () => {
-  const sampling = { temperature: 0.9, topK: 40, topP: 0.95, seed: 7 };
+  const sampling = { temperature: 0.9, top_k: 40, top_p: 0.95, seed: 7 };
   const r = await page.evaluate(async ({ url, prompt, steps, sampling }) => {
     const engine = await window.Hearth.load(url, { backend: 'webgpu' });
     const tokens = [];
-    for await (const t of engine.generate(prompt, { maxTokens: steps, ...sampling })) tokens.push(t.token);
+    for await (const t of engine.generate(prompt, { max_tokens: steps, ...sampling })) tokens.push(t.token);
     const backend = engine.info.backend;
     engine.dispose();
     return { tokens, backend };

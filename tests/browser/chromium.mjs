@@ -1,6 +1,13 @@
 // The Chromium every browser test drives: the system's, headless, WebGPU on (SwiftShader where
 // there is no GPU), nothing in the background that reaches the network.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { serve } from '../../scripts/serve.mjs';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 export const FLAGS = ['--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking',
   '--disable-component-update', '--disable-sync', '--no-first-run'];
@@ -23,6 +30,32 @@ export async function testPage(browser, appUrl, { logErrors = false } = {}) {
 }
 
 /**
+ * What a test file runs on: `dir`, a new temporary directory that `fill(dir)` writes models
+ * into; the repository served as `app` and `dir` as `models`; a browser, and a test page of
+ * the app (`logErrors` as for testPage). `close()` ends them and removes `dir`, as a failure
+ * on the way does.
+ */
+export async function openBench(name, fill, { logErrors = false } = {}) {
+  const bench = { dir: mkdtempSync(join(tmpdir(), `hearth-${name}-`)) };
+  bench.close = async () => {
+    await bench.browser?.close();
+    await Promise.all([bench.app, bench.models].filter(Boolean).map((s) => s.close()));
+    rmSync(bench.dir, { recursive: true, force: true });
+  };
+  try {
+    fill(bench.dir);
+    bench.app = await serve(ROOT);
+    bench.models = await serve(bench.dir);
+    bench.browser = await launch();
+    bench.page = await testPage(bench.browser, bench.app.url, { logErrors });
+    return bench;
+  } catch (e) {
+    await bench.close();
+    throw e;
+  }
+}
+
+/**
  * Loads `url` in `page` with `options` (Hearth.load's), takes the greedy tokens after `prompt`
  * (`maxTokens` of them), and disposes of the engine: the token ids.
  */
@@ -30,7 +63,7 @@ export function greedyTokens(page, url, options, prompt = 'Hello', maxTokens = 4
   return page.evaluate(async ({ url, options, prompt, maxTokens }) => {
     const engine = await window.Hearth.load(url, options);
     const tokens = [];
-    for await (const t of engine.generate(prompt, { maxTokens })) tokens.push(t.token);
+    for await (const t of engine.generate(prompt, { max_tokens: maxTokens })) tokens.push(t.token);
     engine.dispose();
     return tokens;
   }, { url, options, prompt, maxTokens });

@@ -4,13 +4,11 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
+import { writeFileSync, readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
-import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { serve } from '../../scripts/serve.mjs';
-import { launch, testPage, greedyTokens } from './chromium.mjs';
+import { launch, testPage, greedyTokens, openBench } from './chromium.mjs';
 import { withChatTemplate, withMetadata } from './gguf.mjs';
 import { withWorkerShim } from './shim.mjs';
 
@@ -20,27 +18,21 @@ const HUGE_CONTEXT = (1 << 24) - 1;
 /** The end-of-text token of long.gguf, a model with room for thousands of positions. */
 const LONG_EOS = 2;
 
-let dir, app, models, browser, page;
+let bench, dir, app, models, browser, page;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'hearth-faults-'));
-  const model = gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/llama-spm.q8_0.gguf.gz')));
-  writeFileSync(join(dir, 'model.gguf'), withChatTemplate(model));
-  writeFileSync(join(dir, 'quota.gguf'), model);
-  writeFileSync(join(dir, 'long.gguf'), withMetadata(withChatTemplate(model), { 'llama.context_length': 4096, 'tokenizer.ggml.eos_token_id': LONG_EOS }));
-  writeFileSync(join(dir, 'huge.gguf'), withMetadata(model, { 'llama.context_length': HUGE_CONTEXT }));
-  writeFileSync(join(dir, 'qwen2.gguf'), gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/qwen2-tiny.q8_0.gguf.gz'))));
-  app = await serve(ROOT);
-  models = await serve(dir);
-  browser = await launch();
-  page = await testPage(browser, app.url);
+  bench = await openBench('faults', (dir) => {
+    const model = gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/llama-spm.q8_0.gguf.gz')));
+    writeFileSync(join(dir, 'model.gguf'), withChatTemplate(model));
+    writeFileSync(join(dir, 'quota.gguf'), model);
+    writeFileSync(join(dir, 'long.gguf'), withMetadata(withChatTemplate(model), { 'llama.context_length': 4096, 'tokenizer.ggml.eos_token_id': LONG_EOS }));
+    writeFileSync(join(dir, 'huge.gguf'), withMetadata(model, { 'llama.context_length': HUGE_CONTEXT }));
+    writeFileSync(join(dir, 'qwen2.gguf'), gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/qwen2-tiny.q8_0.gguf.gz'))));
+  });
+  ({ dir, app, models, browser, page } = bench);
 });
 
-after(async () => {
-  await browser?.close();
-  await Promise.all([app, models].filter(Boolean).map((s) => s.close()));
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
+after(() => bench?.close());
 
 /** Loads `url` with `options` in the page; resolves to the error code, or null if it loaded. */
 function loadCode(url, options) {
@@ -140,7 +132,7 @@ test('a model over a GPU limit is too_large on webgpu; auto runs it on the CPU a
         try {
           const engine = await window.Hearth.load(url, { backend, cache: false });
           const tokens = [];
-          for await (const t of engine.generate('The', { maxTokens: 4 })) tokens.push(t.token);
+          for await (const t of engine.generate('The', { max_tokens: 4 })) tokens.push(t.token);
           out[backend] = { backend: engine.info.backend, why: engine.info.fallbackReason, tokens: tokens.length };
           engine.dispose();
         } catch (e) {
@@ -175,7 +167,7 @@ test('running out of GPU memory while loading frees what the load allocated; aut
       auto.dispose();
       const engine = await window.Hearth.load(small, { backend: 'webgpu', cache: false });
       const tokens = [];
-      for await (const t of engine.generate('The', { maxTokens: 4 })) tokens.push(t.token);
+      for await (const t of engine.generate('The', { max_tokens: 4 })) tokens.push(t.token);
       out.small = { backend: engine.info.backend, tokens: tokens.length };
       engine.dispose();
       channel.close();
@@ -255,7 +247,7 @@ test('a lost WebGPU device ends the stream with device_lost; the engine rebuilds
       window.midStream = false;
       const tokens = [];
       try {
-        const options = { maxTokens: 4000, logitBias: { [LONG_EOS]: -100 } };
+        const options = { max_tokens: 4000, logit_bias: { [LONG_EOS]: -100 } };
         for await (const t of window.lostEngine.generate('The', options)) {
           tokens.push(t.token);
           if (tokens.length === 2) window.midStream = true;

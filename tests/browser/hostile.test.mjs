@@ -1,17 +1,15 @@
 // A model file from a stranger carries a chat template, which is a program: hostile ones fail
 // the request quickly with code bad_request and leave the engine usable, and a worker busy in
 // one long call is ended by the package's watchdog when a request is aborted, after which a new
-// load works.
+// load works. Requests a page mangles, or whose options it misspells, are bad_requests too.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
+import { writeFileSync, readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
-import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { serve } from '../../scripts/serve.mjs';
-import { launch, testPage } from './chromium.mjs';
+import { openBench } from './chromium.mjs';
 import { withChatTemplate, withMetadata } from './gguf.mjs';
 import { withWorkerShim } from './shim.mjs';
 
@@ -33,30 +31,25 @@ const HOSTILE = {
 /** Holds an engine worker busy for 10 s in the request whose prompt is "stall", as a long
  * synchronous call would: it cannot answer an abort meanwhile. No chat template can do that
  * any more. */
-const STALL_SHIM = `self.addEventListener('message', ({ data }) => {
-  if (data?.op === 'generate' && data.prompt === 'stall') { const end = Date.now() + 10000; while (Date.now() < end); }
+const STALL_SHIM = `import { OP as STALL_OP } from './protocol.js';
+self.addEventListener('message', ({ data }) => {
+  if (data?.op === STALL_OP.generate && data.prompt === 'stall') { const end = Date.now() + 10000; while (Date.now() < end); }
 });`;
 
-let dir, app, models, browser, page;
+let bench, models, browser, page;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'hearth-hostile-'));
-  const model = gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/llama-spm.q8_0.gguf.gz')));
-  writeFileSync(join(dir, 'model.gguf'), withChatTemplate(model));
-  for (const [name, template] of Object.entries(HOSTILE)) {
-    writeFileSync(join(dir, `${name}.gguf`), withMetadata(model, { 'tokenizer.chat_template': template }));
-  }
-  app = await serve(ROOT);
-  models = await serve(dir);
-  browser = await launch();
-  page = await testPage(browser, app.url);
+  bench = await openBench('hostile', (dir) => {
+    const model = gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/llama-spm.q8_0.gguf.gz')));
+    writeFileSync(join(dir, 'model.gguf'), withChatTemplate(model));
+    for (const [name, template] of Object.entries(HOSTILE)) {
+      writeFileSync(join(dir, `${name}.gguf`), withMetadata(model, { 'tokenizer.chat_template': template }));
+    }
+  });
+  ({ models, browser, page } = bench);
 });
 
-after(async () => {
-  await browser?.close();
-  await Promise.all([app, models].filter(Boolean).map((s) => s.close()));
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
+after(() => bench?.close());
 
 test('hostile chat templates fail fast with bad_request, and the engine goes on', async () => {
   const failures = [];
@@ -73,7 +66,7 @@ test('hostile chat templates fail fast with bad_request, and the engine goes on'
       const ms = performance.now() - start;
       const tokens = [];
       let after = null;
-      try { for await (const t of engine.generate('The', { maxTokens: 2 })) tokens.push(t.token); }
+      try { for await (const t of engine.generate('The', { max_tokens: 2 })) tokens.push(t.token); }
       catch (e) { after = e.message; }
       engine.dispose();
       return { error, ms, tokens: tokens.length, after };
@@ -93,7 +86,7 @@ test('an abort the worker cannot answer ends the worker; a new load works', asyn
     const start = performance.now();
     let code = null;
     try {
-      for await (const t of engine.generate('stall', { maxTokens: 2, signal: controller.signal })) void t;
+      for await (const t of engine.generate('stall', { max_tokens: 2, signal: controller.signal })) void t;
     } catch (e) {
       code = e.code;
     }
@@ -104,7 +97,7 @@ test('an abort the worker cannot answer ends the worker; a new load works', asyn
     try { await engine.tokenize('hi'); } catch (e) { after = { code: e.code, message: e.message }; }
     const fresh = await window.Hearth.load(model, { backend: 'cpu', cache: false });
     const tokens = [];
-    for await (const t of fresh.generate('The', { maxTokens: 3 })) tokens.push(t.token);
+    for await (const t of fresh.generate('The', { max_tokens: 3 })) tokens.push(t.token);
     fresh.dispose();
     return { code, ms, after, tokens: tokens.length };
   }, `${models.url}/model.gguf`));
@@ -173,8 +166,8 @@ test('mangled requests from JS are refused with bad_request (or context_full), n
       let outcome;
       try {
         if (generate) {
-          const text = request.messages?.[1]?.content?.[0]?.text;
-          for await (const _ of engine.generate(text, request)) void _;
+          const { messages, stream, ...options } = request;
+          for await (const _ of engine.generate(messages?.[1]?.content?.[0]?.text, options)) void _;
         } else {
           const reply = await engine.chat.completions.create(request);
           if (request.stream === true) for await (const _ of reply) void _;
@@ -188,7 +181,7 @@ test('mangled requests from JS are refused with bad_request (or context_full), n
       codes[outcome] = (codes[outcome] ?? 0) + 1;
     }
     const tokens = [];
-    for await (const tok of engine.generate('The', { maxTokens: 3 })) tokens.push(tok.token);
+    for await (const tok of engine.generate('The', { max_tokens: 3 })) tokens.push(tok.token);
     engine.dispose();
     return { valid, wrong, codes, tokens: tokens.length };
   }, { url: `${models.url}/model.gguf`, runs: Number(process.env.HEARTH_FUZZ_RUNS ?? 300), seed: Number(process.env.HEARTH_FUZZ_SEED ?? 1) });
@@ -196,4 +189,46 @@ test('mangled requests from JS are refused with bad_request (or context_full), n
   assert.equal(r.valid, 1);
   assert.deepEqual(r.wrong, []);
   assert.equal(r.tokens, 3);
+});
+
+test('an option not spelt as index.d.ts declares it is a bad_request naming it, at every entry point', async () => {
+  const r = await page.evaluate(async (url) => {
+    const engine = await window.Hearth.load(url, { backend: 'cpu', cache: false });
+    const messages = [{ role: 'user', content: 'hi' }];
+    const load = (o) => window.Hearth.load(url, { backend: 'cpu', cache: false, ...o }).then((e) => e.dispose());
+    const chat = (o) => engine.chat.completions.create({ messages, max_tokens: 2, ...o });
+    const stream = async (o) => { for await (const _ of await chat({ stream: true, ...o })) void _; };
+    const generate = async (o) => { for await (const _ of engine.generate('The', { max_tokens: 2, ...o })) void _; };
+    const tokenize = (o) => engine.tokenize('hi', o);
+    const detokenize = (o) => engine.detokenize([1, 2], o);
+    const outcome = (call, options) => call(options).then(() => 'ok', (e) => `${e.code}: ${e.message}`);
+    // Each call with an option spelt wrong, then right.
+    const cases = [
+      [load, { abort_timeout: 1000 }, { abortTimeout: 1000 }],
+      [chat, { maxTokens: 2 }, { max_tokens: 2 }],
+      [stream, { topP: 0.9 }, { top_p: 0.9 }],
+      [generate, { logitBias: {} }, { logit_bias: {} }],
+      [generate, { repeatPenalty: 1.1 }, { repetition_penalty: 1.1 }],
+      [tokenize, { add_special: false }, { addSpecial: false }],
+      [detokenize, { skip_special: true }, { skipSpecial: true }],
+      // Fields the call does not take at all.
+      [chat, { n: 2 }, {}],
+      [generate, { tools: [] }, {}],
+    ];
+    const out = [];
+    for (const [call, wrong, right] of cases) out.push([await outcome(call, wrong), await outcome(call, right)]);
+    engine.dispose();
+    return out;
+  }, `${models.url}/model.gguf`);
+  assert.deepEqual(r, [
+    ['bad_request: Hearth.load() has no option "abort_timeout" (did you mean "abortTimeout"?)', 'ok'],
+    ['bad_request: chat.completions.create() has no option "maxTokens" (did you mean "max_tokens"?)', 'ok'],
+    ['bad_request: chat.completions.create() has no option "topP" (did you mean "top_p"?)', 'ok'],
+    ['bad_request: generate() has no option "logitBias" (did you mean "logit_bias"?)', 'ok'],
+    ['bad_request: generate() has no option "repeatPenalty"', 'ok'],
+    ['bad_request: tokenize() has no option "add_special" (did you mean "addSpecial"?)', 'ok'],
+    ['bad_request: detokenize() has no option "skip_special" (did you mean "skipSpecial"?)', 'ok'],
+    ['bad_request: chat.completions.create() has no option "n"', 'ok'],
+    ['bad_request: generate() has no option "tools"', 'ok'],
+  ]);
 });

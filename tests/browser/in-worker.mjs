@@ -7,7 +7,7 @@ self.onmessage = async ({ data: { url, prompt, steps } }) => {
     const engine = await Hearth.load(url, { backend: 'webgpu', cache: false });
     const tokens = [];
     let text = '';
-    for await (const t of engine.generate(prompt, { maxTokens: steps })) {
+    for await (const t of engine.generate(prompt, { max_tokens: steps })) {
       tokens.push(t.token);
       text += t.text;
     }

@@ -9,13 +9,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
+import { writeFileSync, readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
-import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { serve } from '../../scripts/serve.mjs';
-import { launch, testPage } from './chromium.mjs';
+import { openBench } from './chromium.mjs';
 import { withChatTemplate } from './gguf.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -28,18 +26,16 @@ const LONG = Array.from({ length: 8 }, (_, i) => `Line ${i + 1}: the quick brown
 const STEPS = 4;
 const MAX = 3;
 
-let dir, model, app, models, browser, page;
+let bench, model, page;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'hearth-qwen35-'));
-  // The tiny fixture has the real Qwen3.5 vocabulary and no chat template: the tests' own.
-  const fixture = gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/qwen35-tiny.q8_0.gguf.gz')));
-  model = join(dir, 'qwen35.gguf');
-  writeFileSync(model, withChatTemplate(fixture));
-  app = await serve(ROOT);
-  models = await serve(dir);
-  browser = await launch();
-  page = await testPage(browser, app.url, { logErrors: true });
+  bench = await openBench('qwen35', (dir) => {
+    // The tiny fixture has the real Qwen3.5 vocabulary and no chat template: the tests' own.
+    const fixture = gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/qwen35-tiny.q8_0.gguf.gz')));
+    model = join(dir, 'qwen35.gguf');
+    writeFileSync(model, withChatTemplate(fixture));
+  }, { logErrors: true });
+  ({ page } = bench);
   await page.evaluate(async ({ url, backends }) => {
     window.url = url;
     window.engines = {};
@@ -55,14 +51,10 @@ before(async () => {
         out.text += value.text;
       }
     };
-  }, { url: `${models.url}/qwen35.gguf`, backends: BACKENDS });
+  }, { url: `${bench.models.url}/qwen35.gguf`, backends: BACKENDS });
 });
 
-after(async () => {
-  await browser?.close();
-  await Promise.all([app, models].filter(Boolean).map((s) => s.close()));
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
+after(() => bench?.close());
 
 const references = new Map();
 
@@ -90,12 +82,12 @@ for (const backend of BACKENDS) {
     const r = await page.evaluate(async ({ backend, prompt, steps }) => {
       const engine = window.engines[backend];
       await engine.reset();
-      const first = await window.generate(engine, prompt, { maxTokens: steps });
+      const first = await window.generate(engine, prompt, { max_tokens: steps });
       const next = `${prompt}${first.text} And so on.`;
-      const second = await window.generate(engine, next, { maxTokens: steps });
+      const second = await window.generate(engine, next, { max_tokens: steps });
       // Another ending for the second prompt: back to where the first reply ended.
       const other = `${prompt}${first.text} Or not.`;
-      const third = await window.generate(engine, other, { maxTokens: steps });
+      const third = await window.generate(engine, other, { max_tokens: steps });
       const tokens = await Promise.all([prompt, next, other].map((p) => engine.tokenize(p)));
       return { first, next, second, other, third, tokens, info: engine.info };
     }, { backend, prompt: LONG, steps: STEPS });
@@ -177,7 +169,7 @@ for (const backend of BACKENDS) {
       let got = 0;
       let code = null;
       try {
-        for await (const t of engine.generate(prompt, { maxTokens: 100, signal: controller.signal })) {
+        for await (const t of engine.generate(prompt, { max_tokens: 100, signal: controller.signal })) {
           void t;
           if (++got < 3) continue;
           // Let more tokens come from the worker first: the abort must drop them too.
@@ -187,7 +179,7 @@ for (const backend of BACKENDS) {
       } catch (e) {
         code = e.code;
       }
-      const after = await window.generate(engine, more, { maxTokens: steps });
+      const after = await window.generate(engine, more, { max_tokens: steps });
       const tokens = [await engine.tokenize(prompt), await engine.tokenize(more)];
       return { code, got, after, tokens };
     }, { backend, prompt: LONG, more, steps: STEPS });

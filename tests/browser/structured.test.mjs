@@ -7,13 +7,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
+import { writeFileSync, readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
-import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { serve } from '../../scripts/serve.mjs';
-import { launch, testPage } from './chromium.mjs';
+import { openBench } from './chromium.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const HEARTH = join(ROOT, 'target/release/hearth');
@@ -42,25 +40,19 @@ const WEATHER = {
   },
 };
 
-let dir, app, models, browser, page, url;
+let bench, dir, page, url;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'hearth-structured-'));
-  // Qwen3's real template (which takes tools) and 151,936-token vocabulary.
-  writeFileSync(join(dir, 'qwen3.gguf'), gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/qwen3-tiny.q8_0.gguf.gz'))));
-  writeFileSync(join(dir, 'schema.json'), JSON.stringify(SCHEMA));
-  app = await serve(ROOT);
-  models = await serve(dir);
-  url = `${models.url}/qwen3.gguf`;
-  browser = await launch();
-  page = await testPage(browser, app.url, { logErrors: true });
+  bench = await openBench('structured', (dir) => {
+    // Qwen3's real template (which takes tools) and 151,936-token vocabulary.
+    writeFileSync(join(dir, 'qwen3.gguf'), gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/qwen3-tiny.q8_0.gguf.gz'))));
+    writeFileSync(join(dir, 'schema.json'), JSON.stringify(SCHEMA));
+  }, { logErrors: true });
+  ({ dir, page } = bench);
+  url = `${bench.models.url}/qwen3.gguf`;
 });
 
-after(async () => {
-  await browser?.close();
-  await Promise.all([app, models].filter(Boolean).map((s) => s.close()));
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
+after(() => bench?.close());
 
 function checkListing(text) {
   const v = JSON.parse(text);
@@ -83,7 +75,7 @@ test('a JSON schema holds the output on WebGPU and on the CPU: the tokens of `he
       const tokens = [];
       let text = '';
       const it = engine.generate(prompt, {
-        maxTokens: 60, temperature: 0.9, topK: 40, seed: 3,
+        max_tokens: 60, temperature: 0.9, top_k: 40, seed: 3,
         response_format: { type: 'json_schema', json_schema: { name: 'listing', schema, strict: true } },
       })[Symbol.asyncIterator]();
       let r;
@@ -122,14 +114,14 @@ test('a format that cannot be used is a bad_request naming why, before any token
     let seen = 0;
     try {
       const format = { type: 'json_schema', json_schema: { name: 'long', schema: { type: 'array', items: { type: 'integer' }, minItems: 200 } } };
-      for await (const _ of engine.generate('x', { maxTokens: 400, response_format: format, signal: controller.signal })) {
+      for await (const _ of engine.generate('x', { max_tokens: 400, response_format: format, signal: controller.signal })) {
         if (++seen === 3) controller.abort();
       }
       out.push('not aborted');
     } catch (e) { out.push([e.code, seen]); }
     // The engine goes on.
     let text = '';
-    for await (const t of engine.generate('x', { maxTokens: 8, response_format: { type: 'regex', regex: '[0-9]{4}' } })) text += t.text;
+    for await (const t of engine.generate('x', { max_tokens: 8, response_format: { type: 'regex', regex: '[0-9]{4}' } })) text += t.text;
     out.push(text);
     engine.dispose();
     return out;

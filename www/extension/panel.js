@@ -234,7 +234,7 @@ async function run({ task, text }) {
       }
     } else {
       const tokens = engine.generate(BASE_PROMPTS[task](fitted.text), {
-        maxTokens: fitted.maxTokens, temperature, topP: 0.95, repeatPenalty: 1.1,
+        max_tokens: fitted.maxTokens, temperature, top_p: 0.95, repetition_penalty: 1.1,
         stop: BASE_STOPS[task], signal: controller.signal,
       });
       const it = tokens[Symbol.asyncIterator]();
