@@ -3,8 +3,7 @@
 //! this one description; the CPU reference and the GPU plans are lowered from it, and the
 //! tensors a model needs, with their shapes, are derived from it.
 
-use super::arch::{self, Arch};
-use super::meta::{bad, Meta};
+use super::meta::Meta;
 use super::tensor::{Role, TensorId};
 use super::ModelError;
 use crate::gguf::Gguf;
@@ -231,6 +230,23 @@ impl Layer {
     }
 }
 
+/// One supported architecture.
+#[derive(Debug)]
+pub struct Arch {
+    /// The GGUF name, which also prefixes the architecture's metadata keys.
+    pub name: &'static str,
+    /// Who uses it, for messages and listings.
+    pub models: &'static str,
+    /// The trunk's layers from the metadata, given the block count.
+    pub(super) layers: fn(&Meta, usize) -> Result<Vec<Layer>, ModelError>,
+}
+
+impl PartialEq for Arch {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelSpec {
     pub arch: &'static Arch,
@@ -246,56 +262,6 @@ pub struct ModelSpec {
 }
 
 impl ModelSpec {
-    pub fn from_gguf(gguf: &Gguf) -> Result<Self, ModelError> {
-        let arch = arch::find(gguf.architecture().ok_or(ModelError::NoArchitecture)?)?;
-        let m = Meta {
-            gguf,
-            prefix: arch.name,
-        };
-        let n_embd = m.required("embedding_length")?;
-        let embd = TensorId::global(Role::TokenEmbd).name();
-        let token_embd = gguf
-            .tensor(&embd)
-            .ok_or_else(|| ModelError::MissingTensor(embd.clone()))?;
-        let n_vocab = match token_embd.dims.as_slice() {
-            [e, v] if *e == n_embd as u64 && (1..1 << 24).contains(v) => *v as usize,
-            dims => {
-                return Err(ModelError::BadShape {
-                    name: embd,
-                    got: dims.to_vec(),
-                    want: vec![n_embd as u64, 0],
-                })
-            }
-        };
-        // Every layer has at least five tensors: a layer count the file cannot back is
-        // refused before anything is sized by it.
-        let n_layer = m.required("block_count")?;
-        if n_layer > gguf.tensors().len() / 5 {
-            return Err(bad(format!(
-                "{n_layer} layers, but the file holds {} tensors",
-                gguf.tensors().len()
-            )));
-        }
-        let layers = (arch.layers)(&m, n_layer)?;
-        let rms_eps = m
-            .float("attention.layer_norm_rms_epsilon")?
-            .ok_or_else(|| ModelError::MissingKey(m.key("attention.layer_norm_rms_epsilon")))?;
-        Ok(ModelSpec {
-            arch,
-            n_vocab,
-            n_embd,
-            rms_eps,
-            context_length: m.required("context_length")?,
-            head: if m.has_tensor(Role::Output.gguf_name()) {
-                Role::Output
-            } else {
-                Role::TokenEmbd
-            },
-            rope_freqs: m.has_tensor(Role::RopeFreqs.gguf_name()),
-            layers,
-        })
-    }
-
     pub fn n_layer(&self) -> usize {
         self.layers.len()
     }

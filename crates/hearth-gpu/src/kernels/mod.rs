@@ -14,6 +14,6 @@ pub use buffers::{scratch, storage_f32, uniform};
 pub use launches::{
     delta_records_len, matvec_lanes, token_mask, TopLaunches, MAX_HEAD_V_DIM, TOP_K,
 };
-pub use pipelines::{grid, submit, Dispatch, Kernel, Kernels, Slot, Steps, STEP_STRIDE};
-pub use shaders::{DeltaPart, Features, Shader, COPY};
+pub use pipelines::{grid, submit, Dispatch, Kernel, Kernels, Steps, STEP_STRIDE};
+pub use shaders::{DeltaPart, Features, Shader, Slot, COPY};
 pub use uniforms::*;

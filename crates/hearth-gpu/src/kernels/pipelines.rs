@@ -5,21 +5,13 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use super::buffers::storage_f32;
-use super::shaders::{Features, Shader};
+use super::shaders::{Features, Shader, Slot};
 use super::uniforms::Step;
 use crate::{Gpu, GpuError};
 
 /// Bytes between the per-token [`Step`] blocks of one submission (WebGPU's largest
 /// `minUniformBufferOffsetAlignment`).
 pub const STEP_STRIDE: u64 = 256;
-
-/// What a binding of a kernel's group 1 is.
-#[derive(Clone, Copy)]
-pub enum Slot {
-    Uniform,
-    Read,
-    Write,
-}
 
 fn layout_entries(slots: &[Slot]) -> Vec<wgpu::BindGroupLayoutEntry> {
     slots

@@ -4,7 +4,6 @@
 
 use hearth_core::quant::GgmlType;
 
-use super::pipelines::Slot;
 use crate::weights::gpu_format;
 use crate::GpuError;
 
@@ -47,6 +46,14 @@ pub enum DeltaPart {
     Prep,
     /// The chunked form's walk over sub-chunks.
     Chunk,
+}
+
+/// What a binding of a kernel's group 1 is.
+#[derive(Clone, Copy)]
+pub enum Slot {
+    Uniform,
+    Read,
+    Write,
 }
 
 /// One shader variant.
