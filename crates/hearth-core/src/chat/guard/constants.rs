@@ -180,42 +180,29 @@ fn folded(expr: &ast::Expr<'_>) -> Result<Option<Folded>, Error> {
             }
             constant.then_some(Folded::Other)
         }
-        E::Slice(s) => {
-            folded(&s.expr)?;
-            for part in [&s.start, &s.stop, &s.step].into_iter().flatten() {
-                folded(part)?;
-            }
-            None
-        }
-        E::IfExpr(i) => {
-            folded(&i.test_expr)?;
-            folded(&i.true_expr)?;
-            i.false_expr.iter().try_for_each(check_expr)?;
-            None
-        }
-        E::Filter(f) => {
-            f.expr.iter().try_for_each(check_expr)?;
-            check_args(&f.args)?;
-            None
-        }
-        E::Test(t) => {
-            folded(&t.expr)?;
-            check_args(&t.args)?;
-            None
-        }
-        E::GetAttr(g) => {
-            folded(&g.expr)?;
-            None
-        }
-        E::GetItem(g) => {
-            folded(&g.expr)?;
-            folded(&g.subscript_expr)?;
-            None
-        }
-        E::Call(c) => {
-            check_call(c)?;
-            None
-        }
+        // Not folded: their operands are checked.
+        E::Slice(s) => unfolded(
+            [
+                Some(&s.expr),
+                s.start.as_ref(),
+                s.stop.as_ref(),
+                s.step.as_ref(),
+            ],
+            &[],
+        )?,
+        E::IfExpr(i) => unfolded(
+            [
+                Some(&i.test_expr),
+                Some(&i.true_expr),
+                i.false_expr.as_ref(),
+            ],
+            &[],
+        )?,
+        E::Filter(f) => unfolded([f.expr.as_ref()], &f.args)?,
+        E::Test(t) => unfolded([Some(&t.expr)], &t.args)?,
+        E::GetAttr(g) => unfolded([Some(&g.expr)], &[])?,
+        E::GetItem(g) => unfolded([Some(&g.expr), Some(&g.subscript_expr)], &[])?,
+        E::Call(c) => check_call(c).map(|()| None)?,
     };
     if let Some(Folded::Items(n)) = rv {
         if n > MAX_CONSTANT_ITEMS {
@@ -225,6 +212,17 @@ fn folded(expr: &ast::Expr<'_>) -> Result<Option<Folded>, Error> {
         }
     }
     Ok(rv)
+}
+
+/// Checks the operands and arguments of an expression that is not folded; `None`, as it is not
+/// constant.
+fn unfolded<'e, 's: 'e, const N: usize>(
+    operands: [Option<&'e ast::Expr<'s>>; N],
+    args: &[ast::CallArg<'s>],
+) -> Result<Option<Folded>, Error> {
+    operands.into_iter().flatten().try_for_each(check_expr)?;
+    check_args(args)?;
+    Ok(None)
 }
 
 /// The count a constant list is repeated by (`[x] * count`); a number made only of numbers,
