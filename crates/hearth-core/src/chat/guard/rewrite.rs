@@ -10,8 +10,20 @@ use minijinja::Value;
 use super::hook::{filter_kind, test_hook, Cmp, Hook};
 use crate::chat::budget::is_container;
 
-/// Rewrites instructions as the module comment of [`super`] says, keeping their source locations and
-/// moving jump targets to the first instruction that replaces their target.
+/// The instructions that jump, as a pattern that binds `$target` to where they jump to.
+macro_rules! jump {
+    ($target:ident) => {
+        Instruction::Jump($target)
+            | Instruction::JumpIfFalse($target)
+            | Instruction::JumpIfFalseOrPop($target)
+            | Instruction::JumpIfTrueOrPop($target)
+            | Instruction::Iterate($target)
+            | Instruction::BuildMacro(_, $target, _)
+    };
+}
+
+/// Rewrites instructions as the module comment of [`super`] says, keeping their source
+/// locations and moving jump targets to the first instruction that replaces their target.
 pub(super) fn rewrite<'s>(old: &Instructions<'s>) -> Instructions<'s> {
     let code = Code::new(old);
     let mut new = Instructions::new(old.name(), old.source());
@@ -37,15 +49,7 @@ pub(super) fn rewrite<'s>(old: &Instructions<'s>) -> Instructions<'s> {
         }
     };
     for idx in 0..next {
-        if let Some(
-            Instruction::Jump(target)
-            | Instruction::JumpIfFalse(target)
-            | Instruction::JumpIfFalseOrPop(target)
-            | Instruction::JumpIfTrueOrPop(target)
-            | Instruction::Iterate(target)
-            | Instruction::BuildMacro(_, target, _),
-        ) = new.get_mut(idx)
-        {
+        if let Some(jump!(target)) = new.get_mut(idx) {
             moved(target);
         }
     }
@@ -66,12 +70,7 @@ impl<'a, 's> Code<'a, 's> {
         let targets = instrs
             .iter()
             .filter_map(|instr| match instr {
-                Instruction::Jump(target)
-                | Instruction::JumpIfFalse(target)
-                | Instruction::JumpIfFalseOrPop(target)
-                | Instruction::JumpIfTrueOrPop(target)
-                | Instruction::Iterate(target)
-                | Instruction::BuildMacro(_, target, _) => Some(*target as usize),
+                jump!(target) => Some(*target as usize),
                 _ => None,
             })
             .collect();
