@@ -53,63 +53,43 @@ pub(super) enum FilterKind {
     Visit,
 }
 
-pub(super) const HOOKS: [Hook; 25] = [
-    Hook::Compare(Cmp::Eq),
-    Hook::Compare(Cmp::Ne),
-    Hook::Compare(Cmp::Lt),
-    Hook::Compare(Cmp::Lte),
-    Hook::Compare(Cmp::Gt),
-    Hook::Compare(Cmp::Gte),
-    Hook::In,
-    Hook::Concat,
-    Hook::Store,
-    Hook::Key,
-    Hook::CompareOperands,
-    Hook::Add,
-    Hook::MapKeys,
-    Hook::KwargsKeys,
-    Hook::SetAttr,
-    Hook::Changed,
-    Hook::Filter(FilterKind::Print),
-    Hook::Filter(FilterKind::Order),
-    Hook::Filter(FilterKind::Each),
-    Hook::Filter(FilterKind::Map),
-    Hook::Filter(FilterKind::Chain),
-    Hook::Filter(FilterKind::Visit),
-    Hook::TestCompare,
-    Hook::TestIn,
-    Hook::TestPrint,
+/// Every hook, with the name of the global it is installed as.
+pub(super) const HOOKS: [(Hook, &str); 25] = [
+    (Hook::Compare(Cmp::Eq), "hearth:eq"),
+    (Hook::Compare(Cmp::Ne), "hearth:ne"),
+    (Hook::Compare(Cmp::Lt), "hearth:lt"),
+    (Hook::Compare(Cmp::Lte), "hearth:lte"),
+    (Hook::Compare(Cmp::Gt), "hearth:gt"),
+    (Hook::Compare(Cmp::Gte), "hearth:gte"),
+    (Hook::In, "hearth:in"),
+    (Hook::Concat, "hearth:concat"),
+    (Hook::Store, "hearth:store"),
+    (Hook::Key, "hearth:key"),
+    (Hook::CompareOperands, "hearth:compare-operands"),
+    (Hook::Add, "hearth:add"),
+    (Hook::MapKeys, "hearth:map-keys"),
+    (Hook::KwargsKeys, "hearth:kwargs-keys"),
+    (Hook::SetAttr, "hearth:setattr"),
+    (Hook::Changed, "hearth:changed"),
+    (Hook::Filter(FilterKind::Print), "hearth:filter-print"),
+    (Hook::Filter(FilterKind::Order), "hearth:filter-order"),
+    (Hook::Filter(FilterKind::Each), "hearth:filter-each"),
+    (Hook::Filter(FilterKind::Map), "hearth:filter-map"),
+    (Hook::Filter(FilterKind::Chain), "hearth:filter-chain"),
+    (Hook::Filter(FilterKind::Visit), "hearth:filter-visit"),
+    (Hook::TestCompare, "hearth:test-compare"),
+    (Hook::TestIn, "hearth:test-in"),
+    (Hook::TestPrint, "hearth:test-print"),
 ];
 
 impl Hook {
+    /// The name of the global this hook is installed as (see [`HOOKS`]).
     pub(super) fn name(self) -> &'static str {
-        match self {
-            Hook::Compare(Cmp::Eq) => "hearth:eq",
-            Hook::Compare(Cmp::Ne) => "hearth:ne",
-            Hook::Compare(Cmp::Lt) => "hearth:lt",
-            Hook::Compare(Cmp::Lte) => "hearth:lte",
-            Hook::Compare(Cmp::Gt) => "hearth:gt",
-            Hook::Compare(Cmp::Gte) => "hearth:gte",
-            Hook::In => "hearth:in",
-            Hook::Concat => "hearth:concat",
-            Hook::Store => "hearth:store",
-            Hook::Key => "hearth:key",
-            Hook::CompareOperands => "hearth:compare-operands",
-            Hook::Add => "hearth:add",
-            Hook::MapKeys => "hearth:map-keys",
-            Hook::KwargsKeys => "hearth:kwargs-keys",
-            Hook::SetAttr => "hearth:setattr",
-            Hook::Changed => "hearth:changed",
-            Hook::Filter(FilterKind::Print) => "hearth:filter-print",
-            Hook::Filter(FilterKind::Order) => "hearth:filter-order",
-            Hook::Filter(FilterKind::Each) => "hearth:filter-each",
-            Hook::Filter(FilterKind::Map) => "hearth:filter-map",
-            Hook::Filter(FilterKind::Chain) => "hearth:filter-chain",
-            Hook::Filter(FilterKind::Visit) => "hearth:filter-visit",
-            Hook::TestCompare => "hearth:test-compare",
-            Hook::TestIn => "hearth:test-in",
-            Hook::TestPrint => "hearth:test-print",
-        }
+        HOOKS
+            .iter()
+            .find(|(hook, _)| *hook == self)
+            .map(|(_, name)| *name)
+            .expect("HOOKS holds every hook")
     }
 }
 

@@ -14,8 +14,8 @@ use crate::chat::budget::{check_printable, ensure_fuel, over_budget, stored, wal
 /// Registers the hooks, and the checked `namespace`, `dict` and `debug`, in `env`;
 /// `max_output` is the output cap, which also bounds what may be converted to a string.
 pub(in crate::chat) fn install(env: &mut Environment<'_>, max_output: usize) {
-    for hook in HOOKS {
-        env.add_global(hook.name(), Value::from_object(Hooked { hook, max_output }));
+    for (hook, name) in HOOKS {
+        env.add_global(name, Value::from_object(Hooked { hook, max_output }));
     }
     env.add_function(
         "namespace",
