@@ -227,11 +227,7 @@ impl Session {
         };
         self.cached.extend_from_slice(&pending);
         let at_end = self.tokenizer.is_stop(step.token);
-        let mut finish_reason = step.finished.map(|f| match f {
-            FinishReason::EndOfGeneration | FinishReason::StopString => "stop",
-            FinishReason::MaxTokens => "length",
-            FinishReason::Constraint => "constraint",
-        });
+        let mut finish_reason = step.finished.map(FinishReason::as_str);
         let (mut text, mut tool_calls) = (step.text, Vec::new());
         if let Some(reply) = &mut g.reply {
             text = reply.push(&text);

@@ -44,10 +44,11 @@ pub enum FinishReason {
 }
 
 impl FinishReason {
+    /// The one name each reason goes by, from the CLI's JSON to the package: OpenAI's, where
+    /// an end-of-generation token and a stop string are both "stop".
     pub fn as_str(self) -> &'static str {
         match self {
-            FinishReason::EndOfGeneration => "eos",
-            FinishReason::StopString => "stop",
+            FinishReason::EndOfGeneration | FinishReason::StopString => "stop",
             FinishReason::MaxTokens => "length",
             FinishReason::Constraint => "constraint",
         }
