@@ -34,7 +34,7 @@ use wasm_bindgen::JsCast;
 pub use backend::open_checked_gpu;
 pub use error::{architectures, Architecture, WebError};
 pub use hearth_gpu::Backend;
-pub use request::{ChatMessage, GenerateOptions};
+pub use request::{ChatMessage, GenerateRequest};
 pub use session::Session;
 pub use source::TensorChunks;
 
@@ -509,8 +509,8 @@ impl Engine {
     /// Starts generating after `prompt` (token ids), reusing the KV cache of the prefix it
     /// shares with what the cache holds. Returns `{ promptTokens, cachedTokens }`.
     pub fn begin(&self, prompt: Vec<u32>, options: JsValue) -> Result<JsValue, JsValue> {
-        let options: GenerateOptions = if options.is_undefined() || options.is_null() {
-            GenerateOptions::default()
+        let options: GenerateRequest = if options.is_undefined() || options.is_null() {
+            GenerateRequest::default()
         } else {
             serde_wasm_bindgen::from_value(options)
                 .map_err(|e| js_err(WebError::BadRequest(format!("options: {e}"))))?

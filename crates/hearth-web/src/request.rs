@@ -11,10 +11,12 @@ use serde_json::Value;
 
 use crate::error::WebError;
 
-/// Options of one generation.
+/// One generation as the package asks for it: the fields of core's generation options
+/// (`hearth_core::sampling::GenerateOptions`, which the session makes of them) with the output
+/// format and tools beside them.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
-pub struct GenerateOptions {
+pub struct GenerateRequest {
     pub max_tokens: usize,
     pub stop: Vec<String>,
     pub sampling: SamplingOptions,
@@ -28,9 +30,9 @@ pub struct GenerateOptions {
     pub parallel_tool_calls: bool,
 }
 
-impl Default for GenerateOptions {
+impl Default for GenerateRequest {
     fn default() -> Self {
-        GenerateOptions {
+        GenerateRequest {
             max_tokens: 256,
             stop: Vec::new(),
             sampling: SamplingOptions::default(),
@@ -88,7 +90,7 @@ pub struct Held {
     pub tools: Option<ToolSyntax>,
 }
 
-impl GenerateOptions {
+impl GenerateRequest {
     /// The format the reply is held to, if any. `syntax` is how the model's chat template asks
     /// for tool calls (`None`: it takes no tools).
     pub fn held(&self, syntax: Option<ToolSyntax>) -> Result<Option<Held>, WebError> {
@@ -268,8 +270,8 @@ impl From<ConstraintError> for WebError {
 mod tests {
     use super::*;
 
-    fn options(format: Option<&str>, tools: Option<&str>, choice: Option<&str>) -> GenerateOptions {
-        GenerateOptions {
+    fn options(format: Option<&str>, tools: Option<&str>, choice: Option<&str>) -> GenerateRequest {
+        GenerateRequest {
             response_format: format.map(str::to_string),
             tools: tools.map(str::to_string),
             tool_choice: choice.map(str::to_string),
@@ -277,7 +279,7 @@ mod tests {
         }
     }
 
-    fn error(o: &GenerateOptions, syntax: Option<ToolSyntax>) -> String {
+    fn error(o: &GenerateRequest, syntax: Option<ToolSyntax>) -> String {
         match o.held(syntax) {
             Err(WebError::BadRequest(m)) => m,
             Err(e) => panic!("not a bad_request: {e}"),

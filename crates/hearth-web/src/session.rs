@@ -19,7 +19,7 @@ use hearth_core::tokenizer::Tokenizer;
 use serde::Serialize;
 
 use crate::error::WebError;
-use crate::request::{template_tools, ChatMessage, GenerateOptions};
+use crate::request::{template_tools, ChatMessage, GenerateRequest};
 use crate::ModelInfo;
 use hearth_gpu::Backend;
 
@@ -126,7 +126,7 @@ impl Session {
     pub fn begin(
         &mut self,
         prompt: Vec<u32>,
-        options: GenerateOptions,
+        options: GenerateRequest,
     ) -> Result<Started, WebError> {
         if prompt.is_empty() {
             return Err(WebError::BadRequest("the prompt has no tokens".into()));
