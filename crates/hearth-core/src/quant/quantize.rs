@@ -11,23 +11,10 @@ const GROUP_MAX_EPS: f32 = 1e-15;
 
 /// Encodes `src` as whole blocks of `ty`.
 pub fn quantize(ty: GgmlType, src: &[f32]) -> Result<Vec<u8>, QuantError> {
-    use GgmlType::*;
-    let block_fn: fn(&[f32], &mut [u8]) = match ty {
-        F32 => |x, y| y.copy_from_slice(&x[0].to_le_bytes()),
-        F16 => |x, y| put_f16(y, 0, x[0]),
-        BF16 => |x, y| y.copy_from_slice(&f32_to_bf16(x[0]).to_le_bytes()),
-        Q4_0 => q4_0,
-        Q4_1 => q4_1,
-        Q5_0 => q5_0,
-        Q5_1 => q5_1,
-        Q8_0 => q8_0,
-        Q2_K => q2_k,
-        Q3_K => q3_k,
-        Q4_K => q4_k,
-        Q5_K => q5_k,
-        Q6_K => q6_k,
-        other => return Err(QuantError::UnsupportedQuant(other)),
-    };
+    let block_fn = ty
+        .codec()
+        .and_then(|c| c.quantize)
+        .ok_or(QuantError::UnsupportedQuant(ty))?;
     let (block, size) = ty.block_geometry();
     if src.len() % block != 0 {
         return Err(QuantError::PartialBlock {
@@ -41,6 +28,18 @@ pub fn quantize(ty: GgmlType, src: &[f32]) -> Result<Vec<u8>, QuantError> {
         block_fn(x, y);
     }
     Ok(out)
+}
+
+pub(super) fn f32_block(x: &[f32], y: &mut [u8]) {
+    y.copy_from_slice(&x[0].to_le_bytes());
+}
+
+pub(super) fn f16_block(x: &[f32], y: &mut [u8]) {
+    put_f16(y, 0, x[0]);
+}
+
+pub(super) fn bf16_block(x: &[f32], y: &mut [u8]) {
+    y.copy_from_slice(&f32_to_bf16(x[0]).to_le_bytes());
 }
 
 /// ggml's rounding to bf16: NaNs are kept (made quiet), everything else rounds to nearest even.
@@ -96,7 +95,7 @@ fn pack_q5(q: [u8; 32], qh: &mut [u8], qs: &mut [u8]) {
     qh.copy_from_slice(&bits.to_le_bytes());
 }
 
-fn q4_0(x: &[f32], y: &mut [u8]) {
+pub(super) fn q4_0(x: &[f32], y: &mut [u8]) {
     let d = signed_abs_max(x) / -8.0;
     let id = inverse(d);
     put_f16(y, 0, d);
@@ -108,7 +107,7 @@ fn q4_0(x: &[f32], y: &mut [u8]) {
     }
 }
 
-fn q4_1(x: &[f32], y: &mut [u8]) {
+pub(super) fn q4_1(x: &[f32], y: &mut [u8]) {
     let (min, max) = min_max(x);
     let d = (max - min) / 15.0;
     let id = inverse(d);
@@ -121,7 +120,7 @@ fn q4_1(x: &[f32], y: &mut [u8]) {
     }
 }
 
-fn q5_0(x: &[f32], y: &mut [u8]) {
+pub(super) fn q5_0(x: &[f32], y: &mut [u8]) {
     let d = signed_abs_max(x) / -16.0;
     let id = inverse(d);
     put_f16(y, 0, d);
@@ -130,7 +129,7 @@ fn q5_0(x: &[f32], y: &mut [u8]) {
     pack_q5(q, qh, qs);
 }
 
-fn q5_1(x: &[f32], y: &mut [u8]) {
+pub(super) fn q5_1(x: &[f32], y: &mut [u8]) {
     let (min, max) = min_max(x);
     let d = (max - min) / 31.0;
     let id = inverse(d);
@@ -141,7 +140,7 @@ fn q5_1(x: &[f32], y: &mut [u8]) {
     pack_q5(q, qh, qs);
 }
 
-fn q8_0(x: &[f32], y: &mut [u8]) {
+pub(super) fn q8_0(x: &[f32], y: &mut [u8]) {
     let amax = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));
     let d = amax / 127.0;
     let id = inverse(d);
@@ -352,7 +351,7 @@ fn max_of(v: &[f32]) -> f32 {
     v.iter().fold(0.0, |m, &s| if s > m { s } else { m })
 }
 
-fn q2_k(x: &[f32], y: &mut [u8]) {
+pub(super) fn q2_k(x: &[f32], y: &mut [u8]) {
     const Q4SCALE: f32 = 15.0;
     let params = Qkx2 {
         nmax: 3,
@@ -410,7 +409,7 @@ fn q2_k(x: &[f32], y: &mut [u8]) {
     pack_2bit(&l, qs);
 }
 
-fn q3_k(x: &[f32], y: &mut [u8]) {
+pub(super) fn q3_k(x: &[f32], y: &mut [u8]) {
     let mut l = [0u8; QK_K];
     let mut scales = [0f32; 16];
     for (s, (xs, ls)) in scales
@@ -513,7 +512,7 @@ fn quantize_k4_head(x: &[f32], params: &Qkx2, head: &mut [u8], l: &mut [u8; QK_K
     }
 }
 
-fn q4_k(x: &[f32], y: &mut [u8]) {
+pub(super) fn q4_k(x: &[f32], y: &mut [u8]) {
     let params = Qkx2 {
         nmax: 15,
         rmin: -1.0,
@@ -531,7 +530,7 @@ fn q4_k(x: &[f32], y: &mut [u8]) {
     }
 }
 
-fn q5_k(x: &[f32], y: &mut [u8]) {
+pub(super) fn q5_k(x: &[f32], y: &mut [u8]) {
     let params = Qkx2 {
         nmax: 31,
         rmin: -0.5,
@@ -554,7 +553,7 @@ fn q5_k(x: &[f32], y: &mut [u8]) {
     }
 }
 
-fn q6_k(x: &[f32], y: &mut [u8]) {
+pub(super) fn q6_k(x: &[f32], y: &mut [u8]) {
     let mut l = [0u8; QK_K];
     let mut scales = [0f32; 16];
     for (s, (xs, ls)) in scales
