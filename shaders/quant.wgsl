@@ -3,10 +3,10 @@
 //
 // Layout, repacked at load time (hearth-gpu's weights.rs): every tensor (or row range of a split
 // tensor) is one u32 array. Rows are whole blocks; a block's body words come first, in row-major
-// block order, and formats whose f16 scale would break 4-byte alignment (Q4_0, Q4_1, Q5_0, Q5_1,
-// Q8_0, Q3_K, Q6_K) keep it in a separate region at word `M.scale_base`: one u32 per block, an
-// f16 `d` in the low half (Q4_1 and Q5_1: `d` low, `m` high). Q2_K, Q4_K and Q5_K are already
-// word-aligned and stay as in GGUF. F32 rows are plain; F16 rows are padded to an even count.
+// block order, and formats whose scales move (their row in hearth-core's quant/formats.rs) keep
+// them in a separate region at word `M.scale_base`: one u32 per block, an f16 `d` in the low
+// half (Q4_1 and Q5_1: `d` low, `m` high). Other blocks stay as in GGUF. F32 rows are plain;
+// F16 rows are padded to an even count.
 //
 // Arithmetic follows hearth-core's dequantizers (which follow ggml) operation for operation.
 
