@@ -3,10 +3,10 @@
 //
 // Layout, repacked at load time (hearth-gpu's weights.rs): every tensor (or row range of a split
 // tensor) is one u32 array. Rows are whole blocks; a block's body words come first, in row-major
-// block order, and formats whose f16 scale would break 4-byte alignment (Q4_0, Q4_1, Q5_0, Q5_1,
-// Q8_0, Q3_K, Q6_K) keep it in a separate region at word `M.scale_base`: one u32 per block, an
-// f16 `d` in the low half (Q4_1 and Q5_1: `d` low, `m` high). Q2_K, Q4_K and Q5_K are already
-// word-aligned and stay as in GGUF. F32 rows are plain; F16 rows are padded to an even count.
+// block order, and formats whose scales move (their row in hearth-core's quant/formats.rs) keep
+// them in a separate region at word `M.scale_base`: one u32 per block, an f16 `d` in the low
+// half (Q4_1 and Q5_1: `d` low, `m` high). Other blocks stay as in GGUF. F32 rows are plain;
+// F16 rows are padded to an even count.
 //
 // Arithmetic follows hearth-core's dequantizers (which follow ggml) operation for operation.
 
@@ -84,29 +84,9 @@ fn unit_f16(row: u32, u: u32) -> Unit {
     return r;
 }
 
-// Block `blk` of a 32-value format: the body starts at word blk * words.
-fn unit_q4_0(row: u32, u: u32) -> Unit {
-    var r: Unit;
-    let blk = row * (M.cols / 32u) + u;
-    let d = f16_lo(w[M.scale_base + blk]);
-    for (var k = 0u; k < 4u; k++) {
-        let q = w[blk * 4u + k];
-        r.v[k] = (vec4<f32>(bytes_bits(q, 0u, 15u)) - 8.0) * d;
-        r.v[k + 4u] = (vec4<f32>(bytes_bits(q, 4u, 15u)) - 8.0) * d;
-    }
-    return r;
-}
-
-fn unit_q4_1(row: u32, u: u32) -> Unit {
-    var r: Unit;
-    let blk = row * (M.cols / 32u) + u;
-    let dm = unpack2x16float(w[M.scale_base + blk]);
-    for (var k = 0u; k < 4u; k++) {
-        let q = w[blk * 4u + k];
-        r.v[k] = vec4<f32>(bytes_bits(q, 0u, 15u)) * dm.x + dm.y;
-        r.v[k + 4u] = vec4<f32>(bytes_bits(q, 4u, 15u)) * dm.x + dm.y;
-    }
-    return r;
+// Block of a 32-value format that holds unit u of a row; its body starts at word blk * words.
+fn block32(row: u32, u: u32) -> u32 {
+    return row * (M.cols / 32u) + u;
 }
 
 // The fifth bits of values e..e+4 from the 32-bit mask qh.
@@ -114,36 +94,60 @@ fn high4(qh: u32, e: u32) -> vec4<u32> {
     return ((vec4<u32>(qh) >> vec4<u32>(e, e + 1u, e + 2u, e + 3u)) & vec4<u32>(1u)) << vec4<u32>(4u);
 }
 
-// Q5_0 and Q5_1 bodies: qh, then 16 bytes of nibbles.
-fn unit_q5_0(row: u32, u: u32) -> Unit {
-    var r: Unit;
-    let blk = row * (M.cols / 32u) + u;
-    let d = f16_lo(w[M.scale_base + blk]);
-    let qh = w[blk * 5u];
+// The 32 quants of a Q4 or Q5 block from 16 bytes of nibbles at word `base`: value j and j + 16
+// share byte j (low nibble, then high), and Q5's fifth bits come from `qh` (0 for Q4).
+fn nibbles(base: u32, qh: u32) -> Unit {
+    var q: Unit;
     for (var k = 0u; k < 4u; k++) {
-        let q = w[blk * 5u + 1u + k];
-        r.v[k] = (vec4<f32>(bytes_bits(q, 0u, 15u) | high4(qh, 4u * k)) - 16.0) * d;
-        r.v[k + 4u] = (vec4<f32>(bytes_bits(q, 4u, 15u) | high4(qh, 16u + 4u * k)) - 16.0) * d;
+        let b = w[base + k];
+        q.v[k] = vec4<f32>(bytes_bits(b, 0u, 15u) | high4(qh, 4u * k));
+        q.v[k + 4u] = vec4<f32>(bytes_bits(b, 4u, 15u) | high4(qh, 16u + 4u * k));
+    }
+    return q;
+}
+
+// The `_0` formats: (q - zero) * d.
+fn centred(q: Unit, zero: f32, d: f32) -> Unit {
+    var r: Unit;
+    for (var k = 0u; k < 8u; k++) {
+        r.v[k] = (q.v[k] - zero) * d;
     }
     return r;
 }
 
-fn unit_q5_1(row: u32, u: u32) -> Unit {
+// The `_1` formats: q * d + m, from their scale word d|m.
+fn offset(q: Unit, dm: vec2<f32>) -> Unit {
     var r: Unit;
-    let blk = row * (M.cols / 32u) + u;
-    let dm = unpack2x16float(w[M.scale_base + blk]);
-    let qh = w[blk * 5u];
-    for (var k = 0u; k < 4u; k++) {
-        let q = w[blk * 5u + 1u + k];
-        r.v[k] = vec4<f32>(bytes_bits(q, 0u, 15u) | high4(qh, 4u * k)) * dm.x + dm.y;
-        r.v[k + 4u] = vec4<f32>(bytes_bits(q, 4u, 15u) | high4(qh, 16u + 4u * k)) * dm.x + dm.y;
+    for (var k = 0u; k < 8u; k++) {
+        r.v[k] = q.v[k] * dm.x + dm.y;
     }
     return r;
+}
+
+fn unit_q4_0(row: u32, u: u32) -> Unit {
+    let blk = block32(row, u);
+    return centred(nibbles(blk * 4u, 0u), 8.0, f16_lo(w[M.scale_base + blk]));
+}
+
+fn unit_q4_1(row: u32, u: u32) -> Unit {
+    let blk = block32(row, u);
+    return offset(nibbles(blk * 4u, 0u), unpack2x16float(w[M.scale_base + blk]));
+}
+
+// Q5_0 and Q5_1 bodies: qh, then 16 bytes of nibbles.
+fn unit_q5_0(row: u32, u: u32) -> Unit {
+    let blk = block32(row, u);
+    return centred(nibbles(blk * 5u + 1u, w[blk * 5u]), 16.0, f16_lo(w[M.scale_base + blk]));
+}
+
+fn unit_q5_1(row: u32, u: u32) -> Unit {
+    let blk = block32(row, u);
+    return offset(nibbles(blk * 5u + 1u, w[blk * 5u]), unpack2x16float(w[M.scale_base + blk]));
 }
 
 fn unit_q8_0(row: u32, u: u32) -> Unit {
     var r: Unit;
-    let blk = row * (M.cols / 32u) + u;
+    let blk = block32(row, u);
     let d = f16_lo(w[M.scale_base + blk]);
     for (var k = 0u; k < 8u; k++) {
         let q = bitcast<i32>(w[blk * 8u + k]);
@@ -154,11 +158,14 @@ fn unit_q8_0(row: u32, u: u32) -> Unit {
 }
 
 // K-quants: unit u of a row is sub-block u % 8 of super-block u / 8.
+fn super_block(row: u32, u: u32) -> u32 {
+    return row * (M.cols / 256u) + u / 8u;
+}
 
 // Q2_K (21 words): scales[16], qs[64], d|dmin.
 fn unit_q2_k(row: u32, u: u32) -> Unit {
     var r: Unit;
-    let base = (row * (M.cols / 256u) + u / 8u) * 21u;
+    let base = super_block(row, u) * 21u;
     let g = u % 8u;
     let dm = unpack2x16float(w[base + 20u]);
     let shift = 2u * (g % 4u);
@@ -188,7 +195,7 @@ fn scale_q3_k(base: u32, j: u32) -> f32 {
 // Q3_K (27 words): hmask[32], qs[64], scales[12]; d in the scale region.
 fn unit_q3_k(row: u32, u: u32) -> Unit {
     var r: Unit;
-    let blk = row * (M.cols / 256u) + u / 8u;
+    let blk = super_block(row, u);
     let base = blk * 27u;
     let g = u % 8u;
     let d = f16_lo(w[M.scale_base + blk]);
@@ -204,29 +211,32 @@ fn unit_q3_k(row: u32, u: u32) -> Unit {
     return r;
 }
 
-// The 6-bit scale and min of sub-block j from the 12 bytes at `base` (Q4_K and Q5_K).
+// Sub-block j's scale and min in a Q4_K or Q5_K super-block at word `base`: d and dmin (its
+// first word) times the 6-bit scale and min packed in the 12 bytes after them.
 fn scale_min_k4(base: u32, j: u32) -> vec2<f32> {
+    let s = base + 1u;
+    var sm: vec2<u32>;
     if (j < 4u) {
-        return vec2<f32>(f32(byte_at(base, j) & 63u), f32(byte_at(base, j + 4u) & 63u));
+        sm = vec2<u32>(byte_at(s, j) & 63u, byte_at(s, j + 4u) & 63u);
+    } else {
+        sm = vec2<u32>(
+            (byte_at(s, j + 4u) & 15u) | ((byte_at(s, j - 4u) >> 6u) << 4u),
+            (byte_at(s, j + 4u) >> 4u) | ((byte_at(s, j) >> 6u) << 4u),
+        );
     }
-    let sc = (byte_at(base, j + 4u) & 15u) | ((byte_at(base, j - 4u) >> 6u) << 4u);
-    let m = (byte_at(base, j + 4u) >> 4u) | ((byte_at(base, j) >> 6u) << 4u);
-    return vec2<f32>(f32(sc), f32(m));
+    return unpack2x16float(w[base]) * vec2<f32>(sm);
 }
 
 // Q4_K (36 words): d|dmin, scales[12], qs[128].
 fn unit_q4_k(row: u32, u: u32) -> Unit {
     var r: Unit;
-    let base = (row * (M.cols / 256u) + u / 8u) * 36u;
+    let base = super_block(row, u) * 36u;
     let g = u % 8u;
-    let dm = unpack2x16float(w[base]);
-    let sm = scale_min_k4(base + 1u, g);
-    let d1 = dm.x * sm.x;
-    let m1 = dm.y * sm.y;
+    let sm = scale_min_k4(base, g);
     let shift = 4u * (g % 2u);
     for (var k = 0u; k < 8u; k++) {
         let q = w[base + 4u + 8u * (g / 2u) + k];
-        r.v[k] = d1 * vec4<f32>(bytes_bits(q, shift, 15u)) - m1;
+        r.v[k] = sm.x * vec4<f32>(bytes_bits(q, shift, 15u)) - sm.y;
     }
     return r;
 }
@@ -234,17 +244,14 @@ fn unit_q4_k(row: u32, u: u32) -> Unit {
 // Q5_K (44 words): d|dmin, scales[12], qh[32], qs[128].
 fn unit_q5_k(row: u32, u: u32) -> Unit {
     var r: Unit;
-    let base = (row * (M.cols / 256u) + u / 8u) * 44u;
+    let base = super_block(row, u) * 44u;
     let g = u % 8u;
-    let dm = unpack2x16float(w[base]);
-    let sm = scale_min_k4(base + 1u, g);
-    let d1 = dm.x * sm.x;
-    let m1 = dm.y * sm.y;
+    let sm = scale_min_k4(base, g);
     let shift = 4u * (g % 2u);
     for (var k = 0u; k < 8u; k++) {
         let q = bytes_bits(w[base + 12u + 8u * (g / 2u) + k], shift, 15u);
         let h = bytes_bits(w[base + 4u + k], g, 1u) << vec4<u32>(4u);
-        r.v[k] = d1 * vec4<f32>(q | h) - m1;
+        r.v[k] = sm.x * vec4<f32>(q | h) - sm.y;
     }
     return r;
 }
@@ -252,7 +259,7 @@ fn unit_q5_k(row: u32, u: u32) -> Unit {
 // Q6_K (52 words): ql[128], qh[64], scales[16] (i8); d in the scale region.
 fn unit_q6_k(row: u32, u: u32) -> Unit {
     var r: Unit;
-    let blk = row * (M.cols / 256u) + u / 8u;
+    let blk = super_block(row, u);
     let base = blk * 52u;
     let g = u % 8u;
     let h = g / 4u;

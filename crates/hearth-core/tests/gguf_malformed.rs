@@ -81,8 +81,7 @@ fn sample_file() -> Vec<u8> {
     write_gguf::<std::io::Error>(&mut out, &meta, &tensors, |i| {
         let t = &tensors[i];
         let n = t.ty.bytes_for(t.dims.iter().product()).unwrap() as usize;
-        // Random bytes, but with block scales kept finite and small: every block format here
-        // starts with an f16 scale, except the plain float types.
+        // Random bytes, but with block scales kept finite and small.
         let mut bytes: Vec<u8> = (0..n).map(|_| rng.random()).collect();
         let (_, block) = t.ty.block_geometry();
         if t.ty == GgmlType::F32 {
@@ -94,14 +93,9 @@ fn sample_file() -> Vec<u8> {
                 c.copy_from_slice(&[rng.random(), 0x3c & rng.random::<u8>()]);
             }
         } else {
-            // Q4_1 and Q5_1 follow the scale with an f16 minimum.
-            let scales = if matches!(t.ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
-                2
-            } else {
-                1
-            };
+            let scales = t.ty.codec().expect("a decoded type").scales.clone();
             for c in bytes.chunks_exact_mut(block) {
-                for s in c[..2 * scales].chunks_exact_mut(2) {
+                for s in c[scales.clone()].chunks_exact_mut(2) {
                     s.copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
                 }
             }

@@ -1,41 +1,40 @@
 //! Weight matrices in GPU buffers, repacked from GGUF blocks at load time.
 //!
 //! GGUF's legacy blocks are 18, 20, 22 or 34 bytes, so their quants sit at odd offsets and a
-//! shader would assemble every word from two. Each block is therefore split into a word-aligned
-//! body (the quants, and Q5's high-bit mask) and, where the block's f16 scale would break the
-//! alignment, a scale word in a region after all bodies. The kernels then read the quants as
+//! shader would assemble every word from two. A format whose row in hearth-core's table
+//! (`hearth_core::quant::FORMATS`) says its scales move is therefore split into a word-aligned
+//! body and a scale word in a region after all bodies. The kernels then read the quants as
 //! whole u32s, consecutive threads read consecutive bodies, and the byte count read per token
-//! stays within 1/16 of the file's. Q2_K, Q4_K and Q5_K are already word-aligned and unchanged.
-//! A matrix larger than one storage binding is split by rows into several buffers.
+//! stays within 1/16 of the file's. Other formats keep their blocks as they are, rows padded to
+//! a whole word. A matrix larger than one storage binding is split by rows into several buffers.
 
 use std::ops::Range;
 
-use hearth_core::quant::GgmlType;
+use hearth_core::quant::{dequantize, GgmlType, OnGpu};
 
 use crate::{Gpu, GpuError};
 
-/// The type a tensor has on the GPU: BF16 is widened to F32 (exactly), others are kept.
-pub fn gpu_format(ty: GgmlType) -> Result<GgmlType, GpuError> {
-    use GgmlType::*;
-    match ty {
-        BF16 => Ok(F32),
-        F32 | F16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K => Ok(ty),
-        other => Err(GpuError::UnsupportedType(other)),
+/// The type a tensor has on the GPU and the WGSL function that decodes its blocks
+/// (`unit_{name}` in quant.wgsl), from its row in the format table: its own, or F32's for a
+/// type decoded to F32 as it is uploaded (BF16, exactly).
+pub fn gpu_decoder(ty: GgmlType) -> Result<(GgmlType, &'static str), GpuError> {
+    match ty.codec().map(|c| c.gpu) {
+        Some(OnGpu::Unit { wgsl, .. }) => Ok((ty, wgsl)),
+        Some(OnGpu::AsF32) => gpu_decoder(GgmlType::F32),
+        None => Err(GpuError::UnsupportedType(ty)),
     }
 }
 
-/// Byte ranges of a GGUF block that form its body and its scale word.
+/// The type a tensor has on the GPU (see [`gpu_decoder`]).
+pub fn gpu_format(ty: GgmlType) -> Result<GgmlType, GpuError> {
+    Ok(gpu_decoder(ty)?.0)
+}
+
+/// Byte ranges of a block of GPU format `ty` that go to the body region and to the scale word.
 fn block_split(ty: GgmlType) -> (Range<usize>, Option<Range<usize>>) {
-    use GgmlType::*;
-    match ty {
-        Q4_0 => (2..18, Some(0..2)),
-        Q4_1 => (4..20, Some(0..4)),
-        Q5_0 => (2..22, Some(0..2)),
-        Q5_1 => (4..24, Some(0..4)),
-        Q8_0 => (2..34, Some(0..2)),
-        Q3_K => (0..108, Some(108..110)),
-        Q6_K => (0..208, Some(208..210)),
-        other => (0..other.block_geometry().1, None),
+    match ty.codec().filter(|c| c.scales_move()) {
+        Some(c) => (c.body.clone(), Some(c.scales.clone())),
+        None => (0..ty.block_geometry().1, None),
     }
 }
 
@@ -61,64 +60,47 @@ pub struct GpuMatrix {
     pub parts: Vec<Part>,
 }
 
-/// How one row of a tensor of type `ty` lies on the GPU: (body words, has scale words).
+/// How one row of a tensor of type `ty` lies on the GPU: (body words, has scale words). Bodies
+/// of several values are whole words (the format table checks it); plain floats pack a row.
 fn row_shape(ty: GgmlType, cols: usize) -> (usize, bool) {
-    match ty {
-        GgmlType::F32 => (cols, false),
-        GgmlType::F16 => (cols.div_ceil(2), false),
-        _ => {
-            let (body, scale) = block_split(ty);
-            (
-                cols / ty.block_size() * body.len().div_ceil(4),
-                scale.is_some(),
-            )
-        }
-    }
+    let (body, scale) = block_split(ty);
+    (
+        (cols / ty.block_size() * body.len()).div_ceil(4),
+        scale.is_some(),
+    )
 }
 
 /// Repacks `rows` whole rows of GGUF data (type `ty`, already the GPU format) into words.
 fn repack(ty: GgmlType, cols: usize, rows: usize, data: &[u8]) -> (Vec<u8>, usize) {
-    let (row_words, scaled) = row_shape(ty, cols);
-    match ty {
-        GgmlType::F32 => (data.to_vec(), 0),
-        GgmlType::F16 => {
+    let (row_words, _) = row_shape(ty, cols);
+    let (values, block_bytes) = ty.block_geometry();
+    match block_split(ty) {
+        (_, None) => {
+            let src_row = cols / values * block_bytes;
+            if src_row == row_words * 4 {
+                return (data.to_vec(), 0);
+            }
             let mut out = vec![0u8; rows * row_words * 4];
             for (src, dst) in data
-                .chunks_exact(cols * 2)
+                .chunks_exact(src_row)
                 .zip(out.chunks_exact_mut(row_words * 4))
             {
                 dst[..src.len()].copy_from_slice(src);
             }
             (out, 0)
         }
-        _ => {
-            let (body, scale) = block_split(ty);
-            let block_bytes = ty.block_geometry().1;
-            let n_blocks = rows * cols / ty.block_size();
-            let body_words = body.len().div_ceil(4);
-            if !scaled {
-                return (data.to_vec(), 0);
-            }
+        (body, Some(scale)) => {
             let scale_base = rows * row_words;
-            let mut out = vec![0u8; (scale_base + n_blocks) * 4];
+            let mut out = vec![0u8; (scale_base + rows * cols / values) * 4];
             for (i, b) in data.chunks_exact(block_bytes).enumerate() {
-                let at = i * body_words * 4;
+                let at = i * body.len();
                 out[at..at + body.len()].copy_from_slice(&b[body.clone()]);
-                if let Some(s) = &scale {
-                    let at = (scale_base + i) * 4;
-                    out[at..at + s.len()].copy_from_slice(&b[s.clone()]);
-                }
+                let at = (scale_base + i) * 4;
+                out[at..at + scale.len()].copy_from_slice(&b[scale.clone()]);
             }
             (out, scale_base)
         }
     }
-}
-
-/// Widens BF16 to F32 bytes (a shift, as ggml does).
-fn widen_bf16(data: &[u8]) -> Vec<u8> {
-    data.chunks_exact(2)
-        .flat_map(|b| (u32::from(u16::from_le_bytes([b[0], b[1]])) << 16).to_le_bytes())
-        .collect()
 }
 
 impl GpuMatrix {
@@ -199,10 +181,13 @@ impl GpuMatrix {
                 want: self.file_bytes(),
             });
         }
-        let widened;
+        let decoded;
         let data = if self.ty != self.file_ty {
-            widened = widen_bf16(data);
-            &widened[..]
+            // A type the GPU holds as F32.
+            let mut values = vec![0.0f32; self.rows * self.cols];
+            dequantize(self.file_ty, data, &mut values).expect("the byte count was checked");
+            decoded = values;
+            bytemuck::cast_slice(&decoded)
         } else {
             data
         };

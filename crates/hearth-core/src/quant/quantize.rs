@@ -11,23 +11,10 @@ const GROUP_MAX_EPS: f32 = 1e-15;
 
 /// Encodes `src` as whole blocks of `ty`.
 pub fn quantize(ty: GgmlType, src: &[f32]) -> Result<Vec<u8>, QuantError> {
-    use GgmlType::*;
-    let block_fn: fn(&[f32], &mut [u8]) = match ty {
-        F32 => |x, y| y.copy_from_slice(&x[0].to_le_bytes()),
-        F16 => |x, y| put_f16(y, 0, x[0]),
-        BF16 => |x, y| y.copy_from_slice(&f32_to_bf16(x[0]).to_le_bytes()),
-        Q4_0 => q4_0,
-        Q4_1 => q4_1,
-        Q5_0 => q5_0,
-        Q5_1 => q5_1,
-        Q8_0 => q8_0,
-        Q2_K => q2_k,
-        Q3_K => q3_k,
-        Q4_K => q4_k,
-        Q5_K => q5_k,
-        Q6_K => q6_k,
-        other => return Err(QuantError::UnsupportedQuant(other)),
-    };
+    let block_fn = ty
+        .codec()
+        .and_then(|c| c.quantize)
+        .ok_or(QuantError::UnsupportedQuant(ty))?;
     let (block, size) = ty.block_geometry();
     if src.len() % block != 0 {
         return Err(QuantError::PartialBlock {
@@ -41,6 +28,18 @@ pub fn quantize(ty: GgmlType, src: &[f32]) -> Result<Vec<u8>, QuantError> {
         block_fn(x, y);
     }
     Ok(out)
+}
+
+pub(super) fn f32_block(x: &[f32], y: &mut [u8]) {
+    y.copy_from_slice(&x[0].to_le_bytes());
+}
+
+pub(super) fn f16_block(x: &[f32], y: &mut [u8]) {
+    put_f16(y, 0, x[0]);
+}
+
+pub(super) fn bf16_block(x: &[f32], y: &mut [u8]) {
+    y.copy_from_slice(&f32_to_bf16(x[0]).to_le_bytes());
 }
 
 /// ggml's rounding to bf16: NaNs are kept (made quiet), everything else rounds to nearest even.
@@ -96,7 +95,7 @@ fn pack_q5(q: [u8; 32], qh: &mut [u8], qs: &mut [u8]) {
     qh.copy_from_slice(&bits.to_le_bytes());
 }
 
-fn q4_0(x: &[f32], y: &mut [u8]) {
+pub(super) fn q4_0(x: &[f32], y: &mut [u8]) {
     let d = signed_abs_max(x) / -8.0;
     let id = inverse(d);
     put_f16(y, 0, d);
@@ -108,7 +107,7 @@ fn q4_0(x: &[f32], y: &mut [u8]) {
     }
 }
 
-fn q4_1(x: &[f32], y: &mut [u8]) {
+pub(super) fn q4_1(x: &[f32], y: &mut [u8]) {
     let (min, max) = min_max(x);
     let d = (max - min) / 15.0;
     let id = inverse(d);
@@ -121,7 +120,7 @@ fn q4_1(x: &[f32], y: &mut [u8]) {
     }
 }
 
-fn q5_0(x: &[f32], y: &mut [u8]) {
+pub(super) fn q5_0(x: &[f32], y: &mut [u8]) {
     let d = signed_abs_max(x) / -16.0;
     let id = inverse(d);
     put_f16(y, 0, d);
@@ -130,7 +129,7 @@ fn q5_0(x: &[f32], y: &mut [u8]) {
     pack_q5(q, qh, qs);
 }
 
-fn q5_1(x: &[f32], y: &mut [u8]) {
+pub(super) fn q5_1(x: &[f32], y: &mut [u8]) {
     let (min, max) = min_max(x);
     let d = (max - min) / 31.0;
     let id = inverse(d);
@@ -141,7 +140,7 @@ fn q5_1(x: &[f32], y: &mut [u8]) {
     pack_q5(q, qh, qs);
 }
 
-fn q8_0(x: &[f32], y: &mut [u8]) {
+pub(super) fn q8_0(x: &[f32], y: &mut [u8]) {
     let amax = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));
     let d = amax / 127.0;
     let id = inverse(d);
@@ -337,6 +336,46 @@ fn make_qkx2_quants(p: &Qkx2, x: &[f32], weights: &[f32], l_out: &mut [u8]) -> (
     (scale, -min)
 }
 
+/// Fits each 16-value sub-block with `fit`, which stores its quants and returns its scale (Q3_K
+/// and Q6_K). Returns the scales and the signed largest of them.
+fn fit_16(
+    x: &[f32],
+    l: &mut [u8; QK_K],
+    fit: impl Fn(&[f32], &mut [u8]) -> f32,
+) -> ([f32; 16], f32) {
+    let mut scales = [0f32; 16];
+    for (s, (xs, ls)) in scales
+        .iter_mut()
+        .zip(x.chunks_exact(16).zip(l.chunks_exact_mut(16)))
+    {
+        *s = fit(xs, ls);
+    }
+    (scales, signed_abs_max(&scales))
+}
+
+/// ggml's second pass over the K-quants: requantizes each sub-block of `n` values against the
+/// scale `d` and min `dm` it was stored with (`stored(j)` for sub-block `j`), as
+/// `nearest_int((x + dm) / d)` clamped to `lo..=hi` and stored less `lo`. The symmetric formats
+/// give `dm` -0.0, which leaves every `x` as it is. A sub-block whose `d` is zero keeps its
+/// quants.
+fn requantize(
+    x: &[f32],
+    l: &mut [u8],
+    n: usize,
+    (lo, hi): (i32, i32),
+    stored: impl Fn(usize) -> (f32, f32),
+) {
+    for (j, (xs, ls)) in x.chunks_exact(n).zip(l.chunks_exact_mut(n)).enumerate() {
+        let (d, dm) = stored(j);
+        if d == 0.0 {
+            continue;
+        }
+        for (o, &v) in ls.iter_mut().zip(xs) {
+            *o = (nearest_int((v + dm) / d).clamp(lo, hi) - lo) as u8;
+        }
+    }
+}
+
 /// Packs 2-bit values as Q2_K and Q3_K store them: each 128-element half fills 32 bytes, value
 /// `l + 32k` of the half in bits `2k..2k+2` of byte `l`.
 fn pack_2bit(l: &[u8; QK_K], qs: &mut [u8]) {
@@ -352,7 +391,7 @@ fn max_of(v: &[f32]) -> f32 {
     v.iter().fold(0.0, |m, &s| if s > m { s } else { m })
 }
 
-fn q2_k(x: &[f32], y: &mut [u8]) {
+pub(super) fn q2_k(x: &[f32], y: &mut [u8]) {
     const Q4SCALE: f32 = 15.0;
     let params = Qkx2 {
         nmax: 3,
@@ -391,35 +430,17 @@ fn q2_k(x: &[f32], y: &mut [u8]) {
         put_f16(dd, 2, 0.0);
     }
 
-    // Requantize against the scales as stored.
     let (d_all, dmin_all) = (f16_at(dd, 0), f16_at(dd, 2));
-    for ((xs, ls), &s) in x
-        .chunks_exact(16)
-        .zip(l.chunks_exact_mut(16))
-        .zip(sc.iter())
-    {
-        let d = d_all * f32::from(s & 0x0F);
-        if d == 0.0 {
-            continue;
-        }
-        let dm = dmin_all * f32::from(s >> 4);
-        for (o, &v) in ls.iter_mut().zip(xs) {
-            *o = nearest_int((v + dm) / d).clamp(0, 3) as u8;
-        }
-    }
+    requantize(x, &mut l, 16, (0, 3), |j| {
+        let s = sc[j];
+        (d_all * f32::from(s & 0x0F), dmin_all * f32::from(s >> 4))
+    });
     pack_2bit(&l, qs);
 }
 
-fn q3_k(x: &[f32], y: &mut [u8]) {
+pub(super) fn q3_k(x: &[f32], y: &mut [u8]) {
     let mut l = [0u8; QK_K];
-    let mut scales = [0f32; 16];
-    for (s, (xs, ls)) in scales
-        .iter_mut()
-        .zip(x.chunks_exact(16).zip(l.chunks_exact_mut(16)))
-    {
-        *s = make_q3_quants(4, xs, ls);
-    }
-    let max_scale = signed_abs_max(&scales);
+    let (scales, max_scale) = fit_16(x, &mut l, |xs, ls| make_q3_quants(4, xs, ls));
 
     let (hmask, rest) = y.split_at_mut(32);
     let (qs, rest) = rest.split_at_mut(64);
@@ -442,15 +463,9 @@ fn q3_k(x: &[f32], y: &mut [u8]) {
     }
 
     let d_all = f16_at(dd, 0);
-    for (j, (xs, ls)) in x.chunks_exact(16).zip(l.chunks_exact_mut(16)).enumerate() {
-        let d = d_all * f32::from(scale_q3_k(j, sc));
-        if d == 0.0 {
-            continue;
-        }
-        for (o, &v) in ls.iter_mut().zip(xs) {
-            *o = (nearest_int(v / d).clamp(-4, 3) + 4) as u8;
-        }
-    }
+    requantize(x, &mut l, 16, (-4, 3), |j| {
+        (d_all * f32::from(scale_q3_k(j, sc)), -0.0)
+    });
 
     // The third bit of element j goes to bit j / 32 of hmask[j % 32].
     hmask.fill(0);
@@ -498,22 +513,14 @@ fn quantize_k4_head(x: &[f32], params: &Qkx2, head: &mut [u8], l: &mut [u8; QK_K
     put_f16(dd, 0, max_scale / 63.0);
     put_f16(dd, 2, max_min / 63.0);
 
-    // Requantize against the scales as stored.
     let (d_all, dmin_all) = (f16_at(dd, 0), f16_at(dd, 2));
-    for (j, (xs, ls)) in x.chunks_exact(32).zip(l.chunks_exact_mut(32)).enumerate() {
+    requantize(x, l, 32, (0, params.nmax), |j| {
         let (s, m) = scale_min_k4(j, sc);
-        let d = d_all * f32::from(s);
-        if d == 0.0 {
-            continue;
-        }
-        let dm = dmin_all * f32::from(m);
-        for (o, &v) in ls.iter_mut().zip(xs) {
-            *o = nearest_int((v + dm) / d).clamp(0, params.nmax) as u8;
-        }
-    }
+        (d_all * f32::from(s), dmin_all * f32::from(m))
+    });
 }
 
-fn q4_k(x: &[f32], y: &mut [u8]) {
+pub(super) fn q4_k(x: &[f32], y: &mut [u8]) {
     let params = Qkx2 {
         nmax: 15,
         rmin: -1.0,
@@ -531,7 +538,7 @@ fn q4_k(x: &[f32], y: &mut [u8]) {
     }
 }
 
-fn q5_k(x: &[f32], y: &mut [u8]) {
+pub(super) fn q5_k(x: &[f32], y: &mut [u8]) {
     let params = Qkx2 {
         nmax: 31,
         rmin: -0.5,
@@ -554,16 +561,9 @@ fn q5_k(x: &[f32], y: &mut [u8]) {
     }
 }
 
-fn q6_k(x: &[f32], y: &mut [u8]) {
+pub(super) fn q6_k(x: &[f32], y: &mut [u8]) {
     let mut l = [0u8; QK_K];
-    let mut scales = [0f32; 16];
-    for (s, (xs, ls)) in scales
-        .iter_mut()
-        .zip(x.chunks_exact(16).zip(l.chunks_exact_mut(16)))
-    {
-        *s = make_qx_quants(32, xs, ls);
-    }
-    let max_scale = signed_abs_max(&scales);
+    let (scales, max_scale) = fit_16(x, &mut l, |xs, ls| make_qx_quants(32, xs, ls));
     if max_scale.abs() < GROUP_MAX_EPS {
         y.fill(0);
         return;
@@ -578,21 +578,10 @@ fn q6_k(x: &[f32], y: &mut [u8]) {
         *b = nearest_int(iscale * s).min(127) as i8 as u8;
     }
 
-    // Requantize against the scales as stored.
     let d_all = f16_at(dd, 0);
-    for ((xs, ls), &s) in x
-        .chunks_exact(16)
-        .zip(l.chunks_exact_mut(16))
-        .zip(sc.iter())
-    {
-        let d = d_all * f32::from(s as i8);
-        if d == 0.0 {
-            continue;
-        }
-        for (o, &v) in ls.iter_mut().zip(xs) {
-            *o = (nearest_int(v / d).clamp(-32, 31) + 32) as u8;
-        }
-    }
+    requantize(x, &mut l, 16, (-32, 31), |j| {
+        (d_all * f32::from(sc[j] as i8), -0.0)
+    });
 
     // Each half of 128: value l + 32k has its low nibble in ql (k even: byte l, odd: byte
     // l + 32; k < 2: low nibble, else high) and its top two bits in bits 2k..2k+2 of qh[l].

@@ -4,7 +4,7 @@
 
 use hearth_core::quant::GgmlType;
 
-use crate::weights::gpu_format;
+use crate::weights::gpu_decoder;
 use crate::GpuError;
 
 pub const COMMON: &str = include_str!("../../../../shaders/common.wgsl");
@@ -102,21 +102,7 @@ pub struct Features {
 
 /// The WGSL selector that makes `unit()` decode blocks of `ty`.
 fn unit_selector(ty: GgmlType) -> Result<String, GpuError> {
-    let name = match gpu_format(ty)? {
-        GgmlType::F32 => "f32",
-        GgmlType::F16 => "f16",
-        GgmlType::Q4_0 => "q4_0",
-        GgmlType::Q4_1 => "q4_1",
-        GgmlType::Q5_0 => "q5_0",
-        GgmlType::Q5_1 => "q5_1",
-        GgmlType::Q8_0 => "q8_0",
-        GgmlType::Q2_K => "q2_k",
-        GgmlType::Q3_K => "q3_k",
-        GgmlType::Q4_K => "q4_k",
-        GgmlType::Q5_K => "q5_k",
-        GgmlType::Q6_K => "q6_k",
-        other => return Err(GpuError::UnsupportedType(other)),
-    };
+    let (_, name) = gpu_decoder(ty)?;
     Ok(format!(
         "fn unit(row: u32, u: u32) -> Unit {{ return unit_{name}(row, u); }}\n"
     ))
