@@ -1,6 +1,6 @@
 //! Opening model files with a progress bar, shared by the commands.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use hearth_core::gguf::{Gguf, GgufFile, MappedFile};
@@ -110,6 +110,18 @@ pub fn parse_tokens(s: &str) -> anyhow::Result<Vec<u32>> {
 pub fn tokenizer(header: &Gguf, path: &Path) -> anyhow::Result<Tokenizer> {
     Tokenizer::from_gguf(header)
         .with_context(|| format!("cannot read the tokenizer of {}", path.display()))
+}
+
+/// What a command runs: the model, its prompt, and the backend it runs on.
+#[derive(clap::Args)]
+pub struct Input {
+    /// The GGUF file.
+    #[arg(long)]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub prompt: Prompt,
+    #[arg(long, value_enum, default_value_t)]
+    pub backend: BackendChoice,
 }
 
 /// A prompt given either as token ids or as text.

@@ -8,22 +8,17 @@ use hearth_core::constrain::{Format, Grammars};
 use hearth_core::sampling::{GenerateOptions, Generator, SamplingOptions};
 use hearth_core::tokenizer::Tokenizer;
 
-use crate::load::{self, BackendChoice};
+use crate::load;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The GGUF file.
-    #[arg(long)]
-    model: PathBuf,
     #[command(flatten)]
-    prompt: load::Prompt,
+    input: load::Input,
     /// Most tokens to generate.
     #[arg(long, default_value_t = 32)]
     max_tokens: usize,
     #[command(flatten)]
     sampling: SamplingArgs,
-    #[arg(long, value_enum, default_value_t)]
-    backend: BackendChoice,
     /// One JSON object at the end instead of streaming: prompt ids, generated ids and text.
     #[arg(long)]
     json: bool,
@@ -157,16 +152,20 @@ impl SamplingArgs {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let tokenizer = Arc::new(load::tokenizer(
-        &load::open(&args.model)?.header,
-        &args.model,
+        &load::open(&args.input.model)?.header,
+        &args.input.model,
     )?);
-    let prompt = args.prompt.ids(Some(&tokenizer))?;
+    let prompt = args.input.prompt.ids(Some(&tokenizer))?;
     // Check the options before the (slow) model load.
     let format = args.sampling.format(&tokenizer)?;
     let mut gen = args
         .sampling
         .generator(&tokenizer, format.as_ref(), args.max_tokens, &prompt)?;
-    let mut model = load::model(&args.model, args.backend, prompt.len() + args.max_tokens)?;
+    let mut model = load::model(
+        &args.input.model,
+        args.input.backend,
+        prompt.len() + args.max_tokens,
+    )?;
     let mut pending = prompt.clone();
     let mut text = String::new();
     let mut out = std::io::stdout().lock();

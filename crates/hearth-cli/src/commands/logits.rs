@@ -1,16 +1,9 @@
-use std::path::PathBuf;
-
-use crate::load::{self, BackendChoice};
+use crate::load;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The GGUF file.
-    #[arg(long)]
-    model: PathBuf,
     #[command(flatten)]
-    prompt: load::Prompt,
-    #[arg(long, value_enum, default_value_t)]
-    backend: BackendChoice,
+    input: load::Input,
     /// One JSON object: tokens, the full last-position logits and the top 10.
     #[arg(long)]
     json: bool,
@@ -31,16 +24,16 @@ pub fn top_k(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let tokenizer = if args.prompt.is_text() {
+    let tokenizer = if args.input.prompt.is_text() {
         Some(load::tokenizer(
-            &load::open(&args.model)?.header,
-            &args.model,
+            &load::open(&args.input.model)?.header,
+            &args.input.model,
         )?)
     } else {
         None
     };
-    let tokens = args.prompt.ids(tokenizer.as_ref())?;
-    let mut model = load::model(&args.model, args.backend, tokens.len())?;
+    let tokens = args.input.prompt.ids(tokenizer.as_ref())?;
+    let mut model = load::model(&args.input.model, args.input.backend, tokens.len())?;
     let logits = load::forward(&mut model, &tokens)?;
     let top = top_k(&logits, 10);
     if args.json {
