@@ -49,4 +49,11 @@ export const CATALOGUE = [
     size: 808e6,
     about: 'Meta\'s 1B chat model: better answers, a longer download.',
   },
+  {
+    id: 'smollm3-3b',
+    label: 'SmolLM3 3B · Q4_K_M',
+    url: hub('unsloth/SmolLM3-3B-GGUF', 'SmolLM3-3B-Q4_K_M.gguf'),
+    size: 1915306528,
+    about: 'Hugging Face\'s 3B reasoning model (it thinks in <think> tags unless told /no_think); every fourth layer has no rope.',
+  },
 ];

@@ -61,7 +61,9 @@ fn inspect_describes_the_model() {
 
 #[test]
 fn logits_json_matches_pytorch() {
-    check_logits_json("cpu");
+    let dir = scratch("logits-cpu");
+    let model = unpack("llama3-rope.f32", &dir);
+    check_logits_json("cpu", &model, "llama3-rope.f32");
 }
 
 #[test]
@@ -83,14 +85,15 @@ fn gpu_backend_logits_match_pytorch() {
         eprintln!("skipped: no GPU adapter (install mesa-vulkan-drivers for lavapipe)");
         return;
     }
-    check_logits_json("gpu");
+    let dir = scratch("logits-gpu");
+    let model = unpack("llama3-rope.f32", &dir);
+    check_logits_json("gpu", &model, "llama3-rope.f32");
 }
 
-/// `hearth logits --json` on `backend` against the PyTorch reference of a fixture.
-fn check_logits_json(backend: &str) {
-    let dir = scratch(&format!("logits-{backend}"));
-    let model = unpack("llama3-rope.f32", &dir);
-    let seq = &reference("llama3-rope.f32")["sequences"][0];
+/// `hearth logits --json` of `model` on `backend` against the PyTorch reference of the
+/// fixture `label`.
+fn check_logits_json(backend: &str, model: &Path, label: &str) {
+    let seq = &reference(label)["sequences"][0];
     let out = ok_stdout(&[
         "logits",
         "--backend",
@@ -195,6 +198,34 @@ fn quantize_writes_a_model_that_runs() {
         json["top"][0][0], seq["greedy"][0],
         "Q8_0 keeps this model's top-1"
     );
+}
+
+/// SmolLM3's layers without rope are named as such, and its F32 file quantized to Q8_0 holds
+/// the blocks of the converter's Q8_0 file: that file's PyTorch reference holds for it.
+#[test]
+fn smollm3_layer_kinds_and_quantize() {
+    let dir = scratch("smollm3");
+    let model = unpack("smollm3-tiny.f32", &dir);
+    let out = dir.join("q8.gguf");
+    ok_stdout(&[
+        "quantize",
+        model.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--type",
+        "q8_0",
+    ]);
+    let text = ok_stdout(&["inspect", out.to_str().unwrap()]);
+    let attention = "attention: 4 heads, 2 key/value heads, head dim 16";
+    for needle in [
+        "architecture:  smollm3".to_string(),
+        format!("layers 0-2: {attention}; rope Norm over 16 dims, base 10000; feed-forward 128"),
+        format!("layers 3: {attention}; no rope (NoPE); feed-forward 128"),
+        "Q8_0 x".to_string(),
+        "pre-tokenizer llama-bpe".to_string(),
+    ] {
+        assert!(text.contains(&needle), "{needle:?} missing from:\n{text}");
+    }
+    check_logits_json("cpu", &out, "smollm3-tiny.q8_0");
 }
 
 #[test]

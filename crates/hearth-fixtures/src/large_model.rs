@@ -92,7 +92,7 @@ impl Shape {
             n_head_kv,
             head_dim,
             head_dim_v: head_dim,
-            rope: rope(rope_dim, base),
+            rope: Some(rope(rope_dim, base)),
             qkv_bias: false,
             qk_norm: false,
             output_gate: false,
@@ -236,8 +236,12 @@ fn metadata(spec: &ModelSpec, source: &Gguf) -> io::Result<Vec<(String, Value)>>
             ("attention.head_count_kv", count(a.n_head_kv)),
             ("attention.key_length", count(a.head_dim)),
             ("attention.value_length", count(a.head_dim_v)),
-            ("rope.dimension_count", count(a.rope.dim)),
-            ("rope.freq_base", Value::F32(a.rope.base)),
+        ]);
+    }
+    if let Some(r) = spec.attention_layers().find_map(|a| a.rope) {
+        arch_keys.extend([
+            ("rope.dimension_count", count(r.dim)),
+            ("rope.freq_base", Value::F32(r.base)),
         ]);
     }
     if let Some(d) = spec.delta_net_layers().next() {
@@ -257,8 +261,8 @@ fn metadata(spec: &ModelSpec, source: &Gguf) -> io::Result<Vec<(String, Value)>>
         // How Qwen3.5's rope splits its rotated pairs among text position, image height and
         // width, as the converter writes it: for text Hearth reads plain partial rope, but
         // llama.cpp requires the key.
-        if let Some(a) = spec.attention_layers().next() {
-            let pairs = a.rope.dim as i32 / 2;
+        if let Some(r) = spec.attention_layers().find_map(|a| a.rope) {
+            let pairs = r.dim as i32 / 2;
             let sections = vec![(pairs + 2) / 3, (pairs + 1) / 3, pairs / 3, 0];
             arch_keys.push((
                 "rope.dimension_sections",

@@ -66,8 +66,8 @@ fn qwen35_shape_is_qwen35_0_8b() {
     assert!(kinds[3] && kinds[23] && !kinds[0] && !kinds[22]);
     let a = spec.attention_layers().next().unwrap();
     assert_eq!(
-        (a.n_head, a.n_head_kv, a.head_dim, a.rope.dim),
-        (8, 2, 256, 64)
+        (a.n_head, a.n_head_kv, a.head_dim, a.rope.map(|r| r.dim)),
+        (8, 2, 256, Some(64))
     );
     assert!(a.output_gate && a.qk_norm && !a.qkv_bias);
     let d = spec.delta_net_layers().next().unwrap();
@@ -119,8 +119,8 @@ fn qwen3_shape_is_qwen3_0_6b() {
     assert!(spec.tied_output() && !spec.is_recurrent());
     let a = spec.attention_layers().next().unwrap();
     assert_eq!(
-        (a.n_head, a.n_head_kv, a.head_dim, a.rope.dim),
-        (16, 8, 128, 128)
+        (a.n_head, a.n_head_kv, a.head_dim, a.rope.map(|r| r.dim)),
+        (16, 8, 128, Some(128))
     );
     assert!(a.qk_norm && !a.qkv_bias && !a.output_gate);
     // Qwen3-0.6B: 0.6B parameters, 0.44B without the embedding.

@@ -96,17 +96,27 @@ fn print_layers(s: &ModelSpec) {
         let Ffn::SiluGated { n_ff } = layer.ffn;
         let mixer = match &layer.mixer {
             Mixer::Attention(a) => format!(
-                "attention: {} heads, {} key/value heads, head dim {}{}{}{}; rope {:?} over {} dims, base {}{}",
+                "attention: {} heads, {} key/value heads, head dim {}{}{}{}; {}",
                 a.n_head,
                 a.n_head_kv,
                 a.head_dim,
                 if a.qkv_bias { ", QKV bias" } else { "" },
                 if a.qk_norm { ", Q/K norm" } else { "" },
                 if a.output_gate { ", output gate" } else { "" },
-                a.rope.style,
-                a.rope.dim,
-                a.rope.base,
-                if a.rope.freqs { ", per-frequency factors (Llama 3 scaling)" } else { "" },
+                match a.rope {
+                    Some(r) => format!(
+                        "rope {:?} over {} dims, base {}{}",
+                        r.style,
+                        r.dim,
+                        r.base,
+                        if r.freqs {
+                            ", per-frequency factors (Llama 3 scaling)"
+                        } else {
+                            ""
+                        },
+                    ),
+                    None => "no rope (NoPE)".to_string(),
+                },
             ),
             Mixer::DeltaNet(d) => format!(
                 "gated delta net: {} key heads, {} value heads, head dims {}/{}, conv kernel {}",

@@ -59,7 +59,8 @@ pub struct Attention {
     pub head_dim: usize,
     /// Dimension of each value head.
     pub head_dim_v: usize,
-    pub rope: Rope,
+    /// None where the layer encodes no position (NoPE: SmolLM3's every fourth layer).
+    pub rope: Option<Rope>,
     /// Biases on Q, K and V.
     pub qkv_bias: bool,
     /// RMS norm over each head of Q and K before rope.
@@ -311,9 +312,8 @@ impl ModelSpec {
             // Every rope that reads the factors has the same dimension (checked at load).
             let dim = self
                 .attention_layers()
-                .map(|a| a.rope.dim)
-                .next()
-                .unwrap_or(0);
+                .find_map(|a| a.rope)
+                .map_or(0, |r| r.dim);
             out.push((TensorId::global(Role::RopeFreqs), vec![dim as u64 / 2]));
         }
         for (l, layer) in self.layers.iter().enumerate() {

@@ -155,7 +155,8 @@ impl Kernels {
         self.launch(gpu, Shader::RmsNorm, &params, &[x, weight, out], groups)
     }
 
-    /// Per-head norm (when `norm` is given) and rope over `heads` heads of `data`.
+    /// Per-head norm (when `norm` is given) and rope over `heads` heads of `data`; with no
+    /// `table` (and `rope_dim` 0) the norm alone.
     pub fn rope_launch(
         &self,
         gpu: &Gpu,
@@ -163,13 +164,17 @@ impl Kernels {
         heads: usize,
         data: &wgpu::Buffer,
         norm: Option<&wgpu::Buffer>,
-        table: &wgpu::Buffer,
+        table: Option<&wgpu::Buffer>,
     ) -> Dispatch {
         let params = RopeParams {
             has_norm: norm.is_some() as u32,
             ..params
         };
-        let bind = [data, norm.unwrap_or(&self.dummy), table];
+        let bind = [
+            data,
+            norm.unwrap_or(&self.dummy),
+            table.unwrap_or(&self.dummy),
+        ];
         self.launch(gpu, Shader::Rope, &params, &bind, [heads as u32, 1, 1])
     }
 

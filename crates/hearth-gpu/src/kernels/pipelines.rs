@@ -132,7 +132,8 @@ pub struct Kernels {
     features: Features,
     f16_kv: bool,
     cache: RefCell<HashMap<Shader, Kernel>>,
-    /// Bound where a kernel's optional input (bias, norm weight) is absent.
+    /// Bound where a kernel's optional input (bias, norm weight, rope table) is absent: two
+    /// floats, the least any of those bindings holds.
     pub(super) dummy: wgpu::Buffer,
 }
 
@@ -161,7 +162,7 @@ impl Kernels {
             },
             f16_kv: gpu.paths.f16_kv,
             cache: RefCell::new(HashMap::new()),
-            dummy: storage_f32(gpu, &[0.0]),
+            dummy: storage_f32(gpu, &[0.0; 2]),
         }
     }
 

@@ -112,7 +112,7 @@ impl Lowering<'_> {
         let mut cache = |n: usize| b.scratch(n.div_ceil(4 / kv_value_bytes));
         let kc = cache(self.max_ctx * a.k_dim());
         let vc = cache(self.max_ctx * a.v_dim());
-        let table = self.table(b, &a.rope);
+        let table = a.rope.map(|rope| self.table(b, &rope));
 
         let acts = &self.acts;
         // Where the K and V products go: the cache at the token's position, or a row of the
@@ -129,35 +129,40 @@ impl Lowering<'_> {
                 (&wv, &acts.h, v_out, bv.as_ref(), Output::Store, v_stride),
             ],
         )?;
-        let rope_params = RopeParams {
-            head_dim: a.head_dim as u32,
-            rope_dim: a.rope.dim as u32,
-            neox: (a.rope.style == RopeStyle::Neox) as u32,
-            has_norm: 0,
-            eps: s.rms_eps,
-            pos_stride: 0,
-            row_stride: a.q_dim() as u32,
-            _pad: 0,
-        };
-        // K is roped where it lies: in the cache (f32), or in its chunk row before it is
-        // rounded into the cache (f16).
-        let k_rope_params = RopeParams {
-            pos_stride: if f16_kv { 0 } else { a.k_dim() as u32 },
-            row_stride: if f16_kv { a.k_dim() as u32 } else { 0 },
-            ..rope_params
-        };
         let k = self.k;
-        plans.per_token(vec![
-            k.rope_launch(gpu, rope_params, a.n_head, &acts.q, q_norm.as_ref(), &table),
-            k.rope_launch(
-                gpu,
-                k_rope_params,
-                a.n_head_kv,
-                k_out,
-                k_norm.as_ref(),
-                &table,
-            ),
-        ]);
+        // A layer without rope (NoPE) launches nothing here unless it norms the heads of Q and
+        // K, which a launch that rotates no dimension does.
+        if a.rope.is_some() || a.qk_norm {
+            let rope_params = RopeParams {
+                head_dim: a.head_dim as u32,
+                rope_dim: a.rope.map_or(0, |r| r.dim as u32),
+                neox: a.rope.is_some_and(|r| r.style == RopeStyle::Neox) as u32,
+                has_norm: 0,
+                eps: s.rms_eps,
+                pos_stride: 0,
+                row_stride: a.q_dim() as u32,
+                _pad: 0,
+            };
+            // K is roped where it lies: in the cache (f32), or in its chunk row before it is
+            // rounded into the cache (f16).
+            let k_rope_params = RopeParams {
+                pos_stride: if f16_kv { 0 } else { a.k_dim() as u32 },
+                row_stride: if f16_kv { a.k_dim() as u32 } else { 0 },
+                ..rope_params
+            };
+            let table = table.as_ref();
+            plans.per_token(vec![
+                k.rope_launch(gpu, rope_params, a.n_head, &acts.q, q_norm.as_ref(), table),
+                k.rope_launch(
+                    gpu,
+                    k_rope_params,
+                    a.n_head_kv,
+                    k_out,
+                    k_norm.as_ref(),
+                    table,
+                ),
+            ]);
+        }
         if let Some((kr, vr)) = &acts.kv_rows {
             plans.both(|rows| {
                 Ok(vec![k.kv_store_launch(

@@ -33,20 +33,22 @@ pub fn rms_norm(b: &Bench, label: &str) -> Checked {
 }
 
 /// Rope over 18 of each head's 24 dimensions, with per-frequency divisors and linear scaling,
-/// at position 37 of a cache.
-pub fn rope(b: &Bench, style: RopeStyle, head_norm: bool, label: &str) -> Checked {
+/// at position 37 of a cache; with no style, no rope (no table, no rotated dimension).
+pub fn rope(b: &Bench, style: Option<RopeStyle>, head_norm: bool, label: &str) -> Checked {
     let (head_dim, heads, max_ctx, pos) = (24, 3, 40, 37);
-    let rope = Rope {
+    let rope = style.map(|style| Rope {
         dim: 18,
         base: 10000.0,
         style,
         freq_scale: 0.25,
         freqs: true,
-    };
-    let freqs: Vec<f32> = (0..rope.dim / 2).map(|i| 1.0 + i as f32 * 0.5).collect();
-    let angles = |p| rope.cos_sin(p, Some(&freqs)).collect::<Vec<_>>();
-    let table: Vec<f32> = (0..max_ctx).flat_map(angles).flatten().collect();
-    let tb = kernels::storage_f32(&b.gpu, &table);
+    });
+    let freqs: Vec<f32> = (0..9).map(|i| 1.0 + i as f32 * 0.5).collect();
+    let angles = |r: &Rope, p| r.cos_sin(p, Some(&freqs)).collect::<Vec<_>>();
+    let tb = rope.map(|r| {
+        let table: Vec<f32> = (0..max_ctx).flat_map(|p| angles(&r, p)).flatten().collect();
+        kernels::storage_f32(&b.gpu, &table)
+    });
     let norm = values(head_dim, 4);
     let nb = kernels::storage_f32(&b.gpu, &norm);
     // Heads at position `pos` of a cache laid out with `stride` values per position.
@@ -55,23 +57,25 @@ pub fn rope(b: &Bench, style: RopeStyle, head_norm: bool, label: &str) -> Checke
     let db = kernels::storage_f32(&b.gpu, &data);
     let params = RopeParams {
         head_dim: head_dim as u32,
-        rope_dim: rope.dim as u32,
-        neox: (style == RopeStyle::Neox) as u32,
+        rope_dim: rope.map_or(0, |r| r.dim as u32),
+        neox: (style == Some(RopeStyle::Neox)) as u32,
         has_norm: 0,
         eps: 1e-6,
         pos_stride: stride as u32,
         row_stride: 0,
         _pad: 0,
     };
-    let l =
-        b.k.rope_launch(&b.gpu, params, heads, &db, head_norm.then_some(&nb), &tb);
+    let (norm_b, table_b) = (head_norm.then_some(&nb), tb.as_ref());
+    let l = b.k.rope_launch(&b.gpu, params, heads, &db, norm_b, table_b);
     b.run(step(pos as u32, 1), &[l]);
     let mut want = data.clone();
     for head in want[pos * stride..pos * stride + heads * head_dim].chunks_exact_mut(head_dim) {
         if head_norm {
             ops::rms_norm(head, &norm, 1e-6);
         }
-        ops::rope(head, &rope, &angles(pos));
+        if let Some(r) = &rope {
+            ops::rope(head, r, &angles(r, pos));
+        }
     }
     close(label, &b.read(&db, data.len()), &want)
 }

@@ -104,9 +104,10 @@ enum Op {
     /// Embedding rows.
     Embed,
     RmsNorm,
-    /// Rope of either style over part of each head, with or without a per-head norm first.
+    /// Rope of either style over part of each head, with or without a per-head norm first;
+    /// with no style (a layer without rope) the norm alone.
     Rope {
-        style: RopeStyle,
+        style: Option<RopeStyle>,
         head_norm: bool,
     },
     /// Grouped-query attention over a cache: decode steps across tiles, and a chunk.
@@ -183,9 +184,16 @@ fn cases() -> Vec<Case> {
     cases.push(f32(Op::RmsNorm));
     for style in [RopeStyle::Norm, RopeStyle::Neox] {
         for head_norm in [false, true] {
-            cases.push(f32(Op::Rope { style, head_norm }));
+            cases.push(f32(Op::Rope {
+                style: Some(style),
+                head_norm,
+            }));
         }
     }
+    cases.push(f32(Op::Rope {
+        style: None,
+        head_norm: true,
+    }));
     // Value heads of every width class the kernel compiles for: 12, 256 (Qwen3.5) and 300
     // (past 4 per thread).
     for (head_dim, head_dim_v) in [(20, 12), (256, 256), (24, 300)] {

@@ -6,7 +6,7 @@ use crate::model::tensor::{Role, TensorId};
 use crate::model::ModelError;
 
 /// The dense architectures; a new variant is a row here.
-pub const ARCHS: &[Arch] = &[LLAMA, QWEN2, QWEN3];
+pub const ARCHS: &[Arch] = &[LLAMA, QWEN2, QWEN3, SMOLLM3];
 
 /// Llama 1/2/3.x, SmolLM2, TinyLlama, Mistral. llama.cpp's converter permutes Q and K rows so
 /// that rotary pairs are adjacent; biases are used where a file has them.
@@ -28,6 +28,23 @@ pub const QWEN3: Arch = Arch {
     name: "qwen3",
     models: "Qwen3",
     layers: |m, n| dense(m, n, RopeStyle::Neox, Bias::IfPresent, true),
+};
+
+/// SmolLM3: Llama whose every fourth layer (3, 7, 11, ...) has no rope (NoPE). Its GGUF
+/// names no such layer: llama.cpp fixes the interval at 4 for `smollm3`
+/// (`n_no_rope_layer_step`), the `no_rope_layer_interval` of SmolLM3's configuration.
+pub const SMOLLM3: Arch = Arch {
+    name: "smollm3",
+    models: "SmolLM3",
+    layers: |m, n| {
+        let mut layers = dense(m, n, RopeStyle::Norm, Bias::IfPresent, false)?;
+        for layer in layers.iter_mut().skip(3).step_by(4) {
+            if let Mixer::Attention(a) = &mut layer.mixer {
+                a.rope = None;
+            }
+        }
+        Ok(layers)
+    },
 };
 
 enum Bias {

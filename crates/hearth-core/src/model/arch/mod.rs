@@ -128,13 +128,13 @@ pub(super) fn read_attention(
         n_head_kv,
         head_dim,
         head_dim_v,
-        rope: Rope {
+        rope: Some(Rope {
             dim: rope_dim,
             base: m.float("rope.freq_base")?.unwrap_or(10000.0),
             style,
             freq_scale,
             freqs: m.has_tensor(super::tensor::Role::RopeFreqs.gguf_name()),
-        },
+        }),
         qkv_bias,
         qk_norm,
         output_gate,

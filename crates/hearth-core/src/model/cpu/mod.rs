@@ -132,16 +132,18 @@ impl CpuModel {
                 rms_norm_rows(m, hd, norm, s.rms_eps);
             }
         }
-        let freqs = self.weights.vector(TensorId::global(Role::RopeFreqs));
-        let freqs = freqs.filter(|_| a.rope.freqs);
         let pos0 = state.len();
-        for t in 0..n {
-            let cs: Vec<[f32; 2]> = a.rope.cos_sin(pos0 + t, freqs).collect();
-            for head in q[t * qd..(t + 1) * qd]
-                .chunks_exact_mut(hd)
-                .chain(k[t * kd..(t + 1) * kd].chunks_exact_mut(hd))
-            {
-                ops::rope(head, &a.rope, &cs);
+        if let Some(rope) = &a.rope {
+            let freqs = self.weights.vector(TensorId::global(Role::RopeFreqs));
+            let freqs = freqs.filter(|_| rope.freqs);
+            for t in 0..n {
+                let cs: Vec<[f32; 2]> = rope.cos_sin(pos0 + t, freqs).collect();
+                for head in q[t * qd..(t + 1) * qd]
+                    .chunks_exact_mut(hd)
+                    .chain(k[t * kd..(t + 1) * kd].chunks_exact_mut(hd))
+                {
+                    ops::rope(head, rope, &cs);
+                }
             }
         }
         let (keys, values) = state.kv(l);

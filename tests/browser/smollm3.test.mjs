@@ -1,0 +1,95 @@
+// SmolLM3 (`smollm3`: llama whose every fourth layer has no rope) through the npm package in
+// headless Chromium, on WebGPU (SwiftShader) and the CPU: greedy text equal to the CLI's for a
+// prompt longer than one 64-token chunk, and for a prompt that goes on from the reply, which
+// runs only its new tokens.
+// Needs pkg/wasm (scripts/build-wasm.sh) and target/release/hearth (the reference). One engine
+// per backend serves every test.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
+import { gunzipSync } from 'node:zlib';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { serve } from '../../scripts/serve.mjs';
+import { launch, testPage } from './chromium.mjs';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const HEARTH = join(ROOT, 'target/release/hearth');
+const BACKENDS = ['webgpu', 'cpu'];
+// Over 64 tokens: the prompt runs as two chunks, each through the layer without rope.
+const LONG = Array.from({ length: 8 }, (_, i) => `Line ${i + 1}: the quick brown fox jumps over the lazy dog.`).join(' ');
+const STEPS = 6;
+
+let dir, model, app, models, browser, page;
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'hearth-smollm3-'));
+  // The tiny fixture: 4 layers (layer 3 without rope) and the real Llama 3 vocabulary.
+  model = join(dir, 'smollm3.gguf');
+  writeFileSync(model, gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/smollm3-tiny.q8_0.gguf.gz'))));
+  app = await serve(ROOT);
+  models = await serve(dir);
+  browser = await launch();
+  page = await testPage(browser, app.url, { logErrors: true });
+  await page.evaluate(async ({ url, backends }) => {
+    window.engines = {};
+    for (const backend of backends) window.engines[backend] = await window.Hearth.load(url, { backend, cache: false });
+    /** Greedy generation: tokens, text, finish reason and usage. */
+    window.generate = async (engine, prompt, options) => {
+      const it = engine.generate(prompt, options)[Symbol.asyncIterator]();
+      const out = { tokens: [], text: '' };
+      for (;;) {
+        const { value, done } = await it.next();
+        if (done) return { ...out, ...value };
+        out.tokens.push(value.token);
+        out.text += value.text;
+      }
+    };
+  }, { url: `${models.url}/smollm3.gguf`, backends: BACKENDS });
+});
+
+after(async () => {
+  await browser?.close();
+  await Promise.all([app, models].filter(Boolean).map((s) => s.close()));
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+/** `hearth generate --backend cpu`'s greedy continuation of `prompt`: { tokens, generated, text }. */
+function reference(prompt) {
+  return JSON.parse(execFileSync(HEARTH, [
+    'generate', '--model', model, '--prompt', prompt, '--max-tokens', String(STEPS), '--backend', 'cpu', '--json',
+  ], { stdio: ['ignore', 'pipe', 'ignore'] }).toString());
+}
+
+for (const backend of BACKENDS) {
+  test(`${backend}: greedy text equals \`hearth generate\`, for a long prompt and for one that goes on from the reply`, async () => {
+    const r = await page.evaluate(async ({ backend, prompt, steps }) => {
+      const engine = window.engines[backend];
+      await engine.reset();
+      const first = await window.generate(engine, prompt, { maxTokens: steps });
+      const next = `${prompt}${first.text} And so on.`;
+      const second = await window.generate(engine, next, { maxTokens: steps });
+      const tokens = await Promise.all([prompt, next].map((p) => engine.tokenize(p)));
+      return { first, next, second, tokens, info: engine.info };
+    }, { backend, prompt: LONG, steps: STEPS });
+    assert.equal(r.info.backend, backend, `fell back: ${r.info.fallbackReason}`);
+    assert.equal(r.info.architecture, 'smollm3');
+    for (const [got, prompt] of [[r.first, LONG], [r.second, r.next]]) {
+      const want = reference(prompt);
+      assert.equal(got.usage.prompt_tokens, want.tokens.length);
+      assert.deepEqual(got.tokens, want.generated, `${backend}: ${JSON.stringify(prompt.slice(-40))}`);
+      assert.equal(got.text, want.text);
+    }
+    assert.ok(r.first.usage.prompt_tokens > 64, `the prompt has ${r.first.usage.prompt_tokens} tokens`);
+    // The KV cache holds the first prompt and the reply but for its last token (chosen, never
+    // run); the second prompt runs from where it stops matching them.
+    const held = [...r.tokens[0], ...r.first.tokens.slice(0, r.first.usage.completion_tokens - 1)];
+    let same = 0;
+    while (same < held.length && r.tokens[1][same] === held[same]) same++;
+    assert.ok(same >= r.tokens[0].length, 'the second prompt starts with the first');
+    assert.equal(r.second.usage.prompt_tokens_details.cached_tokens, same);
+  });
+}
