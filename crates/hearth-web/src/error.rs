@@ -166,9 +166,60 @@ impl From<GpuError> for WebError {
             GpuError::DeviceLost(_) => WebError::DeviceLost(e.to_string()),
             GpuError::UnsupportedType(_) => WebError::UnsupportedQuantization(e.to_string()),
             GpuError::TooLarge { .. } => WebError::GpuTooLarge(e.to_string()),
+            GpuError::Validation(_) | GpuError::Map(_) | GpuError::Unsupported(_) => {
+                WebError::Gpu(e.to_string())
+            }
+            // The file or the request, not the device: another backend fails the same way.
+            GpuError::TensorSize { .. } | GpuError::UnexpectedTensor(_) => {
+                WebError::InvalidModel(e.to_string())
+            }
+            GpuError::NoTokens => WebError::BadRequest(e.to_string()),
+            GpuError::NotLoaded(_) => WebError::Internal(e.to_string()),
             GpuError::Model(m) => m.into(),
             GpuError::Sampling(s) => s.into(),
-            other => WebError::Gpu(other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The codes the package's worker falls back to the CPU on (`GPU_FAILURES` in worker.js,
+    /// and `no_webgpu` where no device opens) are the device failures of the GPU engine.
+    #[test]
+    fn device_failures_are_the_codes_the_worker_falls_back_on() {
+        let worker = include_str!("../../../pkg/worker.js");
+        let line = worker
+            .lines()
+            .find(|l| l.starts_with("const GPU_FAILURES = ["))
+            .expect("worker.js lists GPU_FAILURES");
+        let mut fallback: Vec<&str> = line.split('\'').skip(1).step_by(2).collect();
+        fallback.push("no_webgpu");
+        let errors = [
+            GpuError::NoAdapter("x".into()),
+            GpuError::RequestDevice("x".into()),
+            GpuError::Validation("x".into()),
+            GpuError::OutOfMemory,
+            GpuError::DeviceLost("x".into()),
+            GpuError::Map("x".into()),
+            GpuError::Unsupported("x".into()),
+            GpuError::UnsupportedType(hearth_core::quant::GgmlType::Q8_1),
+            GpuError::TooLarge {
+                what: "x".into(),
+                bytes: 2,
+                limit: 1,
+            },
+            GpuError::TensorSize { got: 1, want: 2 },
+            GpuError::UnexpectedTensor("x".into()),
+            GpuError::NotLoaded(1),
+            GpuError::NoTokens,
+            GpuError::Model(ModelError::NoArchitecture),
+        ];
+        for e in errors {
+            let device = e.is_device_failure();
+            let code = WebError::from(e).code();
+            assert_eq!(device, fallback.contains(&code), "{code}");
         }
     }
 }
