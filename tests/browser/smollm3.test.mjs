@@ -8,13 +8,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
+import { writeFileSync, readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
-import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { serve } from '../../scripts/serve.mjs';
-import { launch, testPage } from './chromium.mjs';
+import { openBench } from './chromium.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const HEARTH = join(ROOT, 'target/release/hearth');
@@ -23,17 +21,15 @@ const BACKENDS = ['webgpu', 'cpu'];
 const LONG = Array.from({ length: 8 }, (_, i) => `Line ${i + 1}: the quick brown fox jumps over the lazy dog.`).join(' ');
 const STEPS = 6;
 
-let dir, model, app, models, browser, page;
+let bench, model, page;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'hearth-smollm3-'));
-  // The tiny fixture: 4 layers (layer 3 without rope) and the real Llama 3 vocabulary.
-  model = join(dir, 'smollm3.gguf');
-  writeFileSync(model, gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/smollm3-tiny.q8_0.gguf.gz'))));
-  app = await serve(ROOT);
-  models = await serve(dir);
-  browser = await launch();
-  page = await testPage(browser, app.url, { logErrors: true });
+  bench = await openBench('smollm3', (dir) => {
+    // The tiny fixture: 4 layers (layer 3 without rope) and the real Llama 3 vocabulary.
+    model = join(dir, 'smollm3.gguf');
+    writeFileSync(model, gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/smollm3-tiny.q8_0.gguf.gz'))));
+  }, { logErrors: true });
+  ({ page } = bench);
   await page.evaluate(async ({ url, backends }) => {
     window.engines = {};
     for (const backend of backends) window.engines[backend] = await window.Hearth.load(url, { backend, cache: false });
@@ -48,14 +44,10 @@ before(async () => {
         out.text += value.text;
       }
     };
-  }, { url: `${models.url}/smollm3.gguf`, backends: BACKENDS });
+  }, { url: `${bench.models.url}/smollm3.gguf`, backends: BACKENDS });
 });
 
-after(async () => {
-  await browser?.close();
-  await Promise.all([app, models].filter(Boolean).map((s) => s.close()));
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
+after(() => bench?.close());
 
 /** `hearth generate --backend cpu`'s greedy continuation of `prompt`: { tokens, generated, text }. */
 function reference(prompt) {
@@ -69,9 +61,9 @@ for (const backend of BACKENDS) {
     const r = await page.evaluate(async ({ backend, prompt, steps }) => {
       const engine = window.engines[backend];
       await engine.reset();
-      const first = await window.generate(engine, prompt, { maxTokens: steps });
+      const first = await window.generate(engine, prompt, { max_tokens: steps });
       const next = `${prompt}${first.text} And so on.`;
-      const second = await window.generate(engine, next, { maxTokens: steps });
+      const second = await window.generate(engine, next, { max_tokens: steps });
       const tokens = await Promise.all([prompt, next].map((p) => engine.tokenize(p)));
       return { first, next, second, tokens, info: engine.info };
     }, { backend, prompt: LONG, steps: STEPS });
