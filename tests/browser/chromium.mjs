@@ -1,5 +1,6 @@
 // The Chromium every browser test drives: the system's, headless, WebGPU on (SwiftShader where
 // there is no GPU), nothing in the background that reaches the network.
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -67,4 +68,43 @@ export function greedyTokens(page, url, options, prompt = 'Hello', maxTokens = 4
     engine.dispose();
     return tokens;
   }, { url, options, prompt, maxTokens });
+}
+
+/**
+ * Loads `url` in `page` once per backend, uncached, as `window.engines[backend]` (`window.url`
+ * keeps the URL), and defines `window.generate(engine, prompt, options)`: a generation's tokens
+ * and text, with its end (finish reason and usage).
+ */
+export function loadEngines(page, url, backends) {
+  return page.evaluate(async ({ url, backends }) => {
+    window.url = url;
+    window.engines = {};
+    for (const backend of backends) window.engines[backend] = await window.Hearth.load(url, { backend, cache: false });
+    window.generate = async (engine, prompt, options) => {
+      const it = engine.generate(prompt, options)[Symbol.asyncIterator]();
+      const out = { tokens: [], text: '' };
+      for (;;) {
+        const { value, done } = await it.next();
+        if (done) return { ...out, ...value };
+        out.tokens.push(value.token);
+        out.text += value.text;
+      }
+    };
+  }, { url, backends });
+}
+
+const references = new Map();
+
+/**
+ * `hearth generate --backend cpu`'s greedy continuation of `prompt` by `model`, `steps` tokens:
+ * { tokens, generated, text }, run once per question.
+ */
+export function generateReference(model, prompt, steps) {
+  const key = JSON.stringify([model, prompt, steps]);
+  if (!references.has(key)) {
+    references.set(key, JSON.parse(execFileSync(join(ROOT, 'target/release/hearth'), [
+      'generate', '--model', model, '--prompt', prompt, '--max-tokens', String(steps), '--backend', 'cpu', '--json',
+    ], { stdio: ['ignore', 'pipe', 'ignore'] }).toString()));
+  }
+  return references.get(key);
 }

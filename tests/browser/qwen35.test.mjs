@@ -13,7 +13,7 @@ import { writeFileSync, readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { openBench } from './chromium.mjs';
+import { generateReference, loadEngines, openBench } from './chromium.mjs';
 import { withChatTemplate } from './gguf.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -36,38 +36,10 @@ before(async () => {
     writeFileSync(model, withChatTemplate(fixture));
   }, { logErrors: true });
   ({ page } = bench);
-  await page.evaluate(async ({ url, backends }) => {
-    window.url = url;
-    window.engines = {};
-    for (const backend of backends) window.engines[backend] = await window.Hearth.load(url, { backend, cache: false });
-    /** Greedy (unless options say otherwise) generation: tokens, text, finish reason and usage. */
-    window.generate = async (engine, prompt, options) => {
-      const it = engine.generate(prompt, options)[Symbol.asyncIterator]();
-      const out = { tokens: [], text: '' };
-      for (;;) {
-        const { value, done } = await it.next();
-        if (done) return { ...out, ...value };
-        out.tokens.push(value.token);
-        out.text += value.text;
-      }
-    };
-  }, { url: `${bench.models.url}/qwen35.gguf`, backends: BACKENDS });
+  await loadEngines(page, `${bench.models.url}/qwen35.gguf`, BACKENDS);
 });
 
 after(() => bench?.close());
-
-const references = new Map();
-
-/** `hearth generate --backend cpu`'s greedy continuation of `prompt`: { tokens, generated, text }. */
-function reference(prompt, steps) {
-  const key = JSON.stringify([prompt, steps]);
-  if (!references.has(key)) {
-    references.set(key, JSON.parse(execFileSync(HEARTH, [
-      'generate', '--model', model, '--prompt', prompt, '--max-tokens', String(steps), '--backend', 'cpu', '--json',
-    ], { stdio: ['ignore', 'pipe', 'ignore'] }).toString()));
-  }
-  return references.get(key);
-}
 
 /** `hearth chat --backend cpu`'s greedy replies to `lines` (one user turn each), as it prints them. */
 function chatReference(lines, maxTokens) {
@@ -94,7 +66,7 @@ for (const backend of BACKENDS) {
     assert.equal(r.info.backend, backend, `fell back: ${r.info.fallbackReason}`);
     assert.equal(r.info.architecture, 'qwen35');
     for (const [got, prompt] of [[r.first, LONG], [r.second, r.next], [r.third, r.other]]) {
-      const want = reference(prompt, STEPS);
+      const want = generateReference(model, prompt, STEPS);
       assert.equal(got.usage.prompt_tokens, want.tokens.length);
       assert.deepEqual(got.tokens, want.generated, `${backend}: ${JSON.stringify(prompt.slice(-40))}`);
       assert.equal(got.text, want.text);
@@ -189,7 +161,7 @@ for (const backend of BACKENDS) {
     // token: that token and the new ones run.
     assert.deepEqual(r.tokens[1].slice(0, r.tokens[0].length), r.tokens[0]);
     assert.equal(r.after.usage.prompt_tokens_details.cached_tokens, r.tokens[0].length - 1);
-    const want = reference(more, STEPS);
+    const want = generateReference(model, more, STEPS);
     assert.deepEqual(r.after.tokens, want.generated);
     assert.equal(r.after.text, want.text);
   });

@@ -7,15 +7,13 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { writeFileSync, readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { openBench } from './chromium.mjs';
+import { generateReference, loadEngines, openBench } from './chromium.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const HEARTH = join(ROOT, 'target/release/hearth');
 const BACKENDS = ['webgpu', 'cpu'];
 // Over 64 tokens: the prompt runs as two chunks, each through the layer without rope.
 const LONG = Array.from({ length: 8 }, (_, i) => `Line ${i + 1}: the quick brown fox jumps over the lazy dog.`).join(' ');
@@ -30,31 +28,10 @@ before(async () => {
     writeFileSync(model, gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/smollm3-tiny.q8_0.gguf.gz'))));
   }, { logErrors: true });
   ({ page } = bench);
-  await page.evaluate(async ({ url, backends }) => {
-    window.engines = {};
-    for (const backend of backends) window.engines[backend] = await window.Hearth.load(url, { backend, cache: false });
-    /** Greedy generation: tokens, text, finish reason and usage. */
-    window.generate = async (engine, prompt, options) => {
-      const it = engine.generate(prompt, options)[Symbol.asyncIterator]();
-      const out = { tokens: [], text: '' };
-      for (;;) {
-        const { value, done } = await it.next();
-        if (done) return { ...out, ...value };
-        out.tokens.push(value.token);
-        out.text += value.text;
-      }
-    };
-  }, { url: `${bench.models.url}/smollm3.gguf`, backends: BACKENDS });
+  await loadEngines(page, `${bench.models.url}/smollm3.gguf`, BACKENDS);
 });
 
 after(() => bench?.close());
-
-/** `hearth generate --backend cpu`'s greedy continuation of `prompt`: { tokens, generated, text }. */
-function reference(prompt) {
-  return JSON.parse(execFileSync(HEARTH, [
-    'generate', '--model', model, '--prompt', prompt, '--max-tokens', String(STEPS), '--backend', 'cpu', '--json',
-  ], { stdio: ['ignore', 'pipe', 'ignore'] }).toString());
-}
 
 for (const backend of BACKENDS) {
   test(`${backend}: greedy text equals \`hearth generate\`, for a long prompt and for one that goes on from the reply`, async () => {
@@ -70,7 +47,7 @@ for (const backend of BACKENDS) {
     assert.equal(r.info.backend, backend, `fell back: ${r.info.fallbackReason}`);
     assert.equal(r.info.architecture, 'smollm3');
     for (const [got, prompt] of [[r.first, LONG], [r.second, r.next]]) {
-      const want = reference(prompt);
+      const want = generateReference(model, prompt, STEPS);
       assert.equal(got.usage.prompt_tokens, want.tokens.length);
       assert.deepEqual(got.tokens, want.generated, `${backend}: ${JSON.stringify(prompt.slice(-40))}`);
       assert.equal(got.text, want.text);

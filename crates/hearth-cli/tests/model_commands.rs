@@ -170,10 +170,11 @@ fn generate_json_is_the_greedy_continuation() {
     }
 }
 
-#[test]
-fn quantize_writes_a_model_that_runs() {
-    let dir = scratch("quantize");
-    let model = unpack("llama-spm.f32", &dir);
+/// Fixture `name` quantized to Q8_0 by `hearth quantize` in `test`'s scratch directory: the
+/// file, and what `hearth inspect` says of it.
+fn quantized_q8(test: &str, name: &str) -> (PathBuf, String) {
+    let dir = scratch(test);
+    let model = unpack(name, &dir);
     let out = dir.join("q8.gguf");
     ok_stdout(&[
         "quantize",
@@ -183,6 +184,12 @@ fn quantize_writes_a_model_that_runs() {
         "q8_0",
     ]);
     let text = ok_stdout(&["inspect", out.to_str().unwrap()]);
+    (out, text)
+}
+
+#[test]
+fn quantize_writes_a_model_that_runs() {
+    let (out, text) = quantized_q8("quantize", "llama-spm.f32");
     assert!(text.contains("Q8_0 x"), "{text}");
     let seq = &reference("llama-spm.f32")["sequences"][0];
     let json = ok_stdout(&[
@@ -204,17 +211,7 @@ fn quantize_writes_a_model_that_runs() {
 /// the blocks of the converter's Q8_0 file: that file's PyTorch reference holds for it.
 #[test]
 fn smollm3_layer_kinds_and_quantize() {
-    let dir = scratch("smollm3");
-    let model = unpack("smollm3-tiny.f32", &dir);
-    let out = dir.join("q8.gguf");
-    ok_stdout(&[
-        "quantize",
-        model.to_str().unwrap(),
-        out.to_str().unwrap(),
-        "--type",
-        "q8_0",
-    ]);
-    let text = ok_stdout(&["inspect", out.to_str().unwrap()]);
+    let (out, text) = quantized_q8("smollm3", "smollm3-tiny.f32");
     let attention = "attention: 4 heads, 2 key/value heads, head dim 16";
     for needle in [
         "architecture:  smollm3".to_string(),
