@@ -1,5 +1,6 @@
 // The Chromium every browser test drives: the system's, headless, WebGPU on (SwiftShader where
 // there is no GPU), nothing in the background that reaches the network.
+import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -99,7 +100,7 @@ const references = new Map();
  * `hearth generate --backend cpu`'s greedy continuation of `prompt` by `model`, `steps` tokens:
  * { tokens, generated, text }, run once per question.
  */
-export function generateReference(model, prompt, steps) {
+function generateReference(model, prompt, steps) {
   const key = JSON.stringify([model, prompt, steps]);
   if (!references.has(key)) {
     references.set(key, JSON.parse(execFileSync(join(ROOT, 'target/release/hearth'), [
@@ -107,4 +108,15 @@ export function generateReference(model, prompt, steps) {
     ], { stdio: ['ignore', 'pipe', 'ignore'] }).toString()));
   }
   return references.get(key);
+}
+
+/**
+ * Asserts that `got` (a `window.generate` result) is what `hearth generate` gives for `prompt`:
+ * the prompt's token count, the generated ids and the text.
+ */
+export function assertLikeReference(model, got, prompt, steps, label) {
+  const want = generateReference(model, prompt, steps);
+  assert.equal(got.usage.prompt_tokens, want.tokens.length);
+  assert.deepEqual(got.tokens, want.generated, `${label}: ${JSON.stringify(prompt.slice(-40))}`);
+  assert.equal(got.text, want.text);
 }
