@@ -1,6 +1,8 @@
 // Causal attention over the KV cache, flash-style: one workgroup per (query head, token of the
 // chunk); token t of a chunk bound to its first step sits at position step.pos + t and sees
-// positions 0..=step.pos + t. Positions are taken a tile of TILE at a time with an online
+// positions 0..=step.pos + t, or under a sliding window of W the last W of them. Position p is
+// in cache slot p % A.ring: a window's ring keeps W + a chunk's rows, so the keys a chunk's
+// first row needs survive the chunk's own stores. Positions are taken a tile of TILE at a time with an online
 // softmax (a running maximum and sum, the accumulator rescaled as the maximum grows), so no
 // more than a tile of scores ever exists, in workgroup memory. Threads split a tile's positions
 // for the scores and the value dimensions for the weighted sum, so V reads are coalesced.
@@ -15,8 +17,12 @@ struct Attn {
     head_dim_v: u32, // at most VPT * TILE
     k_dim: u32,      // floats per position in the K cache
     v_dim: u32,
-    _pad: u32,
+    window: u32,     // 0: every position
     scale: f32,
+    ring: u32,       // cache slots
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(1) @binding(0) var<uniform> A: Attn;
@@ -66,6 +72,10 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         return;
     }
     let n = step.pos + t + 1u;
+    var first = 0u;
+    if (A.window != 0u && n > A.window) {
+        first = n - A.window;
+    }
     let qb = (t * A.n_head + h) * A.head_dim;
     let kb = (h / A.group) * A.head_dim;
     let vb = (h / A.group) * A.head_dim_v;
@@ -73,13 +83,13 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     var m = -3.4e38;
     var sum = 0.0;
     var acc: array<f32, VPT>;
-    for (var start = 0u; start < n; start += TILE) {
+    for (var start = first; start < n; start += TILE) {
         let p = start + li;
         var s = -3.4e38;
         if (p < n) {
             s = 0.0;
             for (var d = 0u; d < A.head_dim; d++) {
-                s += q[qb + d] * f32(kc[p * A.k_dim + kb + d]);
+                s += q[qb + d] * f32(kc[(p % A.ring) * A.k_dim + kb + d]);
             }
             s *= A.scale;
         }
@@ -99,7 +109,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
             if (d < A.head_dim_v) {
                 var a = acc[i] * fix;
                 for (var j = 0u; j < count; j++) {
-                    a += weights[j] * f32(vc[(start + j) * A.v_dim + vb + d]);
+                    a += weights[j] * f32(vc[((start + j) % A.ring) * A.v_dim + vb + d]);
                 }
                 acc[i] = a;
             }

@@ -1,5 +1,5 @@
 // Embedding lookup: row `step.token - M.row_offset` of a (possibly quantized) table, decoded
-// into row `step.row` of `out`. One thread per 32-value unit. Needs quant.wgsl and common.wgsl.
+// and multiplied by `M.out_scale` (Gemma's sqrt(n_embd), else 1) into row `step.row` of `out`. One thread per 32-value unit. Needs quant.wgsl and common.wgsl.
 
 @group(1) @binding(2) var<storage, read_write> out: array<f32>;
 
@@ -13,7 +13,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var i = 0u; i < 32u; i++) {
         let c = u * 32u + i;
         if (c < M.cols) {
-            out[step.row * M.cols + c] = v.v[i / 4u][i % 4u];
+            out[step.row * M.cols + c] = v.v[i / 4u][i % 4u] * M.out_scale;
         }
     }
 }

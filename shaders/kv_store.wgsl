@@ -1,12 +1,12 @@
 // The f16 KV cache path: the K (already roped) and V rows of a chunk's tokens, computed in f32,
-// rounded into the cache at the tokens' positions. One thread per value of a row; workgroup y
+// rounded into the cache at the tokens' slots (position p at p % S.ring). One thread per value of a row; workgroup y
 // is the token. Needs common.wgsl; the loader puts `enable f16;` first.
 
 struct Store {
     k_dim: u32,
     v_dim: u32,
-    _pad0: u32,
-    _pad1: u32,
+    ring: u32, // slots in the cache
+    _pad: u32,
 }
 
 @group(1) @binding(0) var<uniform> S: Store;
@@ -22,7 +22,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (t >= step.count) {
         return;
     }
-    let p = step.pos + t;
+    let p = (step.pos + t) % S.ring;
     if (i < S.k_dim) {
         kc[p * S.k_dim + i] = f16(k_rows[t * S.k_dim + i]);
     }

@@ -44,7 +44,7 @@ fn main(
             let r = M.row_offset + row;
             var o = (t0 + t) * M.y_stride + r;
             if (M.pos_stride != 0u) {
-                o = (step.pos + t0 + t) * M.pos_stride + r;
+                o = cache_slot(step.pos + t0 + t) * M.pos_stride + r;
             }
             write_out(o, r, sum);
         }

@@ -29,6 +29,6 @@ fn main(
     acc = reduce_lanes(li, lane, acc);
     if (lane == 0u && row < M.rows) {
         let r = M.row_offset + row;
-        write_out(step.pos * M.pos_stride + r, r, acc);
+        write_out(cache_slot(step.pos) * M.pos_stride + r, r, acc);
     }
 }

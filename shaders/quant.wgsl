@@ -16,13 +16,19 @@ struct Mat {
     row_words: u32,   // body words per row
     scale_base: u32,  // first word of the scale region
     row_offset: u32,  // index of this buffer's first row in the whole tensor
-    mode: u32,        // output: 0 store, 1 add, 2 multiply silu(output), 3 gate by sigmoid
+    mode: u32,        // output: 0 store, 1 add, 2 multiply silu(output), 3 gate by sigmoid,
+                      // 4 multiply gelu(output)
     has_bias: u32,
     pos_stride: u32,  // output starts at step.pos * pos_stride (writes into a KV cache)
     y_stride: u32,    // matmul: values per output row (the whole tensor's rows)
+    pos_ring: u32,    // a KV cache of this many slots holds position p at p % pos_ring (0: p)
+    out_scale: f32,   // embed.wgsl: the factor on every value of the row
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+}
+
+// The KV cache slot of position `p`.
+fn cache_slot(p: u32) -> u32 {
+    return select(p, p % M.pos_ring, M.pos_ring != 0u);
 }
 
 struct Unit {

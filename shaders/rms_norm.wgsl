@@ -1,12 +1,12 @@
 // out = x * w / rms(x) over each row of N.n values, one workgroup per row: the chunk's
 // `step.count` rows, or (with N.step_row) row `step.row` of x into row 0 of out, for the head
-// after a prompt chunk. Needs common.wgsl.
+// after a prompt chunk. With N.add, out += rather than = (a post-norm into the residual). Needs common.wgsl.
 
 struct Norm {
     n: u32,
     eps: f32,
     step_row: u32,
-    _pad: u32,
+    add: u32,
 }
 
 @group(1) @binding(0) var<uniform> N: Norm;
@@ -38,6 +38,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     }
     let scale = 1.0 / sqrt(sums[0] / f32(N.n) + N.eps);
     for (var i = li; i < N.n; i += 256u) {
-        out[base + i] = x[src + i] * scale * weight[i];
+        let v = x[src + i] * scale * weight[i];
+        out[base + i] = select(v, out[base + i] + v, N.add != 0u);
     }
 }

@@ -2,8 +2,9 @@
 // heads of one position; one workgroup per head. The cos/sin table is computed on the CPU in
 // f64 at load, the same values the reference uses, so rope scaling (linear, Llama 3 frequency
 // divisors) costs nothing here and no precision is lost to GPU sin/cos at large angles.
-// The heads start at step.pos * R.pos_stride + step.row * R.row_stride: K is roped where it lies
-// in the KV cache, Q in its row of the prompt chunk.
+// The heads start at slot * R.pos_stride + step.row * R.row_stride, where slot is step.pos (or
+// step.pos % R.pos_ring in a sliding window's ring): K is roped where it lies in the KV cache,
+// Q in its row of the prompt chunk.
 // Needs common.wgsl.
 
 struct Rope {
@@ -14,7 +15,7 @@ struct Rope {
     eps: f32,
     pos_stride: u32,
     row_stride: u32,
-    _pad: u32,
+    pos_ring: u32,
 }
 
 @group(1) @binding(0) var<uniform> R: Rope;
@@ -26,7 +27,8 @@ var<workgroup> sums: array<f32, 64>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
-    let base = step.pos * R.pos_stride + step.row * R.row_stride + wg.x * R.head_dim;
+    let slot = select(step.pos, step.pos % R.pos_ring, R.pos_ring != 0u);
+    let base = slot * R.pos_stride + step.row * R.row_stride + wg.x * R.head_dim;
     var s = 0.0;
     for (var i = li; i < R.head_dim; i += 64u) {
         let v = data[base + i];

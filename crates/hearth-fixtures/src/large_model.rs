@@ -96,11 +96,14 @@ impl Shape {
             qkv_bias: false,
             qk_norm: false,
             output_gate: false,
+            scale: 1.0 / (head_dim as f32).sqrt(),
+            window: None,
         };
         let dense = |mixer: Attention, n_ff| Layer {
             mixer: Mixer::Attention(mixer),
             ffn_norm: Role::FfnNorm,
             ffn: Ffn::SiluGated { n_ff },
+            post_norms: false,
         };
         let (arch, layers) = match self {
             Shape::Qwen2 => {
@@ -143,6 +146,7 @@ impl Shape {
                         },
                         ffn_norm: Role::PostAttnNorm,
                         ffn: Ffn::SiluGated { n_ff: 3584 },
+                        post_norms: false,
                     })
                     .collect();
                 (find("qwen35"), layers)
@@ -152,6 +156,7 @@ impl Shape {
             arch,
             n_vocab,
             n_embd: 1024,
+            embd_scale: 1.0,
             rms_eps: 1e-6,
             // Room for a 512-token prompt and its continuation, not the real models' length:
             // nothing here is trained for long contexts.
@@ -194,8 +199,8 @@ impl Fill {
             | AttnQkv | AttnGate | SsmBeta | SsmAlpha | SsmOut => Fill::Matrix,
             // A depthwise kernel: each channel's row is its taps.
             SsmConv1d => Fill::Matrix,
-            OutputNorm | AttnNorm | AttnQNorm | AttnKNorm | FfnNorm | PostAttnNorm | SsmNorm
-            | RopeFreqs => Fill::Norm,
+            OutputNorm | AttnNorm | AttnQNorm | AttnKNorm | FfnNorm | PostAttnNorm
+            | FfnPostNorm | SsmNorm | RopeFreqs => Fill::Norm,
             AttnQBias | AttnKBias | AttnVBias | SsmDt => Fill::Bias,
             SsmA => Fill::Decay,
         }
@@ -227,7 +232,9 @@ fn metadata(spec: &ModelSpec, source: &Gguf) -> io::Result<Vec<(String, Value)>>
         ("attention.layer_norm_rms_epsilon", Value::F32(spec.rms_eps)),
     ];
     match spec.layers.first().map(|l| &l.ffn) {
-        Some(Ffn::SiluGated { n_ff }) => arch_keys.push(("feed_forward_length", count(*n_ff))),
+        Some(Ffn::SiluGated { n_ff } | Ffn::GeluGated { n_ff }) => {
+            arch_keys.push(("feed_forward_length", count(*n_ff)))
+        }
         None => {}
     }
     if let Some(a) = spec.attention_layers().next() {

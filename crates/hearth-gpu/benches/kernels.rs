@@ -117,10 +117,10 @@ fn main() {
         let data = quantize(ty, &source).expect("whole blocks");
         let m = GpuMatrix::upload(&gpu, ty.name(), ty, rows, cols, &data).expect("uploads");
         let matvec = kernels
-            .product_launches(&gpu, &m, 1, &x, &y, None, Output::Store, 0)
+            .product_launches(&gpu, &m, 1, &x, &y, None, Output::Store, (0, 0))
             .expect("launches");
         let matmul = kernels
-            .product_launches(&gpu, &m, PROMPT, &x, &y, None, Output::Store, 0)
+            .product_launches(&gpu, &m, PROMPT, &x, &y, None, Output::Store, (0, 0))
             .expect("launches");
         let bytes = m.bytes() as f64;
         let decode = bytes * DECODE_RUNS as f64 / time(&gpu, &steps, &matvec, DECODE_RUNS);

@@ -20,7 +20,7 @@ use hearth_core::model::{ModelError, ModelSpec};
 use hearth_core::quant::dequantize;
 
 use crate::kernels::Step;
-use crate::plan::{self, Plan, PromptOp, Target, CHUNK};
+use crate::plan::{self, kv_slots, Plan, PromptOp, Target, CHUNK};
 use crate::{Gpu, GpuError};
 
 /// What a run leaves to read back after the last token.
@@ -174,8 +174,15 @@ impl GpuModel {
     /// Keeps at most the first `len` positions and returns how many it kept: `len` where
     /// every layer is attention (later tokens overwrite the cache in place); with recurrent
     /// layers, the latest [`GpuModel::checkpoint`] at or before `len`, restored (0 without
-    /// one). The caller runs the tokens from there on again.
+    /// one); 0 where a sliding window's ring no longer holds what `len` needs. The caller runs
+    /// the tokens from there on again.
     pub fn truncate(&mut self, len: usize) -> usize {
+        // Once a sliding window's ring has overwritten what `len` needs, nothing is kept.
+        let kept = self
+            .spec
+            .attention_layers()
+            .all(|a| a.cache_keeps(kv_slots(a, self.max_ctx), self.len, len));
+        let len = if kept { len } else { 0 };
         if len < self.len {
             self.len = if self.plan.recurrent.is_empty() {
                 len
@@ -195,7 +202,7 @@ impl GpuModel {
     /// Bytes of per-sequence state: (KV cache, recurrent state with its snapshots).
     pub fn state_bytes(&self) -> (u64, u64) {
         let kv_bytes = if self.gpu.paths.f16_kv { 2 } else { 4 };
-        let (kv, _) = self.spec.state_bytes(self.max_ctx, kv_bytes);
+        let (kv, _) = self.spec.state_bytes(self.max_ctx, kv_bytes, CHUNK);
         (kv, self.plan.recurrent.bytes())
     }
 

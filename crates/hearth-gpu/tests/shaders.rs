@@ -123,20 +123,23 @@ fn uniform_blocks_match_their_rust_mirrors() {
         mirror!(
             "Mat",
             Mat,
-            [rows, cols, row_words, scale_base, row_offset, mode, has_bias, pos_stride, y_stride]
+            [
+                rows, cols, row_words, scale_base, row_offset, mode, has_bias, pos_stride,
+                y_stride, pos_ring, out_scale
+            ]
         ),
-        mirror!("Norm", NormParams, [n, eps, step_row]),
+        mirror!("Norm", NormParams, [n, eps, step_row, add]),
         mirror!(
             "Rope",
             RopeParams,
-            [head_dim, rope_dim, neox, has_norm, eps, pos_stride, row_stride]
+            [head_dim, rope_dim, neox, has_norm, eps, pos_stride, row_stride, pos_ring]
         ),
         mirror!(
             "Attn",
             AttnParams,
-            [n_head, group, head_dim, head_dim_v, k_dim, v_dim, scale]
+            [n_head, group, head_dim, head_dim_v, k_dim, v_dim, window, scale, ring]
         ),
-        mirror!("Store", KvStoreParams, [k_dim, v_dim]),
+        mirror!("Store", KvStoreParams, [k_dim, v_dim, ring]),
         mirror!("TopParams", TopParams, [n, from_logits, neg_inf, masked]),
         mirror!("ArgmaxParams", ArgmaxParams, [n, masked]),
         mirror!("Conv", ConvParams, [channels, kernel]),

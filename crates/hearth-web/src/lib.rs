@@ -22,7 +22,7 @@ use std::rc::Rc;
 
 use hearth_core::chat::ChatTemplate;
 use hearth_core::gguf::{Gguf, GgufError, GgufFile};
-use hearth_core::model::cpu::SNAPSHOTS;
+use hearth_core::model::cpu::{RING_SLACK, SNAPSHOTS};
 use hearth_core::model::ModelSpec;
 use hearth_core::quant::GgmlType;
 use hearth_core::tokenizer::Tokenizer;
@@ -194,7 +194,7 @@ impl Loader {
             .filter_map(|n| merged.tensor(n))
             .map(|t| t.n_elements())
             .sum();
-        let (kv_bytes, recurrent_bytes) = spec.state_bytes(positions, 4);
+        let (kv_bytes, recurrent_bytes) = spec.state_bytes(positions, 4, RING_SLACK);
         let cache_bytes = kv_bytes + recurrent_bytes * (1 + SNAPSHOTS as u64);
         // The vocabulary and merges are held twice while the tokenizer is built.
         let memory_needed = weight_bytes + cache_bytes + 2 * header_bytes.len() as u64;

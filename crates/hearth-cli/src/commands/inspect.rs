@@ -90,13 +90,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// The layer kinds, each with its shape and the layers that have it (such as "0-2, 4").
+/// Where some layers attend within a sliding window (local), the others are global.
 fn print_layers(s: &ModelSpec) {
+    let windowed = s.attention_layers().any(|a| a.window.is_some());
     let mut kinds: Vec<(String, Vec<usize>)> = Vec::new();
     for (l, layer) in s.layers.iter().enumerate() {
-        let Ffn::SiluGated { n_ff } = layer.ffn;
+        let ffn = match layer.ffn {
+            Ffn::SiluGated { n_ff } => format!("feed-forward {n_ff}"),
+            Ffn::GeluGated { n_ff } => format!("feed-forward {n_ff} (GeGLU)"),
+        };
         let mixer = match &layer.mixer {
             Mixer::Attention(a) => format!(
-                "attention: {} heads, {} key/value heads, head dim {}{}{}{}; {}",
+                "{}: {} heads, {} key/value heads, head dim {}{}{}{}; {}",
+                match a.window {
+                    Some(w) => format!("local attention (window {w})"),
+                    None if windowed => "global attention".to_string(),
+                    None => "attention".to_string(),
+                },
                 a.n_head,
                 a.n_head_kv,
                 a.head_dim,
@@ -105,10 +115,15 @@ fn print_layers(s: &ModelSpec) {
                 if a.output_gate { ", output gate" } else { "" },
                 match a.rope {
                     Some(r) => format!(
-                        "rope {:?} over {} dims, base {}{}",
+                        "rope {:?} over {} dims, base {}{}{}",
                         r.style,
                         r.dim,
                         r.base,
+                        if r.freq_scale != 1.0 {
+                            format!(", linear scaling {}", 1.0 / r.freq_scale)
+                        } else {
+                            String::new()
+                        },
                         if r.freqs {
                             ", per-frequency factors (Llama 3 scaling)"
                         } else {
@@ -123,7 +138,8 @@ fn print_layers(s: &ModelSpec) {
                 d.n_k_heads, d.n_v_heads, d.head_k_dim, d.head_v_dim, d.conv_kernel
             ),
         };
-        let kind = format!("{mixer}; feed-forward {n_ff}");
+        let post = if layer.post_norms { "; post-norms" } else { "" };
+        let kind = format!("{mixer}; {ffn}{post}");
         match kinds.iter_mut().find(|(k, _)| *k == kind) {
             Some((_, ls)) => ls.push(l),
             None => kinds.push((kind, vec![l])),

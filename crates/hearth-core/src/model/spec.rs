@@ -68,6 +68,11 @@ pub struct Attention {
     /// Q's rows hold `[query | gate]` per head, and the output is multiplied by
     /// `sigmoid(gate)` (Qwen3.5).
     pub output_gate: bool,
+    /// The factor on the scores `q . k` (`1 / sqrt(head_dim)` unless the model says otherwise).
+    pub scale: f32,
+    /// Sliding-window attention: position p sees the `window` positions up to and including
+    /// itself, `p - window < p' <= p` (Gemma 3's local layers); None sees every position.
+    pub window: Option<usize>,
 }
 
 impl Attention {
@@ -86,6 +91,22 @@ impl Attention {
     /// Width of the attention output (the input of `attn_output`).
     pub fn out_dim(&self) -> usize {
         self.n_head * self.head_dim_v
+    }
+
+    /// Slots of keys and values a cache for `positions` positions keeps for this layer: one
+    /// per position, or under a window a ring of the window's and `extra` more (rows of a chunk
+    /// stored before its first row has attended).
+    pub fn cache_slots(&self, positions: usize, extra: usize) -> usize {
+        self.window
+            .map_or(positions, |w| (w + extra).min(positions))
+    }
+
+    /// Whether a cache of `slots` slots holding positions up to `held` still has the keys that
+    /// the positions up to `len` need: always without a window; under one, unless the ring
+    /// has overwritten them.
+    pub fn cache_keeps(&self, slots: usize, held: usize, len: usize) -> bool {
+        self.window
+            .is_none_or(|w| held <= slots || held - len <= slots.saturating_sub(w))
     }
 
     fn tensors(&self, e: u64) -> Vec<(Role, Vec<u64>)> {
@@ -177,12 +198,14 @@ pub enum Mixer {
 pub enum Ffn {
     /// `down(silu(gate(x)) * up(x))`.
     SiluGated { n_ff: usize },
+    /// `down(gelu(gate(x)) * up(x))` with tanh-approximated GELU (GeGLU: Gemma).
+    GeluGated { n_ff: usize },
 }
 
 impl Ffn {
     fn tensors(&self, e: u64) -> Vec<(Role, Vec<u64>)> {
         match *self {
-            Ffn::SiluGated { n_ff } => {
+            Ffn::SiluGated { n_ff } | Ffn::GeluGated { n_ff } => {
                 let ff = n_ff as u64;
                 vec![
                     (Role::FfnGate, vec![e, ff]),
@@ -195,12 +218,15 @@ impl Ffn {
 }
 
 /// One pre-norm block: `x += mixer(norm(x) * w_norm)`, then `x += ffn(norm(x) * w_ffn_norm)`.
+/// With `post_norms` the outputs of the mixer and of the feed-forward block are normed too
+/// before they are added (`post_attention_norm`, `post_ffw_norm`: Gemma).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Layer {
     pub mixer: Mixer,
     /// The feed-forward block's norm (its name differs between architectures).
     pub ffn_norm: Role,
     pub ffn: Ffn,
+    pub post_norms: bool,
 }
 
 impl Layer {
@@ -208,6 +234,9 @@ impl Layer {
     pub fn tensors(&self, n_embd: usize) -> Vec<(Role, Vec<u64>)> {
         let e = n_embd as u64;
         let mut out = vec![(Role::AttnNorm, vec![e]), (self.ffn_norm, vec![e])];
+        if self.post_norms {
+            out.extend([(Role::PostAttnNorm, vec![e]), (Role::FfnPostNorm, vec![e])]);
+        }
         out.extend(match &self.mixer {
             Mixer::Attention(a) => a.tensors(e),
             Mixer::DeltaNet(d) => d.tensors(e),
@@ -238,6 +267,8 @@ pub struct Arch {
     pub name: &'static str,
     /// Who uses it, for messages and listings.
     pub models: &'static str,
+    /// Whether token embeddings are multiplied by `sqrt(n_embd)` (Gemma).
+    pub scale_embd: bool,
     /// The trunk's layers from the metadata, given the block count.
     pub(super) layers: fn(&Meta, usize) -> Result<Vec<Layer>, ModelError>,
 }
@@ -253,6 +284,8 @@ pub struct ModelSpec {
     pub arch: &'static Arch,
     pub n_vocab: usize,
     pub n_embd: usize,
+    /// The factor on every token embedding row (1 for most architectures).
+    pub embd_scale: f32,
     pub rms_eps: f32,
     pub context_length: usize,
     /// The output head: `Output`, or `TokenEmbd` when the embedding doubles as the head.
@@ -285,11 +318,12 @@ impl ModelSpec {
     }
 
     /// Bytes of per-sequence state for `positions` positions at `kv_bytes` bytes a cached
-    /// value: (KV cache, recurrent state).
-    pub fn state_bytes(&self, positions: usize, kv_bytes: usize) -> (u64, u64) {
+    /// value, windowed rings keeping `extra` slots more than their window: (KV cache,
+    /// recurrent state).
+    pub fn state_bytes(&self, positions: usize, kv_bytes: usize, extra: usize) -> (u64, u64) {
         let kv: usize = self
             .attention_layers()
-            .map(|a| positions * (a.k_dim() + a.v_dim()) * kv_bytes)
+            .map(|a| a.cache_slots(positions, extra) * (a.k_dim() + a.v_dim()) * kv_bytes)
             .sum();
         let recurrent: usize = self
             .delta_net_layers()

@@ -69,11 +69,14 @@ roles! {
     AttnOutput = "attn_output.weight", Matrix, Layer;
 
     FfnNorm = "ffn_norm.weight", Vector, Layer;
-    /// The norm before the feed-forward block, under the name Qwen3.5's converter gives it.
+    /// The norm before the feed-forward block, under the name Qwen3.5's converter gives it;
+    /// in Gemma, the norm of the attention output.
     PostAttnNorm = "post_attention_norm.weight", Vector, Layer;
     FfnGate = "ffn_gate.weight", Matrix, Layer;
     FfnUp = "ffn_up.weight", Matrix, Layer;
     FfnDown = "ffn_down.weight", Matrix, Layer;
+    /// The norm of the feed-forward block's output (Gemma; its mixer's is `PostAttnNorm`).
+    FfnPostNorm = "post_ffw_norm.weight", Vector, Layer;
 
     /// Gated DeltaNet: the fused Q, K and V projection feeding the convolution.
     AttnQkv = "attn_qkv.weight", Matrix, Layer;

@@ -40,7 +40,13 @@ fn attention_vpt(head_dim_v: usize) -> u32 {
 }
 
 /// The uniform block for a matrix kernel over `part` of `m`.
-fn mat(m: &GpuMatrix, part: &Part, mode: Output, has_bias: bool, pos_stride: usize) -> Mat {
+fn mat(
+    m: &GpuMatrix,
+    part: &Part,
+    mode: Output,
+    has_bias: bool,
+    (pos_stride, pos_ring): (usize, usize),
+) -> Mat {
     Mat {
         rows: part.rows as u32,
         cols: m.cols as u32,
@@ -51,7 +57,9 @@ fn mat(m: &GpuMatrix, part: &Part, mode: Output, has_bias: bool, pos_stride: usi
         has_bias: has_bias as u32,
         pos_stride: pos_stride as u32,
         y_stride: m.rows as u32,
-        _pad: [0; 3],
+        pos_ring: pos_ring as u32,
+        out_scale: 1.0,
+        _pad: 0,
     }
 }
 
@@ -92,7 +100,7 @@ impl Kernels {
         y: &wgpu::Buffer,
         bias: Option<&wgpu::Buffer>,
         mode: Output,
-        pos_stride: usize,
+        cache: (usize, usize),
     ) -> Result<Vec<Dispatch>, GpuError> {
         // A decode step's one row is one tile.
         let tiles = tokens.div_ceil(MATMUL_TILE).max(1) as u32;
@@ -106,7 +114,7 @@ impl Kernels {
         Ok(m.parts
             .iter()
             .map(|p| {
-                let u = uniform(gpu, &mat(m, p, mode, bias.is_some(), pos_stride));
+                let u = uniform(gpu, &mat(m, p, mode, bias.is_some(), cache));
                 let [gx, gy, _] = grid((p.rows as u32).div_ceil(MATRIX_THREADS / lanes));
                 kernel.dispatch(
                     gpu,
@@ -117,12 +125,13 @@ impl Kernels {
             .collect())
     }
 
-    /// Row `step.token` of `table` into `out`: one launch per part, as (first row, rows,
-    /// launch); the caller picks the part holding the token.
+    /// Row `step.token` of `table`, times `scale`, into `out`: one launch per part, as (first
+    /// row, rows, launch); the caller picks the part holding the token.
     pub fn embed_launches(
         &self,
         gpu: &Gpu,
         table: &GpuMatrix,
+        scale: f32,
         out: &wgpu::Buffer,
     ) -> Result<Vec<(usize, usize, Dispatch)>, GpuError> {
         let kernel = self.get(gpu, Shader::Embed { ty: table.ty })?;
@@ -130,7 +139,11 @@ impl Kernels {
             .parts
             .iter()
             .map(|p| {
-                let u = uniform(gpu, &mat(table, p, Output::Store, false, 0));
+                let params = Mat {
+                    out_scale: scale,
+                    ..mat(table, p, Output::Store, false, (0, 0))
+                };
+                let u = uniform(gpu, &params);
                 let d = kernel.dispatch(
                     gpu,
                     &[&p.buffer, &u, out],
@@ -205,15 +218,15 @@ impl Kernels {
     pub fn kv_store_launch(
         &self,
         gpu: &Gpu,
-        k_dim: usize,
-        v_dim: usize,
+        [k_dim, v_dim, ring]: [usize; 3],
         tokens: usize,
         [k_rows, v_rows, kc, vc]: [&wgpu::Buffer; 4],
     ) -> Dispatch {
         let params = KvStoreParams {
             k_dim: k_dim as u32,
             v_dim: v_dim as u32,
-            _pad: [0; 2],
+            ring: ring as u32,
+            _pad: 0,
         };
         let groups = [k_dim.max(v_dim).div_ceil(64) as u32, tokens as u32, 1];
         self.launch(

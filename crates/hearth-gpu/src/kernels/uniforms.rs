@@ -25,6 +25,8 @@ pub enum Output {
     SiluGate = 2,
     /// Multiplies the output by `sigmoid(product)`: an attention output gate.
     SigmoidGate = 3,
+    /// Multiplies `gelu(output)` by the product: GeGLU's up projection after its gate.
+    GeluGate = 4,
 }
 
 /// Uniform block of the matrix kernels (quant.wgsl).
@@ -40,7 +42,11 @@ pub struct Mat {
     pub has_bias: u32,
     pub pos_stride: u32,
     pub y_stride: u32,
-    pub _pad: [u32; 3],
+    /// Slots of the KV cache written (positions wrap around them); 0 where nothing wraps.
+    pub pos_ring: u32,
+    /// The embedding lookup's factor on its row.
+    pub out_scale: f32,
+    pub _pad: u32,
 }
 
 #[repr(C)]
@@ -50,7 +56,8 @@ pub struct NormParams {
     pub eps: f32,
     /// Normalise row `step.row` into row 0 (the head after a prompt chunk).
     pub step_row: u32,
-    pub _pad: u32,
+    /// Adds the normed row to the output (a post-norm into the residual).
+    pub add: u32,
 }
 
 #[repr(C)]
@@ -63,7 +70,8 @@ pub struct RopeParams {
     pub eps: f32,
     pub pos_stride: u32,
     pub row_stride: u32,
-    pub _pad: u32,
+    /// Slots of the KV cache roped in place; 0 where nothing wraps.
+    pub pos_ring: u32,
 }
 
 #[repr(C)]
@@ -75,8 +83,12 @@ pub struct AttnParams {
     pub head_dim_v: u32,
     pub k_dim: u32,
     pub v_dim: u32,
-    pub _pad: u32,
+    /// Positions a token sees, itself included; 0 for all.
+    pub window: u32,
     pub scale: f32,
+    /// Slots of the KV cache: position p is in slot p % ring.
+    pub ring: u32,
+    pub _pad: [u32; 3],
 }
 
 #[repr(C)]
@@ -84,7 +96,8 @@ pub struct AttnParams {
 pub struct KvStoreParams {
     pub k_dim: u32,
     pub v_dim: u32,
-    pub _pad: [u32; 2],
+    pub ring: u32,
+    pub _pad: u32,
 }
 
 #[repr(C)]

@@ -8,7 +8,7 @@ use crate::weights::GpuMatrix;
 use crate::{Gpu, GpuError};
 
 use super::held::Held;
-use super::plans::{Acts, Plans, PromptOp, Recurrence};
+use super::plans::{Acts, Plans, PromptOp, Recurrence, CHUNK};
 
 /// The rope (cos, sin) table of `rope` for positions `0..max_ctx`, the reference's values.
 pub fn rope_table(rope: &Rope, freqs: Option<&[f32]>, max_ctx: usize) -> Vec<f32> {
@@ -18,14 +18,21 @@ pub fn rope_table(rope: &Rope, freqs: Option<&[f32]>, max_ctx: usize) -> Vec<f32
         .collect()
 }
 
-/// A matrix product as (matrix, input, output, bias, output mode, KV cache stride).
+/// Slots of layer `a`'s KV cache for up to `max_ctx` positions: a sliding window keeps a ring
+/// of the window and a chunk's rows, since a chunk stores all its keys before its first row,
+/// which needs the window before it, attends.
+pub fn kv_slots(a: &Attention, max_ctx: usize) -> usize {
+    a.cache_slots(max_ctx, CHUNK)
+}
+
+/// A matrix product as (matrix, input, output, bias, output mode, KV cache (stride, slots)).
 type Product<'a> = (
     &'a GpuMatrix,
     &'a wgpu::Buffer,
     &'a wgpu::Buffer,
     Option<&'a wgpu::Buffer>,
     Output,
-    usize,
+    (usize, usize),
 );
 
 /// What lowering a layer needs besides the layer.
@@ -43,10 +50,10 @@ pub(super) struct Lowering<'a> {
 
 impl Lowering<'_> {
     pub(super) fn products(&self, plans: &mut Plans, list: &[Product]) -> Result<(), GpuError> {
-        for &(m, x, y, bias, mode, stride) in list {
+        for &(m, x, y, bias, mode, cache) in list {
             plans.both(|rows| {
                 self.k
-                    .product_launches(self.gpu, m, rows, x, y, bias, mode, stride)
+                    .product_launches(self.gpu, m, rows, x, y, bias, mode, cache)
             })?;
         }
         Ok(())
@@ -58,6 +65,32 @@ impl Lowering<'_> {
             Ok(vec![self
                 .k
                 .rms_norm_launch(gpu, self.norm, rows, &a.x, weight, &a.h)])
+        })
+    }
+
+    /// A block's output projection `m` of `input` into the residual: added to `x`, or with a
+    /// post-norm, stored in `h` (free once the block's products have read it), normed and
+    /// added.
+    fn residual(
+        &self,
+        plans: &mut Plans,
+        m: &GpuMatrix,
+        input: &wgpu::Buffer,
+        post_norm: Option<&wgpu::Buffer>,
+    ) -> Result<(), GpuError> {
+        let a = &self.acts;
+        let Some(weight) = post_norm else {
+            return self.products(plans, &[(m, input, &a.x, None, Output::Add, (0, 0))]);
+        };
+        self.products(plans, &[(m, input, &a.h, None, Output::Store, (0, 0))])?;
+        let params = NormParams {
+            add: 1,
+            ..self.norm
+        };
+        plans.both(|rows| {
+            Ok(vec![self.k.rms_norm_launch(
+                self.gpu, params, rows, &a.h, weight, &a.x,
+            )])
         })
     }
 
@@ -82,6 +115,7 @@ impl Lowering<'_> {
         plans: &mut Plans,
         l: usize,
         a: &Attention,
+        post_norm: Option<&wgpu::Buffer>,
     ) -> Result<(), GpuError> {
         let id = |role| TensorId::layer(l, role);
         let gpu = self.gpu;
@@ -100,7 +134,8 @@ impl Lowering<'_> {
         let q_norm = opt(a.qk_norm, Role::AttnQNorm)?;
         let k_norm = opt(a.qk_norm, Role::AttnKNorm)?;
         let kv_value_bytes = if f16_kv { 2 } else { 4 };
-        let kv_bytes = (self.max_ctx * a.k_dim().max(a.v_dim()) * kv_value_bytes) as u64;
+        let slots = kv_slots(a, self.max_ctx);
+        let kv_bytes = (slots * a.k_dim().max(a.v_dim()) * kv_value_bytes) as u64;
         if kv_bytes > gpu.max_binding {
             return Err(GpuError::TooLarge {
                 what: format!("the KV cache of one layer for {} positions", self.max_ctx),
@@ -110,23 +145,23 @@ impl Lowering<'_> {
         }
         // f16 values are stored two to a word.
         let mut cache = |n: usize| b.scratch(n.div_ceil(4 / kv_value_bytes));
-        let kc = cache(self.max_ctx * a.k_dim());
-        let vc = cache(self.max_ctx * a.v_dim());
+        let kc = cache(slots * a.k_dim());
+        let vc = cache(slots * a.v_dim());
         let table = a.rope.map(|rope| self.table(b, &rope));
 
         let acts = &self.acts;
         // Where the K and V products go: the cache at the token's position, or a row of the
         // f16 path's staging buffers.
-        let (k_out, v_out, k_stride, v_stride) = match &acts.kv_rows {
-            Some((kr, vr)) => (kr, vr, 0, 0),
-            None => (&kc, &vc, a.k_dim(), a.v_dim()),
+        let (k_out, v_out, k_cache, v_cache) = match &acts.kv_rows {
+            Some((kr, vr)) => (kr, vr, (0, 0), (0, 0)),
+            None => (&kc, &vc, (a.k_dim(), slots), (a.v_dim(), slots)),
         };
         self.products(
             plans,
             &[
-                (&wq, &acts.h, &acts.q, bq.as_ref(), Output::Store, 0),
-                (&wk, &acts.h, k_out, bk.as_ref(), Output::Store, k_stride),
-                (&wv, &acts.h, v_out, bv.as_ref(), Output::Store, v_stride),
+                (&wq, &acts.h, &acts.q, bq.as_ref(), Output::Store, (0, 0)),
+                (&wk, &acts.h, k_out, bk.as_ref(), Output::Store, k_cache),
+                (&wv, &acts.h, v_out, bv.as_ref(), Output::Store, v_cache),
             ],
         )?;
         let k = self.k;
@@ -141,13 +176,14 @@ impl Lowering<'_> {
                 eps: s.rms_eps,
                 pos_stride: 0,
                 row_stride: a.q_dim() as u32,
-                _pad: 0,
+                pos_ring: 0,
             };
             // K is roped where it lies: in the cache (f32), or in its chunk row before it is
             // rounded into the cache (f16).
             let k_rope_params = RopeParams {
                 pos_stride: if f16_kv { 0 } else { a.k_dim() as u32 },
                 row_stride: if f16_kv { a.k_dim() as u32 } else { 0 },
+                pos_ring: if f16_kv { 0 } else { slots as u32 },
                 ..rope_params
             };
             let table = table.as_ref();
@@ -167,8 +203,7 @@ impl Lowering<'_> {
             plans.both(|rows| {
                 Ok(vec![k.kv_store_launch(
                     gpu,
-                    a.k_dim(),
-                    a.v_dim(),
+                    [a.k_dim(), a.v_dim(), slots],
                     rows,
                     [kr, vr, &kc, &vc],
                 )])
@@ -183,8 +218,10 @@ impl Lowering<'_> {
                 head_dim_v: a.head_dim_v as u32,
                 k_dim: a.k_dim() as u32,
                 v_dim: a.v_dim() as u32,
-                _pad: 0,
-                scale: 1.0 / (a.head_dim as f32).sqrt(),
+                window: a.window.map_or(0, |w| w as u32),
+                scale: a.scale,
+                ring: slots as u32,
+                _pad: [0; 3],
             },
         );
         plans.both(|rows| {
@@ -197,10 +234,10 @@ impl Lowering<'_> {
             )])
         })?;
         if let Some(wgate) = &wgate {
-            let gate = (wgate, &acts.h, &acts.att, None, Output::SigmoidGate, 0);
+            let gate = (wgate, &acts.h, &acts.att, None, Output::SigmoidGate, (0, 0));
             self.products(plans, &[gate])?;
         }
-        self.products(plans, &[(&wo, &acts.att, &acts.x, None, Output::Add, 0)])
+        self.residual(plans, &wo, &acts.att, post_norm)
     }
 
     pub(super) fn delta_net(
@@ -210,6 +247,7 @@ impl Lowering<'_> {
         l: usize,
         d: &DeltaNet,
         (conv_state, delta_state): &(wgpu::Buffer, wgpu::Buffer),
+        post_norm: Option<&wgpu::Buffer>,
     ) -> Result<(), GpuError> {
         let id = |role| TensorId::layer(l, role);
         let gpu = self.gpu;
@@ -233,10 +271,10 @@ impl Lowering<'_> {
         self.products(
             plans,
             &[
-                (&wqkv, &a.h, &a.qkv, None, Output::Store, 0),
-                (&wz, &a.h, &a.z, None, Output::Store, 0),
-                (&wbeta, &a.h, &a.beta, None, Output::Store, 0),
-                (&walpha, &a.h, &a.alpha, None, Output::Store, 0),
+                (&wqkv, &a.h, &a.qkv, None, Output::Store, (0, 0)),
+                (&wz, &a.h, &a.z, None, Output::Store, (0, 0)),
+                (&wbeta, &a.h, &a.beta, None, Output::Store, (0, 0)),
+                (&walpha, &a.h, &a.alpha, None, Output::Store, (0, 0)),
             ],
         )?;
         let k = self.k;
@@ -270,7 +308,7 @@ impl Lowering<'_> {
                 PromptOp::Chunk(d) => d.clone(),
                 PromptOp::PerToken(_) => unreachable!("the recurrence runs over whole chunks"),
             }));
-        self.products(plans, &[(&wout, &a.att, &a.x, None, Output::Add, 0)])
+        self.residual(plans, &wout, &a.att, post_norm)
     }
 
     pub(super) fn feed_forward(
@@ -279,21 +317,21 @@ impl Lowering<'_> {
         plans: &mut Plans,
         l: usize,
         ffn: &Ffn,
+        post_norm: Option<&wgpu::Buffer>,
     ) -> Result<(), GpuError> {
-        match ffn {
-            Ffn::SiluGated { .. } => {
-                let [gate, up, down] =
-                    b.matrices(l, [Role::FfnGate, Role::FfnUp, Role::FfnDown])?;
-                let a = &self.acts;
-                self.products(
-                    plans,
-                    &[
-                        (&gate, &a.h, &a.ffn, None, Output::Store, 0),
-                        (&up, &a.h, &a.ffn, None, Output::SiluGate, 0),
-                        (&down, &a.ffn, &a.x, None, Output::Add, 0),
-                    ],
-                )
-            }
-        }
+        let gate_mode = match ffn {
+            Ffn::SiluGated { .. } => Output::SiluGate,
+            Ffn::GeluGated { .. } => Output::GeluGate,
+        };
+        let [gate, up, down] = b.matrices(l, [Role::FfnGate, Role::FfnUp, Role::FfnDown])?;
+        let a = &self.acts;
+        self.products(
+            plans,
+            &[
+                (&gate, &a.h, &a.ffn, None, Output::Store, (0, 0)),
+                (&up, &a.h, &a.ffn, None, gate_mode, (0, 0)),
+            ],
+        )?;
+        self.residual(plans, &down, &a.ffn, post_norm)
     }
 }

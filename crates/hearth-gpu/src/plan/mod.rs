@@ -19,8 +19,8 @@ use crate::recurrent::RecurrentState;
 use crate::{Gpu, GpuError};
 use held::Held;
 pub use held::{Pending, Target};
-pub use lower::rope_table;
 use lower::Lowering;
+pub use lower::{kv_slots, rope_table};
 use plans::{Acts, Plans};
 pub use plans::{PromptOp, Recurrence, CHUNK};
 
@@ -85,7 +85,7 @@ pub fn build(gpu: &Gpu, header: &Gguf, spec: &ModelSpec, max_ctx: usize) -> Resu
     let steps = Steps::new(gpu, k, CHUNK);
 
     let token_embd = b.matrix(TensorId::global(Role::TokenEmbd))?;
-    let embed = k.embed_launches(gpu, &token_embd, &acts.x)?;
+    let embed = k.embed_launches(gpu, &token_embd, s.embd_scale, &acts.x)?;
     let output_norm = b.vector(TensorId::global(Role::OutputNorm))?;
     let head_matrix = if s.tied_output() {
         token_embd.clone()
@@ -98,7 +98,7 @@ pub fn build(gpu: &Gpu, header: &Gguf, spec: &ModelSpec, max_ctx: usize) -> Resu
         n: s.n_embd as u32,
         eps: s.rms_eps,
         step_row: 0,
-        _pad: 0,
+        add: 0,
     };
     let mut lower = Lowering {
         gpu,
@@ -114,17 +114,29 @@ pub fn build(gpu: &Gpu, header: &Gguf, spec: &ModelSpec, max_ctx: usize) -> Resu
     let mut states = recurrent.layers.iter();
     for (l, layer) in s.layers.iter().enumerate() {
         let attn_norm = b.vector(TensorId::layer(l, Role::AttnNorm))?;
+        let mut post_norm = |role| {
+            layer
+                .post_norms
+                .then(|| b.vector(TensorId::layer(l, role)))
+                .transpose()
+        };
+        let [post_mixer, post_ffn] = [
+            post_norm(Role::PostAttnNorm)?,
+            post_norm(Role::FfnPostNorm)?,
+        ];
         lower.norm(&mut plans, &attn_norm)?;
         match &layer.mixer {
-            Mixer::Attention(a) => lower.attention(&mut b, &mut plans, l, a)?,
+            Mixer::Attention(a) => {
+                lower.attention(&mut b, &mut plans, l, a, post_mixer.as_ref())?
+            }
             Mixer::DeltaNet(d) => {
                 let state = states.next().expect("a state per delta-net layer");
-                lower.delta_net(&mut b, &mut plans, l, d, state)?
+                lower.delta_net(&mut b, &mut plans, l, d, state, post_mixer.as_ref())?
             }
         }
         let ffn_norm = b.vector(TensorId::layer(l, layer.ffn_norm))?;
         lower.norm(&mut plans, &ffn_norm)?;
-        lower.feed_forward(&mut b, &mut plans, l, &layer.ffn)?;
+        lower.feed_forward(&mut b, &mut plans, l, &layer.ffn, post_ffn.as_ref())?;
     }
     if s.rope_freqs {
         let tables = lower
@@ -146,7 +158,16 @@ pub fn build(gpu: &Gpu, header: &Gguf, spec: &ModelSpec, max_ctx: usize) -> Resu
         ..norm
     };
     let mut head = vec![k.rms_norm_launch(gpu, head_norm, 1, &a.x, &output_norm, &a.h)];
-    head.extend(k.product_launches(gpu, &head_matrix, 1, &a.h, &logits, None, Output::Store, 0)?);
+    head.extend(k.product_launches(
+        gpu,
+        &head_matrix,
+        1,
+        &a.h,
+        &logits,
+        None,
+        Output::Store,
+        (0, 0),
+    )?);
     let mask = token_mask(gpu, s.n_vocab);
     let argmax =
         [false, true].map(|m| k.argmax_launch(gpu, s.n_vocab, &logits, &result, (&mask, m)));

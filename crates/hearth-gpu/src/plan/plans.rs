@@ -82,7 +82,7 @@ impl Acts {
             .layers
             .iter()
             .map(|l| match l.ffn {
-                Ffn::SiluGated { n_ff } => n_ff,
+                Ffn::SiluGated { n_ff } | Ffn::GeluGated { n_ff } => n_ff,
             })
             .max()
             .unwrap_or(0);

@@ -20,7 +20,7 @@ pub fn rms_norm(b: &Bench, label: &str) -> Checked {
         n: n as u32,
         eps,
         step_row: 0,
-        _pad: 0,
+        add: 0,
     };
     // Over a chunk of `rows` tokens.
     b.run(
@@ -63,7 +63,7 @@ pub fn rope(b: &Bench, style: Option<RopeStyle>, head_norm: bool, label: &str) -
         eps: 1e-6,
         pos_stride: stride as u32,
         row_stride: 0,
-        _pad: 0,
+        pos_ring: 0,
     };
     let (norm_b, table_b) = (head_norm.then_some(&nb), tb.as_ref());
     let l = b.k.rope_launch(&b.gpu, params, heads, &db, norm_b, table_b);
@@ -82,9 +82,11 @@ pub fn rope(b: &Bench, style: Option<RopeStyle>, head_norm: bool, label: &str) -
 
 /// Grouped-query attention (6 query heads over 2 KV heads): decode steps within and across
 /// tiles of 64 positions, then a chunk of 5 tokens in which each sees the positions up to its
-/// own.
-pub fn attention(b: &Bench, hd: usize, hdv: usize, label: &str) -> Checked {
-    let (n_head, n_kv, max_ctx) = (6, 2, 150);
+/// own. With a sliding window, each sees the last `window` of them, read from a ring of
+/// `window + 64` slots that the later positions have wrapped.
+pub fn attention(b: &Bench, hd: usize, hdv: usize, window: Option<usize>, label: &str) -> Checked {
+    let (n_head, n_kv) = (6, 2);
+    let max_ctx = window.map_or(150, |w| w + 64);
     let (k_dim, v_dim) = (n_kv * hd, n_kv * hdv);
     // Queries for a chunk of up to 5 tokens.
     let q = values(5 * n_head * hd, 1);
@@ -100,20 +102,25 @@ pub fn attention(b: &Bench, hd: usize, hdv: usize, label: &str) -> Checked {
             head_dim_v: hdv as u32,
             k_dim: k_dim as u32,
             v_dim: v_dim as u32,
-            _pad: 0,
+            window: window.unwrap_or(0) as u32,
             scale,
+            ring: max_ctx as u32,
+            _pad: [0; 3],
         },
     );
-    // Query row `t` over positions 0..=pos.
+    // Query row `t` over positions 0..=pos, or the window's last ones; position p in slot
+    // p % max_ctx.
     let reference = |t: usize, pos: usize| {
+        let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        let slot = |i: usize| (first + i) % max_ctx;
         let mut want = vec![0.0; n_head * hdv];
         for (h, out) in want.chunks_exact_mut(hdv).enumerate() {
             let kv = h / (n_head / n_kv);
             ops::attend(
                 &q[(t * n_head + h) * hd..][..hd],
-                pos + 1,
-                |p| &kc[p * k_dim + kv * hd..][..hd],
-                |p| &vc[p * v_dim + kv * hdv..][..hdv],
+                pos + 1 - first,
+                |i| &kc[slot(i) * k_dim + kv * hd..][..hd],
+                |i| &vc[slot(i) * v_dim + kv * hdv..][..hdv],
                 scale,
                 out,
             );
@@ -132,7 +139,9 @@ pub fn attention(b: &Bench, hd: usize, hdv: usize, label: &str) -> Checked {
         )
     };
     let decode = launch(1);
-    for pos in [0, 63, 64, 130] {
+    // A ring also wraps more than once.
+    let far = window.map(|_| 300);
+    for pos in [0, 63, 64, 130].into_iter().chain(far) {
         b.run(step(pos as u32, 1), std::slice::from_ref(&decode));
         close(
             &format!("{label} at {pos}"),

@@ -110,10 +110,12 @@ enum Op {
         style: Option<RopeStyle>,
         head_norm: bool,
     },
-    /// Grouped-query attention over a cache: decode steps across tiles, and a chunk.
+    /// Grouped-query attention over a cache: decode steps across tiles, and a chunk; with a
+    /// window, over a ring.
     Attention {
         head_dim: usize,
         head_dim_v: usize,
+        window: Option<usize>,
     },
     /// Convolution, delta rule and gated norm over runs of tokens (a run of one is a decode
     /// step, longer ones prompt chunks) from a state that is not zero.
@@ -146,7 +148,8 @@ impl Case {
             Op::Attention {
                 head_dim,
                 head_dim_v,
-            } => layers::attention(b, *head_dim, *head_dim_v, &label),
+                window,
+            } => layers::attention(b, *head_dim, *head_dim_v, *window, &label),
             Op::DeltaNet { d, runs } => layers::delta_net(b, d, runs, &label),
         }
     }
@@ -200,6 +203,15 @@ fn cases() -> Vec<Case> {
         cases.push(f32(Op::Attention {
             head_dim,
             head_dim_v,
+            window: None,
+        }));
+    }
+    // Sliding windows shorter than a tile and longer than one.
+    for window in [20, 70] {
+        cases.push(f32(Op::Attention {
+            head_dim: 20,
+            head_dim_v: 12,
+            window: Some(window),
         }));
     }
     // Key and value heads of different widths and counts; sub-chunks of 16 rows, then of 8

@@ -48,7 +48,7 @@ pub fn matvec(b: &Bench, gpu: &Gpu, ty: GgmlType, cols: usize, label: &str) -> C
     let xb = kernels::storage_f32(gpu, &x);
     let bb = kernels::storage_f32(gpu, &bias);
     let launch = |y, bias, mode, stride| {
-        b.k.product_launches(gpu, &m, 1, &xb, y, bias, mode, stride)
+        b.k.product_launches(gpu, &m, 1, &xb, y, bias, mode, (stride, 0))
             .unwrap()
     };
 
@@ -114,7 +114,7 @@ pub fn matmul(b: &Bench, ty: GgmlType, cols: usize, label: &str) -> Checked {
     let bb = kernels::storage_f32(gpu, &bias);
     let chunk = step(3, tokens as u32);
     let launch = |y, stride| {
-        b.k.product_launches(gpu, &m, 64, &xb, y, Some(&bb), Output::Store, stride)
+        b.k.product_launches(gpu, &m, 64, &xb, y, Some(&bb), Output::Store, (stride, 0))
             .unwrap()
     };
 
@@ -149,7 +149,7 @@ pub fn embed(b: &Bench, ty: GgmlType, label: &str) -> Checked {
     let w = matrix(ty, rows, cols, 3);
     let m = GpuMatrix::upload(&b.gpu, "embd", ty, rows, cols, &w.data).unwrap();
     let out = kernels::scratch(&b.gpu, cols);
-    let launches = b.k.embed_launches(&b.gpu, &m, &out).unwrap();
+    let launches = b.k.embed_launches(&b.gpu, &m, 1.0, &out).unwrap();
     for token in [0, 5, rows - 1] {
         let (_, _, l) = &launches[0];
         let mut s = step(0, 1);

@@ -13,6 +13,7 @@ pub const ARCHS: &[Arch] = &[LLAMA, QWEN2, QWEN3, SMOLLM3];
 pub const LLAMA: Arch = Arch {
     name: "llama",
     models: "Llama, SmolLM2, TinyLlama, Mistral",
+    scale_embd: false,
     layers: |m, n| dense(m, n, RopeStyle::Norm, Bias::IfPresent, false),
 };
 
@@ -20,6 +21,7 @@ pub const LLAMA: Arch = Arch {
 pub const QWEN2: Arch = Arch {
     name: "qwen2",
     models: "Qwen2, Qwen2.5",
+    scale_embd: false,
     layers: |m, n| dense(m, n, RopeStyle::Neox, Bias::Required, false),
 };
 
@@ -27,6 +29,7 @@ pub const QWEN2: Arch = Arch {
 pub const QWEN3: Arch = Arch {
     name: "qwen3",
     models: "Qwen3",
+    scale_embd: false,
     layers: |m, n| dense(m, n, RopeStyle::Neox, Bias::IfPresent, true),
 };
 
@@ -36,6 +39,7 @@ pub const QWEN3: Arch = Arch {
 pub const SMOLLM3: Arch = Arch {
     name: "smollm3",
     models: "SmolLM3",
+    scale_embd: false,
     layers: |m, n| {
         let mut layers = dense(m, n, RopeStyle::Norm, Bias::IfPresent, false)?;
         for layer in layers.iter_mut().skip(3).step_by(4) {
@@ -71,6 +75,7 @@ fn dense(
         ffn: Ffn::SiluGated {
             n_ff: m.required("feed_forward_length")?,
         },
+        post_norms: false,
     };
     Ok(vec![layer; n_layer])
 }

@@ -7,6 +7,7 @@
 //! by the CPU reference (`model::cpu`) and the GPU plan (`hearth-gpu`'s `plan`).
 
 mod dense;
+mod gemma3;
 mod qwen35;
 
 use super::meta::{bad, Meta};
@@ -18,7 +19,9 @@ use crate::gguf::Gguf;
 
 /// Every architecture Hearth runs: the one list the CLI, the package and its pages read.
 pub fn all() -> impl Iterator<Item = &'static Arch> {
-    dense::ARCHS.iter().chain([&qwen35::QWEN35])
+    dense::ARCHS
+        .iter()
+        .chain([&qwen35::QWEN35, &gemma3::GEMMA3])
 }
 
 /// The architecture named `name` in a file's `general.architecture`.
@@ -73,6 +76,11 @@ impl ModelSpec {
             arch,
             n_vocab,
             n_embd,
+            embd_scale: if arch.scale_embd {
+                (n_embd as f32).sqrt()
+            } else {
+                1.0
+            },
             rms_eps,
             context_length: m.required("context_length")?,
             head: if m.has_tensor(Role::Output.gguf_name()) {
@@ -138,5 +146,7 @@ pub(super) fn read_attention(
         qkv_bias,
         qk_norm,
         output_gate,
+        scale: 1.0 / (head_dim as f32).sqrt(),
+        window: None,
     })
 }

@@ -13,6 +13,7 @@ use crate::model::ModelError;
 pub const QWEN35: Arch = Arch {
     name: "qwen35",
     models: "Qwen3.5",
+    scale_embd: false,
     layers,
 };
 
@@ -55,6 +56,7 @@ fn layers(m: &Meta, block_count: usize) -> Result<Vec<Layer>, ModelError> {
             },
             ffn_norm: Role::PostAttnNorm,
             ffn: ffn.clone(),
+            post_norms: false,
         })
         .collect())
 }

@@ -5,7 +5,7 @@
 pub mod ops;
 mod state;
 
-pub use state::{State, SNAPSHOTS};
+pub use state::{State, RING_SLACK, SNAPSHOTS};
 
 use self::ops::{attend, rms_norm_rows};
 use super::spec::{Attention, DeltaNet, Ffn, Mixer, ModelSpec};
@@ -72,20 +72,31 @@ impl CpuModel {
                     n_vocab: s.n_vocab,
                 });
             }
-            embd.row(id as usize, &mut x[t * e..(t + 1) * e]);
+            let row = &mut x[t * e..(t + 1) * e];
+            embd.row(id as usize, row);
+            if s.embd_scale != 1.0 {
+                row.iter_mut().for_each(|v| *v *= s.embd_scale);
+            }
         }
         for (l, layer) in s.layers.iter().enumerate() {
             let w = self.weights.layer(l);
             let mut h = x.clone();
             rms_norm_rows(&mut h, e, w.vector(Role::AttnNorm), s.rms_eps);
-            let out = match &layer.mixer {
+            let mut out = match &layer.mixer {
                 Mixer::Attention(a) => self.attention(a, w, state, l, &h),
                 Mixer::DeltaNet(d) => self.delta_net(d, w, state, l, &h),
             };
+            if layer.post_norms {
+                rms_norm_rows(&mut out, e, w.vector(Role::PostAttnNorm), s.rms_eps);
+            }
             add(&mut x, &out);
             let mut h = x.clone();
             rms_norm_rows(&mut h, e, w.vector(layer.ffn_norm), s.rms_eps);
-            add(&mut x, &feed_forward(&layer.ffn, w, &h));
+            let mut out = feed_forward(&layer.ffn, w, &h);
+            if layer.post_norms {
+                rms_norm_rows(&mut out, e, w.vector(Role::FfnPostNorm), s.rms_eps);
+            }
+            add(&mut x, &out);
         }
         state.advance(n);
 
@@ -146,26 +157,47 @@ impl CpuModel {
                 }
             }
         }
+        // Position p of the cache is at slot p, or under a window in a ring; the chunk's own
+        // rows are read from `k` and `v` and stored once every row has attended, since a row
+        // early in the chunk may need a position that a later row overwrites.
+        let ring = state.ring(l);
+        let slot = |p: usize| ring.map_or(p, |r| p % r);
         let (keys, values) = state.kv(l);
-        keys.extend_from_slice(&k);
-        values.extend_from_slice(&v);
-
+        let key = |p: usize| match p.checked_sub(pos0) {
+            Some(t) => &k[t * kd..(t + 1) * kd],
+            None => &keys[slot(p) * kd..(slot(p) + 1) * kd],
+        };
+        let value = |p: usize| match p.checked_sub(pos0) {
+            Some(t) => &v[t * vd..(t + 1) * vd],
+            None => &values[slot(p) * vd..(slot(p) + 1) * vd],
+        };
         let group = a.n_head / a.n_head_kv;
-        let scale = 1.0 / (hd as f32).sqrt();
         let (dv, od) = (a.head_dim_v, a.out_dim());
         let mut out = vec![0.0; n * od];
         for t in 0..n {
+            let end = pos0 + t + 1;
+            let first = end - a.cache_slots(end, 0);
             for head in 0..a.n_head {
                 let kv = head / group;
                 attend(
                     &q[t * qd + head * hd..][..hd],
-                    pos0 + t + 1,
-                    |p| &keys[p * kd + kv * hd..][..hd],
-                    |p| &values[p * vd + kv * dv..][..dv],
-                    scale,
+                    end - first,
+                    |i| &key(first + i)[kv * hd..][..hd],
+                    |i| &value(first + i)[kv * dv..][..dv],
+                    a.scale,
                     &mut out[t * od + head * dv..][..dv],
                 );
             }
+        }
+        for p in pos0 + n - ring.unwrap_or(n).min(n)..pos0 + n {
+            let t = p - pos0;
+            let (ks, vs) = (slot(p) * kd, slot(p) * vd);
+            if keys.len() < ks + kd {
+                keys.resize(ks + kd, 0.0);
+                values.resize(vs + vd, 0.0);
+            }
+            keys[ks..ks + kd].copy_from_slice(&k[t * kd..(t + 1) * kd]);
+            values[vs..vs + vd].copy_from_slice(&v[t * vd..(t + 1) * vd]);
         }
         if let Some(gate) = gate {
             for (o, g) in out.iter_mut().zip(&gate) {
@@ -227,14 +259,14 @@ fn add(x: &mut [f32], y: &[f32]) {
 
 /// The feed-forward block of the `h` rows.
 fn feed_forward(ffn: &Ffn, w: LayerWeights, h: &[f32]) -> Vec<f32> {
-    match *ffn {
-        Ffn::SiluGated { .. } => {
-            let mut gate = w.matrix(Role::FfnGate).times(h, None);
-            let up = w.matrix(Role::FfnUp).times(h, None);
-            for (g, u) in gate.iter_mut().zip(&up) {
-                *g = ops::silu(*g) * u;
-            }
-            w.matrix(Role::FfnDown).times(&gate, None)
-        }
+    let act = match *ffn {
+        Ffn::SiluGated { .. } => ops::silu,
+        Ffn::GeluGated { .. } => ops::gelu,
+    };
+    let mut gate = w.matrix(Role::FfnGate).times(h, None);
+    let up = w.matrix(Role::FfnUp).times(h, None);
+    for (g, u) in gate.iter_mut().zip(&up) {
+        *g = act(*g) * u;
     }
+    w.matrix(Role::FfnDown).times(&gate, None)
 }

@@ -1,8 +1,14 @@
-//! Per-sequence state: a KV cache for each attention layer, convolution and delta-rule state
-//! for each delta-net layer, and snapshots of the recurrent part, which cannot be cut back to
-//! a prefix the way a KV cache can.
+//! Per-sequence state: a KV cache for each attention layer (under a sliding window, a ring of
+//! the window's positions and [`RING_SLACK`] more), convolution and delta-rule state for each delta-net layer, and
+//! snapshots of the recurrent part, which cannot be cut back to a prefix the way a KV cache
+//! can.
 
-use crate::model::spec::{Mixer, ModelSpec};
+use crate::model::spec::{Attention, Mixer, ModelSpec};
+
+/// Positions a sliding window's ring keeps beyond the window, so that a chat can go back over
+/// a reply's last tokens without running the whole context again (the GPU's ring keeps as many,
+/// a prompt chunk's).
+pub const RING_SLACK: usize = 64;
 
 /// Recurrent snapshots kept: where the last prompt ended and where the last reply ended, the
 /// two places the next chat turn can continue from.
@@ -15,6 +21,9 @@ enum LayerState {
         v: Vec<f32>,
         k_dim: usize,
         v_dim: usize,
+        attention: Attention,
+        /// Positions the cache holds: under a window a ring of this many slots, else all.
+        slots: usize,
     },
     Recurrent {
         conv: Vec<f32>,
@@ -49,6 +58,8 @@ impl State {
                     v: Vec::new(),
                     k_dim: a.k_dim(),
                     v_dim: a.v_dim(),
+                    attention: a.clone(),
+                    slots: a.cache_slots(max, RING_SLACK),
                 },
                 Mixer::DeltaNet(d) => LayerState::Recurrent {
                     conv: vec![0.0; d.conv_state_len()],
@@ -129,15 +140,38 @@ impl State {
         });
     }
 
+    /// Whether every ring still holds what the positions up to `len` need.
+    fn rings_keep(&self, len: usize) -> bool {
+        self.layers.iter().all(|l| match l {
+            LayerState::Kv {
+                attention, slots, ..
+            } => attention.cache_keeps(*slots, self.len, len),
+            LayerState::Recurrent { .. } => true,
+        })
+    }
+
+    /// The slots of layer `l`'s ring, where it attends within a window.
+    pub(super) fn ring(&self, l: usize) -> Option<usize> {
+        match &self.layers[l] {
+            LayerState::Kv {
+                attention, slots, ..
+            } => attention.window.map(|_| *slots),
+            LayerState::Recurrent { .. } => None,
+        }
+    }
+
     /// Keeps at most the first `len` positions and returns how many it kept: `len` (or fewer
     /// if fewer are held) for attention alone; with recurrent layers, the longest snapshot at
-    /// or before `len` (0 when there is none), whose state is restored. The caller runs the
-    /// tokens from there on again.
+    /// or before `len` (0 when there is none), whose state is restored; 0 once a sliding
+    /// window's ring has wrapped. The caller runs the tokens from there on again.
     pub fn truncate(&mut self, len: usize) -> usize {
         if len >= self.len {
             return self.len;
         }
-        let keep = if self.is_recurrent() {
+        let keep = if !self.rings_keep(len) {
+            self.reset_recurrent();
+            0
+        } else if self.is_recurrent() {
             let snap = self
                 .snapshots
                 .iter()
@@ -156,12 +190,7 @@ impl State {
                     s.len
                 }
                 None => {
-                    for layer in &mut self.layers {
-                        if let LayerState::Recurrent { conv, delta } = layer {
-                            conv.fill(0.0);
-                            delta.fill(0.0);
-                        }
-                    }
+                    self.reset_recurrent();
                     0
                 }
             }
@@ -169,14 +198,30 @@ impl State {
             len
         };
         for layer in &mut self.layers {
-            if let LayerState::Kv { k, v, k_dim, v_dim } = layer {
-                k.truncate(keep * *k_dim);
-                v.truncate(keep * *v_dim);
+            match layer {
+                // A ring that has wrapped keeps every slot: later positions overwrite them.
+                LayerState::Kv { slots, .. } if self.len > *slots => {}
+                LayerState::Kv {
+                    k, v, k_dim, v_dim, ..
+                } => {
+                    k.truncate(keep * *k_dim);
+                    v.truncate(keep * *v_dim);
+                }
+                LayerState::Recurrent { .. } => {}
             }
         }
         self.snapshots.retain(|s| s.len <= keep);
         self.len = keep;
         keep
+    }
+
+    fn reset_recurrent(&mut self) {
+        for layer in &mut self.layers {
+            if let LayerState::Recurrent { conv, delta } = layer {
+                conv.fill(0.0);
+                delta.fill(0.0);
+            }
+        }
     }
 
     /// Bytes held: the KV caches as filled so far, the recurrent state and its snapshots.
