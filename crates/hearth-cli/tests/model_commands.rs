@@ -225,6 +225,29 @@ fn smollm3_layer_kinds_and_quantize() {
     check_logits_json("cpu", &out, "smollm3-tiny.q8_0");
 }
 
+/// Gemma 3's local (sliding-window) and global layers are named as such, and its F32 file
+/// quantized to Q8_0 holds the blocks of the converter's Q8_0 file: that file's PyTorch
+/// reference holds for it.
+#[test]
+fn gemma3_layer_kinds_and_quantize() {
+    let (out, text) = quantized_q8("gemma3", "gemma3-tiny.f32");
+    let heads = "4 heads, 2 key/value heads, head dim 32, Q/K norm";
+    let ffn = "feed-forward 128 (GeGLU); post-norms";
+    for needle in [
+        "architecture:  gemma3".to_string(),
+        format!(
+            "layers 0-4: local attention (window 8): {heads}; rope Neox over 32 dims, base 10000; {ffn}"
+        ),
+        format!(
+            "layers 5: global attention: {heads}; rope Neox over 32 dims, base 1000000, linear scaling 4; {ffn}"
+        ),
+        "Q8_0 x".to_string(),
+    ] {
+        assert!(text.contains(&needle), "{needle:?} missing from:\n{text}");
+    }
+    check_logits_json("cpu", &out, "gemma3-tiny.q8_0");
+}
+
 #[test]
 fn bad_input_is_a_clear_error() {
     let dir = scratch("bad");
