@@ -96,6 +96,7 @@ impl Shape {
             qkv_bias: false,
             qk_norm: false,
             output_gate: false,
+            fused_qkv: false,
         };
         let dense = |mixer: Attention, n_ff| Layer {
             mixer: Mixer::Attention(mixer),
@@ -196,7 +197,7 @@ impl Fill {
             SsmConv1d => Fill::Matrix,
             OutputNorm | AttnNorm | AttnQNorm | AttnKNorm | FfnNorm | PostAttnNorm | SsmNorm
             | RopeFreqs => Fill::Norm,
-            AttnQBias | AttnKBias | AttnVBias | SsmDt => Fill::Bias,
+            AttnQBias | AttnKBias | AttnVBias | AttnQkvBias | SsmDt => Fill::Bias,
             SsmA => Fill::Decay,
         }
     }

@@ -68,6 +68,9 @@ pub struct Attention {
     /// Q's rows hold `[query | gate]` per head, and the output is multiplied by
     /// `sigmoid(gate)` (Qwen3.5).
     pub output_gate: bool,
+    /// Q, K and V come from one fused `attn_qkv` tensor (and `attn_qkv.bias`), split by rows at
+    /// load (see [`Attention::fused_qkv_parts`]); not with an output gate.
+    pub fused_qkv: bool,
 }
 
 impl Attention {
@@ -88,16 +91,32 @@ impl Attention {
         self.n_head * self.head_dim_v
     }
 
+    /// How a fused `attn_qkv` tensor's rows (and its bias's values) split, in order: the
+    /// weight and bias roles of Q, K and V, each with its number of rows.
+    pub fn fused_qkv_parts(&self) -> [(Role, Role, usize); 3] {
+        [
+            (Role::AttnQ, Role::AttnQBias, self.q_dim()),
+            (Role::AttnK, Role::AttnKBias, self.k_dim()),
+            (Role::AttnV, Role::AttnVBias, self.v_dim()),
+        ]
+    }
+
     fn tensors(&self, e: u64) -> Vec<(Role, Vec<u64>)> {
         let [q, kd, vd] = [self.q_dim(), self.k_dim(), self.v_dim()].map(|x| x as u64);
         let q_rows = if self.output_gate { 2 * q } else { q };
-        let mut out = vec![
-            (Role::AttnQ, vec![e, q_rows]),
-            (Role::AttnK, vec![e, kd]),
-            (Role::AttnV, vec![e, vd]),
-            (Role::AttnOutput, vec![self.out_dim() as u64, e]),
-        ];
-        if self.qkv_bias {
+        let mut out = if self.fused_qkv {
+            vec![(Role::AttnQkv, vec![e, q + kd + vd])]
+        } else {
+            vec![
+                (Role::AttnQ, vec![e, q_rows]),
+                (Role::AttnK, vec![e, kd]),
+                (Role::AttnV, vec![e, vd]),
+            ]
+        };
+        out.push((Role::AttnOutput, vec![self.out_dim() as u64, e]));
+        if self.qkv_bias && self.fused_qkv {
+            out.push((Role::AttnQkvBias, vec![q + kd + vd]));
+        } else if self.qkv_bias {
             out.extend([
                 (Role::AttnQBias, vec![q]),
                 (Role::AttnKBias, vec![kd]),

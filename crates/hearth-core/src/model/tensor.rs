@@ -75,8 +75,11 @@ roles! {
     FfnUp = "ffn_up.weight", Matrix, Layer;
     FfnDown = "ffn_down.weight", Matrix, Layer;
 
-    /// Gated DeltaNet: the fused Q, K and V projection feeding the convolution.
+    /// Q, K and V in one projection: fused attention (split at load), or Gated DeltaNet's
+    /// input to its convolution.
     AttnQkv = "attn_qkv.weight", Matrix, Layer;
+    /// The bias of a fused attention's Q, K and V (split at load).
+    AttnQkvBias = "attn_qkv.bias", Vector, Layer;
     /// Gated DeltaNet: z, the output gate of the gated norm.
     AttnGate = "attn_gate.weight", Matrix, Layer;
     SsmConv1d = "ssm_conv1d.weight", Vector, Layer;

@@ -138,5 +138,6 @@ pub(super) fn read_attention(
         qkv_bias,
         qk_norm,
         output_gate,
+        fused_qkv: false,
     })
 }
