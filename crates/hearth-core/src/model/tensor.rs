@@ -56,6 +56,10 @@ roles! {
     Output = "output.weight", Matrix, Global;
     /// Llama 3's per-frequency rope divisors.
     RopeFreqs = "rope_freqs.weight", Vector, Global;
+    /// LongRoPE's per-frequency divisors for contexts past the original one (Phi-3).
+    RopeFactorsLong = "rope_factors_long.weight", Vector, Global;
+    /// LongRoPE's per-frequency divisors for contexts up to the original one (Phi-3).
+    RopeFactorsShort = "rope_factors_short.weight", Vector, Global;
 
     AttnNorm = "attn_norm.weight", Vector, Layer;
     AttnQ = "attn_q.weight", Matrix, Layer;

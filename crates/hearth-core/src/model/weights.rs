@@ -162,9 +162,18 @@ impl Weights {
 }
 
 /// The tensors a fused tensor is split into at load, each with its rows (values of a vector),
-/// in order: the Q, K and V of a fused attention projection or of its bias.
-fn fused_parts(spec: &ModelSpec, id: TensorId) -> Option<[(TensorId, usize); 3]> {
+/// in order: the Q, K and V of a fused attention projection or of its bias, or the gate and up
+/// of a fused feed-forward block.
+fn fused_parts(spec: &ModelSpec, id: TensorId) -> Option<Vec<(TensorId, usize)>> {
     let l = id.layer?;
+    if id.role == Role::FfnUp {
+        let parts = spec.layers[l].ffn.fused_parts()?;
+        return Some(
+            parts
+                .map(|(role, n)| (TensorId::layer(l, role), n))
+                .to_vec(),
+        );
+    }
     let a = spec.layers[l].attention().filter(|a| a.fused_qkv)?;
     let bias = match id.role {
         Role::AttnQkv => false,
@@ -172,7 +181,7 @@ fn fused_parts(spec: &ModelSpec, id: TensorId) -> Option<[(TensorId, usize); 3]>
         _ => return None,
     };
     let part = |(weight, b, n)| (TensorId::layer(l, if bias { b } else { weight }), n);
-    Some(a.fused_qkv_parts().map(part))
+    Some(a.fused_qkv_parts().map(part).to_vec())
 }
 
 /// `tensor` cut into consecutive `parts` (checked to cover it when its shape was).

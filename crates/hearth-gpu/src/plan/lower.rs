@@ -66,7 +66,7 @@ impl Lowering<'_> {
         if let Some((_, t)) = self.tables.iter().find(|(r, _)| r == rope) {
             return t.clone();
         }
-        let t = if rope.freqs {
+        let t = if rope.factors(self.max_ctx).is_some() {
             // Written once the factors arrive.
             b.scratch(self.max_ctx * rope.dim)
         } else {
@@ -298,20 +298,22 @@ impl Lowering<'_> {
         l: usize,
         ffn: &Ffn,
     ) -> Result<(), GpuError> {
-        match ffn {
-            Ffn::SiluGated { .. } => {
-                let [gate, up, down] =
-                    b.matrices(l, [Role::FfnGate, Role::FfnUp, Role::FfnDown])?;
-                let a = &self.acts;
-                self.products(
-                    plans,
-                    &[
-                        (&gate, &a.h, &a.ffn, None, Output::Store, 0),
-                        (&up, &a.h, &a.ffn, None, Output::SiluGate, 0),
-                        (&down, &a.ffn, &a.x, None, Output::Add, 0),
-                    ],
-                )
+        let [gate, up, down] = match ffn {
+            Ffn::SiluGated { .. } => b.matrices(l, [Role::FfnGate, Role::FfnUp, Role::FfnDown])?,
+            Ffn::SiluGatedFused { .. } => {
+                let parts = ffn.fused_parts().expect("a fused block has parts");
+                let [gate, up] = b.split(TensorId::layer(l, Role::FfnUp), parts.map(|(_, n)| n))?;
+                [gate, up, b.matrix(TensorId::layer(l, Role::FfnDown))?]
             }
-        }
+        };
+        let a = &self.acts;
+        self.products(
+            plans,
+            &[
+                (&gate, &a.h, &a.ffn, None, Output::Store, 0),
+                (&up, &a.h, &a.ffn, None, Output::SiluGate, 0),
+                (&down, &a.ffn, &a.x, None, Output::Add, 0),
+            ],
+        )
     }
 }
