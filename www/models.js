@@ -56,4 +56,11 @@ export const CATALOGUE = [
     size: 1915306528,
     about: 'Hugging Face\'s 3B reasoning model (it thinks in <think> tags unless told /no_think); every fourth layer has no rope.',
   },
+  {
+    id: 'phi3.5-mini',
+    label: 'Phi-3.5 mini Instruct · Q4_K_M',
+    url: hub('bartowski/Phi-3.5-mini-instruct-GGUF', 'Phi-3.5-mini-instruct-Q4_K_M.gguf'),
+    size: 2.39e9,
+    about: 'Microsoft\'s 3.8B chat model (Phi-3 architecture, LongRoPE); the largest download here.',
+  },
 ];

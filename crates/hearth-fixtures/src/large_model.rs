@@ -86,6 +86,7 @@ impl Shape {
             style: RopeStyle::Neox,
             freq_scale: 1.0,
             freqs: false,
+            long_rope: None,
         };
         let attention = |n_head, n_head_kv, head_dim, rope_dim, base| Attention {
             n_head,
@@ -96,6 +97,7 @@ impl Shape {
             qkv_bias: false,
             qk_norm: false,
             output_gate: false,
+            fused_qkv: false,
         };
         let dense = |mixer: Attention, n_ff| Layer {
             mixer: Mixer::Attention(mixer),
@@ -195,8 +197,8 @@ impl Fill {
             // A depthwise kernel: each channel's row is its taps.
             SsmConv1d => Fill::Matrix,
             OutputNorm | AttnNorm | AttnQNorm | AttnKNorm | FfnNorm | PostAttnNorm | SsmNorm
-            | RopeFreqs => Fill::Norm,
-            AttnQBias | AttnKBias | AttnVBias | SsmDt => Fill::Bias,
+            | RopeFreqs | RopeFactorsLong | RopeFactorsShort => Fill::Norm,
+            AttnQBias | AttnKBias | AttnVBias | AttnQkvBias | SsmDt => Fill::Bias,
             SsmA => Fill::Decay,
         }
     }
@@ -226,9 +228,8 @@ fn metadata(spec: &ModelSpec, source: &Gguf) -> io::Result<Vec<(String, Value)>>
         ("embedding_length", count(spec.n_embd)),
         ("attention.layer_norm_rms_epsilon", Value::F32(spec.rms_eps)),
     ];
-    match spec.layers.first().map(|l| &l.ffn) {
-        Some(Ffn::SiluGated { n_ff }) => arch_keys.push(("feed_forward_length", count(*n_ff))),
-        None => {}
+    if let Some(l) = spec.layers.first() {
+        arch_keys.push(("feed_forward_length", count(l.ffn.n_ff())));
     }
     if let Some(a) = spec.attention_layers().next() {
         arch_keys.extend([

@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use hearth_core::model::{Ffn, Mixer, ModelSpec};
+use hearth_core::model::{Mixer, ModelSpec};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -93,7 +93,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 fn print_layers(s: &ModelSpec) {
     let mut kinds: Vec<(String, Vec<usize>)> = Vec::new();
     for (l, layer) in s.layers.iter().enumerate() {
-        let Ffn::SiluGated { n_ff } = layer.ffn;
+        let n_ff = layer.ffn.n_ff();
         let mixer = match &layer.mixer {
             Mixer::Attention(a) => format!(
                 "attention: {} heads, {} key/value heads, head dim {}{}{}{}; {}",
@@ -105,7 +105,7 @@ fn print_layers(s: &ModelSpec) {
                 if a.output_gate { ", output gate" } else { "" },
                 match a.rope {
                     Some(r) => format!(
-                        "rope {:?} over {} dims, base {}{}",
+                        "rope {:?} over {} dims, base {}{}{}",
                         r.style,
                         r.dim,
                         r.base,
@@ -113,6 +113,13 @@ fn print_layers(s: &ModelSpec) {
                             ", per-frequency factors (Llama 3 scaling)"
                         } else {
                             ""
+                        },
+                        match r.long_rope {
+                            Some(l) => format!(
+                                ", LongRoPE (long factors past {} positions, attention factor {})",
+                                l.original_context, l.attn_factor
+                            ),
+                            None => String::new(),
                         },
                     ),
                     None => "no rope (NoPE)".to_string(),
@@ -123,7 +130,11 @@ fn print_layers(s: &ModelSpec) {
                 d.n_k_heads, d.n_v_heads, d.head_k_dim, d.head_v_dim, d.conv_kernel
             ),
         };
-        let kind = format!("{mixer}; feed-forward {n_ff}");
+        let fused = match layer.ffn.fused_parts() {
+            Some(_) => " (fused gate|up)",
+            None => "",
+        };
+        let kind = format!("{mixer}; feed-forward {n_ff}{fused}");
         match kinds.iter_mut().find(|(k, _)| *k == kind) {
             Some((_, ls)) => ls.push(l),
             None => kinds.push((kind, vec![l])),

@@ -28,9 +28,42 @@ pub struct Rope {
     pub freq_scale: f32,
     /// Per-frequency divisors (Llama 3 scaling) come from the `rope_freqs.weight` tensor.
     pub freqs: bool,
+    /// LongRoPE (Phi-3.5, Phi-4-mini), where the file has its two sets of factors.
+    pub long_rope: Option<LongRope>,
+}
+
+/// LongRoPE: per-frequency divisors from `rope_factors_short.weight`, or from
+/// `rope_factors_long.weight` for a context longer than the one the model was first trained
+/// for, and cos and sin scaled by an attention factor.
+///
+/// The set is chosen once, by the context a model is loaded for, as llama.cpp does (its
+/// context size against `rope.scaling.original_context_length`): transformers chooses by the
+/// length of the sequence at hand, which would re-rotate every cached key when a sequence
+/// grows past the original context. The two agree on every sequence that fits the context.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LongRope {
+    /// Contexts up to this many positions take the short factors.
+    pub original_context: usize,
+    /// Multiplies cos and sin (`rope.scaling.attn_factor`).
+    pub attn_factor: f32,
 }
 
 impl Rope {
+    /// The tensor of per-frequency divisors this rope reads in a context of `context`
+    /// positions, if any.
+    pub fn factors(&self, context: usize) -> Option<Role> {
+        if self.freqs {
+            return Some(Role::RopeFreqs);
+        }
+        self.long_rope.map(|l| {
+            if context > l.original_context {
+                Role::RopeFactorsLong
+            } else {
+                Role::RopeFactorsShort
+            }
+        })
+    }
+
     /// (cos, sin) of each of the `dim / 2` rotation angles at `pos`, computed in f64: the
     /// reference values every backend uses.
     pub fn cos_sin<'a>(
@@ -39,13 +72,14 @@ impl Rope {
         freqs: Option<&'a [f32]>,
     ) -> impl Iterator<Item = [f32; 2]> + 'a {
         let rope = *self;
+        let scale = self.long_rope.map_or(1.0, |l| l.attn_factor as f64);
         (0..self.dim / 2).map(move |i| {
             let mut theta = (rope.base as f64).powf(-2.0 * i as f64 / rope.dim as f64);
             if let Some(f) = freqs {
                 theta /= f[i] as f64;
             }
             let angle = pos as f64 * rope.freq_scale as f64 * theta;
-            [angle.cos() as f32, angle.sin() as f32]
+            [(angle.cos() * scale) as f32, (angle.sin() * scale) as f32]
         })
     }
 }
@@ -68,6 +102,9 @@ pub struct Attention {
     /// Q's rows hold `[query | gate]` per head, and the output is multiplied by
     /// `sigmoid(gate)` (Qwen3.5).
     pub output_gate: bool,
+    /// Q, K and V come from one fused `attn_qkv` tensor (and `attn_qkv.bias`), split by rows at
+    /// load (see [`Attention::fused_qkv_parts`]); not with an output gate.
+    pub fused_qkv: bool,
 }
 
 impl Attention {
@@ -88,16 +125,32 @@ impl Attention {
         self.n_head * self.head_dim_v
     }
 
+    /// How a fused `attn_qkv` tensor's rows (and its bias's values) split, in order: the
+    /// weight and bias roles of Q, K and V, each with its number of rows.
+    pub fn fused_qkv_parts(&self) -> [(Role, Role, usize); 3] {
+        [
+            (Role::AttnQ, Role::AttnQBias, self.q_dim()),
+            (Role::AttnK, Role::AttnKBias, self.k_dim()),
+            (Role::AttnV, Role::AttnVBias, self.v_dim()),
+        ]
+    }
+
     fn tensors(&self, e: u64) -> Vec<(Role, Vec<u64>)> {
         let [q, kd, vd] = [self.q_dim(), self.k_dim(), self.v_dim()].map(|x| x as u64);
         let q_rows = if self.output_gate { 2 * q } else { q };
-        let mut out = vec![
-            (Role::AttnQ, vec![e, q_rows]),
-            (Role::AttnK, vec![e, kd]),
-            (Role::AttnV, vec![e, vd]),
-            (Role::AttnOutput, vec![self.out_dim() as u64, e]),
-        ];
-        if self.qkv_bias {
+        let mut out = if self.fused_qkv {
+            vec![(Role::AttnQkv, vec![e, q + kd + vd])]
+        } else {
+            vec![
+                (Role::AttnQ, vec![e, q_rows]),
+                (Role::AttnK, vec![e, kd]),
+                (Role::AttnV, vec![e, vd]),
+            ]
+        };
+        out.push((Role::AttnOutput, vec![self.out_dim() as u64, e]));
+        if self.qkv_bias && self.fused_qkv {
+            out.push((Role::AttnQkvBias, vec![q + kd + vd]));
+        } else if self.qkv_bias {
             out.extend([
                 (Role::AttnQBias, vec![q]),
                 (Role::AttnKBias, vec![kd]),
@@ -177,20 +230,35 @@ pub enum Mixer {
 pub enum Ffn {
     /// `down(silu(gate(x)) * up(x))`.
     SiluGated { n_ff: usize },
+    /// The same, with gate and up in one `ffn_up` tensor, the gate's rows first (Phi-3), split
+    /// into the two at load.
+    SiluGatedFused { n_ff: usize },
 }
 
 impl Ffn {
-    fn tensors(&self, e: u64) -> Vec<(Role, Vec<u64>)> {
+    /// Width of the hidden layer.
+    pub fn n_ff(&self) -> usize {
         match *self {
-            Ffn::SiluGated { n_ff } => {
-                let ff = n_ff as u64;
-                vec![
-                    (Role::FfnGate, vec![e, ff]),
-                    (Role::FfnUp, vec![e, ff]),
-                    (Role::FfnDown, vec![ff, e]),
-                ]
-            }
+            Ffn::SiluGated { n_ff } | Ffn::SiluGatedFused { n_ff } => n_ff,
         }
+    }
+
+    /// How a fused tensor's rows split at load, in order: each part's role and rows.
+    pub fn fused_parts(&self) -> Option<[(Role, usize); 2]> {
+        match *self {
+            Ffn::SiluGated { .. } => None,
+            Ffn::SiluGatedFused { n_ff } => Some([(Role::FfnGate, n_ff), (Role::FfnUp, n_ff)]),
+        }
+    }
+
+    fn tensors(&self, e: u64) -> Vec<(Role, Vec<u64>)> {
+        let ff = self.n_ff() as u64;
+        let mut out = match self {
+            Ffn::SiluGated { .. } => vec![(Role::FfnGate, vec![e, ff]), (Role::FfnUp, vec![e, ff])],
+            Ffn::SiluGatedFused { .. } => vec![(Role::FfnUp, vec![e, 2 * ff])],
+        };
+        out.push((Role::FfnDown, vec![ff, e]));
+        out
     }
 }
 
@@ -315,6 +383,15 @@ impl ModelSpec {
                 .find_map(|a| a.rope)
                 .map_or(0, |r| r.dim);
             out.push((TensorId::global(Role::RopeFreqs), vec![dim as u64 / 2]));
+        }
+        // Both LongRoPE sets are read, whichever a context takes; every rope has one dimension.
+        if let Some(rope) = self
+            .attention_layers()
+            .find_map(|a| a.rope.filter(|r| r.long_rope.is_some()))
+        {
+            for role in [Role::RopeFactorsLong, Role::RopeFactorsShort] {
+                out.push((TensorId::global(role), vec![rope.dim as u64 / 2]));
+            }
         }
         for (l, layer) in self.layers.iter().enumerate() {
             out.extend(

@@ -56,6 +56,10 @@ roles! {
     Output = "output.weight", Matrix, Global;
     /// Llama 3's per-frequency rope divisors.
     RopeFreqs = "rope_freqs.weight", Vector, Global;
+    /// LongRoPE's per-frequency divisors for contexts past the original one (Phi-3).
+    RopeFactorsLong = "rope_factors_long.weight", Vector, Global;
+    /// LongRoPE's per-frequency divisors for contexts up to the original one (Phi-3).
+    RopeFactorsShort = "rope_factors_short.weight", Vector, Global;
 
     AttnNorm = "attn_norm.weight", Vector, Layer;
     AttnQ = "attn_q.weight", Matrix, Layer;
@@ -75,8 +79,11 @@ roles! {
     FfnUp = "ffn_up.weight", Matrix, Layer;
     FfnDown = "ffn_down.weight", Matrix, Layer;
 
-    /// Gated DeltaNet: the fused Q, K and V projection feeding the convolution.
+    /// Q, K and V in one projection: fused attention (split at load), or Gated DeltaNet's
+    /// input to its convolution.
     AttnQkv = "attn_qkv.weight", Matrix, Layer;
+    /// The bias of a fused attention's Q, K and V (split at load).
+    AttnQkvBias = "attn_qkv.bias", Vector, Layer;
     /// Gated DeltaNet: z, the output gate of the gated norm.
     AttnGate = "attn_gate.weight", Matrix, Layer;
     SsmConv1d = "ssm_conv1d.weight", Vector, Layer;

@@ -66,7 +66,7 @@ impl Lowering<'_> {
         if let Some((_, t)) = self.tables.iter().find(|(r, _)| r == rope) {
             return t.clone();
         }
-        let t = if rope.freqs {
+        let t = if rope.factors(self.max_ctx).is_some() {
             // Written once the factors arrive.
             b.scratch(self.max_ctx * rope.dim)
         } else {
@@ -86,17 +86,35 @@ impl Lowering<'_> {
         let id = |role| TensorId::layer(l, role);
         let gpu = self.gpu;
         let (s, f16_kv) = (self.spec, gpu.paths.f16_kv);
-        let (wq, wgate) = if a.output_gate {
-            let mut parts = b.dealt(id(Role::AttnQ), a.head_dim, 2)?.into_iter();
-            (parts.next().unwrap(), parts.next())
+        // A fused projection's rows (and its bias's values): Q's, K's, then V's.
+        let lens = a.fused_qkv_parts().map(|(_, _, n)| n);
+        let (wq, wgate, wk, wv) = if a.fused_qkv {
+            let [wq, wk, wv] = b.split(id(Role::AttnQkv), lens)?;
+            (wq, None, wk, wv)
         } else {
-            (b.matrix(id(Role::AttnQ))?, None)
+            let (wq, wgate) = if a.output_gate {
+                let mut parts = b.dealt(id(Role::AttnQ), a.head_dim, 2)?.into_iter();
+                (parts.next().unwrap(), parts.next())
+            } else {
+                (b.matrix(id(Role::AttnQ))?, None)
+            };
+            let [wk, wv] = b.matrices(l, [Role::AttnK, Role::AttnV])?;
+            (wq, wgate, wk, wv)
         };
-        let [wk, wv, wo] = b.matrices(l, [Role::AttnK, Role::AttnV, Role::AttnOutput])?;
+        let [wo] = b.matrices(l, [Role::AttnOutput])?;
+        let fused_bias = (a.qkv_bias && a.fused_qkv)
+            .then(|| b.split_vector(id(Role::AttnQkvBias), lens))
+            .transpose()?;
         let mut opt = |on: bool, role| on.then(|| b.vector(id(role))).transpose();
-        let bq = opt(a.qkv_bias, Role::AttnQBias)?;
-        let bk = opt(a.qkv_bias, Role::AttnKBias)?;
-        let bv = opt(a.qkv_bias, Role::AttnVBias)?;
+        let separate = a.qkv_bias && !a.fused_qkv;
+        let [bq, bk, bv] = match fused_bias {
+            Some(parts) => parts.map(Some),
+            None => [
+                opt(separate, Role::AttnQBias)?,
+                opt(separate, Role::AttnKBias)?,
+                opt(separate, Role::AttnVBias)?,
+            ],
+        };
         let q_norm = opt(a.qk_norm, Role::AttnQNorm)?;
         let k_norm = opt(a.qk_norm, Role::AttnKNorm)?;
         let kv_value_bytes = if f16_kv { 2 } else { 4 };
@@ -280,20 +298,22 @@ impl Lowering<'_> {
         l: usize,
         ffn: &Ffn,
     ) -> Result<(), GpuError> {
-        match ffn {
-            Ffn::SiluGated { .. } => {
-                let [gate, up, down] =
-                    b.matrices(l, [Role::FfnGate, Role::FfnUp, Role::FfnDown])?;
-                let a = &self.acts;
-                self.products(
-                    plans,
-                    &[
-                        (&gate, &a.h, &a.ffn, None, Output::Store, 0),
-                        (&up, &a.h, &a.ffn, None, Output::SiluGate, 0),
-                        (&down, &a.ffn, &a.x, None, Output::Add, 0),
-                    ],
-                )
+        let [gate, up, down] = match ffn {
+            Ffn::SiluGated { .. } => b.matrices(l, [Role::FfnGate, Role::FfnUp, Role::FfnDown])?,
+            Ffn::SiluGatedFused { .. } => {
+                let parts = ffn.fused_parts().expect("a fused block has parts");
+                let [gate, up] = b.split(TensorId::layer(l, Role::FfnUp), parts.map(|(_, n)| n))?;
+                [gate, up, b.matrix(TensorId::layer(l, Role::FfnDown))?]
             }
-        }
+        };
+        let a = &self.acts;
+        self.products(
+            plans,
+            &[
+                (&gate, &a.h, &a.ffn, None, Output::Store, 0),
+                (&up, &a.h, &a.ffn, None, Output::SiluGate, 0),
+                (&down, &a.ffn, &a.x, None, Output::Add, 0),
+            ],
+        )
     }
 }

@@ -126,17 +126,21 @@ pub fn build(gpu: &Gpu, header: &Gguf, spec: &ModelSpec, max_ctx: usize) -> Resu
         lower.norm(&mut plans, &ffn_norm)?;
         lower.feed_forward(&mut b, &mut plans, l, &layer.ffn)?;
     }
-    if s.rope_freqs {
-        let tables = lower
+    // Each factor tensor shapes the tables of the ropes that read it in this context.
+    for role in [
+        Role::RopeFreqs,
+        Role::RopeFactorsLong,
+        Role::RopeFactorsShort,
+    ] {
+        let tables: Vec<_> = lower
             .tables
             .iter()
-            .filter(|(r, _)| r.freqs)
+            .filter(|(r, _)| r.factors(max_ctx) == Some(role))
             .cloned()
             .collect();
-        b.expect(
-            TensorId::global(Role::RopeFreqs),
-            Target::RopeTables(tables),
-        )?;
+        if !tables.is_empty() {
+            b.expect(TensorId::global(role), Target::RopeTables(tables))?;
+        }
     }
 
     let a = &lower.acts;

@@ -42,6 +42,7 @@ pub fn rope(b: &Bench, style: Option<RopeStyle>, head_norm: bool, label: &str) -
         style,
         freq_scale: 0.25,
         freqs: true,
+        long_rope: None,
     });
     let freqs: Vec<f32> = (0..9).map(|i| 1.0 + i as f32 * 0.5).collect();
     let angles = |r: &Rope, p| r.cos_sin(p, Some(&freqs)).collect::<Vec<_>>();

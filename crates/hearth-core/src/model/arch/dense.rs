@@ -6,7 +6,7 @@ use crate::model::tensor::{Role, TensorId};
 use crate::model::ModelError;
 
 /// The dense architectures; a new variant is a row here.
-pub const ARCHS: &[Arch] = &[LLAMA, QWEN2, QWEN3, SMOLLM3];
+pub const ARCHS: &[Arch] = &[LLAMA, QWEN2, QWEN3, SMOLLM3, PHI3];
 
 /// Llama 1/2/3.x, SmolLM2, TinyLlama, Mistral. llama.cpp's converter permutes Q and K rows so
 /// that rotary pairs are adjacent; biases are used where a file has them.
@@ -42,6 +42,28 @@ pub const SMOLLM3: Arch = Arch {
             if let Mixer::Attention(a) = &mut layer.mixer {
                 a.rope = None;
             }
+        }
+        Ok(layers)
+    },
+};
+
+/// Phi-3, Phi-3.5 and Phi-4-mini: Q, K and V in one tensor and the gate and up projections in
+/// another (each split at load), rope over halves (over the leading 3/4 of each head in
+/// Phi-4-mini), and LongRoPE where the file holds its factors. The file's
+/// `attention.sliding_window` is not applied, as llama.cpp does not. (Phi-4-mini's files also
+/// need its GPT-4o tokenizer, pre-tokenizer `gpt-4o`, which Hearth does not read yet.)
+pub const PHI3: Arch = Arch {
+    name: "phi3",
+    models: "Phi-3, Phi-3.5",
+    layers: |m, n| {
+        let mut layers = dense(m, n, RopeStyle::Neox, Bias::IfPresent, false)?;
+        for layer in &mut layers {
+            if let Mixer::Attention(a) = &mut layer.mixer {
+                a.fused_qkv = true;
+            }
+            layer.ffn = Ffn::SiluGatedFused {
+                n_ff: layer.ffn.n_ff(),
+            };
         }
         Ok(layers)
     },

@@ -11,7 +11,7 @@ mod qwen35;
 
 use super::meta::{bad, Meta};
 pub use super::spec::Arch;
-use super::spec::{Attention, ModelSpec, Rope, RopeStyle};
+use super::spec::{Attention, LongRope, ModelSpec, Rope, RopeStyle};
 use super::tensor::{Role, TensorId};
 use super::ModelError;
 use crate::gguf::Gguf;
@@ -134,9 +134,24 @@ pub(super) fn read_attention(
             style,
             freq_scale,
             freqs: m.has_tensor(super::tensor::Role::RopeFreqs.gguf_name()),
+            long_rope: long_rope(m)?,
         }),
         qkv_bias,
         qk_norm,
         output_gate,
+        fused_qkv: false,
     })
+}
+
+/// LongRoPE where the file holds its factor sets (both are then required). The converter
+/// writes no scaling type for it, only the factors and the `rope.scaling.*` keys.
+fn long_rope(m: &Meta) -> Result<Option<LongRope>, ModelError> {
+    let has = |role: Role| m.has_tensor(role.gguf_name());
+    if !has(Role::RopeFactorsLong) && !has(Role::RopeFactorsShort) {
+        return Ok(None);
+    }
+    Ok(Some(LongRope {
+        original_context: m.required("rope.scaling.original_context_length")?,
+        attn_factor: m.float("rope.scaling.attn_factor")?.unwrap_or(1.0),
+    }))
 }

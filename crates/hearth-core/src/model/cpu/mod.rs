@@ -134,8 +134,9 @@ impl CpuModel {
         }
         let pos0 = state.len();
         if let Some(rope) = &a.rope {
-            let freqs = self.weights.vector(TensorId::global(Role::RopeFreqs));
-            let freqs = freqs.filter(|_| rope.freqs);
+            let freqs = rope
+                .factors(state.capacity())
+                .and_then(|role| self.weights.vector(TensorId::global(role)));
             for t in 0..n {
                 let cs: Vec<[f32; 2]> = rope.cos_sin(pos0 + t, freqs).collect();
                 for head in q[t * qd..(t + 1) * qd]
@@ -228,7 +229,7 @@ fn add(x: &mut [f32], y: &[f32]) {
 /// The feed-forward block of the `h` rows.
 fn feed_forward(ffn: &Ffn, w: LayerWeights, h: &[f32]) -> Vec<f32> {
     match *ffn {
-        Ffn::SiluGated { .. } => {
+        Ffn::SiluGated { .. } | Ffn::SiluGatedFused { .. } => {
             let mut gate = w.matrix(Role::FfnGate).times(h, None);
             let up = w.matrix(Role::FfnUp).times(h, None);
             for (g, u) in gate.iter_mut().zip(&up) {
