@@ -1,7 +1,6 @@
 // The output of the matrix kernels (matvec.wgsl, matmul.wgsl): row r of the product, plus its
-// bias, stored into, added to, multiplied by silu of y[o], or gating y[o] by its sigmoid, as
-// M.mode says. Also the
-// workgroup memory their lane reductions use. Needs quant.wgsl.
+// bias, stored into, added to, multiplied by silu of y[o], gating y[o] by its sigmoid, or
+// multiplying y[o], as M.mode says. Also the workgroup memory their lane reductions use. Needs quant.wgsl.
 
 @group(1) @binding(3) var<storage, read_write> y: array<f32>;
 @group(1) @binding(4) var<storage, read> bias: array<f32>;
@@ -21,6 +20,7 @@ fn write_out(o: u32, r: u32, value: f32) {
         case 1u: { y[o] += v; }
         case 2u: { y[o] = silu(y[o]) * v; }
         case 3u: { y[o] = y[o] / (1.0 + exp(-v)); }
+        case 4u: { y[o] *= v; }
         default: { y[o] = v; }
     }
 }

@@ -158,6 +158,7 @@ impl Shape {
             // Room for a 512-token prompt and its continuation, not the real models' length:
             // nothing here is trained for long contexts.
             context_length: 4096,
+            output_norm: Role::OutputNorm,
             head: Role::TokenEmbd,
             rope_freqs: false,
             layers,
@@ -193,11 +194,12 @@ impl Fill {
         use Role::*;
         match role {
             TokenEmbd | Output | AttnQ | AttnK | AttnV | AttnOutput | FfnGate | FfnUp | FfnDown
-            | AttnQkv | AttnGate | SsmBeta | SsmAlpha | SsmOut => Fill::Matrix,
+            | AttnQkv | AttnGate | SsmBeta | SsmAlpha | SsmOut | ShortConvInProj
+            | ShortConvOutProj => Fill::Matrix,
             // A depthwise kernel: each channel's row is its taps.
-            SsmConv1d => Fill::Matrix,
-            OutputNorm | AttnNorm | AttnQNorm | AttnKNorm | FfnNorm | PostAttnNorm | SsmNorm
-            | RopeFreqs | RopeFactorsLong | RopeFactorsShort => Fill::Norm,
+            SsmConv1d | ShortConvConv => Fill::Matrix,
+            OutputNorm | TokenEmbdNorm | AttnNorm | AttnQNorm | AttnKNorm | FfnNorm
+            | PostAttnNorm | SsmNorm | RopeFreqs | RopeFactorsLong | RopeFactorsShort => Fill::Norm,
             AttnQBias | AttnKBias | AttnVBias | AttnQkvBias | SsmDt => Fill::Bias,
             SsmA => Fill::Decay,
         }

@@ -129,6 +129,10 @@ fn print_layers(s: &ModelSpec) {
                 "gated delta net: {} key heads, {} value heads, head dims {}/{}, conv kernel {}",
                 d.n_k_heads, d.n_v_heads, d.head_k_dim, d.head_v_dim, d.conv_kernel
             ),
+            Mixer::ShortConv(c) => format!(
+                "gated short convolution: {} channels, kernel {}",
+                c.channels, c.conv_kernel
+            ),
         };
         let fused = match layer.ffn.fused_parts() {
             Some(_) => " (fused gate|up)",

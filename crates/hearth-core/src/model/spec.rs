@@ -218,11 +218,49 @@ impl DeltaNet {
     }
 }
 
+/// A gated short convolution (LFM2): the input projection gives `B`, `C` and `x` (each
+/// `channels` wide); `B * x` goes through a causal depthwise convolution (no activation), is
+/// multiplied by `C`, and projected out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShortConv {
+    pub channels: usize,
+    pub conv_kernel: usize,
+}
+
+impl ShortConv {
+    /// Floats of convolution state: the last `conv_kernel - 1` inputs of each channel.
+    pub fn conv_state_len(&self) -> usize {
+        (self.conv_kernel - 1) * self.channels
+    }
+
+    fn tensors(&self, e: u64) -> Vec<(Role, Vec<u64>)> {
+        let c = self.channels as u64;
+        vec![
+            (Role::ShortConvInProj, vec![e, 3 * c]),
+            (Role::ShortConvConv, vec![self.conv_kernel as u64, c]),
+            (Role::ShortConvOutProj, vec![c, e]),
+        ]
+    }
+}
+
 /// What mixes information across positions.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Mixer {
     Attention(Attention),
     DeltaNet(DeltaNet),
+    ShortConv(ShortConv),
+}
+
+impl Mixer {
+    /// Floats of each part of the recurrent state the mixer carries from token to token
+    /// (convolution, then delta rule), or None for attention, whose KV cache can be cut back.
+    pub fn recurrent_state(&self) -> Option<Vec<usize>> {
+        match self {
+            Mixer::Attention(_) => None,
+            Mixer::DeltaNet(d) => Some(vec![d.conv_state_len(), d.delta_state_len()]),
+            Mixer::ShortConv(c) => Some(vec![c.conv_state_len()]),
+        }
+    }
 }
 
 /// The feed-forward block.
@@ -279,6 +317,7 @@ impl Layer {
         out.extend(match &self.mixer {
             Mixer::Attention(a) => a.tensors(e),
             Mixer::DeltaNet(d) => d.tensors(e),
+            Mixer::ShortConv(c) => c.tensors(e),
         });
         out.extend(self.ffn.tensors(e));
         out
@@ -287,14 +326,14 @@ impl Layer {
     pub fn attention(&self) -> Option<&Attention> {
         match &self.mixer {
             Mixer::Attention(a) => Some(a),
-            Mixer::DeltaNet(_) => None,
+            Mixer::DeltaNet(_) | Mixer::ShortConv(_) => None,
         }
     }
 
     pub fn delta_net(&self) -> Option<&DeltaNet> {
         match &self.mixer {
             Mixer::DeltaNet(d) => Some(d),
-            Mixer::Attention(_) => None,
+            Mixer::Attention(_) | Mixer::ShortConv(_) => None,
         }
     }
 }
@@ -323,6 +362,9 @@ pub struct ModelSpec {
     pub n_embd: usize,
     pub rms_eps: f32,
     pub context_length: usize,
+    /// The norm before the head: `OutputNorm`, or `TokenEmbdNorm` where a file stores it
+    /// under that name (LFM2).
+    pub output_norm: Role,
     /// The output head: `Output`, or `TokenEmbd` when the embedding doubles as the head.
     pub head: Role,
     /// Whether the file holds `rope_freqs.weight` (read by every rope that asks for it).
@@ -341,7 +383,9 @@ impl ModelSpec {
 
     /// Whether any layer keeps recurrent state, which cannot be cut back to a prefix.
     pub fn is_recurrent(&self) -> bool {
-        self.layers.iter().any(|l| l.delta_net().is_some())
+        self.layers
+            .iter()
+            .any(|l| l.mixer.recurrent_state().is_some())
     }
 
     pub fn attention_layers(&self) -> impl Iterator<Item = &Attention> {
@@ -360,8 +404,11 @@ impl ModelSpec {
             .map(|a| positions * (a.k_dim() + a.v_dim()) * kv_bytes)
             .sum();
         let recurrent: usize = self
-            .delta_net_layers()
-            .map(|d| (d.conv_state_len() + d.delta_state_len()) * 4)
+            .layers
+            .iter()
+            .filter_map(|l| l.mixer.recurrent_state())
+            .flatten()
+            .map(|floats| floats * 4)
             .sum();
         (kv as u64, recurrent as u64)
     }
@@ -371,7 +418,7 @@ impl ModelSpec {
         let [e, v] = [self.n_embd, self.n_vocab].map(|x| x as u64);
         let mut out = vec![
             (TensorId::global(Role::TokenEmbd), vec![e, v]),
-            (TensorId::global(Role::OutputNorm), vec![e]),
+            (TensorId::global(self.output_norm), vec![e]),
         ];
         if !self.tied_output() {
             out.push((TensorId::global(Role::Output), vec![e, v]));

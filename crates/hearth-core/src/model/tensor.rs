@@ -53,6 +53,8 @@ macro_rules! roles {
 roles! {
     TokenEmbd = "token_embd.weight", Matrix, Global;
     OutputNorm = "output_norm.weight", Vector, Global;
+    /// The final norm under the name LFM2's converter gives it.
+    TokenEmbdNorm = "token_embd_norm.weight", Vector, Global;
     Output = "output.weight", Matrix, Global;
     /// Llama 3's per-frequency rope divisors.
     RopeFreqs = "rope_freqs.weight", Vector, Global;
@@ -94,6 +96,12 @@ roles! {
     SsmAlpha = "ssm_alpha.weight", Matrix, Layer;
     SsmNorm = "ssm_norm.weight", Vector, Layer;
     SsmOut = "ssm_out.weight", Matrix, Layer;
+
+    /// Short convolution (LFM2): the `[B | C | x]` projection, the depthwise kernel and the
+    /// output projection.
+    ShortConvInProj = "shortconv.in_proj.weight", Matrix, Layer;
+    ShortConvConv = "shortconv.conv.weight", Vector, Layer;
+    ShortConvOutProj = "shortconv.out_proj.weight", Matrix, Layer;
 }
 
 /// One tensor of a model: a role, in a layer unless the role is global.

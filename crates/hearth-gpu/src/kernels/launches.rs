@@ -249,20 +249,22 @@ impl Kernels {
         )
     }
 
-    /// The convolution and SiLU, in place on the `qkv` rows of a step's chunk.
+    /// The causal convolution of `channels` channels with `kernel` taps, and SiLU if `silu`,
+    /// in place on the `x` rows of a step's chunk.
     pub fn conv_launch(
         &self,
         gpu: &Gpu,
-        d: &DeltaNet,
-        [qkv, weight, state]: [&wgpu::Buffer; 3],
+        (channels, kernel, silu): (usize, usize, bool),
+        [x, weight, state]: [&wgpu::Buffer; 3],
     ) -> Dispatch {
         let params = ConvParams {
-            channels: d.conv_dim() as u32,
-            kernel: d.conv_kernel as u32,
-            _pad: [0; 2],
+            channels: channels as u32,
+            kernel: kernel as u32,
+            silu: silu as u32,
+            _pad: 0,
         };
-        let groups = [d.conv_dim().div_ceil(64) as u32, 1, 1];
-        self.launch(gpu, Shader::Conv, &params, &[qkv, weight, state], groups)
+        let groups = [channels.div_ceil(64) as u32, 1, 1];
+        self.launch(gpu, Shader::Conv, &params, &[x, weight, state], groups)
     }
 
     /// The delta rule and gated norm of every value head over the `step.count` rows of a step

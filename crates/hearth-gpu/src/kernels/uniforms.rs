@@ -25,6 +25,8 @@ pub enum Output {
     SiluGate = 2,
     /// Multiplies the output by `sigmoid(product)`: an attention output gate.
     SigmoidGate = 3,
+    /// Multiplies the output by the product: a short convolution's gates.
+    Mul = 4,
 }
 
 /// Uniform block of the matrix kernels (quant.wgsl).
@@ -110,7 +112,9 @@ pub struct ArgmaxParams {
 pub struct ConvParams {
     pub channels: u32,
     pub kernel: u32,
-    pub _pad: [u32; 2],
+    /// 1 to apply SiLU to the output (the delta net), 0 for none (the short convolution).
+    pub silu: u32,
+    pub _pad: u32,
 }
 
 /// Uniform block of delta_net.wgsl.

@@ -1,14 +1,16 @@
-//! Lowering each layer of the description: attention, the delta net and the feed-forward
-//! block, each operation written once as a function of the rows it runs over.
+//! Lowering each layer of the description: attention, the delta net, the short convolution and
+//! the feed-forward block, each operation written once as a function of the rows it runs over.
 
-use hearth_core::model::{Attention, DeltaNet, Ffn, ModelSpec, Role, Rope, RopeStyle, TensorId};
+use hearth_core::model::{
+    Attention, DeltaNet, Ffn, ModelSpec, Role, Rope, RopeStyle, ShortConv, TensorId,
+};
 
 use crate::kernels::{uniform, AttnParams, Kernels, NormParams, Output, RopeParams};
 use crate::weights::GpuMatrix;
 use crate::{Gpu, GpuError};
 
 use super::held::Held;
-use super::plans::{Acts, Plans, PromptOp, Recurrence};
+use super::plans::{Acts, Plans, Recurrence};
 
 /// The rope (cos, sin) table of `rope` for positions `0..max_ctx`, the reference's values.
 pub fn rope_table(rope: &Rope, freqs: Option<&[f32]>, max_ctx: usize) -> Vec<f32> {
@@ -227,8 +229,11 @@ impl Lowering<'_> {
         plans: &mut Plans,
         l: usize,
         d: &DeltaNet,
-        (conv_state, delta_state): &(wgpu::Buffer, wgpu::Buffer),
+        state: &[wgpu::Buffer],
     ) -> Result<(), GpuError> {
+        let [conv_state, delta_state] = state else {
+            unreachable!("a delta net's state has two parts")
+        };
         let id = |role| TensorId::layer(l, role);
         let gpu = self.gpu;
         let [wqkv, wz, wbeta, walpha, wout] = b.matrices(
@@ -259,10 +264,10 @@ impl Lowering<'_> {
         )?;
         let k = self.k;
         let eps = self.spec.rms_eps;
-        let first = (plans.decode.len(), plans.prompt.len());
+        let conv = (d.conv_dim(), d.conv_kernel, true);
         // The convolution walks the rows of the chunk it is bound to.
-        plans.both(|rows| {
-            let mut launches = vec![k.conv_launch(gpu, d, [&a.qkv, &conv_w, conv_state])];
+        self.recurrence.record(plans, |rows| {
+            let mut launches = vec![k.conv_launch(gpu, conv, [&a.qkv, &conv_w, conv_state])];
             launches.extend(k.delta_launches(
                 gpu,
                 d,
@@ -281,14 +286,54 @@ impl Lowering<'_> {
             )?);
             Ok(launches)
         })?;
-        let r = &mut self.recurrence;
-        r.decode.extend(plans.decode[first.0..].iter().cloned());
-        r.prompt
-            .extend(plans.prompt[first.1..].iter().map(|op| match op {
-                PromptOp::Chunk(d) => d.clone(),
-                PromptOp::PerToken(_) => unreachable!("the recurrence runs over whole chunks"),
-            }));
+        let a = &self.acts;
         self.products(plans, &[(&wout, &a.att, &a.x, None, Output::Add, 0)])
+    }
+
+    /// The gated short convolution: `B * x` into the `qkv` rows, the convolution over them in
+    /// place, then `C` times its output, projected and added to the residual.
+    pub(super) fn short_conv(
+        &mut self,
+        b: &mut Held,
+        plans: &mut Plans,
+        l: usize,
+        c: &ShortConv,
+        conv_state: &wgpu::Buffer,
+    ) -> Result<(), GpuError> {
+        let id = |role| TensorId::layer(l, role);
+        let gpu = self.gpu;
+        // The input projection's rows are [B | C | x], `channels` each.
+        let mut parts = b
+            .dealt(id(Role::ShortConvInProj), c.channels, 3)?
+            .into_iter();
+        let [wb, wc, wx] = [(); 3].map(|_| parts.next().expect("three parts"));
+        let wout = b.matrix(id(Role::ShortConvOutProj))?;
+        let conv_w = b.vector(id(Role::ShortConvConv))?;
+        let a = &self.acts;
+        self.products(
+            plans,
+            &[
+                (&wb, &a.h, &a.qkv, None, Output::Store, 0),
+                (&wx, &a.h, &a.qkv, None, Output::Mul, 0),
+            ],
+        )?;
+        let k = self.k;
+        let conv = (c.channels, c.conv_kernel, false);
+        self.recurrence.record(plans, |_| {
+            Ok(vec![k.conv_launch(
+                gpu,
+                conv,
+                [&a.qkv, &conv_w, conv_state],
+            )])
+        })?;
+        let a = &self.acts;
+        self.products(
+            plans,
+            &[
+                (&wc, &a.h, &a.qkv, None, Output::Mul, 0),
+                (&wout, &a.qkv, &a.x, None, Output::Add, 0),
+            ],
+        )
     }
 
     pub(super) fn feed_forward(

@@ -43,7 +43,8 @@ pub struct Plan {
     pub result: wgpu::Buffer,
     pub result_read: wgpu::Buffer,
     pub recurrent: RecurrentState,
-    /// The recurrence launches (each delta-net layer's convolution and delta rule) of the
+    /// The recurrence launches (each delta-net layer's convolution and delta rule, each
+    /// short-convolution layer's convolution) of the
     /// decode plan and of the prompt plan, also in `decode` and `prompt`: timed on their own,
     /// they give the recurrence's share of a step or a chunk.
     pub recurrence: Recurrence,
@@ -86,13 +87,18 @@ pub fn build(gpu: &Gpu, header: &Gguf, spec: &ModelSpec, max_ctx: usize) -> Resu
 
     let token_embd = b.matrix(TensorId::global(Role::TokenEmbd))?;
     let embed = k.embed_launches(gpu, &token_embd, &acts.x)?;
-    let output_norm = b.vector(TensorId::global(Role::OutputNorm))?;
+    let output_norm = b.vector(TensorId::global(s.output_norm))?;
     let head_matrix = if s.tied_output() {
         token_embd.clone()
     } else {
         b.matrix(TensorId::global(Role::Output))?
     };
-    let recurrent = RecurrentState::new(gpu, &s.delta_net_layers().collect::<Vec<_>>())?;
+    let recurrent_parts: Vec<_> = s
+        .layers
+        .iter()
+        .filter_map(|l| l.mixer.recurrent_state())
+        .collect();
+    let recurrent = RecurrentState::new(gpu, &recurrent_parts)?;
     b.bytes += recurrent.bytes();
     let norm = NormParams {
         n: s.n_embd as u32,
@@ -118,8 +124,12 @@ pub fn build(gpu: &Gpu, header: &Gguf, spec: &ModelSpec, max_ctx: usize) -> Resu
         match &layer.mixer {
             Mixer::Attention(a) => lower.attention(&mut b, &mut plans, l, a)?,
             Mixer::DeltaNet(d) => {
-                let state = states.next().expect("a state per delta-net layer");
+                let state = states.next().expect("a state per recurrent layer");
                 lower.delta_net(&mut b, &mut plans, l, d, state)?
+            }
+            Mixer::ShortConv(c) => {
+                let state = states.next().expect("a state per recurrent layer");
+                lower.short_conv(&mut b, &mut plans, l, c, &state[0])?
             }
         }
         let ffn_norm = b.vector(TensorId::layer(l, layer.ffn_norm))?;

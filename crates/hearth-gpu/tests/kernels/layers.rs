@@ -188,7 +188,9 @@ pub fn delta_net(b: &Bench, d: &DeltaNet, runs: &[usize], label: &str) -> Checke
         [cd, vd, nv, nv, vd].map(|n| kernels::scratch(gpu, chunk * n));
     let wy = kernels::scratch(gpu, kernels::delta_records_len(d, chunk));
     let launches = |rows| {
-        let mut l = vec![b.k.conv_launch(gpu, d, [&qkv_b, &conv_b, &cs_b])];
+        let mut l = vec![b
+            .k
+            .conv_launch(gpu, (cd, d.conv_kernel, true), [&qkv_b, &conv_b, &cs_b])];
         l.extend(
             b.k.delta_launches(
                 gpu,

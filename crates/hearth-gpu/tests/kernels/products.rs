@@ -75,6 +75,12 @@ pub fn matvec(b: &Bench, gpu: &Gpu, ty: GgmlType, cols: usize, label: &str) -> C
         .collect();
     close(&format!("{label} silu gate"), &b.read(&y, rows), &gated)?;
 
+    // Product times the previous output.
+    let y = kernels::storage_f32(gpu, &prev);
+    b.run(step(0, 1), &launch(&y, None, Output::Mul, 0));
+    let multiplied: Vec<f32> = prev.iter().zip(&plain).map(|(p, v)| p * v).collect();
+    close(&format!("{label} multiply"), &b.read(&y, rows), &multiplied)?;
+
     // Written at position 3 of a cache with rows + 2 values per position.
     let stride = rows + 2;
     let y = kernels::scratch(gpu, stride * 5);

@@ -7,6 +7,7 @@
 //! by the CPU reference (`model::cpu`) and the GPU plan (`hearth-gpu`'s `plan`).
 
 mod dense;
+mod lfm2;
 mod qwen35;
 
 use super::meta::{bad, Meta};
@@ -18,7 +19,7 @@ use crate::gguf::Gguf;
 
 /// Every architecture Hearth runs: the one list the CLI, the package and its pages read.
 pub fn all() -> impl Iterator<Item = &'static Arch> {
-    dense::ARCHS.iter().chain([&qwen35::QWEN35])
+    dense::ARCHS.iter().chain([&qwen35::QWEN35, &lfm2::LFM2])
 }
 
 /// The architecture named `name` in a file's `general.architecture`.
@@ -75,6 +76,14 @@ impl ModelSpec {
             n_embd,
             rms_eps,
             context_length: m.required("context_length")?,
+            // LFM2's converter stores the final norm as `token_embd_norm`.
+            output_norm: if m.has_tensor(Role::TokenEmbdNorm.gguf_name())
+                && !m.has_tensor(Role::OutputNorm.gguf_name())
+            {
+                Role::TokenEmbdNorm
+            } else {
+                Role::OutputNorm
+            },
             head: if m.has_tensor(Role::Output.gguf_name()) {
                 Role::Output
             } else {
@@ -94,9 +103,23 @@ pub(super) fn read_attention(
     qk_norm: bool,
     output_gate: bool,
 ) -> Result<Attention, ModelError> {
-    let n_embd = m.required("embedding_length")?;
     let n_head = m.required("attention.head_count")?;
     let n_head_kv = m.count("attention.head_count_kv")?.unwrap_or(n_head);
+    read_attention_with(m, n_head_kv, style, qkv_bias, qk_norm, output_gate)
+}
+
+/// As [`read_attention`], with `n_head_kv` key/value heads (where the file gives a count per
+/// layer).
+pub(super) fn read_attention_with(
+    m: &Meta,
+    n_head_kv: usize,
+    style: RopeStyle,
+    qkv_bias: bool,
+    qk_norm: bool,
+    output_gate: bool,
+) -> Result<Attention, ModelError> {
+    let n_embd = m.required("embedding_length")?;
+    let n_head = m.required("attention.head_count")?;
     if n_head % n_head_kv != 0 {
         return Err(bad(format!(
             "{n_head} query heads cannot share {n_head_kv} key/value heads"

@@ -8,7 +8,7 @@ mod state;
 pub use state::{State, SNAPSHOTS};
 
 use self::ops::{attend, rms_norm_rows};
-use super::spec::{Attention, DeltaNet, Ffn, Mixer, ModelSpec};
+use super::spec::{Attention, DeltaNet, Ffn, Mixer, ModelSpec, ShortConv};
 use super::tensor::{Role, TensorId};
 use super::weights::{LayerWeights, Weights};
 use super::ModelError;
@@ -81,6 +81,7 @@ impl CpuModel {
             let out = match &layer.mixer {
                 Mixer::Attention(a) => self.attention(a, w, state, l, &h),
                 Mixer::DeltaNet(d) => self.delta_net(d, w, state, l, &h),
+                Mixer::ShortConv(c) => short_conv(c, w, state, l, &h),
             };
             add(&mut x, &out);
             let mut h = x.clone();
@@ -91,7 +92,7 @@ impl CpuModel {
 
         let first = if all_logits { 0 } else { n - 1 };
         let mut h = x[first * e..].to_vec();
-        let norm = self.weights.vector(TensorId::global(Role::OutputNorm));
+        let norm = self.weights.vector(TensorId::global(s.output_norm));
         rms_norm_rows(
             &mut h,
             e,
@@ -218,6 +219,19 @@ impl CpuModel {
         }
         w.matrix(Role::SsmOut).times(&out, None)
     }
+}
+
+/// The gated short convolution over the `h` rows, one token after another.
+fn short_conv(c: &ShortConv, w: LayerWeights, state: &mut State, l: usize, h: &[f32]) -> Vec<f32> {
+    let n = c.channels;
+    let bcx = w.matrix(Role::ShortConvInProj).times(h, None);
+    let weight = w.vector(Role::ShortConvConv);
+    let (conv, _) = state.recurrent(l);
+    let mut out = vec![0.0; bcx.len() / 3];
+    for (bcx, out) in bcx.chunks_exact(3 * n).zip(out.chunks_exact_mut(n)) {
+        ops::short_conv_token(c, weight, conv, bcx, out);
+    }
+    w.matrix(Role::ShortConvOutProj).times(&out, None)
 }
 
 fn add(x: &mut [f32], y: &[f32]) {

@@ -1,5 +1,6 @@
 //! Per-sequence state: a KV cache for each attention layer, convolution and delta-rule state
-//! for each delta-net layer, and snapshots of the recurrent part, which cannot be cut back to
+//! for each delta-net layer (convolution state alone for a short-convolution layer), and
+//! snapshots of the recurrent part, which cannot be cut back to
 //! a prefix the way a KV cache can.
 
 use crate::model::spec::{Mixer, ModelSpec};
@@ -16,10 +17,8 @@ enum LayerState {
         k_dim: usize,
         v_dim: usize,
     },
-    Recurrent {
-        conv: Vec<f32>,
-        delta: Vec<f32>,
-    },
+    /// `delta` is empty for a short-convolution layer.
+    Recurrent { conv: Vec<f32>, delta: Vec<f32> },
 }
 
 #[derive(Clone, Debug)]
@@ -53,6 +52,10 @@ impl State {
                 Mixer::DeltaNet(d) => LayerState::Recurrent {
                     conv: vec![0.0; d.conv_state_len()],
                     delta: vec![0.0; d.delta_state_len()],
+                },
+                Mixer::ShortConv(c) => LayerState::Recurrent {
+                    conv: vec![0.0; c.conv_state_len()],
+                    delta: Vec::new(),
                 },
             })
             .collect();
