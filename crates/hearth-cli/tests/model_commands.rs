@@ -225,6 +225,24 @@ fn smollm3_layer_kinds_and_quantize() {
     check_logits_json("cpu", &out, "smollm3-tiny.q8_0");
 }
 
+/// Phi-3's partial rope with LongRoPE and its fused feed-forward block are named as such, and
+/// its F32 file quantized to Q8_0 (the fused tensors too) holds the blocks of the converter's
+/// Q8_0 file: that file's PyTorch reference holds for it.
+#[test]
+fn phi3_layer_kinds_and_quantize() {
+    let (out, text) = quantized_q8("phi3", "phi3-tiny.f32");
+    for needle in [
+        "architecture:  phi3",
+        "every layer: attention: 4 heads, 2 key/value heads, head dim 16; rope Neox over 12 \
+         dims, base 10000, LongRoPE (long factors past 4096 positions, attention factor 1.19",
+        "; feed-forward 128 (fused gate|up)",
+        "Q8_0 x",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+    }
+    check_logits_json("cpu", &out, "phi3-tiny.q8_0");
+}
+
 #[test]
 fn bad_input_is_a_clear_error() {
     let dir = scratch("bad");
