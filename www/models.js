@@ -15,6 +15,13 @@ const hub = (repo, file) => `https://huggingface.co/${repo}/resolve/main/${file}
 
 export const CATALOGUE = [
   {
+    id: 'lfm2-350m',
+    label: 'LFM2 350M · Q4_K_M',
+    url: hub('LiquidAI/LFM2-350M-GGUF', 'LFM2-350M-Q4_K_M.gguf'),
+    size: 229309376,
+    about: 'Liquid AI\'s smallest LFM2: gated short convolutions in most layers, attention in a few.',
+  },
+  {
     id: 'smollm2-360m',
     label: 'SmolLM2 360M Instruct · Q4_K_M',
     url: hub('bartowski/SmolLM2-360M-Instruct-GGUF', 'SmolLM2-360M-Instruct-Q4_K_M.gguf'),

@@ -243,6 +243,24 @@ fn phi3_layer_kinds_and_quantize() {
     check_logits_json("cpu", &out, "phi3-tiny.q8_0");
 }
 
+/// LFM2's convolution and attention layers are named as such, and its F32 file quantized to
+/// Q8_0 (the convolution kernels stay F32) holds the blocks of the converter's Q8_0 file.
+#[test]
+fn lfm2_layer_kinds_and_quantize() {
+    let (out, text) = quantized_q8("lfm2", "lfm2-tiny.f32");
+    for needle in [
+        "architecture:  lfm2",
+        "layers 0, 2-3: gated short convolution: 64 channels, kernel 3; feed-forward 128",
+        "layers 1, 4: attention: 4 heads, 2 key/value heads, head dim 16, Q/K norm; \
+         rope Neox over 16 dims, base 1000000; feed-forward 128",
+        "Q8_0 x",
+        "pre-tokenizer llama-bpe",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+    }
+    check_logits_json("cpu", &out, "lfm2-tiny.q8_0");
+}
+
 #[test]
 fn bad_input_is_a_clear_error() {
     let dir = scratch("bad");
