@@ -97,6 +97,7 @@ impl Shape {
             qk_norm: false,
             output_gate: false,
             fused_qkv: false,
+            out_bias: false,
         };
         let dense = |mixer: Attention, n_ff| Layer {
             mixer: Mixer::Attention(mixer),
@@ -191,13 +192,14 @@ impl Fill {
     fn of(role: Role) -> Fill {
         use Role::*;
         match role {
-            TokenEmbd | Output | AttnQ | AttnK | AttnV | AttnOutput | FfnGate | FfnUp | FfnDown
-            | AttnQkv | AttnGate | SsmBeta | SsmAlpha | SsmOut => Fill::Matrix,
+            TokenEmbd | PositionEmbd | Output | AttnQ | AttnK | AttnV | AttnOutput | FfnGate
+            | FfnUp | FfnDown | AttnQkv | AttnGate | SsmBeta | SsmAlpha | SsmOut => Fill::Matrix,
             // A depthwise kernel: each channel's row is its taps.
             SsmConv1d => Fill::Matrix,
             OutputNorm | AttnNorm | AttnQNorm | AttnKNorm | FfnNorm | PostAttnNorm | SsmNorm
             | RopeFreqs => Fill::Norm,
-            AttnQBias | AttnKBias | AttnVBias | AttnQkvBias | SsmDt => Fill::Bias,
+            AttnQBias | AttnKBias | AttnVBias | AttnQkvBias | SsmDt | OutputNormBias
+            | AttnNormBias | AttnOutputBias | FfnNormBias | FfnUpBias | FfnDownBias => Fill::Bias,
             SsmA => Fill::Decay,
         }
     }
@@ -227,9 +229,8 @@ fn metadata(spec: &ModelSpec, source: &Gguf) -> io::Result<Vec<(String, Value)>>
         ("embedding_length", count(spec.n_embd)),
         ("attention.layer_norm_rms_epsilon", Value::F32(spec.rms_eps)),
     ];
-    match spec.layers.first().map(|l| &l.ffn) {
-        Some(Ffn::SiluGated { n_ff }) => arch_keys.push(("feed_forward_length", count(*n_ff))),
-        None => {}
+    if let Some(layer) = spec.layers.first() {
+        arch_keys.push(("feed_forward_length", count(layer.ffn.n_ff())));
     }
     if let Some(a) = spec.attention_layers().next() {
         arch_keys.extend([

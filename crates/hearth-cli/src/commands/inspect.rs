@@ -93,16 +93,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 fn print_layers(s: &ModelSpec) {
     let mut kinds: Vec<(String, Vec<usize>)> = Vec::new();
     for (l, layer) in s.layers.iter().enumerate() {
-        let Ffn::SiluGated { n_ff } = layer.ffn;
         let mixer = match &layer.mixer {
             Mixer::Attention(a) => format!(
-                "attention: {} heads, {} key/value heads, head dim {}{}{}{}; {}",
+                "attention: {} heads, {} key/value heads, head dim {}{}{}{}{}{}; {}",
                 a.n_head,
                 a.n_head_kv,
                 a.head_dim,
                 if a.qkv_bias { ", QKV bias" } else { "" },
                 if a.qk_norm { ", Q/K norm" } else { "" },
                 if a.output_gate { ", output gate" } else { "" },
+                if a.fused_qkv { ", fused QKV" } else { "" },
+                if a.out_bias { ", output bias" } else { "" },
                 match a.rope {
                     Some(r) => format!(
                         "rope {:?} over {} dims, base {}{}",
@@ -115,6 +116,7 @@ fn print_layers(s: &ModelSpec) {
                             ""
                         },
                     ),
+                    None if s.arch.learned_positions => "learned positions".to_string(),
                     None => "no rope (NoPE)".to_string(),
                 },
             ),
@@ -123,7 +125,11 @@ fn print_layers(s: &ModelSpec) {
                 d.n_k_heads, d.n_v_heads, d.head_k_dim, d.head_v_dim, d.conv_kernel
             ),
         };
-        let kind = format!("{mixer}; feed-forward {n_ff}");
+        let ffn = match layer.ffn {
+            Ffn::SiluGated { n_ff } => format!("feed-forward {n_ff}"),
+            Ffn::Gelu { n_ff } => format!("GELU feed-forward {n_ff}"),
+        };
+        let kind = format!("{mixer}; {ffn}");
         match kinds.iter_mut().find(|(k, _)| *k == kind) {
             Some((_, ls)) => ls.push(l),
             None => kinds.push((kind, vec![l])),

@@ -12,7 +12,7 @@ pub mod weights;
 
 pub use arch::Arch;
 pub use cpu::{CpuModel, State};
-pub use spec::{Attention, DeltaNet, Ffn, Layer, Mixer, ModelSpec, Rope, RopeStyle};
+pub use spec::{Attention, DeltaNet, Ffn, Layer, Mixer, ModelSpec, Norm, Rope, RopeStyle};
 pub use tensor::{Role, TensorId};
 pub use weights::{QTensor, Weights};
 

@@ -18,6 +18,15 @@ pub enum RopeStyle {
     Neox,
 }
 
+/// The norm of every block and of the output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Norm {
+    /// `x * w / rms(x)`, eps from `attention.layer_norm_rms_epsilon`.
+    Rms,
+    /// LayerNorm: `(x - mean) * w / std(x) + b`, eps from `attention.layer_norm_epsilon`.
+    Layer,
+}
+
 /// Rotary position embedding over the leading `dim` dimensions of each head.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Rope {
@@ -71,6 +80,8 @@ pub struct Attention {
     /// Q, K and V come from one fused `attn_qkv` tensor (and `attn_qkv.bias`), split by rows at
     /// load (see [`Attention::fused_qkv_parts`]); not with an output gate.
     pub fused_qkv: bool,
+    /// A bias on `attn_output` (GPT-2).
+    pub out_bias: bool,
 }
 
 impl Attention {
@@ -114,6 +125,9 @@ impl Attention {
             ]
         };
         out.push((Role::AttnOutput, vec![self.out_dim() as u64, e]));
+        if self.out_bias {
+            out.push((Role::AttnOutputBias, vec![e]));
+        }
         if self.qkv_bias && self.fused_qkv {
             out.push((Role::AttnQkvBias, vec![q + kd + vd]));
         } else if self.qkv_bias {
@@ -196,6 +210,8 @@ pub enum Mixer {
 pub enum Ffn {
     /// `down(silu(gate(x)) * up(x))`.
     SiluGated { n_ff: usize },
+    /// `down(gelu(up(x) + b_up)) + b_down`, GELU's tanh approximation (GPT-2).
+    Gelu { n_ff: usize },
 }
 
 impl Ffn {
@@ -209,6 +225,21 @@ impl Ffn {
                     (Role::FfnDown, vec![ff, e]),
                 ]
             }
+            Ffn::Gelu { n_ff } => {
+                let ff = n_ff as u64;
+                vec![
+                    (Role::FfnUp, vec![e, ff]),
+                    (Role::FfnUpBias, vec![ff]),
+                    (Role::FfnDown, vec![ff, e]),
+                    (Role::FfnDownBias, vec![e]),
+                ]
+            }
+        }
+    }
+
+    pub fn n_ff(&self) -> usize {
+        match *self {
+            Ffn::SiluGated { n_ff } | Ffn::Gelu { n_ff } => n_ff,
         }
     }
 }
@@ -259,6 +290,10 @@ pub struct Arch {
     pub models: &'static str,
     /// The trunk's layers from the metadata, given the block count.
     pub(super) layers: fn(&Meta, usize) -> Result<Vec<Layer>, ModelError>,
+    pub norm: Norm,
+    /// Learned absolute positions (`position_embd`, one row per position of the context)
+    /// are added to the token embedding.
+    pub learned_positions: bool,
 }
 
 impl PartialEq for Arch {
@@ -272,6 +307,7 @@ pub struct ModelSpec {
     pub arch: &'static Arch,
     pub n_vocab: usize,
     pub n_embd: usize,
+    /// The epsilon of the model's norms (RMS or LayerNorm, as `arch.norm` says).
     pub rms_eps: f32,
     pub context_length: usize,
     /// The output head: `Output`, or `TokenEmbd` when the embedding doubles as the head.
@@ -284,6 +320,15 @@ pub struct ModelSpec {
 impl ModelSpec {
     pub fn n_layer(&self) -> usize {
         self.layers.len()
+    }
+
+    /// The bias of norm `id`, where the model's norm has one (LayerNorm).
+    pub fn norm_bias(&self, id: TensorId) -> Option<TensorId> {
+        let role = id
+            .role
+            .norm_bias()
+            .filter(|_| self.arch.norm == Norm::Layer)?;
+        Some(TensorId { role, ..id })
     }
 
     pub fn tied_output(&self) -> bool {
@@ -327,6 +372,10 @@ impl ModelSpec {
         if !self.tied_output() {
             out.push((TensorId::global(Role::Output), vec![e, v]));
         }
+        if self.arch.learned_positions {
+            let rows = self.context_length as u64;
+            out.push((TensorId::global(Role::PositionEmbd), vec![e, rows]));
+        }
         if self.rope_freqs {
             // Every rope that reads the factors has the same dimension (checked at load).
             let dim = self
@@ -343,6 +392,11 @@ impl ModelSpec {
                     .map(|(role, shape)| (TensorId::layer(l, role), shape)),
             );
         }
+        let norms: Vec<TensorId> = out
+            .iter()
+            .filter_map(|(id, _)| self.norm_bias(*id))
+            .collect();
+        out.extend(norms.into_iter().map(|id| (id, vec![e])));
         out
     }
 

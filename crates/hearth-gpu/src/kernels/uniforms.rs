@@ -25,6 +25,8 @@ pub enum Output {
     SiluGate = 2,
     /// Multiplies the output by `sigmoid(product)`: an attention output gate.
     SigmoidGate = 3,
+    /// Stores `gelu(product)`: the up projection of an ungated GELU MLP.
+    Gelu = 4,
 }
 
 /// Uniform block of the matrix kernels (quant.wgsl).
@@ -50,7 +52,8 @@ pub struct NormParams {
     pub eps: f32,
     /// Normalise row `step.row` into row 0 (the head after a prompt chunk).
     pub step_row: u32,
-    pub _pad: u32,
+    /// LayerNorm: subtract the mean, and add the bias held after the weight.
+    pub centred: u32,
 }
 
 #[repr(C)]

@@ -115,6 +115,7 @@ impl Lowering<'_> {
                 opt(separate, Role::AttnVBias)?,
             ],
         };
+        let bo = opt(a.out_bias, Role::AttnOutputBias)?;
         let q_norm = opt(a.qk_norm, Role::AttnQNorm)?;
         let k_norm = opt(a.qk_norm, Role::AttnKNorm)?;
         let kv_value_bytes = if f16_kv { 2 } else { 4 };
@@ -218,7 +219,8 @@ impl Lowering<'_> {
             let gate = (wgate, &acts.h, &acts.att, None, Output::SigmoidGate, 0);
             self.products(plans, &[gate])?;
         }
-        self.products(plans, &[(&wo, &acts.att, &acts.x, None, Output::Add, 0)])
+        let out = (&wo, &acts.att, &acts.x, bo.as_ref(), Output::Add, 0);
+        self.products(plans, &[out])
     }
 
     pub(super) fn delta_net(
@@ -309,6 +311,19 @@ impl Lowering<'_> {
                         (&gate, &a.h, &a.ffn, None, Output::Store, 0),
                         (&up, &a.h, &a.ffn, None, Output::SiluGate, 0),
                         (&down, &a.ffn, &a.x, None, Output::Add, 0),
+                    ],
+                )
+            }
+            Ffn::Gelu { .. } => {
+                let [up, down] = b.matrices(l, [Role::FfnUp, Role::FfnDown])?;
+                let bu = b.vector(TensorId::layer(l, Role::FfnUpBias))?;
+                let bd = b.vector(TensorId::layer(l, Role::FfnDownBias))?;
+                let a = &self.acts;
+                self.products(
+                    plans,
+                    &[
+                        (&up, &a.h, &a.ffn, Some(&bu), Output::Gelu, 0),
+                        (&down, &a.ffn, &a.x, Some(&bd), Output::Add, 0),
                     ],
                 )
             }

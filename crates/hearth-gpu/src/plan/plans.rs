@@ -1,7 +1,7 @@
 //! The decode plan and the prompt plan as they are built side by side, the recurrence's
 //! launches in each, and the activation buffers every layer shares.
 
-use hearth_core::model::{Attention, DeltaNet, Ffn, ModelSpec};
+use hearth_core::model::{Attention, DeltaNet, ModelSpec};
 
 use super::held::Held;
 use crate::kernels::{self, Dispatch};
@@ -78,14 +78,7 @@ impl Acts {
             let a = s.attention_layers().map(f).max().unwrap_or(0);
             a.max(s.delta_net_layers().map(g).max().unwrap_or(0))
         };
-        let n_ff = s
-            .layers
-            .iter()
-            .map(|l| match l.ffn {
-                Ffn::SiluGated { n_ff } => n_ff,
-            })
-            .max()
-            .unwrap_or(0);
+        let n_ff = s.layers.iter().map(|l| l.ffn.n_ff()).max().unwrap_or(0);
         let mut rows = |n: usize| b.scratch(CHUNK * n);
         Acts {
             x: rows(s.n_embd),
