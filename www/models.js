@@ -15,6 +15,13 @@ const hub = (repo, file) => `https://huggingface.co/${repo}/resolve/main/${file}
 
 export const CATALOGUE = [
   {
+    id: 'gpt2-124m',
+    label: 'GPT-2 124M · Q8_0',
+    url: hub('QuantFactory/gpt2-GGUF', 'gpt2.Q8_0.gguf'),
+    size: 178e6,
+    about: 'OpenAI\'s 2019 GPT-2, the smallest: it continues text rather than chatting, with learned positions over a 1024-token context.',
+  },
+  {
     id: 'lfm2-350m',
     label: 'LFM2 350M · Q4_K_M',
     url: hub('LiquidAI/LFM2-350M-GGUF', 'LFM2-350M-Q4_K_M.gguf'),

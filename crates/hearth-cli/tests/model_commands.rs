@@ -261,6 +261,30 @@ fn lfm2_layer_kinds_and_quantize() {
     check_logits_json("cpu", &out, "lfm2-tiny.q8_0");
 }
 
+/// GPT-2's layer kinds are named, its learned positions stay F32 as llama.cpp leaves them, and
+/// its F32 file quantized to Q8_0 holds the blocks of the converter's Q8_0 file: that file's
+/// PyTorch reference holds for it.
+#[test]
+fn gpt2_layer_kinds_and_quantize() {
+    let (out, text) = quantized_q8("gpt2", "gpt2-tiny.f32");
+    for needle in [
+        "architecture:  gpt2",
+        "every layer: attention: 4 heads, 4 key/value heads, head dim 8, QKV bias, fused QKV, \
+         output bias; learned positions; GELU feed-forward 128",
+        "Q8_0 x",
+        "pre-tokenizer gpt-2",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+    }
+    let all = ok_stdout(&["inspect", out.to_str().unwrap(), "--all"]);
+    assert!(
+        all.lines()
+            .any(|l| l.contains("position_embd.weight") && l.contains("F32")),
+        "{all}"
+    );
+    check_logits_json("cpu", &out, "gpt2-tiny.q8_0");
+}
+
 #[test]
 fn bad_input_is_a_clear_error() {
     let dir = scratch("bad");

@@ -98,6 +98,7 @@ impl Shape {
             qk_norm: false,
             output_gate: false,
             fused_qkv: false,
+            out_bias: false,
         };
         let dense = |mixer: Attention, n_ff| Layer {
             mixer: Mixer::Attention(mixer),
@@ -193,14 +194,15 @@ impl Fill {
     fn of(role: Role) -> Fill {
         use Role::*;
         match role {
-            TokenEmbd | Output | AttnQ | AttnK | AttnV | AttnOutput | FfnGate | FfnUp | FfnDown
-            | AttnQkv | AttnGate | SsmBeta | SsmAlpha | SsmOut | ShortConvInProj
-            | ShortConvOutProj => Fill::Matrix,
+            TokenEmbd | PositionEmbd | Output | AttnQ | AttnK | AttnV | AttnOutput | FfnGate
+            | FfnUp | FfnDown | AttnQkv | AttnGate | SsmBeta | SsmAlpha | SsmOut
+            | ShortConvInProj | ShortConvOutProj => Fill::Matrix,
             // A depthwise kernel: each channel's row is its taps.
             SsmConv1d | ShortConvConv => Fill::Matrix,
             OutputNorm | TokenEmbdNorm | AttnNorm | AttnQNorm | AttnKNorm | FfnNorm
             | PostAttnNorm | SsmNorm | RopeFreqs | RopeFactorsLong | RopeFactorsShort => Fill::Norm,
-            AttnQBias | AttnKBias | AttnVBias | AttnQkvBias | SsmDt => Fill::Bias,
+            AttnQBias | AttnKBias | AttnVBias | AttnQkvBias | SsmDt | OutputNormBias
+            | AttnNormBias | AttnOutputBias | FfnNormBias | FfnUpBias | FfnDownBias => Fill::Bias,
             SsmA => Fill::Decay,
         }
     }

@@ -319,6 +319,15 @@ impl GpuModel {
                         .find(|(first, rows, _)| (*first..first + rows).contains(&(token as usize)))
                         .expect("the embedding parts cover the vocabulary");
                     embed.record(&mut pass);
+                    let pos = self.len + t;
+                    let position = self
+                        .plan
+                        .positions
+                        .iter()
+                        .find(|(first, rows, _)| (*first..first + rows).contains(&pos));
+                    if let Some((_, _, add)) = position {
+                        add.record(&mut pass);
+                    }
                     if !batched {
                         for d in &self.plan.decode {
                             d.record(&mut pass);

@@ -104,7 +104,8 @@ fn a_model_over_a_device_limit_is_a_device_failure() {
     let Some(gpu) = common::gpu(&options) else {
         return;
     };
-    let f = &hearth_fixtures::model_fixtures()[0];
+    // A model whose context (256) holds more positions than the cap.
+    let f = &hearth_fixtures::model_fixture("llama-kq.q4_0");
     let file = GgufFile::open(f.gguf_bytes()).unwrap();
     let positions = 1024;
     let err = match pollster::block_on(GpuModel::load(&gpu, &file, positions, &mut |_, _| {})) {

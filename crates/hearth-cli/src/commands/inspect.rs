@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use hearth_core::model::{Mixer, ModelSpec};
+use hearth_core::model::{Ffn, Mixer, ModelSpec};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -96,13 +96,15 @@ fn print_layers(s: &ModelSpec) {
         let n_ff = layer.ffn.n_ff();
         let mixer = match &layer.mixer {
             Mixer::Attention(a) => format!(
-                "attention: {} heads, {} key/value heads, head dim {}{}{}{}; {}",
+                "attention: {} heads, {} key/value heads, head dim {}{}{}{}{}{}; {}",
                 a.n_head,
                 a.n_head_kv,
                 a.head_dim,
                 if a.qkv_bias { ", QKV bias" } else { "" },
                 if a.qk_norm { ", Q/K norm" } else { "" },
                 if a.output_gate { ", output gate" } else { "" },
+                if a.fused_qkv { ", fused QKV" } else { "" },
+                if a.out_bias { ", output bias" } else { "" },
                 match a.rope {
                     Some(r) => format!(
                         "rope {:?} over {} dims, base {}{}{}",
@@ -122,6 +124,7 @@ fn print_layers(s: &ModelSpec) {
                             None => String::new(),
                         },
                     ),
+                    None if s.arch.learned_positions => "learned positions".to_string(),
                     None => "no rope (NoPE)".to_string(),
                 },
             ),
@@ -138,7 +141,11 @@ fn print_layers(s: &ModelSpec) {
             Some(_) => " (fused gate|up)",
             None => "",
         };
-        let kind = format!("{mixer}; feed-forward {n_ff}{fused}");
+        let gelu = match layer.ffn {
+            Ffn::Gelu { .. } => "GELU ",
+            _ => "",
+        };
+        let kind = format!("{mixer}; {gelu}feed-forward {n_ff}{fused}");
         match kinds.iter_mut().find(|(k, _)| *k == kind) {
             Some((_, ls)) => ls.push(l),
             None => kinds.push((kind, vec![l])),

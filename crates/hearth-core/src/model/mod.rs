@@ -13,7 +13,7 @@ pub mod weights;
 pub use arch::Arch;
 pub use cpu::{CpuModel, State};
 pub use spec::{
-    Attention, DeltaNet, Ffn, Layer, LongRope, Mixer, ModelSpec, Rope, RopeStyle, ShortConv,
+    Attention, DeltaNet, Ffn, Layer, LongRope, Mixer, ModelSpec, Norm, Rope, RopeStyle, ShortConv,
 };
 pub use tensor::{Role, TensorId};
 pub use weights::{QTensor, Weights};

@@ -18,6 +18,15 @@ pub enum RopeStyle {
     Neox,
 }
 
+/// The norm of every block and of the output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Norm {
+    /// `x * w / rms(x)`, eps from `attention.layer_norm_rms_epsilon`.
+    Rms,
+    /// LayerNorm: `(x - mean) * w / std(x) + b`, eps from `attention.layer_norm_epsilon`.
+    Layer,
+}
+
 /// Rotary position embedding over the leading `dim` dimensions of each head.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Rope {
@@ -105,6 +114,8 @@ pub struct Attention {
     /// Q, K and V come from one fused `attn_qkv` tensor (and `attn_qkv.bias`), split by rows at
     /// load (see [`Attention::fused_qkv_parts`]); not with an output gate.
     pub fused_qkv: bool,
+    /// A bias on `attn_output` (GPT-2).
+    pub out_bias: bool,
 }
 
 impl Attention {
@@ -148,6 +159,9 @@ impl Attention {
             ]
         };
         out.push((Role::AttnOutput, vec![self.out_dim() as u64, e]));
+        if self.out_bias {
+            out.push((Role::AttnOutputBias, vec![e]));
+        }
         if self.qkv_bias && self.fused_qkv {
             out.push((Role::AttnQkvBias, vec![q + kd + vd]));
         } else if self.qkv_bias {
@@ -271,20 +285,22 @@ pub enum Ffn {
     /// The same, with gate and up in one `ffn_up` tensor, the gate's rows first (Phi-3), split
     /// into the two at load.
     SiluGatedFused { n_ff: usize },
+    /// `down(gelu(up(x) + b_up)) + b_down`, GELU's tanh approximation (GPT-2).
+    Gelu { n_ff: usize },
 }
 
 impl Ffn {
     /// Width of the hidden layer.
     pub fn n_ff(&self) -> usize {
         match *self {
-            Ffn::SiluGated { n_ff } | Ffn::SiluGatedFused { n_ff } => n_ff,
+            Ffn::SiluGated { n_ff } | Ffn::SiluGatedFused { n_ff } | Ffn::Gelu { n_ff } => n_ff,
         }
     }
 
     /// How a fused tensor's rows split at load, in order: each part's role and rows.
     pub fn fused_parts(&self) -> Option<[(Role, usize); 2]> {
         match *self {
-            Ffn::SiluGated { .. } => None,
+            Ffn::SiluGated { .. } | Ffn::Gelu { .. } => None,
             Ffn::SiluGatedFused { n_ff } => Some([(Role::FfnGate, n_ff), (Role::FfnUp, n_ff)]),
         }
     }
@@ -294,8 +310,12 @@ impl Ffn {
         let mut out = match self {
             Ffn::SiluGated { .. } => vec![(Role::FfnGate, vec![e, ff]), (Role::FfnUp, vec![e, ff])],
             Ffn::SiluGatedFused { .. } => vec![(Role::FfnUp, vec![e, 2 * ff])],
+            Ffn::Gelu { .. } => vec![(Role::FfnUp, vec![e, ff]), (Role::FfnUpBias, vec![ff])],
         };
         out.push((Role::FfnDown, vec![ff, e]));
+        if let Ffn::Gelu { .. } = self {
+            out.push((Role::FfnDownBias, vec![e]));
+        }
         out
     }
 }
@@ -347,6 +367,10 @@ pub struct Arch {
     pub models: &'static str,
     /// The trunk's layers from the metadata, given the block count.
     pub(super) layers: fn(&Meta, usize) -> Result<Vec<Layer>, ModelError>,
+    pub norm: Norm,
+    /// Learned absolute positions (`position_embd`, one row per position of the context)
+    /// are added to the token embedding.
+    pub learned_positions: bool,
 }
 
 impl PartialEq for Arch {
@@ -360,6 +384,7 @@ pub struct ModelSpec {
     pub arch: &'static Arch,
     pub n_vocab: usize,
     pub n_embd: usize,
+    /// The epsilon of the model's norms (RMS or LayerNorm, as `arch.norm` says).
     pub rms_eps: f32,
     pub context_length: usize,
     /// The norm before the head: `OutputNorm`, or `TokenEmbdNorm` where a file stores it
@@ -375,6 +400,15 @@ pub struct ModelSpec {
 impl ModelSpec {
     pub fn n_layer(&self) -> usize {
         self.layers.len()
+    }
+
+    /// The bias of norm `id`, where the model's norm has one (LayerNorm).
+    pub fn norm_bias(&self, id: TensorId) -> Option<TensorId> {
+        let role = id
+            .role
+            .norm_bias()
+            .filter(|_| self.arch.norm == Norm::Layer)?;
+        Some(TensorId { role, ..id })
     }
 
     pub fn tied_output(&self) -> bool {
@@ -423,6 +457,10 @@ impl ModelSpec {
         if !self.tied_output() {
             out.push((TensorId::global(Role::Output), vec![e, v]));
         }
+        if self.arch.learned_positions {
+            let rows = self.context_length as u64;
+            out.push((TensorId::global(Role::PositionEmbd), vec![e, rows]));
+        }
         if self.rope_freqs {
             // Every rope that reads the factors has the same dimension (checked at load).
             let dim = self
@@ -448,6 +486,11 @@ impl ModelSpec {
                     .map(|(role, shape)| (TensorId::layer(l, role), shape)),
             );
         }
+        let norms: Vec<TensorId> = out
+            .iter()
+            .filter_map(|(id, _)| self.norm_bias(*id))
+            .collect();
+        out.extend(norms.into_iter().map(|id| (id, vec![e])));
         out
     }
 

@@ -52,9 +52,12 @@ macro_rules! roles {
 
 roles! {
     TokenEmbd = "token_embd.weight", Matrix, Global;
+    /// Learned absolute positions (GPT-2): one row per position of the context.
+    PositionEmbd = "position_embd.weight", Matrix, Global;
     OutputNorm = "output_norm.weight", Vector, Global;
     /// The final norm under the name LFM2's converter gives it.
     TokenEmbdNorm = "token_embd_norm.weight", Vector, Global;
+    OutputNormBias = "output_norm.bias", Vector, Global;
     Output = "output.weight", Matrix, Global;
     /// Llama 3's per-frequency rope divisors.
     RopeFreqs = "rope_freqs.weight", Vector, Global;
@@ -64,6 +67,7 @@ roles! {
     RopeFactorsShort = "rope_factors_short.weight", Vector, Global;
 
     AttnNorm = "attn_norm.weight", Vector, Layer;
+    AttnNormBias = "attn_norm.bias", Vector, Layer;
     AttnQ = "attn_q.weight", Matrix, Layer;
     AttnK = "attn_k.weight", Matrix, Layer;
     AttnV = "attn_v.weight", Matrix, Layer;
@@ -73,13 +77,17 @@ roles! {
     AttnQNorm = "attn_q_norm.weight", Vector, Layer;
     AttnKNorm = "attn_k_norm.weight", Vector, Layer;
     AttnOutput = "attn_output.weight", Matrix, Layer;
+    AttnOutputBias = "attn_output.bias", Vector, Layer;
 
     FfnNorm = "ffn_norm.weight", Vector, Layer;
+    FfnNormBias = "ffn_norm.bias", Vector, Layer;
     /// The norm before the feed-forward block, under the name Qwen3.5's converter gives it.
     PostAttnNorm = "post_attention_norm.weight", Vector, Layer;
     FfnGate = "ffn_gate.weight", Matrix, Layer;
     FfnUp = "ffn_up.weight", Matrix, Layer;
     FfnDown = "ffn_down.weight", Matrix, Layer;
+    FfnUpBias = "ffn_up.bias", Vector, Layer;
+    FfnDownBias = "ffn_down.bias", Vector, Layer;
 
     /// Q, K and V in one projection: fused attention (split at load), or Gated DeltaNet's
     /// input to its convolution.
@@ -102,6 +110,18 @@ roles! {
     ShortConvInProj = "shortconv.in_proj.weight", Matrix, Layer;
     ShortConvConv = "shortconv.conv.weight", Vector, Layer;
     ShortConvOutProj = "shortconv.out_proj.weight", Matrix, Layer;
+}
+
+impl Role {
+    /// The bias of a norm, where the model's norm has one (LayerNorm).
+    pub fn norm_bias(self) -> Option<Role> {
+        match self {
+            Role::OutputNorm => Some(Role::OutputNormBias),
+            Role::AttnNorm => Some(Role::AttnNormBias),
+            Role::FfnNorm => Some(Role::FfnNormBias),
+            _ => None,
+        }
+    }
 }
 
 /// One tensor of a model: a role, in a layer unless the role is global.

@@ -117,20 +117,22 @@ impl Kernels {
             .collect())
     }
 
-    /// Row `step.token` of `table` into `out`: one launch per part, as (first row, rows,
-    /// launch); the caller picks the part holding the token.
+    /// Row `step.token` of `table` into `out` (`Output::Store`), or row `step.pos` added to
+    /// it (`Output::Add`: learned positions): one launch per part, as (first row, rows,
+    /// launch); the caller picks the part holding the row.
     pub fn embed_launches(
         &self,
         gpu: &Gpu,
         table: &GpuMatrix,
         out: &wgpu::Buffer,
+        mode: Output,
     ) -> Result<Vec<(usize, usize, Dispatch)>, GpuError> {
         let kernel = self.get(gpu, Shader::Embed { ty: table.ty })?;
         Ok(table
             .parts
             .iter()
             .map(|p| {
-                let u = uniform(gpu, &mat(table, p, Output::Store, false, 0));
+                let u = uniform(gpu, &mat(table, p, mode, false, 0));
                 let d = kernel.dispatch(
                     gpu,
                     &[&p.buffer, &u, out],

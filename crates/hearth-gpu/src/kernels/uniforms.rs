@@ -27,6 +27,8 @@ pub enum Output {
     SigmoidGate = 3,
     /// Multiplies the output by the product: a short convolution's gates.
     Mul = 4,
+    /// Stores `gelu(product)`: the up projection of an ungated GELU MLP.
+    Gelu = 5,
 }
 
 /// Uniform block of the matrix kernels (quant.wgsl).
@@ -52,7 +54,8 @@ pub struct NormParams {
     pub eps: f32,
     /// Normalise row `step.row` into row 0 (the head after a prompt chunk).
     pub step_row: u32,
-    pub _pad: u32,
+    /// LayerNorm: subtract the mean, and add the bias held after the weight.
+    pub centred: u32,
 }
 
 #[repr(C)]

@@ -177,6 +177,22 @@ impl<'a> Held<'a> {
         Ok(parts.map(|(b, _)| b))
     }
 
+    /// Norm `weight` as f32s, followed by its `bias` where it has one (LayerNorm), as the
+    /// norm kernel reads them.
+    pub(super) fn norm(
+        &mut self,
+        weight: TensorId,
+        bias: Option<TensorId>,
+    ) -> Result<wgpu::Buffer, GpuError> {
+        let n = self.info(weight)?.n_elements() as usize;
+        let b = self.scratch(if bias.is_some() { 2 * n } else { n });
+        self.vector_at(weight, &b, 0)?;
+        if let Some(bias) = bias {
+            self.vector_at(bias, &b, n)?;
+        }
+        Ok(b)
+    }
+
     /// An f32 vector, to be filled with tensor `id`.
     pub(super) fn vector(&mut self, id: TensorId) -> Result<wgpu::Buffer, GpuError> {
         let b = self.scratch(self.info(id)?.n_elements() as usize);

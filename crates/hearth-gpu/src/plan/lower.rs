@@ -117,6 +117,7 @@ impl Lowering<'_> {
                 opt(separate, Role::AttnVBias)?,
             ],
         };
+        let bo = opt(a.out_bias, Role::AttnOutputBias)?;
         let q_norm = opt(a.qk_norm, Role::AttnQNorm)?;
         let k_norm = opt(a.qk_norm, Role::AttnKNorm)?;
         let kv_value_bytes = if f16_kv { 2 } else { 4 };
@@ -220,7 +221,8 @@ impl Lowering<'_> {
             let gate = (wgate, &acts.h, &acts.att, None, Output::SigmoidGate, 0);
             self.products(plans, &[gate])?;
         }
-        self.products(plans, &[(&wo, &acts.att, &acts.x, None, Output::Add, 0)])
+        let out = (&wo, &acts.att, &acts.x, bo.as_ref(), Output::Add, 0);
+        self.products(plans, &[out])
     }
 
     pub(super) fn delta_net(
@@ -349,6 +351,20 @@ impl Lowering<'_> {
                 let parts = ffn.fused_parts().expect("a fused block has parts");
                 let [gate, up] = b.split(TensorId::layer(l, Role::FfnUp), parts.map(|(_, n)| n))?;
                 [gate, up, b.matrix(TensorId::layer(l, Role::FfnDown))?]
+            }
+            Ffn::Gelu { .. } => {
+                // Ungated: the up product goes through GELU, and both products add biases.
+                let [up, down] = b.matrices(l, [Role::FfnUp, Role::FfnDown])?;
+                let bu = b.vector(TensorId::layer(l, Role::FfnUpBias))?;
+                let bd = b.vector(TensorId::layer(l, Role::FfnDownBias))?;
+                let a = &self.acts;
+                return self.products(
+                    plans,
+                    &[
+                        (&up, &a.h, &a.ffn, Some(&bu), Output::Gelu, 0),
+                        (&down, &a.ffn, &a.x, Some(&bd), Output::Add, 0),
+                    ],
+                );
             }
         };
         let a = &self.acts;

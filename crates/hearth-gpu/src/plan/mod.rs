@@ -10,7 +10,7 @@ mod plans;
 use std::collections::BTreeMap;
 
 use hearth_core::gguf::Gguf;
-use hearth_core::model::{Mixer, ModelSpec, Role, TensorId};
+use hearth_core::model::{Mixer, ModelSpec, Norm, Role, TensorId};
 
 use crate::kernels::{
     token_mask, Dispatch, Kernels, NormParams, Output, Steps, TopLaunches, TOP_K,
@@ -29,6 +29,9 @@ pub struct Plan {
     pub steps: Steps,
     /// Embedding lookups, one per part of the table: (first row, rows, launch).
     pub embed: Vec<(usize, usize, Dispatch)>,
+    /// Learned positions added to the embedding, one per part of their table, as `embed`
+    /// (none without them).
+    pub positions: Vec<(usize, usize, Dispatch)>,
     pub decode: Vec<Dispatch>,
     pub prompt: Vec<PromptOp>,
     pub head: Vec<Dispatch>,
@@ -86,8 +89,18 @@ pub fn build(gpu: &Gpu, header: &Gguf, spec: &ModelSpec, max_ctx: usize) -> Resu
     let steps = Steps::new(gpu, k, CHUNK);
 
     let token_embd = b.matrix(TensorId::global(Role::TokenEmbd))?;
-    let embed = k.embed_launches(gpu, &token_embd, &acts.x)?;
-    let output_norm = b.vector(TensorId::global(s.output_norm))?;
+    let embed = k.embed_launches(gpu, &token_embd, &acts.x, Output::Store)?;
+    let position_embd = if s.arch.learned_positions {
+        Some(b.matrix(TensorId::global(Role::PositionEmbd))?)
+    } else {
+        None
+    };
+    let positions = match &position_embd {
+        Some(table) => k.embed_launches(gpu, table, &acts.x, Output::Add)?,
+        None => Vec::new(),
+    };
+    let norm_of = |b: &mut Held, id| b.norm(id, s.norm_bias(id));
+    let output_norm = norm_of(&mut b, TensorId::global(s.output_norm))?;
     let head_matrix = if s.tied_output() {
         token_embd.clone()
     } else {
@@ -104,7 +117,7 @@ pub fn build(gpu: &Gpu, header: &Gguf, spec: &ModelSpec, max_ctx: usize) -> Resu
         n: s.n_embd as u32,
         eps: s.rms_eps,
         step_row: 0,
-        _pad: 0,
+        centred: (s.arch.norm == Norm::Layer) as u32,
     };
     let mut lower = Lowering {
         gpu,
@@ -119,7 +132,7 @@ pub fn build(gpu: &Gpu, header: &Gguf, spec: &ModelSpec, max_ctx: usize) -> Resu
     let mut plans = Plans::default();
     let mut states = recurrent.layers.iter();
     for (l, layer) in s.layers.iter().enumerate() {
-        let attn_norm = b.vector(TensorId::layer(l, Role::AttnNorm))?;
+        let attn_norm = norm_of(&mut b, TensorId::layer(l, Role::AttnNorm))?;
         lower.norm(&mut plans, &attn_norm)?;
         match &layer.mixer {
             Mixer::Attention(a) => lower.attention(&mut b, &mut plans, l, a)?,
@@ -132,7 +145,7 @@ pub fn build(gpu: &Gpu, header: &Gguf, spec: &ModelSpec, max_ctx: usize) -> Resu
                 lower.short_conv(&mut b, &mut plans, l, c, &state[0])?
             }
         }
-        let ffn_norm = b.vector(TensorId::layer(l, layer.ffn_norm))?;
+        let ffn_norm = norm_of(&mut b, TensorId::layer(l, layer.ffn_norm))?;
         lower.norm(&mut plans, &ffn_norm)?;
         lower.feed_forward(&mut b, &mut plans, l, &layer.ffn)?;
     }
@@ -167,12 +180,12 @@ pub fn build(gpu: &Gpu, header: &Gguf, spec: &ModelSpec, max_ctx: usize) -> Resu
     let top = k.top_launches(gpu, s.n_vocab, &logits, &mask);
     let top_read = read_buffer((TOP_K * 8) as u64);
     // Every matrix is read once a token except the embedding, of which one row is, unless it
-    // is also the head.
+    // is also the head, and the learned positions, of which one row is.
     let weight_bytes_per_token = if s.tied_output() {
         b.matrix_bytes
     } else {
         b.matrix_bytes - token_embd.bytes()
-    };
+    } - position_embd.map_or(0, |m| m.bytes());
     let held_bytes = b.bytes
         + steps.bytes()
         + logits_read.size()
@@ -183,6 +196,7 @@ pub fn build(gpu: &Gpu, header: &Gguf, spec: &ModelSpec, max_ctx: usize) -> Resu
     Ok(Plan {
         steps,
         embed,
+        positions,
         decode: plans.decode,
         prompt: plans.prompt,
         head,

@@ -20,7 +20,7 @@ pub fn rms_norm(b: &Bench, label: &str) -> Checked {
         n: n as u32,
         eps,
         step_row: 0,
-        _pad: 0,
+        centred: 0,
     };
     // Over a chunk of `rows` tokens.
     b.run(
@@ -29,7 +29,32 @@ pub fn rms_norm(b: &Bench, label: &str) -> Checked {
     );
     let mut want = x.clone();
     ops::rms_norm_rows(&mut want, n, &w, eps);
-    close(label, &b.read(&out, n * rows), &want)
+    close(label, &b.read(&out, n * rows), &want)?;
+
+    // LayerNorm: the bias after the weight, rows with a mean far from 0.
+    let x: Vec<f32> = x.iter().map(|v| v + 3.0).collect();
+    let wb: Vec<f32> = w.iter().chain(&values(n, 3)).copied().collect();
+    let (xb, wbb) = (
+        kernels::storage_f32(&b.gpu, &x),
+        kernels::storage_f32(&b.gpu, &wb),
+    );
+    let params = NormParams {
+        centred: 1,
+        ..params
+    };
+    b.run(
+        step(0, rows as u32),
+        &[b.k.rms_norm_launch(&b.gpu, params, rows, &xb, &wbb, &out)],
+    );
+    let mut want = x.clone();
+    for row in want.chunks_exact_mut(n) {
+        ops::layer_norm(row, &w, &wb[n..], eps);
+    }
+    close(
+        &format!("{label} layer norm"),
+        &b.read(&out, n * rows),
+        &want,
+    )
 }
 
 /// Rope over 18 of each head's 24 dimensions, with per-frequency divisors and linear scaling,

@@ -1,7 +1,7 @@
 //! Attention-only transformers that differ in a few choices: one row each.
 
 use super::{read_attention, Arch, Meta};
-use crate::model::spec::{Ffn, Layer, Mixer, RopeStyle};
+use crate::model::spec::{Ffn, Layer, Mixer, Norm, RopeStyle};
 use crate::model::tensor::{Role, TensorId};
 use crate::model::ModelError;
 
@@ -13,6 +13,8 @@ pub const ARCHS: &[Arch] = &[LLAMA, QWEN2, QWEN3, SMOLLM3, PHI3];
 pub const LLAMA: Arch = Arch {
     name: "llama",
     models: "Llama, SmolLM2, TinyLlama, Mistral",
+    norm: Norm::Rms,
+    learned_positions: false,
     layers: |m, n| dense(m, n, RopeStyle::Norm, Bias::IfPresent, false),
 };
 
@@ -20,6 +22,8 @@ pub const LLAMA: Arch = Arch {
 pub const QWEN2: Arch = Arch {
     name: "qwen2",
     models: "Qwen2, Qwen2.5",
+    norm: Norm::Rms,
+    learned_positions: false,
     layers: |m, n| dense(m, n, RopeStyle::Neox, Bias::Required, false),
 };
 
@@ -27,6 +31,8 @@ pub const QWEN2: Arch = Arch {
 pub const QWEN3: Arch = Arch {
     name: "qwen3",
     models: "Qwen3",
+    norm: Norm::Rms,
+    learned_positions: false,
     layers: |m, n| dense(m, n, RopeStyle::Neox, Bias::IfPresent, true),
 };
 
@@ -36,6 +42,8 @@ pub const QWEN3: Arch = Arch {
 pub const SMOLLM3: Arch = Arch {
     name: "smollm3",
     models: "SmolLM3",
+    norm: Norm::Rms,
+    learned_positions: false,
     layers: |m, n| {
         let mut layers = dense(m, n, RopeStyle::Norm, Bias::IfPresent, false)?;
         for layer in layers.iter_mut().skip(3).step_by(4) {
@@ -55,6 +63,8 @@ pub const SMOLLM3: Arch = Arch {
 pub const PHI3: Arch = Arch {
     name: "phi3",
     models: "Phi-3, Phi-3.5",
+    norm: Norm::Rms,
+    learned_positions: false,
     layers: |m, n| {
         let mut layers = dense(m, n, RopeStyle::Neox, Bias::IfPresent, false)?;
         for layer in &mut layers {

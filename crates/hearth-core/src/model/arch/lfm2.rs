@@ -4,13 +4,15 @@
 
 use super::{read_attention_with, Arch, Meta};
 use crate::model::meta::bad;
-use crate::model::spec::{Ffn, Layer, Mixer, RopeStyle, ShortConv};
+use crate::model::spec::{Ffn, Layer, Mixer, Norm, RopeStyle, ShortConv};
 use crate::model::tensor::Role;
 use crate::model::ModelError;
 
 pub const LFM2: Arch = Arch {
     name: "lfm2",
     models: "LFM2",
+    norm: Norm::Rms,
+    learned_positions: false,
     layers,
 };
 

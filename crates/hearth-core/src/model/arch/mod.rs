@@ -7,19 +7,22 @@
 //! by the CPU reference (`model::cpu`) and the GPU plan (`hearth-gpu`'s `plan`).
 
 mod dense;
+mod gpt2;
 mod lfm2;
 mod qwen35;
 
 use super::meta::{bad, Meta};
 pub use super::spec::Arch;
-use super::spec::{Attention, LongRope, ModelSpec, Rope, RopeStyle};
+use super::spec::{Attention, LongRope, ModelSpec, Norm, Rope, RopeStyle};
 use super::tensor::{Role, TensorId};
 use super::ModelError;
 use crate::gguf::Gguf;
 
 /// Every architecture Hearth runs: the one list the CLI, the package and its pages read.
 pub fn all() -> impl Iterator<Item = &'static Arch> {
-    dense::ARCHS.iter().chain([&qwen35::QWEN35, &lfm2::LFM2])
+    dense::ARCHS
+        .iter()
+        .chain([&qwen35::QWEN35, &lfm2::LFM2, &gpt2::GPT2])
 }
 
 /// The architecture named `name` in a file's `general.architecture`.
@@ -67,9 +70,13 @@ impl ModelSpec {
             )));
         }
         let layers = (arch.layers)(&m, n_layer)?;
+        let eps_key = match arch.norm {
+            Norm::Rms => "attention.layer_norm_rms_epsilon",
+            Norm::Layer => "attention.layer_norm_epsilon",
+        };
         let rms_eps = m
-            .float("attention.layer_norm_rms_epsilon")?
-            .ok_or_else(|| ModelError::MissingKey(m.key("attention.layer_norm_rms_epsilon")))?;
+            .float(eps_key)?
+            .ok_or_else(|| ModelError::MissingKey(m.key(eps_key)))?;
         Ok(ModelSpec {
             arch,
             n_vocab,
@@ -163,6 +170,7 @@ pub(super) fn read_attention_with(
         qk_norm,
         output_gate,
         fused_qkv: false,
+        out_bias: false,
     })
 }
 

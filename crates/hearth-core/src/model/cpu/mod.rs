@@ -8,7 +8,7 @@ mod state;
 pub use state::{State, SNAPSHOTS};
 
 use self::ops::{attend, rms_norm_rows};
-use super::spec::{Attention, DeltaNet, Ffn, Mixer, ModelSpec, ShortConv};
+use super::spec::{Attention, DeltaNet, Ffn, Mixer, ModelSpec, Norm, ShortConv};
 use super::tensor::{Role, TensorId};
 use super::weights::{LayerWeights, Weights};
 use super::ModelError;
@@ -74,10 +74,19 @@ impl CpuModel {
             }
             embd.row(id as usize, &mut x[t * e..(t + 1) * e]);
         }
+        if s.arch.learned_positions {
+            // The state holds at most the context, which is the table's rows.
+            let table = self.weights.matrix(TensorId::global(Role::PositionEmbd));
+            let mut row = vec![0.0; e];
+            for (t, x) in x.chunks_exact_mut(e).enumerate() {
+                table.row(state.len() + t, &mut row);
+                add(x, &row);
+            }
+        }
         for (l, layer) in s.layers.iter().enumerate() {
             let w = self.weights.layer(l);
             let mut h = x.clone();
-            rms_norm_rows(&mut h, e, w.vector(Role::AttnNorm), s.rms_eps);
+            self.norm(&mut h, TensorId::layer(l, Role::AttnNorm));
             let out = match &layer.mixer {
                 Mixer::Attention(a) => self.attention(a, w, state, l, &h),
                 Mixer::DeltaNet(d) => self.delta_net(d, w, state, l, &h),
@@ -85,21 +94,35 @@ impl CpuModel {
             };
             add(&mut x, &out);
             let mut h = x.clone();
-            rms_norm_rows(&mut h, e, w.vector(layer.ffn_norm), s.rms_eps);
+            self.norm(&mut h, TensorId::layer(l, layer.ffn_norm));
             add(&mut x, &feed_forward(&layer.ffn, w, &h));
         }
         state.advance(n);
 
         let first = if all_logits { 0 } else { n - 1 };
         let mut h = x[first * e..].to_vec();
-        let norm = self.weights.vector(TensorId::global(s.output_norm));
-        rms_norm_rows(
-            &mut h,
-            e,
-            norm.expect("the output norm is loaded"),
-            s.rms_eps,
-        );
+        self.norm(&mut h, TensorId::global(s.output_norm));
         Ok(self.weights.head(s).times(&h, None))
+    }
+
+    /// The model's norm `id` over each row of `h`: RMS, or LayerNorm with its bias.
+    fn norm(&self, h: &mut [f32], id: TensorId) {
+        let s = &self.spec;
+        let loaded = |id: TensorId| {
+            self.weights
+                .vector(id)
+                .unwrap_or_else(|| panic!("{} is loaded", id.name()))
+        };
+        let w = loaded(id);
+        match (s.arch.norm, s.norm_bias(id)) {
+            (Norm::Layer, Some(bias)) => {
+                let b = loaded(bias);
+                for row in h.chunks_exact_mut(s.n_embd) {
+                    ops::layer_norm(row, w, b, s.rms_eps);
+                }
+            }
+            _ => rms_norm_rows(h, s.n_embd, w, s.rms_eps),
+        }
     }
 
     /// Self-attention of the `h` rows over the cache and themselves.
@@ -174,7 +197,8 @@ impl CpuModel {
                 *o *= ops::sigmoid(*g);
             }
         }
-        w.matrix(Role::AttnOutput).times(&out, None)
+        w.matrix(Role::AttnOutput)
+            .times(&out, w.optional(Role::AttnOutputBias))
     }
 
     /// The gated delta net over the `h` rows, one token after another.
@@ -250,6 +274,14 @@ fn feed_forward(ffn: &Ffn, w: LayerWeights, h: &[f32]) -> Vec<f32> {
                 *g = ops::silu(*g) * u;
             }
             w.matrix(Role::FfnDown).times(&gate, None)
+        }
+        Ffn::Gelu { .. } => {
+            let mut up = w.matrix(Role::FfnUp).times(h, w.optional(Role::FfnUpBias));
+            for v in up.iter_mut() {
+                *v = ops::gelu(*v);
+            }
+            w.matrix(Role::FfnDown)
+                .times(&up, w.optional(Role::FfnDownBias))
         }
     }
 }

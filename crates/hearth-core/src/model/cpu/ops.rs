@@ -19,6 +19,24 @@ pub fn rms_norm_rows(x: &mut [f32], n: usize, w: &[f32], eps: f32) {
     }
 }
 
+/// LayerNorm, in place: `(x - mean) * w / sqrt(var + eps) + b`, as PyTorch's `LayerNorm`
+/// (biased variance).
+pub fn layer_norm(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let scale = 1.0 / (var + eps).sqrt();
+    for ((v, w), b) in x.iter_mut().zip(w).zip(b) {
+        *v = (*v - mean) * scale * w + b;
+    }
+}
+
+/// GELU, tanh approximation (ggml's `ggml_gelu`, Hugging Face's `gelu_new`).
+pub fn gelu(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x)).tanh())
+}
+
 pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
