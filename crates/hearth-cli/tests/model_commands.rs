@@ -233,8 +233,8 @@ fn phi3_layer_kinds_and_quantize() {
     let (out, text) = quantized_q8("phi3", "phi3-tiny.f32");
     for needle in [
         "architecture:  phi3",
-        "every layer: attention: 4 heads, 2 key/value heads, head dim 16; rope Neox over 12 \
-         dims, base 10000, LongRoPE (long factors past 4096 positions, attention factor 1.19",
+        "every layer: attention: 4 heads, 2 key/value heads, head dim 16, fused QKV; rope Neox \
+         over 12 dims, base 10000, LongRoPE (long factors past 4096 positions, attention factor 1.19",
         "; feed-forward 128 (fused gate|up)",
         "Q8_0 x",
     ] {
