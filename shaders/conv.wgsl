@@ -1,12 +1,13 @@
-// The causal depthwise convolution of a delta-net layer, then SiLU, in place over the
-// step.count rows of x (a prompt chunk bound to its first step, or one decode row): one thread
+// The causal depthwise convolution of a delta-net layer (then SiLU) or of a short-convolution
+// layer (without), in place over the step.count rows of x (a prompt chunk bound to its first step, or one decode row): one thread
 // per channel walks the tokens in order, carrying the channel's last `kernel - 1` inputs in
 // `state` (oldest first, `channels` apart). Needs common.wgsl.
 
 struct Conv {
     channels: u32,
     kernel: u32,
-    _pad: vec2<u32>,
+    silu: u32,
+    _pad: u32,
 }
 
 @group(1) @binding(0) var<uniform> C: Conv;
@@ -32,6 +33,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             state[j * C.channels + c] = state[(j + 1u) * C.channels + c];
         }
         state[(k - 2u) * C.channels + c] = xi;
-        x[t * C.channels + c] = sum / (1.0 + exp(-sum));
+        if (C.silu != 0u) {
+            sum = sum / (1.0 + exp(-sum));
+        }
+        x[t * C.channels + c] = sum;
     }
 }

@@ -1,7 +1,7 @@
 // The output of the matrix kernels (matvec.wgsl, matmul.wgsl): row r of the product, plus its
-// bias, stored into, added to, multiplied by silu or gelu of y[o], or gating y[o] by its
-// sigmoid, as M.mode says. Also the
-// workgroup memory their lane reductions use. Needs quant.wgsl.
+// bias, stored into, added to, multiplied by silu or gelu of y[o], gating y[o] by its sigmoid,
+// or multiplying y[o], or stored through GELU, as M.mode says. Also the workgroup memory their
+// lane reductions use. Needs quant.wgsl.
 
 @group(1) @binding(3) var<storage, read_write> y: array<f32>;
 @group(1) @binding(4) var<storage, read> bias: array<f32>;
@@ -12,11 +12,11 @@ fn silu(v: f32) -> f32 {
     return v / (1.0 + exp(-v));
 }
 
-// GELU with the tanh approximation (hearth-core's ops::gelu).
+// GELU, tanh approximation (ggml's ggml_gelu, Hugging Face's gelu_new). tanh's argument is
+// clamped where tanh is already +-1 in f32: some tanh implementations overflow past it.
 fn gelu(v: f32) -> f32 {
-    // tanh is 1 to f32 precision past 10; clamped, no backend's exp-based tanh overflows.
-    let u = clamp(0.7978846 * (v + 0.044715 * v * v * v), -10.0, 10.0);
-    return 0.5 * v * (1.0 + tanh(u));
+    let t = clamp(0.7978845608 * v * (1.0 + 0.044715 * v * v), -10.0, 10.0);
+    return 0.5 * v * (1.0 + tanh(t));
 }
 
 fn write_out(o: u32, r: u32, value: f32) {
@@ -28,7 +28,9 @@ fn write_out(o: u32, r: u32, value: f32) {
         case 1u: { y[o] += v; }
         case 2u: { y[o] = silu(y[o]) * v; }
         case 3u: { y[o] = y[o] / (1.0 + exp(-v)); }
-        case 4u: { y[o] = gelu(y[o]) * v; }
+        case 4u: { y[o] *= v; }
+        case 5u: { y[o] = gelu(v); }
+        case 6u: { y[o] = gelu(y[o]) * v; }
         default: { y[o] = v; }
     }
 }

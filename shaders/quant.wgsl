@@ -17,7 +17,7 @@ struct Mat {
     scale_base: u32,  // first word of the scale region
     row_offset: u32,  // index of this buffer's first row in the whole tensor
     mode: u32,        // output: 0 store, 1 add, 2 multiply silu(output), 3 gate by sigmoid,
-                      // 4 multiply gelu(output)
+                      // 4 multiply, 5 gelu, 6 multiply gelu(output)
     has_bias: u32,
     pos_stride: u32,  // output starts at step.pos * pos_stride (writes into a KV cache)
     y_stride: u32,    // matmul: values per output row (the whole tensor's rows)

@@ -15,6 +15,20 @@ const hub = (repo, file) => `https://huggingface.co/${repo}/resolve/main/${file}
 
 export const CATALOGUE = [
   {
+    id: 'gpt2-124m',
+    label: 'GPT-2 124M · Q8_0',
+    url: hub('QuantFactory/gpt2-GGUF', 'gpt2.Q8_0.gguf'),
+    size: 178e6,
+    about: 'OpenAI\'s 2019 GPT-2, the smallest: it continues text rather than chatting, with learned positions over a 1024-token context.',
+  },
+  {
+    id: 'lfm2-350m',
+    label: 'LFM2 350M · Q4_K_M',
+    url: hub('LiquidAI/LFM2-350M-GGUF', 'LFM2-350M-Q4_K_M.gguf'),
+    size: 229309376,
+    about: 'Liquid AI\'s smallest LFM2: gated short convolutions in most layers, attention in a few.',
+  },
+  {
     id: 'smollm2-360m',
     label: 'SmolLM2 360M Instruct · Q4_K_M',
     url: hub('bartowski/SmolLM2-360M-Instruct-GGUF', 'SmolLM2-360M-Instruct-Q4_K_M.gguf'),
@@ -55,5 +69,12 @@ export const CATALOGUE = [
     url: hub('unsloth/SmolLM3-3B-GGUF', 'SmolLM3-3B-Q4_K_M.gguf'),
     size: 1915306528,
     about: 'Hugging Face\'s 3B reasoning model (it thinks in <think> tags unless told /no_think); every fourth layer has no rope.',
+  },
+  {
+    id: 'phi3.5-mini',
+    label: 'Phi-3.5 mini Instruct · Q4_K_M',
+    url: hub('bartowski/Phi-3.5-mini-instruct-GGUF', 'Phi-3.5-mini-instruct-Q4_K_M.gguf'),
+    size: 2.39e9,
+    about: 'Microsoft\'s 3.8B chat model (Phi-3 architecture, LongRoPE); the largest download here.',
   },
 ];

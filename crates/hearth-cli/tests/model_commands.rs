@@ -248,6 +248,66 @@ fn gemma3_layer_kinds_and_quantize() {
     check_logits_json("cpu", &out, "gemma3-tiny.q8_0");
 }
 
+/// Phi-3's partial rope with LongRoPE and its fused feed-forward block are named as such, and
+/// its F32 file quantized to Q8_0 (the fused tensors too) holds the blocks of the converter's
+/// Q8_0 file: that file's PyTorch reference holds for it.
+#[test]
+fn phi3_layer_kinds_and_quantize() {
+    let (out, text) = quantized_q8("phi3", "phi3-tiny.f32");
+    for needle in [
+        "architecture:  phi3",
+        "every layer: attention: 4 heads, 2 key/value heads, head dim 16, fused QKV; rope Neox \
+         over 12 dims, base 10000, LongRoPE (long factors past 4096 positions, attention factor 1.19",
+        "; feed-forward 128 (fused gate|up)",
+        "Q8_0 x",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+    }
+    check_logits_json("cpu", &out, "phi3-tiny.q8_0");
+}
+
+/// LFM2's convolution and attention layers are named as such, and its F32 file quantized to
+/// Q8_0 (the convolution kernels stay F32) holds the blocks of the converter's Q8_0 file.
+#[test]
+fn lfm2_layer_kinds_and_quantize() {
+    let (out, text) = quantized_q8("lfm2", "lfm2-tiny.f32");
+    for needle in [
+        "architecture:  lfm2",
+        "layers 0, 2-3: gated short convolution: 64 channels, kernel 3; feed-forward 128",
+        "layers 1, 4: attention: 4 heads, 2 key/value heads, head dim 16, Q/K norm; \
+         rope Neox over 16 dims, base 1000000; feed-forward 128",
+        "Q8_0 x",
+        "pre-tokenizer llama-bpe",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+    }
+    check_logits_json("cpu", &out, "lfm2-tiny.q8_0");
+}
+
+/// GPT-2's layer kinds are named, its learned positions stay F32 as llama.cpp leaves them, and
+/// its F32 file quantized to Q8_0 holds the blocks of the converter's Q8_0 file: that file's
+/// PyTorch reference holds for it.
+#[test]
+fn gpt2_layer_kinds_and_quantize() {
+    let (out, text) = quantized_q8("gpt2", "gpt2-tiny.f32");
+    for needle in [
+        "architecture:  gpt2",
+        "every layer: attention: 4 heads, 4 key/value heads, head dim 8, QKV bias, fused QKV, \
+         output bias; learned positions; GELU feed-forward 128",
+        "Q8_0 x",
+        "pre-tokenizer gpt-2",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+    }
+    let all = ok_stdout(&["inspect", out.to_str().unwrap(), "--all"]);
+    assert!(
+        all.lines()
+            .any(|l| l.contains("position_embd.weight") && l.contains("F32")),
+        "{all}"
+    );
+    check_logits_json("cpu", &out, "gpt2-tiny.q8_0");
+}
+
 #[test]
 fn bad_input_is_a_clear_error() {
     let dir = scratch("bad");

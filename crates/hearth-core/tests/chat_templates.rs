@@ -1,4 +1,4 @@
-//! Chat templates from real tokenizers (Qwen3, Llama 3, Llama 3.1, Llama 2), rendered by Hearth and
+//! Chat templates from real tokenizers (Qwen3, Llama 3, Llama 3.1, Llama 2) and LFM2's, rendered by Hearth and
 //! compared with `transformers`' `apply_chat_template` output recorded by
 //! tests/fixtures/tokenizers/make_tokenizer_fixtures.py.
 
@@ -14,12 +14,12 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tokenizers")
 }
 
-/// A fixture's tokenizer and template; "llama3_1" is Llama 3.1's template (its own file) over
-/// the Llama 3 vocabulary.
+/// A fixture's tokenizer and template; "llama3_1" is Llama 3.1's template and "lfm2" LFM2's
+/// (each its own file) over the Llama 3 vocabulary.
 fn load(name: &str) -> (Tokenizer, ChatTemplate) {
-    if name == "llama3_1" {
+    if name == "llama3_1" || name == "lfm2" {
         let (tokenizer, _) = load("llama3");
-        let source = std::fs::read_to_string(fixtures().join("llama3_1.jinja")).unwrap();
+        let source = std::fs::read_to_string(fixtures().join(format!("{name}.jinja"))).unwrap();
         let template = ChatTemplate::for_tokenizer(&source, &tokenizer).unwrap();
         return (tokenizer, template);
     }
@@ -106,6 +106,11 @@ fn llama3_template_matches_transformers() {
 #[test]
 fn llama3_1_template_with_tools_matches_transformers() {
     check_template("llama3_1");
+}
+
+#[test]
+fn lfm2_template_with_tools_matches_transformers() {
+    check_template("lfm2");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Hearth's tokenizers against Hugging Face `tokenizers` on real vocabularies (Qwen3, Qwen3.5,
 //! Llama 3 and Mistral's SentencePiece vocabulary), with the ids recorded by
-//! tests/fixtures/tokenizers/make_tokenizer_fixtures.py.
+//! tests/fixtures/tokenizers/make_tokenizer_fixtures.py; and GPT-2's against tiktoken's
+//! r50k_base from npm.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -118,6 +119,39 @@ fn llama3_matches_hugging_face() {
 #[test]
 fn llama2_sentencepiece_matches_hugging_face() {
     conformance("llama2");
+}
+
+/// GPT-2's vocabulary as the converter wrote it into the gpt2-tiny fixture, against the npm
+/// package gpt-tokenizer's r50k_base (tiktoken's GPT-2 encoding), recorded by
+/// tests/fixtures/tokenizers/gpt2_reference.mjs.
+#[test]
+fn gpt2_matches_tiktoken_r50k() {
+    let path = fixtures().join("../models/gpt2-tiny.q8_0.gguf.gz");
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&path).unwrap())
+        .read_to_end(&mut bytes)
+        .unwrap();
+    let tok = Tokenizer::from_gguf(&Gguf::parse(&bytes, bytes.len() as u64).unwrap()).unwrap();
+    let reference = json("gpt2_reference.json");
+    let lines = reference["lines"].as_array().unwrap();
+    let corpus = corpus();
+    assert_eq!(lines.len(), corpus.len());
+    let mut failures = Vec::new();
+    for (text, line) in corpus.iter().zip(lines) {
+        let want = ids(&line["ids"]);
+        // GPT-2 adds no BOS or EOS.
+        for add_special in [true, false] {
+            let got = tok.encode(text, add_special);
+            if got != want {
+                failures.push(format!("{text:?}: got {got:?}\n  want {want:?}"));
+            }
+        }
+        let decoded = tok.decode(&want);
+        if decoded != line["decoded"].as_str().unwrap() {
+            failures.push(format!("decode of {text:?}: got {decoded:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]

@@ -86,6 +86,7 @@ impl Shape {
             style: RopeStyle::Neox,
             freq_scale: 1.0,
             freqs: false,
+            long_rope: None,
         };
         let attention = |n_head, n_head_kv, head_dim, rope_dim, base| Attention {
             n_head,
@@ -98,6 +99,8 @@ impl Shape {
             output_gate: false,
             scale: 1.0 / (head_dim as f32).sqrt(),
             window: None,
+            fused_qkv: false,
+            out_bias: false,
         };
         let dense = |mixer: Attention, n_ff| Layer {
             mixer: Mixer::Attention(mixer),
@@ -161,6 +164,7 @@ impl Shape {
             // Room for a 512-token prompt and its continuation, not the real models' length:
             // nothing here is trained for long contexts.
             context_length: 4096,
+            output_norm: Role::OutputNorm,
             head: Role::TokenEmbd,
             rope_freqs: false,
             layers,
@@ -195,13 +199,16 @@ impl Fill {
     fn of(role: Role) -> Fill {
         use Role::*;
         match role {
-            TokenEmbd | Output | AttnQ | AttnK | AttnV | AttnOutput | FfnGate | FfnUp | FfnDown
-            | AttnQkv | AttnGate | SsmBeta | SsmAlpha | SsmOut => Fill::Matrix,
+            TokenEmbd | PositionEmbd | Output | AttnQ | AttnK | AttnV | AttnOutput | FfnGate
+            | FfnUp | FfnDown | AttnQkv | AttnGate | SsmBeta | SsmAlpha | SsmOut
+            | ShortConvInProj | ShortConvOutProj => Fill::Matrix,
             // A depthwise kernel: each channel's row is its taps.
-            SsmConv1d => Fill::Matrix,
-            OutputNorm | AttnNorm | AttnQNorm | AttnKNorm | FfnNorm | PostAttnNorm
-            | FfnPostNorm | SsmNorm | RopeFreqs => Fill::Norm,
-            AttnQBias | AttnKBias | AttnVBias | SsmDt => Fill::Bias,
+            SsmConv1d | ShortConvConv => Fill::Matrix,
+            OutputNorm | TokenEmbdNorm | AttnNorm | AttnQNorm | AttnKNorm | FfnNorm
+            | PostAttnNorm | FfnPostNorm | SsmNorm | RopeFreqs | RopeFactorsLong
+            | RopeFactorsShort => Fill::Norm,
+            AttnQBias | AttnKBias | AttnVBias | AttnQkvBias | SsmDt | OutputNormBias
+            | AttnNormBias | AttnOutputBias | FfnNormBias | FfnUpBias | FfnDownBias => Fill::Bias,
             SsmA => Fill::Decay,
         }
     }
@@ -231,11 +238,8 @@ fn metadata(spec: &ModelSpec, source: &Gguf) -> io::Result<Vec<(String, Value)>>
         ("embedding_length", count(spec.n_embd)),
         ("attention.layer_norm_rms_epsilon", Value::F32(spec.rms_eps)),
     ];
-    match spec.layers.first().map(|l| &l.ffn) {
-        Some(Ffn::SiluGated { n_ff } | Ffn::GeluGated { n_ff }) => {
-            arch_keys.push(("feed_forward_length", count(*n_ff)))
-        }
-        None => {}
+    if let Some(l) = spec.layers.first() {
+        arch_keys.push(("feed_forward_length", count(l.ffn.n_ff())));
     }
     if let Some(a) = spec.attention_layers().next() {
         arch_keys.extend([

@@ -136,6 +136,25 @@ impl GpuModel {
                     m.write(&self.gpu, data)?;
                 }
             }
+            Target::Split(parts) => {
+                let rows: usize = parts.iter().map(|m| m.rows).sum();
+                let row_bytes = bytes.len() / rows;
+                let mut rest = bytes;
+                for m in &parts {
+                    let (part, tail) = rest.split_at(m.rows * row_bytes);
+                    m.write(&self.gpu, part)?;
+                    rest = tail;
+                }
+            }
+            Target::SplitVector(parts) => {
+                let v = dequantized(name, p.ty, bytes, p.n_elements)?;
+                let mut rest = v.as_slice();
+                for (buffer, n) in parts {
+                    let (part, tail) = rest.split_at(n);
+                    queue.write_buffer(&buffer, 0, bytemuck::cast_slice(part));
+                    rest = tail;
+                }
+            }
             Target::Vector { buffer, offset } => {
                 let v = dequantized(name, p.ty, bytes, p.n_elements)?;
                 queue.write_buffer(&buffer, (offset * 4) as u64, bytemuck::cast_slice(&v));
@@ -307,6 +326,15 @@ impl GpuModel {
                         .find(|(first, rows, _)| (*first..first + rows).contains(&(token as usize)))
                         .expect("the embedding parts cover the vocabulary");
                     embed.record(&mut pass);
+                    let pos = self.len + t;
+                    let position = self
+                        .plan
+                        .positions
+                        .iter()
+                        .find(|(first, rows, _)| (*first..first + rows).contains(&pos));
+                    if let Some((_, _, add)) = position {
+                        add.record(&mut pass);
+                    }
                     if !batched {
                         for d in &self.plan.decode {
                             d.record(&mut pass);

@@ -1,22 +1,24 @@
-//! The recurrent state the delta-net kernels (`conv.wgsl`, `delta_net.wgsl`) carry from one
-//! submission to the next: per layer, the convolution's last inputs and the delta rule's
-//! matrices, plus snapshots of both, since recurrent state cannot be cut back to a prefix the
-//! way a KV cache is.
+//! The recurrent state the delta-net and short-convolution kernels (`conv.wgsl`,
+//! `delta_net.wgsl`) carry from one submission to the next: per layer, the convolution's last
+//! inputs and (delta net) the delta rule's matrices, plus snapshots of them, since recurrent
+//! state cannot be cut back to a prefix the way a KV cache is.
 
 use hearth_core::model::cpu::SNAPSHOTS;
-use hearth_core::model::DeltaNet;
 
 use crate::kernels;
 use crate::{Gpu, GpuError};
 
-/// The recurrent state of every delta-net layer, and up to [`SNAPSHOTS`] copies of it.
+/// The buffers of each recurrent layer's state parts (convolution, then delta rule).
+type Set = Vec<Vec<wgpu::Buffer>>;
+
+/// The recurrent state of every recurrent layer, and up to [`SNAPSHOTS`] copies of it.
 pub struct RecurrentState {
-    /// (conv, delta) buffers per delta-net layer.
-    pub layers: Vec<(wgpu::Buffer, wgpu::Buffer)>,
+    /// The parts of each recurrent layer, in layer order.
+    pub layers: Set,
     /// Positions and buffers of the snapshots, oldest first.
-    snapshots: Vec<(usize, Vec<(wgpu::Buffer, wgpu::Buffer)>)>,
+    snapshots: Vec<(usize, Set)>,
     /// Snapshot buffers not holding one.
-    free: Vec<Vec<(wgpu::Buffer, wgpu::Buffer)>>,
+    free: Vec<Set>,
 }
 
 fn state_buffer(gpu: &Gpu, floats: usize) -> Result<wgpu::Buffer, GpuError> {
@@ -32,17 +34,13 @@ fn state_buffer(gpu: &Gpu, floats: usize) -> Result<wgpu::Buffer, GpuError> {
 }
 
 impl RecurrentState {
-    /// Zeroed state, and room for its snapshots, for `layers`.
-    pub fn new(gpu: &Gpu, layers: &[&DeltaNet]) -> Result<Self, GpuError> {
-        let set = || -> Result<Vec<_>, GpuError> {
+    /// Zeroed state, and room for its snapshots, for layers whose parts hold the given
+    /// numbers of floats.
+    pub fn new(gpu: &Gpu, layers: &[Vec<usize>]) -> Result<Self, GpuError> {
+        let set = || -> Result<Set, GpuError> {
             layers
                 .iter()
-                .map(|d| {
-                    Ok((
-                        state_buffer(gpu, d.conv_state_len())?,
-                        state_buffer(gpu, d.delta_state_len())?,
-                    ))
-                })
+                .map(|parts| parts.iter().map(|&n| state_buffer(gpu, n)).collect())
                 .collect()
         };
         Ok(RecurrentState {
@@ -58,20 +56,13 @@ impl RecurrentState {
 
     /// Bytes held, snapshots included.
     pub fn bytes(&self) -> u64 {
-        let set = |s: &[(wgpu::Buffer, wgpu::Buffer)]| -> u64 {
-            s.iter().map(|(c, d)| c.size() + d.size()).sum()
-        };
-        set(&self.layers) * (1 + SNAPSHOTS as u64)
+        let held: u64 = self.layers.iter().flatten().map(wgpu::Buffer::size).sum();
+        held * (1 + SNAPSHOTS as u64)
     }
 
-    fn copy(
-        encoder: &mut wgpu::CommandEncoder,
-        from: &[(wgpu::Buffer, wgpu::Buffer)],
-        to: &[(wgpu::Buffer, wgpu::Buffer)],
-    ) {
-        for ((fc, fd), (tc, td)) in from.iter().zip(to) {
-            encoder.copy_buffer_to_buffer(fc, 0, tc, 0, fc.size());
-            encoder.copy_buffer_to_buffer(fd, 0, td, 0, fd.size());
+    fn copy(encoder: &mut wgpu::CommandEncoder, from: &Set, to: &Set) {
+        for (f, t) in from.iter().flatten().zip(to.iter().flatten()) {
+            encoder.copy_buffer_to_buffer(f, 0, t, 0, f.size());
         }
     }
 
@@ -105,9 +96,8 @@ impl RecurrentState {
                 *at
             }
             None => {
-                for (c, d) in &self.layers {
-                    encoder.clear_buffer(c, 0, None);
-                    encoder.clear_buffer(d, 0, None);
+                for part in self.layers.iter().flatten() {
+                    encoder.clear_buffer(part, 0, None);
                 }
                 0
             }

@@ -104,7 +104,8 @@ fn a_model_over_a_device_limit_is_a_device_failure() {
     let Some(gpu) = common::gpu(&options) else {
         return;
     };
-    let f = &hearth_fixtures::model_fixtures()[0];
+    // A model whose context (256) holds more positions than the cap.
+    let f = &hearth_fixtures::model_fixture("llama-kq.q4_0");
     let file = GgufFile::open(f.gguf_bytes()).unwrap();
     let positions = 1024;
     let err = match pollster::block_on(GpuModel::load(&gpu, &file, positions, &mut |_, _| {})) {
@@ -211,14 +212,21 @@ fn f16_kv_cache_stays_within_its_rounding() {
     eprintln!("f16 KV cache: worst logits difference {worst:.2e} of the range");
 }
 
-/// Prefix reuse on a model with recurrent layers, on both backends: cutting back to where a
-/// checkpoint was taken restores the recurrent state exactly, anywhere else falls back to the
-/// latest checkpoint before it (or the start), and continuing from what was kept gives the
-/// logits of running the whole sequence afresh.
+/// Prefix reuse on models with recurrent layers (Qwen3.5's delta net, LFM2's short
+/// convolution), on both backends: cutting back to where a checkpoint was taken restores the
+/// recurrent state exactly, anywhere else falls back to the latest checkpoint before it (or
+/// the start), and continuing from what was kept gives the logits of running the whole
+/// sequence afresh.
 #[test]
 fn recurrent_state_continues_from_checkpoints() {
+    for label in ["qwen35-tiny.f32", "lfm2-tiny.f32"] {
+        continues_from_checkpoints(label);
+    }
+}
+
+fn continues_from_checkpoints(label: &str) {
     use hearth_gpu::Backend;
-    let f = hearth_fixtures::model_fixture("qwen35-tiny.f32");
+    let f = hearth_fixtures::model_fixture(label);
     let file = GgufFile::open(f.gguf_bytes()).unwrap();
     let tokens: Vec<u32> = (0..40).map(|i| (i * 97 + 5) % 4000).collect();
     let mut backends = vec![Backend::load_cpu(&file, 64, &mut |_, _| {}).unwrap()];
@@ -227,7 +235,7 @@ fn recurrent_state_continues_from_checkpoints() {
             .push(pollster::block_on(Backend::load_gpu(gpu, &file, 64, &mut |_, _| {})).unwrap());
     }
     for mut b in backends {
-        let name = b.name();
+        let name = format!("{label} on {}", b.name());
         let fresh = pollster::block_on(b.forward(&tokens)).unwrap();
         assert_eq!(b.truncate(30), 0, "{name}: no checkpoint yet");
         // A prompt of 12, a checkpoint, 13 more (a reply), another, then the rest.

@@ -142,7 +142,7 @@ fn uniform_blocks_match_their_rust_mirrors() {
         mirror!("Store", KvStoreParams, [k_dim, v_dim, ring]),
         mirror!("TopParams", TopParams, [n, from_logits, neg_inf, masked]),
         mirror!("ArgmaxParams", ArgmaxParams, [n, masked]),
-        mirror!("Conv", ConvParams, [channels, kernel]),
+        mirror!("Conv", ConvParams, [channels, kernel, silu]),
         mirror!(
             "Delta",
             DeltaParams,

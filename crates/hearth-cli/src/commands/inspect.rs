@@ -96,12 +96,15 @@ fn print_layers(s: &ModelSpec) {
     let mut kinds: Vec<(String, Vec<usize>)> = Vec::new();
     for (l, layer) in s.layers.iter().enumerate() {
         let ffn = match layer.ffn {
-            Ffn::SiluGated { n_ff } => format!("feed-forward {n_ff}"),
+            Ffn::SiluGated { n_ff } | Ffn::SiluGatedFused { n_ff } => {
+                format!("feed-forward {n_ff}")
+            }
             Ffn::GeluGated { n_ff } => format!("feed-forward {n_ff} (GeGLU)"),
+            Ffn::Gelu { n_ff } => format!("GELU feed-forward {n_ff}"),
         };
         let mixer = match &layer.mixer {
             Mixer::Attention(a) => format!(
-                "{}: {} heads, {} key/value heads, head dim {}{}{}{}; {}",
+                "{}: {} heads, {} key/value heads, head dim {}{}{}{}{}{}; {}",
                 match a.window {
                     Some(w) => format!("local attention (window {w})"),
                     None if windowed => "global attention".to_string(),
@@ -113,9 +116,11 @@ fn print_layers(s: &ModelSpec) {
                 if a.qkv_bias { ", QKV bias" } else { "" },
                 if a.qk_norm { ", Q/K norm" } else { "" },
                 if a.output_gate { ", output gate" } else { "" },
+                if a.fused_qkv { ", fused QKV" } else { "" },
+                if a.out_bias { ", output bias" } else { "" },
                 match a.rope {
                     Some(r) => format!(
-                        "rope {:?} over {} dims, base {}{}{}",
+                        "rope {:?} over {} dims, base {}{}{}{}",
                         r.style,
                         r.dim,
                         r.base,
@@ -129,7 +134,15 @@ fn print_layers(s: &ModelSpec) {
                         } else {
                             ""
                         },
+                        match r.long_rope {
+                            Some(l) => format!(
+                                ", LongRoPE (long factors past {} positions, attention factor {})",
+                                l.original_context, l.attn_factor
+                            ),
+                            None => String::new(),
+                        },
                     ),
+                    None if s.arch.learned_positions => "learned positions".to_string(),
                     None => "no rope (NoPE)".to_string(),
                 },
             ),
@@ -137,9 +150,17 @@ fn print_layers(s: &ModelSpec) {
                 "gated delta net: {} key heads, {} value heads, head dims {}/{}, conv kernel {}",
                 d.n_k_heads, d.n_v_heads, d.head_k_dim, d.head_v_dim, d.conv_kernel
             ),
+            Mixer::ShortConv(c) => format!(
+                "gated short convolution: {} channels, kernel {}",
+                c.channels, c.conv_kernel
+            ),
+        };
+        let fused = match layer.ffn.fused_parts() {
+            Some(_) => " (fused gate|up)",
+            None => "",
         };
         let post = if layer.post_norms { "; post-norms" } else { "" };
-        let kind = format!("{mixer}; {ffn}{post}");
+        let kind = format!("{mixer}; {ffn}{fused}{post}");
         match kinds.iter_mut().find(|(k, _)| *k == kind) {
             Some((_, ls)) => ls.push(l),
             None => kinds.push((kind, vec![l])),

@@ -55,6 +55,41 @@ impl Meta<'_> {
         }
     }
 
+    /// A count for each of `n_layer` layers, each positive or zero: one value for every layer,
+    /// or an array of exactly `n_layer` values (LFM2's `attention.head_count_kv`, 0 on its
+    /// convolution layers), if present.
+    pub fn counts_per_layer(
+        &self,
+        name: &str,
+        n_layer: usize,
+    ) -> Result<Option<Vec<usize>>, ModelError> {
+        let Some(v) = self.value(name) else {
+            return Ok(None);
+        };
+        let bad_value = || {
+            bad(format!(
+                "{} = {} for {n_layer} layers",
+                self.key(name),
+                v.summary()
+            ))
+        };
+        let check = |n: Option<u64>| match n {
+            Some(n) if n < MAX_DIM => Ok(n as usize),
+            _ => Err(bad_value()),
+        };
+        let counts = match v {
+            Value::Array(a) => a
+                .to_i64s()
+                .filter(|xs| xs.len() == n_layer)
+                .ok_or_else(bad_value)?
+                .into_iter()
+                .map(|n| check(u64::try_from(n).ok()))
+                .collect::<Result<_, _>>()?,
+            _ => vec![check(v.as_u64())?; n_layer],
+        };
+        Ok(Some(counts))
+    }
+
     /// A positive finite float, if present.
     pub fn float(&self, name: &str) -> Result<Option<f32>, ModelError> {
         match self.value(name) {

@@ -12,7 +12,9 @@ pub mod weights;
 
 pub use arch::Arch;
 pub use cpu::{CpuModel, State};
-pub use spec::{Attention, DeltaNet, Ffn, Layer, Mixer, ModelSpec, Rope, RopeStyle};
+pub use spec::{
+    Attention, DeltaNet, Ffn, Layer, LongRope, Mixer, ModelSpec, Norm, Rope, RopeStyle, ShortConv,
+};
 pub use tensor::{Role, TensorId};
 pub use weights::{QTensor, Weights};
 

@@ -42,10 +42,11 @@ fn use_more_bits(layer: usize, n_layer: usize) -> bool {
 /// The type a tensor gets under `scheme` in a model of `n_layer` layers.
 pub fn target_type(t: &TensorInfo, scheme: Scheme, n_layer: usize, has_output: bool) -> GgmlType {
     let id = TensorId::parse(&t.name);
-    // Norms, biases, rope factors and small per-head tables stay exact.
+    // Norms, biases, rope factors and small per-head tables stay exact, and so do learned
+    // positions, as llama.cpp's quantizer and converter leave them.
     if t.dims.len() < 2
         || !t.name.ends_with(".weight")
-        || id.is_some_and(|id| id.role.usage() == Use::Vector)
+        || id.is_some_and(|id| id.role.usage() == Use::Vector || id.role == Role::PositionEmbd)
     {
         return GgmlType::F32;
     }

@@ -52,12 +52,22 @@ macro_rules! roles {
 
 roles! {
     TokenEmbd = "token_embd.weight", Matrix, Global;
+    /// Learned absolute positions (GPT-2): one row per position of the context.
+    PositionEmbd = "position_embd.weight", Matrix, Global;
     OutputNorm = "output_norm.weight", Vector, Global;
+    /// The final norm under the name LFM2's converter gives it.
+    TokenEmbdNorm = "token_embd_norm.weight", Vector, Global;
+    OutputNormBias = "output_norm.bias", Vector, Global;
     Output = "output.weight", Matrix, Global;
     /// Llama 3's per-frequency rope divisors.
     RopeFreqs = "rope_freqs.weight", Vector, Global;
+    /// LongRoPE's per-frequency divisors for contexts past the original one (Phi-3).
+    RopeFactorsLong = "rope_factors_long.weight", Vector, Global;
+    /// LongRoPE's per-frequency divisors for contexts up to the original one (Phi-3).
+    RopeFactorsShort = "rope_factors_short.weight", Vector, Global;
 
     AttnNorm = "attn_norm.weight", Vector, Layer;
+    AttnNormBias = "attn_norm.bias", Vector, Layer;
     AttnQ = "attn_q.weight", Matrix, Layer;
     AttnK = "attn_k.weight", Matrix, Layer;
     AttnV = "attn_v.weight", Matrix, Layer;
@@ -67,8 +77,10 @@ roles! {
     AttnQNorm = "attn_q_norm.weight", Vector, Layer;
     AttnKNorm = "attn_k_norm.weight", Vector, Layer;
     AttnOutput = "attn_output.weight", Matrix, Layer;
+    AttnOutputBias = "attn_output.bias", Vector, Layer;
 
     FfnNorm = "ffn_norm.weight", Vector, Layer;
+    FfnNormBias = "ffn_norm.bias", Vector, Layer;
     /// The norm before the feed-forward block, under the name Qwen3.5's converter gives it;
     /// in Gemma, the norm of the attention output.
     PostAttnNorm = "post_attention_norm.weight", Vector, Layer;
@@ -77,9 +89,14 @@ roles! {
     FfnDown = "ffn_down.weight", Matrix, Layer;
     /// The norm of the feed-forward block's output (Gemma; its mixer's is `PostAttnNorm`).
     FfnPostNorm = "post_ffw_norm.weight", Vector, Layer;
+    FfnUpBias = "ffn_up.bias", Vector, Layer;
+    FfnDownBias = "ffn_down.bias", Vector, Layer;
 
-    /// Gated DeltaNet: the fused Q, K and V projection feeding the convolution.
+    /// Q, K and V in one projection: fused attention (split at load), or Gated DeltaNet's
+    /// input to its convolution.
     AttnQkv = "attn_qkv.weight", Matrix, Layer;
+    /// The bias of a fused attention's Q, K and V (split at load).
+    AttnQkvBias = "attn_qkv.bias", Vector, Layer;
     /// Gated DeltaNet: z, the output gate of the gated norm.
     AttnGate = "attn_gate.weight", Matrix, Layer;
     SsmConv1d = "ssm_conv1d.weight", Vector, Layer;
@@ -90,6 +107,24 @@ roles! {
     SsmAlpha = "ssm_alpha.weight", Matrix, Layer;
     SsmNorm = "ssm_norm.weight", Vector, Layer;
     SsmOut = "ssm_out.weight", Matrix, Layer;
+
+    /// Short convolution (LFM2): the `[B | C | x]` projection, the depthwise kernel and the
+    /// output projection.
+    ShortConvInProj = "shortconv.in_proj.weight", Matrix, Layer;
+    ShortConvConv = "shortconv.conv.weight", Vector, Layer;
+    ShortConvOutProj = "shortconv.out_proj.weight", Matrix, Layer;
+}
+
+impl Role {
+    /// The bias of a norm, where the model's norm has one (LayerNorm).
+    pub fn norm_bias(self) -> Option<Role> {
+        match self {
+            Role::OutputNorm => Some(Role::OutputNormBias),
+            Role::AttnNorm => Some(Role::AttnNormBias),
+            Role::FfnNorm => Some(Role::FfnNormBias),
+            _ => None,
+        }
+    }
 }
 
 /// One tensor of a model: a role, in a layer unless the role is global.

@@ -23,6 +23,16 @@ impl QTensor {
         self.cols / self.ty.block_size() * self.ty.block_geometry().1
     }
 
+    /// Rows `first..first + n` as a tensor of their own.
+    pub fn rows(&self, first: usize, n: usize) -> QTensor {
+        let b = self.row_bytes();
+        QTensor {
+            rows: n,
+            data: self.data[first * b..(first + n) * b].to_vec(),
+            ..*self
+        }
+    }
+
     /// Decodes row `r` into `out` (`cols` values).
     pub fn row(&self, r: usize, out: &mut [f32]) {
         let n = self.row_bytes();
@@ -110,7 +120,12 @@ impl Weights {
                 Use::Matrix => Tensor::Matrix(m),
                 Use::Vector => Tensor::Vector(m.to_f32()),
             };
-            tensors.insert(id, tensor);
+            match fused_parts(spec, id) {
+                Some(parts) => tensors.extend(split(tensor, &parts)),
+                None => {
+                    tensors.insert(id, tensor);
+                }
+            }
         }
         Ok(Weights { tensors })
     }
@@ -146,6 +161,45 @@ impl Weights {
     }
 }
 
+/// The tensors a fused tensor is split into at load, each with its rows (values of a vector),
+/// in order: the Q, K and V of a fused attention projection or of its bias, or the gate and up
+/// of a fused feed-forward block.
+fn fused_parts(spec: &ModelSpec, id: TensorId) -> Option<Vec<(TensorId, usize)>> {
+    let l = id.layer?;
+    if id.role == Role::FfnUp {
+        let parts = spec.layers[l].ffn.fused_parts()?;
+        return Some(
+            parts
+                .map(|(role, n)| (TensorId::layer(l, role), n))
+                .to_vec(),
+        );
+    }
+    let a = spec.layers[l].attention().filter(|a| a.fused_qkv)?;
+    let bias = match id.role {
+        Role::AttnQkv => false,
+        Role::AttnQkvBias => true,
+        _ => return None,
+    };
+    let part = |(weight, b, n)| (TensorId::layer(l, if bias { b } else { weight }), n);
+    Some(a.fused_qkv_parts().map(part).to_vec())
+}
+
+/// `tensor` cut into consecutive `parts` (checked to cover it when its shape was).
+fn split(tensor: Tensor, parts: &[(TensorId, usize)]) -> Vec<(TensorId, Tensor)> {
+    let mut first = 0;
+    parts
+        .iter()
+        .map(|&(id, n)| {
+            let part = match &tensor {
+                Tensor::Matrix(m) => Tensor::Matrix(m.rows(first, n)),
+                Tensor::Vector(v) => Tensor::Vector(v[first..first + n].to_vec()),
+            };
+            first += n;
+            (id, part)
+        })
+        .collect()
+}
+
 /// The tensors of one layer, by role.
 #[derive(Clone, Copy)]
 pub struct LayerWeights<'a> {
@@ -166,5 +220,41 @@ impl<'a> LayerWeights<'a> {
 
     pub fn optional(self, role: Role) -> Option<&'a [f32]> {
         self.w.vector(TensorId::layer(self.layer, role))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fused_tensor_splits_into_consecutive_rows() {
+        let values: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        let m = QTensor {
+            ty: GgmlType::F32,
+            rows: 6,
+            cols: 2,
+            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        };
+        let parts = [(Role::AttnQ, 2), (Role::AttnK, 3), (Role::AttnV, 1)]
+            .map(|(r, n)| (TensorId::layer(0, r), n));
+        let got: Vec<Vec<f32>> = split(Tensor::Matrix(m), &parts)
+            .into_iter()
+            .map(|(_, t)| match t {
+                Tensor::Matrix(m) => m.to_f32(),
+                Tensor::Vector(_) => panic!("a matrix splits into matrices"),
+            })
+            .collect();
+        assert_eq!(got, [&values[..4], &values[4..10], &values[10..]]);
+
+        let bias = Tensor::Vector(values[..6].to_vec());
+        let got: Vec<Vec<f32>> = split(bias, &parts)
+            .into_iter()
+            .map(|(_, t)| match t {
+                Tensor::Vector(v) => v,
+                Tensor::Matrix(_) => panic!("a vector splits into vectors"),
+            })
+            .collect();
+        assert_eq!(got, [&values[..2], &values[2..5], &values[5..6]]);
     }
 }

@@ -125,14 +125,16 @@ impl Kernels {
             .collect())
     }
 
-    /// Row `step.token` of `table`, times `scale`, into `out`: one launch per part, as (first
-    /// row, rows, launch); the caller picks the part holding the token.
+    /// Row `step.token` of `table`, times `scale`, into `out` (`Output::Store`), or row
+    /// `step.pos` added to it (`Output::Add`: learned positions): one launch per part, as
+    /// (first row, rows, launch); the caller picks the part holding the row.
     pub fn embed_launches(
         &self,
         gpu: &Gpu,
         table: &GpuMatrix,
         scale: f32,
         out: &wgpu::Buffer,
+        mode: Output,
     ) -> Result<Vec<(usize, usize, Dispatch)>, GpuError> {
         let kernel = self.get(gpu, Shader::Embed { ty: table.ty })?;
         Ok(table
@@ -141,7 +143,7 @@ impl Kernels {
             .map(|p| {
                 let params = Mat {
                     out_scale: scale,
-                    ..mat(table, p, Output::Store, false, (0, 0))
+                    ..mat(table, p, mode, false, (0, 0))
                 };
                 let u = uniform(gpu, &params);
                 let d = kernel.dispatch(
@@ -262,20 +264,22 @@ impl Kernels {
         )
     }
 
-    /// The convolution and SiLU, in place on the `qkv` rows of a step's chunk.
+    /// The causal convolution of `channels` channels with `kernel` taps, and SiLU if `silu`,
+    /// in place on the `x` rows of a step's chunk.
     pub fn conv_launch(
         &self,
         gpu: &Gpu,
-        d: &DeltaNet,
-        [qkv, weight, state]: [&wgpu::Buffer; 3],
+        (channels, kernel, silu): (usize, usize, bool),
+        [x, weight, state]: [&wgpu::Buffer; 3],
     ) -> Dispatch {
         let params = ConvParams {
-            channels: d.conv_dim() as u32,
-            kernel: d.conv_kernel as u32,
-            _pad: [0; 2],
+            channels: channels as u32,
+            kernel: kernel as u32,
+            silu: silu as u32,
+            _pad: 0,
         };
-        let groups = [d.conv_dim().div_ceil(64) as u32, 1, 1];
-        self.launch(gpu, Shader::Conv, &params, &[qkv, weight, state], groups)
+        let groups = [channels.div_ceil(64) as u32, 1, 1];
+        self.launch(gpu, Shader::Conv, &params, &[x, weight, state], groups)
     }
 
     /// The delta rule and gated norm of every value head over the `step.count` rows of a step

@@ -25,8 +25,12 @@ pub enum Output {
     SiluGate = 2,
     /// Multiplies the output by `sigmoid(product)`: an attention output gate.
     SigmoidGate = 3,
+    /// Multiplies the output by the product: a short convolution's gates.
+    Mul = 4,
+    /// Stores `gelu(product)`: the up projection of an ungated GELU MLP.
+    Gelu = 5,
     /// Multiplies `gelu(output)` by the product: GeGLU's up projection after its gate.
-    GeluGate = 4,
+    GeluGate = 6,
 }
 
 /// Uniform block of the matrix kernels (quant.wgsl).
@@ -58,6 +62,9 @@ pub struct NormParams {
     pub step_row: u32,
     /// Adds the normed row to the output (a post-norm into the residual).
     pub add: u32,
+    /// LayerNorm: subtract the mean, and add the bias held after the weight.
+    pub centred: u32,
+    pub _pad: [u32; 3],
 }
 
 #[repr(C)]
@@ -123,7 +130,9 @@ pub struct ArgmaxParams {
 pub struct ConvParams {
     pub channels: u32,
     pub kernel: u32,
-    pub _pad: [u32; 2],
+    /// 1 to apply SiLU to the output (the delta net), 0 for none (the short convolution).
+    pub silu: u32,
+    pub _pad: u32,
 }
 
 /// Uniform block of delta_net.wgsl.

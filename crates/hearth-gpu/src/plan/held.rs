@@ -18,6 +18,11 @@ pub enum Target {
     /// Rows dealt in turn to several matrices, `block` rows at a time (a gated Q's query and
     /// gate rows, which alternate per head).
     Dealt { block: usize, parts: Vec<GpuMatrix> },
+    /// Consecutive row ranges, each into its own matrix (a fused Q, K and V projection).
+    Split(Vec<GpuMatrix>),
+    /// Dequantized to f32 and cut into consecutive runs, each into its own buffer, as (buffer,
+    /// floats) (a fused Q, K and V bias).
+    SplitVector(Vec<(wgpu::Buffer, usize)>),
     /// Dequantized to f32 at a float offset of a buffer.
     Vector { buffer: wgpu::Buffer, offset: usize },
     /// Llama 3's rope frequency factors, which shape these rope tables.
@@ -143,6 +148,49 @@ impl<'a> Held<'a> {
             },
         )?;
         Ok(parts)
+    }
+
+    /// Matrices of consecutive row ranges of tensor `id`, `rows[i]` rows each (which the
+    /// checked tensor shape covers).
+    pub(super) fn split<const N: usize>(
+        &mut self,
+        id: TensorId,
+        rows: [usize; N],
+    ) -> Result<[GpuMatrix; N], GpuError> {
+        let (_, cols, ty) = self.shape(id)?;
+        let parts = rows.map(|n| self.allocate(id, n, cols, ty));
+        let parts = parts.into_iter().collect::<Result<Vec<_>, _>>()?;
+        self.expect(id, Target::Split(parts.clone()))?;
+        Ok(parts
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("one matrix per range")))
+    }
+
+    /// f32 vectors of consecutive runs of tensor `id`, `lens[i]` values each.
+    pub(super) fn split_vector<const N: usize>(
+        &mut self,
+        id: TensorId,
+        lens: [usize; N],
+    ) -> Result<[wgpu::Buffer; N], GpuError> {
+        let parts = lens.map(|n| (self.scratch(n), n));
+        self.expect(id, Target::SplitVector(parts.to_vec()))?;
+        Ok(parts.map(|(b, _)| b))
+    }
+
+    /// Norm `weight` as f32s, followed by its `bias` where it has one (LayerNorm), as the
+    /// norm kernel reads them.
+    pub(super) fn norm(
+        &mut self,
+        weight: TensorId,
+        bias: Option<TensorId>,
+    ) -> Result<wgpu::Buffer, GpuError> {
+        let n = self.info(weight)?.n_elements() as usize;
+        let b = self.scratch(if bias.is_some() { 2 * n } else { n });
+        self.vector_at(weight, &b, 0)?;
+        if let Some(bias) = bias {
+            self.vector_at(bias, &b, n)?;
+        }
+        Ok(b)
     }
 
     /// An f32 vector, to be filled with tensor `id`.

@@ -1,14 +1,16 @@
-//! Lowering each layer of the description: attention, the delta net and the feed-forward
-//! block, each operation written once as a function of the rows it runs over.
+//! Lowering each layer of the description: attention, the delta net, the short convolution and
+//! the feed-forward block, each operation written once as a function of the rows it runs over.
 
-use hearth_core::model::{Attention, DeltaNet, Ffn, ModelSpec, Role, Rope, RopeStyle, TensorId};
+use hearth_core::model::{
+    Attention, DeltaNet, Ffn, ModelSpec, Role, Rope, RopeStyle, ShortConv, TensorId,
+};
 
 use crate::kernels::{uniform, AttnParams, Kernels, NormParams, Output, RopeParams};
 use crate::weights::GpuMatrix;
 use crate::{Gpu, GpuError};
 
 use super::held::Held;
-use super::plans::{Acts, Plans, PromptOp, Recurrence, CHUNK};
+use super::plans::{Acts, Plans, Recurrence, CHUNK};
 
 /// The rope (cos, sin) table of `rope` for positions `0..max_ctx`, the reference's values.
 pub fn rope_table(rope: &Rope, freqs: Option<&[f32]>, max_ctx: usize) -> Vec<f32> {
@@ -68,7 +70,7 @@ impl Lowering<'_> {
         })
     }
 
-    /// A block's output projection `m` of `input` into the residual: added to `x`, or with a
+    /// A block's output projection `m` of `input` (plus `bias`) into the residual: added to `x`, or with a
     /// post-norm, stored in `h` (free once the block's products have read it), normed and
     /// added.
     fn residual(
@@ -76,13 +78,14 @@ impl Lowering<'_> {
         plans: &mut Plans,
         m: &GpuMatrix,
         input: &wgpu::Buffer,
+        bias: Option<&wgpu::Buffer>,
         post_norm: Option<&wgpu::Buffer>,
     ) -> Result<(), GpuError> {
         let a = &self.acts;
         let Some(weight) = post_norm else {
-            return self.products(plans, &[(m, input, &a.x, None, Output::Add, (0, 0))]);
+            return self.products(plans, &[(m, input, &a.x, bias, Output::Add, (0, 0))]);
         };
-        self.products(plans, &[(m, input, &a.h, None, Output::Store, (0, 0))])?;
+        self.products(plans, &[(m, input, &a.h, bias, Output::Store, (0, 0))])?;
         let params = NormParams {
             add: 1,
             ..self.norm
@@ -99,7 +102,7 @@ impl Lowering<'_> {
         if let Some((_, t)) = self.tables.iter().find(|(r, _)| r == rope) {
             return t.clone();
         }
-        let t = if rope.freqs {
+        let t = if rope.factors(self.max_ctx).is_some() {
             // Written once the factors arrive.
             b.scratch(self.max_ctx * rope.dim)
         } else {
@@ -120,17 +123,36 @@ impl Lowering<'_> {
         let id = |role| TensorId::layer(l, role);
         let gpu = self.gpu;
         let (s, f16_kv) = (self.spec, gpu.paths.f16_kv);
-        let (wq, wgate) = if a.output_gate {
-            let mut parts = b.dealt(id(Role::AttnQ), a.head_dim, 2)?.into_iter();
-            (parts.next().unwrap(), parts.next())
+        // A fused projection's rows (and its bias's values): Q's, K's, then V's.
+        let lens = a.fused_qkv_parts().map(|(_, _, n)| n);
+        let (wq, wgate, wk, wv) = if a.fused_qkv {
+            let [wq, wk, wv] = b.split(id(Role::AttnQkv), lens)?;
+            (wq, None, wk, wv)
         } else {
-            (b.matrix(id(Role::AttnQ))?, None)
+            let (wq, wgate) = if a.output_gate {
+                let mut parts = b.dealt(id(Role::AttnQ), a.head_dim, 2)?.into_iter();
+                (parts.next().unwrap(), parts.next())
+            } else {
+                (b.matrix(id(Role::AttnQ))?, None)
+            };
+            let [wk, wv] = b.matrices(l, [Role::AttnK, Role::AttnV])?;
+            (wq, wgate, wk, wv)
         };
-        let [wk, wv, wo] = b.matrices(l, [Role::AttnK, Role::AttnV, Role::AttnOutput])?;
+        let [wo] = b.matrices(l, [Role::AttnOutput])?;
+        let fused_bias = (a.qkv_bias && a.fused_qkv)
+            .then(|| b.split_vector(id(Role::AttnQkvBias), lens))
+            .transpose()?;
         let mut opt = |on: bool, role| on.then(|| b.vector(id(role))).transpose();
-        let bq = opt(a.qkv_bias, Role::AttnQBias)?;
-        let bk = opt(a.qkv_bias, Role::AttnKBias)?;
-        let bv = opt(a.qkv_bias, Role::AttnVBias)?;
+        let separate = a.qkv_bias && !a.fused_qkv;
+        let [bq, bk, bv] = match fused_bias {
+            Some(parts) => parts.map(Some),
+            None => [
+                opt(separate, Role::AttnQBias)?,
+                opt(separate, Role::AttnKBias)?,
+                opt(separate, Role::AttnVBias)?,
+            ],
+        };
+        let bo = opt(a.out_bias, Role::AttnOutputBias)?;
         let q_norm = opt(a.qk_norm, Role::AttnQNorm)?;
         let k_norm = opt(a.qk_norm, Role::AttnKNorm)?;
         let kv_value_bytes = if f16_kv { 2 } else { 4 };
@@ -237,7 +259,7 @@ impl Lowering<'_> {
             let gate = (wgate, &acts.h, &acts.att, None, Output::SigmoidGate, (0, 0));
             self.products(plans, &[gate])?;
         }
-        self.residual(plans, &wo, &acts.att, post_norm)
+        self.residual(plans, &wo, &acts.att, bo.as_ref(), post_norm)
     }
 
     pub(super) fn delta_net(
@@ -246,9 +268,12 @@ impl Lowering<'_> {
         plans: &mut Plans,
         l: usize,
         d: &DeltaNet,
-        (conv_state, delta_state): &(wgpu::Buffer, wgpu::Buffer),
+        state: &[wgpu::Buffer],
         post_norm: Option<&wgpu::Buffer>,
     ) -> Result<(), GpuError> {
+        let [conv_state, delta_state] = state else {
+            unreachable!("a delta net's state has two parts")
+        };
         let id = |role| TensorId::layer(l, role);
         let gpu = self.gpu;
         let [wqkv, wz, wbeta, walpha, wout] = b.matrices(
@@ -279,10 +304,10 @@ impl Lowering<'_> {
         )?;
         let k = self.k;
         let eps = self.spec.rms_eps;
-        let first = (plans.decode.len(), plans.prompt.len());
+        let conv = (d.conv_dim(), d.conv_kernel, true);
         // The convolution walks the rows of the chunk it is bound to.
-        plans.both(|rows| {
-            let mut launches = vec![k.conv_launch(gpu, d, [&a.qkv, &conv_w, conv_state])];
+        self.recurrence.record(plans, |rows| {
+            let mut launches = vec![k.conv_launch(gpu, conv, [&a.qkv, &conv_w, conv_state])];
             launches.extend(k.delta_launches(
                 gpu,
                 d,
@@ -301,14 +326,54 @@ impl Lowering<'_> {
             )?);
             Ok(launches)
         })?;
-        let r = &mut self.recurrence;
-        r.decode.extend(plans.decode[first.0..].iter().cloned());
-        r.prompt
-            .extend(plans.prompt[first.1..].iter().map(|op| match op {
-                PromptOp::Chunk(d) => d.clone(),
-                PromptOp::PerToken(_) => unreachable!("the recurrence runs over whole chunks"),
-            }));
-        self.residual(plans, &wout, &a.att, post_norm)
+        let a = &self.acts;
+        self.residual(plans, &wout, &a.att, None, post_norm)
+    }
+
+    /// The gated short convolution: `B * x` into the `qkv` rows, the convolution over them in
+    /// place, then `C` times its output, projected and added to the residual.
+    pub(super) fn short_conv(
+        &mut self,
+        b: &mut Held,
+        plans: &mut Plans,
+        l: usize,
+        c: &ShortConv,
+        conv_state: &wgpu::Buffer,
+    ) -> Result<(), GpuError> {
+        let id = |role| TensorId::layer(l, role);
+        let gpu = self.gpu;
+        // The input projection's rows are [B | C | x], `channels` each.
+        let mut parts = b
+            .dealt(id(Role::ShortConvInProj), c.channels, 3)?
+            .into_iter();
+        let [wb, wc, wx] = [(); 3].map(|_| parts.next().expect("three parts"));
+        let wout = b.matrix(id(Role::ShortConvOutProj))?;
+        let conv_w = b.vector(id(Role::ShortConvConv))?;
+        let a = &self.acts;
+        self.products(
+            plans,
+            &[
+                (&wb, &a.h, &a.qkv, None, Output::Store, (0, 0)),
+                (&wx, &a.h, &a.qkv, None, Output::Mul, (0, 0)),
+            ],
+        )?;
+        let k = self.k;
+        let conv = (c.channels, c.conv_kernel, false);
+        self.recurrence.record(plans, |_| {
+            Ok(vec![k.conv_launch(
+                gpu,
+                conv,
+                [&a.qkv, &conv_w, conv_state],
+            )])
+        })?;
+        let a = &self.acts;
+        self.products(
+            plans,
+            &[
+                (&wc, &a.h, &a.qkv, None, Output::Mul, (0, 0)),
+                (&wout, &a.qkv, &a.x, None, Output::Add, (0, 0)),
+            ],
+        )
     }
 
     pub(super) fn feed_forward(
@@ -320,10 +385,30 @@ impl Lowering<'_> {
         post_norm: Option<&wgpu::Buffer>,
     ) -> Result<(), GpuError> {
         let gate_mode = match ffn {
-            Ffn::SiluGated { .. } => Output::SiluGate,
+            Ffn::SiluGated { .. } | Ffn::SiluGatedFused { .. } => Output::SiluGate,
             Ffn::GeluGated { .. } => Output::GeluGate,
+            Ffn::Gelu { .. } => Output::Gelu,
         };
-        let [gate, up, down] = b.matrices(l, [Role::FfnGate, Role::FfnUp, Role::FfnDown])?;
+        let [gate, up, down] = match ffn {
+            Ffn::SiluGated { .. } | Ffn::GeluGated { .. } => {
+                b.matrices(l, [Role::FfnGate, Role::FfnUp, Role::FfnDown])?
+            }
+            Ffn::SiluGatedFused { .. } => {
+                let parts = ffn.fused_parts().expect("a fused block has parts");
+                let [gate, up] = b.split(TensorId::layer(l, Role::FfnUp), parts.map(|(_, n)| n))?;
+                [gate, up, b.matrix(TensorId::layer(l, Role::FfnDown))?]
+            }
+            Ffn::Gelu { .. } => {
+                // Ungated: the up product goes through GELU, and both products add biases.
+                let [up, down] = b.matrices(l, [Role::FfnUp, Role::FfnDown])?;
+                let bu = b.vector(TensorId::layer(l, Role::FfnUpBias))?;
+                let bd = b.vector(TensorId::layer(l, Role::FfnDownBias))?;
+                let a = &self.acts;
+                let up = (&up, &a.h, &a.ffn, Some(&bu), gate_mode, (0, 0));
+                self.products(plans, &[up])?;
+                return self.residual(plans, &down, &a.ffn, Some(&bd), post_norm);
+            }
+        };
         let a = &self.acts;
         self.products(
             plans,
@@ -332,6 +417,6 @@ impl Lowering<'_> {
                 (&up, &a.h, &a.ffn, None, gate_mode, (0, 0)),
             ],
         )?;
-        self.residual(plans, &down, &a.ffn, post_norm)
+        self.residual(plans, &down, &a.ffn, None, post_norm)
     }
 }

@@ -10,7 +10,7 @@ mod plans;
 use std::collections::BTreeMap;
 
 use hearth_core::gguf::Gguf;
-use hearth_core::model::{Mixer, ModelSpec, Role, TensorId};
+use hearth_core::model::{Mixer, ModelSpec, Norm, Role, TensorId};
 
 use crate::kernels::{
     token_mask, Dispatch, Kernels, NormParams, Output, Steps, TopLaunches, TOP_K,
@@ -29,6 +29,9 @@ pub struct Plan {
     pub steps: Steps,
     /// Embedding lookups, one per part of the table: (first row, rows, launch).
     pub embed: Vec<(usize, usize, Dispatch)>,
+    /// Learned positions added to the embedding, one per part of their table, as `embed`
+    /// (none without them).
+    pub positions: Vec<(usize, usize, Dispatch)>,
     pub decode: Vec<Dispatch>,
     pub prompt: Vec<PromptOp>,
     pub head: Vec<Dispatch>,
@@ -43,7 +46,8 @@ pub struct Plan {
     pub result: wgpu::Buffer,
     pub result_read: wgpu::Buffer,
     pub recurrent: RecurrentState,
-    /// The recurrence launches (each delta-net layer's convolution and delta rule) of the
+    /// The recurrence launches (each delta-net layer's convolution and delta rule, each
+    /// short-convolution layer's convolution) of the
     /// decode plan and of the prompt plan, also in `decode` and `prompt`: timed on their own,
     /// they give the recurrence's share of a step or a chunk.
     pub recurrence: Recurrence,
@@ -85,20 +89,37 @@ pub fn build(gpu: &Gpu, header: &Gguf, spec: &ModelSpec, max_ctx: usize) -> Resu
     let steps = Steps::new(gpu, k, CHUNK);
 
     let token_embd = b.matrix(TensorId::global(Role::TokenEmbd))?;
-    let embed = k.embed_launches(gpu, &token_embd, s.embd_scale, &acts.x)?;
-    let output_norm = b.vector(TensorId::global(Role::OutputNorm))?;
+    let embed = k.embed_launches(gpu, &token_embd, s.embd_scale, &acts.x, Output::Store)?;
+    let position_embd = if s.arch.learned_positions {
+        Some(b.matrix(TensorId::global(Role::PositionEmbd))?)
+    } else {
+        None
+    };
+    let positions = match &position_embd {
+        Some(table) => k.embed_launches(gpu, table, 1.0, &acts.x, Output::Add)?,
+        None => Vec::new(),
+    };
+    let norm_of = |b: &mut Held, id| b.norm(id, s.norm_bias(id));
+    let output_norm = norm_of(&mut b, TensorId::global(s.output_norm))?;
     let head_matrix = if s.tied_output() {
         token_embd.clone()
     } else {
         b.matrix(TensorId::global(Role::Output))?
     };
-    let recurrent = RecurrentState::new(gpu, &s.delta_net_layers().collect::<Vec<_>>())?;
+    let recurrent_parts: Vec<_> = s
+        .layers
+        .iter()
+        .filter_map(|l| l.mixer.recurrent_state())
+        .collect();
+    let recurrent = RecurrentState::new(gpu, &recurrent_parts)?;
     b.bytes += recurrent.bytes();
     let norm = NormParams {
         n: s.n_embd as u32,
         eps: s.rms_eps,
         step_row: 0,
         add: 0,
+        centred: (s.arch.norm == Norm::Layer) as u32,
+        _pad: [0; 3],
     };
     let mut lower = Lowering {
         gpu,
@@ -113,11 +134,11 @@ pub fn build(gpu: &Gpu, header: &Gguf, spec: &ModelSpec, max_ctx: usize) -> Resu
     let mut plans = Plans::default();
     let mut states = recurrent.layers.iter();
     for (l, layer) in s.layers.iter().enumerate() {
-        let attn_norm = b.vector(TensorId::layer(l, Role::AttnNorm))?;
+        let attn_norm = norm_of(&mut b, TensorId::layer(l, Role::AttnNorm))?;
         let mut post_norm = |role| {
             layer
                 .post_norms
-                .then(|| b.vector(TensorId::layer(l, role)))
+                .then(|| norm_of(&mut b, TensorId::layer(l, role)))
                 .transpose()
         };
         let [post_mixer, post_ffn] = [
@@ -130,25 +151,33 @@ pub fn build(gpu: &Gpu, header: &Gguf, spec: &ModelSpec, max_ctx: usize) -> Resu
                 lower.attention(&mut b, &mut plans, l, a, post_mixer.as_ref())?
             }
             Mixer::DeltaNet(d) => {
-                let state = states.next().expect("a state per delta-net layer");
+                let state = states.next().expect("a state per recurrent layer");
                 lower.delta_net(&mut b, &mut plans, l, d, state, post_mixer.as_ref())?
             }
+            Mixer::ShortConv(c) => {
+                let state = states.next().expect("a state per recurrent layer");
+                lower.short_conv(&mut b, &mut plans, l, c, &state[0])?
+            }
         }
-        let ffn_norm = b.vector(TensorId::layer(l, layer.ffn_norm))?;
+        let ffn_norm = norm_of(&mut b, TensorId::layer(l, layer.ffn_norm))?;
         lower.norm(&mut plans, &ffn_norm)?;
         lower.feed_forward(&mut b, &mut plans, l, &layer.ffn, post_ffn.as_ref())?;
     }
-    if s.rope_freqs {
-        let tables = lower
+    // Each factor tensor shapes the tables of the ropes that read it in this context.
+    for role in [
+        Role::RopeFreqs,
+        Role::RopeFactorsLong,
+        Role::RopeFactorsShort,
+    ] {
+        let tables: Vec<_> = lower
             .tables
             .iter()
-            .filter(|(r, _)| r.freqs)
+            .filter(|(r, _)| r.factors(max_ctx) == Some(role))
             .cloned()
             .collect();
-        b.expect(
-            TensorId::global(Role::RopeFreqs),
-            Target::RopeTables(tables),
-        )?;
+        if !tables.is_empty() {
+            b.expect(TensorId::global(role), Target::RopeTables(tables))?;
+        }
     }
 
     let a = &lower.acts;
@@ -174,12 +203,12 @@ pub fn build(gpu: &Gpu, header: &Gguf, spec: &ModelSpec, max_ctx: usize) -> Resu
     let top = k.top_launches(gpu, s.n_vocab, &logits, &mask);
     let top_read = read_buffer((TOP_K * 8) as u64);
     // Every matrix is read once a token except the embedding, of which one row is, unless it
-    // is also the head.
+    // is also the head, and the learned positions, of which one row is.
     let weight_bytes_per_token = if s.tied_output() {
         b.matrix_bytes
     } else {
         b.matrix_bytes - token_embd.bytes()
-    };
+    } - position_embd.map_or(0, |m| m.bytes());
     let held_bytes = b.bytes
         + steps.bytes()
         + logits_read.size()
@@ -190,6 +219,7 @@ pub fn build(gpu: &Gpu, header: &Gguf, spec: &ModelSpec, max_ctx: usize) -> Resu
     Ok(Plan {
         steps,
         embed,
+        positions,
         decode: plans.decode,
         prompt: plans.prompt,
         head,

@@ -1,7 +1,7 @@
 //! The decode plan and the prompt plan as they are built side by side, the recurrence's
 //! launches in each, and the activation buffers every layer shares.
 
-use hearth_core::model::{Attention, DeltaNet, Ffn, ModelSpec};
+use hearth_core::model::{Attention, DeltaNet, Mixer, ModelSpec};
 
 use super::held::Held;
 use crate::kernels::{self, Dispatch};
@@ -25,6 +25,25 @@ pub struct Recurrence {
     pub decode: Vec<Dispatch>,
     /// Over a chunk, bound to its first step.
     pub prompt: Vec<Dispatch>,
+}
+
+impl Recurrence {
+    /// `op` in both plans, also noted as part of the recurrence.
+    pub(super) fn record(
+        &mut self,
+        plans: &mut Plans,
+        op: impl Fn(usize) -> Result<Vec<Dispatch>, GpuError>,
+    ) -> Result<(), GpuError> {
+        let first = (plans.decode.len(), plans.prompt.len());
+        plans.both(op)?;
+        self.decode.extend(plans.decode[first.0..].iter().cloned());
+        self.prompt
+            .extend(plans.prompt[first.1..].iter().map(|op| match op {
+                PromptOp::Chunk(d) => d.clone(),
+                PromptOp::PerToken(_) => unreachable!("the recurrence runs over whole chunks"),
+            }));
+        Ok(())
+    }
 }
 
 /// The decode plan and the prompt plan, built side by side.
@@ -61,7 +80,7 @@ pub(super) struct Acts {
     /// Attention output, or the delta net's normed heads.
     pub(super) att: wgpu::Buffer,
     pub(super) ffn: wgpu::Buffer,
-    /// The delta net's projections.
+    /// The delta net's fused Q/K/V projection, or the short convolution's channels.
     pub(super) qkv: wgpu::Buffer,
     pub(super) z: wgpu::Buffer,
     pub(super) beta: wgpu::Buffer,
@@ -78,11 +97,13 @@ impl Acts {
             let a = s.attention_layers().map(f).max().unwrap_or(0);
             a.max(s.delta_net_layers().map(g).max().unwrap_or(0))
         };
-        let n_ff = s
+        let n_ff = s.layers.iter().map(|l| l.ffn.n_ff()).max().unwrap_or(0);
+        let short_conv = s
             .layers
             .iter()
-            .map(|l| match l.ffn {
-                Ffn::SiluGated { n_ff } | Ffn::GeluGated { n_ff } => n_ff,
+            .filter_map(|l| match &l.mixer {
+                Mixer::ShortConv(c) => Some(c.channels),
+                _ => None,
             })
             .max()
             .unwrap_or(0);
@@ -93,7 +114,7 @@ impl Acts {
             q: rows(max(&Attention::q_dim, &|_| 0)),
             att: rows(max(&Attention::out_dim, &DeltaNet::value_dim)),
             ffn: rows(n_ff),
-            qkv: rows(max(&|_| 0, &DeltaNet::conv_dim)),
+            qkv: rows(max(&|_| 0, &DeltaNet::conv_dim).max(short_conv)),
             z: rows(max(&|_| 0, &DeltaNet::value_dim)),
             beta: rows(max(&|_| 0, &|d| d.n_v_heads)),
             alpha: rows(max(&|_| 0, &|d| d.n_v_heads)),

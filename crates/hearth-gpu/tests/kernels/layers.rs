@@ -21,6 +21,8 @@ pub fn rms_norm(b: &Bench, label: &str) -> Checked {
         eps,
         step_row: 0,
         add: 0,
+        centred: 0,
+        _pad: [0; 3],
     };
     // Over a chunk of `rows` tokens.
     b.run(
@@ -29,7 +31,32 @@ pub fn rms_norm(b: &Bench, label: &str) -> Checked {
     );
     let mut want = x.clone();
     ops::rms_norm_rows(&mut want, n, &w, eps);
-    close(label, &b.read(&out, n * rows), &want)
+    close(label, &b.read(&out, n * rows), &want)?;
+
+    // LayerNorm: the bias after the weight, rows with a mean far from 0.
+    let x: Vec<f32> = x.iter().map(|v| v + 3.0).collect();
+    let wb: Vec<f32> = w.iter().chain(&values(n, 3)).copied().collect();
+    let (xb, wbb) = (
+        kernels::storage_f32(&b.gpu, &x),
+        kernels::storage_f32(&b.gpu, &wb),
+    );
+    let params = NormParams {
+        centred: 1,
+        ..params
+    };
+    b.run(
+        step(0, rows as u32),
+        &[b.k.rms_norm_launch(&b.gpu, params, rows, &xb, &wbb, &out)],
+    );
+    let mut want = x.clone();
+    for row in want.chunks_exact_mut(n) {
+        ops::layer_norm(row, &w, &wb[n..], eps);
+    }
+    close(
+        &format!("{label} layer norm"),
+        &b.read(&out, n * rows),
+        &want,
+    )
 }
 
 /// Rope over 18 of each head's 24 dimensions, with per-frequency divisors and linear scaling,
@@ -42,6 +69,7 @@ pub fn rope(b: &Bench, style: Option<RopeStyle>, head_norm: bool, label: &str) -
         style,
         freq_scale: 0.25,
         freqs: true,
+        long_rope: None,
     });
     let freqs: Vec<f32> = (0..9).map(|i| 1.0 + i as f32 * 0.5).collect();
     let angles = |r: &Rope, p| r.cos_sin(p, Some(&freqs)).collect::<Vec<_>>();
@@ -196,7 +224,9 @@ pub fn delta_net(b: &Bench, d: &DeltaNet, runs: &[usize], label: &str) -> Checke
         [cd, vd, nv, nv, vd].map(|n| kernels::scratch(gpu, chunk * n));
     let wy = kernels::scratch(gpu, kernels::delta_records_len(d, chunk));
     let launches = |rows| {
-        let mut l = vec![b.k.conv_launch(gpu, d, [&qkv_b, &conv_b, &cs_b])];
+        let mut l = vec![b
+            .k
+            .conv_launch(gpu, (cd, d.conv_kernel, true), [&qkv_b, &conv_b, &cs_b])];
         l.extend(
             b.k.delta_launches(
                 gpu,

@@ -75,6 +75,21 @@ pub fn matvec(b: &Bench, gpu: &Gpu, ty: GgmlType, cols: usize, label: &str) -> C
         .collect();
     close(&format!("{label} silu gate"), &b.read(&y, rows), &gated)?;
 
+    // Product times the previous output.
+    let y = kernels::storage_f32(gpu, &prev);
+    b.run(step(0, 1), &launch(&y, None, Output::Mul, 0));
+    let multiplied: Vec<f32> = prev.iter().zip(&plain).map(|(p, v)| p * v).collect();
+    close(&format!("{label} multiply"), &b.read(&y, rows), &multiplied)?;
+
+    // GELU of the product with its bias, over a wide range of inputs (the tanh's tails).
+    let y = kernels::storage_f32(gpu, &prev);
+    b.run(step(0, 1), &launch(&y, Some(&bb), Output::Gelu, 0));
+    let gelu: Vec<f32> = want
+        .iter()
+        .map(|v| hearth_core::model::cpu::ops::gelu(*v))
+        .collect();
+    close(&format!("{label} gelu"), &b.read(&y, rows), &gelu)?;
+
     // Written at position 3 of a cache with rows + 2 values per position.
     let stride = rows + 2;
     let y = kernels::scratch(gpu, stride * 5);
@@ -149,7 +164,9 @@ pub fn embed(b: &Bench, ty: GgmlType, label: &str) -> Checked {
     let w = matrix(ty, rows, cols, 3);
     let m = GpuMatrix::upload(&b.gpu, "embd", ty, rows, cols, &w.data).unwrap();
     let out = kernels::scratch(&b.gpu, cols);
-    let launches = b.k.embed_launches(&b.gpu, &m, 1.0, &out).unwrap();
+    let launches =
+        b.k.embed_launches(&b.gpu, &m, 1.0, &out, Output::Store)
+            .unwrap();
     for token in [0, 5, rows - 1] {
         let (_, _, l) = &launches[0];
         let mut s = step(0, 1);

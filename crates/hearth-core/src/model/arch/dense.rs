@@ -1,12 +1,12 @@
 //! Attention-only transformers that differ in a few choices: one row each.
 
 use super::{read_attention, Arch, Meta};
-use crate::model::spec::{Ffn, Layer, Mixer, RopeStyle};
+use crate::model::spec::{Ffn, Layer, Mixer, Norm, RopeStyle};
 use crate::model::tensor::{Role, TensorId};
 use crate::model::ModelError;
 
 /// The dense architectures; a new variant is a row here.
-pub const ARCHS: &[Arch] = &[LLAMA, QWEN2, QWEN3, SMOLLM3];
+pub const ARCHS: &[Arch] = &[LLAMA, QWEN2, QWEN3, SMOLLM3, PHI3];
 
 /// Llama 1/2/3.x, SmolLM2, TinyLlama, Mistral. llama.cpp's converter permutes Q and K rows so
 /// that rotary pairs are adjacent; biases are used where a file has them.
@@ -14,6 +14,8 @@ pub const LLAMA: Arch = Arch {
     name: "llama",
     models: "Llama, SmolLM2, TinyLlama, Mistral",
     scale_embd: false,
+    norm: Norm::Rms,
+    learned_positions: false,
     layers: |m, n| dense(m, n, RopeStyle::Norm, Bias::IfPresent, false),
 };
 
@@ -22,6 +24,8 @@ pub const QWEN2: Arch = Arch {
     name: "qwen2",
     models: "Qwen2, Qwen2.5",
     scale_embd: false,
+    norm: Norm::Rms,
+    learned_positions: false,
     layers: |m, n| dense(m, n, RopeStyle::Neox, Bias::Required, false),
 };
 
@@ -30,6 +34,8 @@ pub const QWEN3: Arch = Arch {
     name: "qwen3",
     models: "Qwen3",
     scale_embd: false,
+    norm: Norm::Rms,
+    learned_positions: false,
     layers: |m, n| dense(m, n, RopeStyle::Neox, Bias::IfPresent, true),
 };
 
@@ -40,12 +46,39 @@ pub const SMOLLM3: Arch = Arch {
     name: "smollm3",
     models: "SmolLM3",
     scale_embd: false,
+    norm: Norm::Rms,
+    learned_positions: false,
     layers: |m, n| {
         let mut layers = dense(m, n, RopeStyle::Norm, Bias::IfPresent, false)?;
         for layer in layers.iter_mut().skip(3).step_by(4) {
             if let Mixer::Attention(a) = &mut layer.mixer {
                 a.rope = None;
             }
+        }
+        Ok(layers)
+    },
+};
+
+/// Phi-3, Phi-3.5 and Phi-4-mini: Q, K and V in one tensor and the gate and up projections in
+/// another (each split at load), rope over halves (over the leading 3/4 of each head in
+/// Phi-4-mini), and LongRoPE where the file holds its factors. The file's
+/// `attention.sliding_window` is not applied, as llama.cpp does not. (Phi-4-mini's files also
+/// need its GPT-4o tokenizer, pre-tokenizer `gpt-4o`, which Hearth does not read yet.)
+pub const PHI3: Arch = Arch {
+    name: "phi3",
+    models: "Phi-3, Phi-3.5",
+    scale_embd: false,
+    norm: Norm::Rms,
+    learned_positions: false,
+    layers: |m, n| {
+        let mut layers = dense(m, n, RopeStyle::Neox, Bias::IfPresent, false)?;
+        for layer in &mut layers {
+            if let Mixer::Attention(a) = &mut layer.mixer {
+                a.fused_qkv = true;
+            }
+            layer.ffn = Ffn::SiluGatedFused {
+                n_ff: layer.ffn.n_ff(),
+            };
         }
         Ok(layers)
     },

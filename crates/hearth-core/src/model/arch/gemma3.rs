@@ -6,7 +6,7 @@
 //! every norm weight (Gemma scales by `1 + w`).
 
 use super::{read_attention, Arch, Meta};
-use crate::model::spec::{Attention, Ffn, Layer, Mixer, Rope, RopeStyle};
+use crate::model::spec::{Attention, Ffn, Layer, Mixer, Norm, Rope, RopeStyle};
 use crate::model::tensor::Role;
 use crate::model::ModelError;
 
@@ -14,6 +14,8 @@ pub const GEMMA3: Arch = Arch {
     name: "gemma3",
     models: "Gemma 3",
     scale_embd: true,
+    norm: Norm::Rms,
+    learned_positions: false,
     layers,
 };
 

@@ -8,11 +8,13 @@
 
 mod dense;
 mod gemma3;
+mod gpt2;
+mod lfm2;
 mod qwen35;
 
 use super::meta::{bad, Meta};
 pub use super::spec::Arch;
-use super::spec::{Attention, ModelSpec, Rope, RopeStyle};
+use super::spec::{Attention, LongRope, ModelSpec, Norm, Rope, RopeStyle};
 use super::tensor::{Role, TensorId};
 use super::ModelError;
 use crate::gguf::Gguf;
@@ -21,7 +23,7 @@ use crate::gguf::Gguf;
 pub fn all() -> impl Iterator<Item = &'static Arch> {
     dense::ARCHS
         .iter()
-        .chain([&qwen35::QWEN35, &gemma3::GEMMA3])
+        .chain([&qwen35::QWEN35, &lfm2::LFM2, &gpt2::GPT2, &gemma3::GEMMA3])
 }
 
 /// The architecture named `name` in a file's `general.architecture`.
@@ -69,9 +71,13 @@ impl ModelSpec {
             )));
         }
         let layers = (arch.layers)(&m, n_layer)?;
+        let eps_key = match arch.norm {
+            Norm::Rms => "attention.layer_norm_rms_epsilon",
+            Norm::Layer => "attention.layer_norm_epsilon",
+        };
         let rms_eps = m
-            .float("attention.layer_norm_rms_epsilon")?
-            .ok_or_else(|| ModelError::MissingKey(m.key("attention.layer_norm_rms_epsilon")))?;
+            .float(eps_key)?
+            .ok_or_else(|| ModelError::MissingKey(m.key(eps_key)))?;
         Ok(ModelSpec {
             arch,
             n_vocab,
@@ -83,6 +89,14 @@ impl ModelSpec {
             },
             rms_eps,
             context_length: m.required("context_length")?,
+            // LFM2's converter stores the final norm as `token_embd_norm`.
+            output_norm: if m.has_tensor(Role::TokenEmbdNorm.gguf_name())
+                && !m.has_tensor(Role::OutputNorm.gguf_name())
+            {
+                Role::TokenEmbdNorm
+            } else {
+                Role::OutputNorm
+            },
             head: if m.has_tensor(Role::Output.gguf_name()) {
                 Role::Output
             } else {
@@ -102,9 +116,23 @@ pub(super) fn read_attention(
     qk_norm: bool,
     output_gate: bool,
 ) -> Result<Attention, ModelError> {
-    let n_embd = m.required("embedding_length")?;
     let n_head = m.required("attention.head_count")?;
     let n_head_kv = m.count("attention.head_count_kv")?.unwrap_or(n_head);
+    read_attention_with(m, n_head_kv, style, qkv_bias, qk_norm, output_gate)
+}
+
+/// As [`read_attention`], with `n_head_kv` key/value heads (where the file gives a count per
+/// layer).
+pub(super) fn read_attention_with(
+    m: &Meta,
+    n_head_kv: usize,
+    style: RopeStyle,
+    qkv_bias: bool,
+    qk_norm: bool,
+    output_gate: bool,
+) -> Result<Attention, ModelError> {
+    let n_embd = m.required("embedding_length")?;
+    let n_head = m.required("attention.head_count")?;
     if n_head % n_head_kv != 0 {
         return Err(bad(format!(
             "{n_head} query heads cannot share {n_head_kv} key/value heads"
@@ -142,11 +170,27 @@ pub(super) fn read_attention(
             style,
             freq_scale,
             freqs: m.has_tensor(super::tensor::Role::RopeFreqs.gguf_name()),
+            long_rope: long_rope(m)?,
         }),
         qkv_bias,
         qk_norm,
         output_gate,
         scale: 1.0 / (head_dim as f32).sqrt(),
         window: None,
+        fused_qkv: false,
+        out_bias: false,
     })
+}
+
+/// LongRoPE where the file holds its factor sets (both are then required). The converter
+/// writes no scaling type for it, only the factors and the `rope.scaling.*` keys.
+fn long_rope(m: &Meta) -> Result<Option<LongRope>, ModelError> {
+    let has = |role: Role| m.has_tensor(role.gguf_name());
+    if !has(Role::RopeFactorsLong) && !has(Role::RopeFactorsShort) {
+        return Ok(None);
+    }
+    Ok(Some(LongRope {
+        original_context: m.required("rope.scaling.original_context_length")?,
+        attn_factor: m.float("rope.scaling.attn_factor")?.unwrap_or(1.0),
+    }))
 }

@@ -6,7 +6,7 @@
 
 use super::{read_attention, Arch, Meta};
 use crate::model::meta::bad;
-use crate::model::spec::{DeltaNet, Ffn, Layer, Mixer, RopeStyle};
+use crate::model::spec::{DeltaNet, Ffn, Layer, Mixer, Norm, RopeStyle};
 use crate::model::tensor::Role;
 use crate::model::ModelError;
 
@@ -15,6 +15,8 @@ pub const QWEN35: Arch = Arch {
     models: "Qwen3.5",
     scale_embd: false,
     layers,
+    norm: Norm::Rms,
+    learned_positions: false,
 };
 
 fn layers(m: &Meta, block_count: usize) -> Result<Vec<Layer>, ModelError> {

@@ -8,7 +8,7 @@ mod state;
 pub use state::{State, RING_SLACK, SNAPSHOTS};
 
 use self::ops::{attend, rms_norm_rows};
-use super::spec::{Attention, DeltaNet, Ffn, Mixer, ModelSpec};
+use super::spec::{Attention, DeltaNet, Ffn, Mixer, ModelSpec, Norm, ShortConv};
 use super::tensor::{Role, TensorId};
 use super::weights::{LayerWeights, Weights};
 use super::ModelError;
@@ -78,23 +78,33 @@ impl CpuModel {
                 row.iter_mut().for_each(|v| *v *= s.embd_scale);
             }
         }
+        if s.arch.learned_positions {
+            // The state holds at most the context, which is the table's rows.
+            let table = self.weights.matrix(TensorId::global(Role::PositionEmbd));
+            let mut row = vec![0.0; e];
+            for (t, x) in x.chunks_exact_mut(e).enumerate() {
+                table.row(state.len() + t, &mut row);
+                add(x, &row);
+            }
+        }
         for (l, layer) in s.layers.iter().enumerate() {
             let w = self.weights.layer(l);
             let mut h = x.clone();
-            rms_norm_rows(&mut h, e, w.vector(Role::AttnNorm), s.rms_eps);
+            self.norm(&mut h, TensorId::layer(l, Role::AttnNorm));
             let mut out = match &layer.mixer {
                 Mixer::Attention(a) => self.attention(a, w, state, l, &h),
                 Mixer::DeltaNet(d) => self.delta_net(d, w, state, l, &h),
+                Mixer::ShortConv(c) => short_conv(c, w, state, l, &h),
             };
             if layer.post_norms {
-                rms_norm_rows(&mut out, e, w.vector(Role::PostAttnNorm), s.rms_eps);
+                self.norm(&mut out, TensorId::layer(l, Role::PostAttnNorm));
             }
             add(&mut x, &out);
             let mut h = x.clone();
-            rms_norm_rows(&mut h, e, w.vector(layer.ffn_norm), s.rms_eps);
+            self.norm(&mut h, TensorId::layer(l, layer.ffn_norm));
             let mut out = feed_forward(&layer.ffn, w, &h);
             if layer.post_norms {
-                rms_norm_rows(&mut out, e, w.vector(Role::FfnPostNorm), s.rms_eps);
+                self.norm(&mut out, TensorId::layer(l, Role::FfnPostNorm));
             }
             add(&mut x, &out);
         }
@@ -102,14 +112,28 @@ impl CpuModel {
 
         let first = if all_logits { 0 } else { n - 1 };
         let mut h = x[first * e..].to_vec();
-        let norm = self.weights.vector(TensorId::global(Role::OutputNorm));
-        rms_norm_rows(
-            &mut h,
-            e,
-            norm.expect("the output norm is loaded"),
-            s.rms_eps,
-        );
+        self.norm(&mut h, TensorId::global(s.output_norm));
         Ok(self.weights.head(s).times(&h, None))
+    }
+
+    /// The model's norm `id` over each row of `h`: RMS, or LayerNorm with its bias.
+    fn norm(&self, h: &mut [f32], id: TensorId) {
+        let s = &self.spec;
+        let loaded = |id: TensorId| {
+            self.weights
+                .vector(id)
+                .unwrap_or_else(|| panic!("{} is loaded", id.name()))
+        };
+        let w = loaded(id);
+        match (s.arch.norm, s.norm_bias(id)) {
+            (Norm::Layer, Some(bias)) => {
+                let b = loaded(bias);
+                for row in h.chunks_exact_mut(s.n_embd) {
+                    ops::layer_norm(row, w, b, s.rms_eps);
+                }
+            }
+            _ => rms_norm_rows(h, s.n_embd, w, s.rms_eps),
+        }
     }
 
     /// Self-attention of the `h` rows over the cache and themselves.
@@ -145,8 +169,9 @@ impl CpuModel {
         }
         let pos0 = state.len();
         if let Some(rope) = &a.rope {
-            let freqs = self.weights.vector(TensorId::global(Role::RopeFreqs));
-            let freqs = freqs.filter(|_| rope.freqs);
+            let freqs = rope
+                .factors(state.capacity())
+                .and_then(|role| self.weights.vector(TensorId::global(role)));
             for t in 0..n {
                 let cs: Vec<[f32; 2]> = rope.cos_sin(pos0 + t, freqs).collect();
                 for head in q[t * qd..(t + 1) * qd]
@@ -204,7 +229,8 @@ impl CpuModel {
                 *o *= ops::sigmoid(*g);
             }
         }
-        w.matrix(Role::AttnOutput).times(&out, None)
+        w.matrix(Role::AttnOutput)
+            .times(&out, w.optional(Role::AttnOutputBias))
     }
 
     /// The gated delta net over the `h` rows, one token after another.
@@ -251,6 +277,19 @@ impl CpuModel {
     }
 }
 
+/// The gated short convolution over the `h` rows, one token after another.
+fn short_conv(c: &ShortConv, w: LayerWeights, state: &mut State, l: usize, h: &[f32]) -> Vec<f32> {
+    let n = c.channels;
+    let bcx = w.matrix(Role::ShortConvInProj).times(h, None);
+    let weight = w.vector(Role::ShortConvConv);
+    let (conv, _) = state.recurrent(l);
+    let mut out = vec![0.0; bcx.len() / 3];
+    for (bcx, out) in bcx.chunks_exact(3 * n).zip(out.chunks_exact_mut(n)) {
+        ops::short_conv_token(c, weight, conv, bcx, out);
+    }
+    w.matrix(Role::ShortConvOutProj).times(&out, None)
+}
+
 fn add(x: &mut [f32], y: &[f32]) {
     for (a, b) in x.iter_mut().zip(y) {
         *a += b;
@@ -260,8 +299,18 @@ fn add(x: &mut [f32], y: &[f32]) {
 /// The feed-forward block of the `h` rows.
 fn feed_forward(ffn: &Ffn, w: LayerWeights, h: &[f32]) -> Vec<f32> {
     let act = match *ffn {
-        Ffn::SiluGated { .. } => ops::silu,
+        Ffn::SiluGated { .. } | Ffn::SiluGatedFused { .. } => ops::silu,
         Ffn::GeluGated { .. } => ops::gelu,
+        Ffn::Gelu { .. } => {
+            // Ungated, with biases (GPT-2).
+            let mut up = w.matrix(Role::FfnUp).times(h, w.optional(Role::FfnUpBias));
+            for v in up.iter_mut() {
+                *v = ops::gelu(*v);
+            }
+            return w
+                .matrix(Role::FfnDown)
+                .times(&up, w.optional(Role::FfnDownBias));
+        }
     };
     let mut gate = w.matrix(Role::FfnGate).times(h, None);
     let up = w.matrix(Role::FfnUp).times(h, None);

@@ -1,7 +1,7 @@
 //! The reference operations, in f32, written for clarity. The CPU forward pass is built from
 //! them, and the GPU kernel tests check each kernel against them.
 
-use crate::model::spec::{DeltaNet, Rope, RopeStyle};
+use crate::model::spec::{DeltaNet, Rope, RopeStyle, ShortConv};
 
 /// `x * w / rms(x)`, in place, as Hugging Face's `RMSNorm` computes it.
 pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
@@ -19,14 +19,27 @@ pub fn rms_norm_rows(x: &mut [f32], n: usize, w: &[f32], eps: f32) {
     }
 }
 
-pub fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
+/// LayerNorm, in place: `(x - mean) * w / sqrt(var + eps) + b`, as PyTorch's `LayerNorm`
+/// (biased variance).
+pub fn layer_norm(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let scale = 1.0 / (var + eps).sqrt();
+    for ((v, w), b) in x.iter_mut().zip(w).zip(b) {
+        *v = (*v - mean) * scale * w + b;
+    }
 }
 
-/// GELU with the tanh approximation (PyTorch's `gelu(approximate="tanh")`).
+/// GELU, tanh approximation (ggml's `ggml_gelu`, Hugging Face's `gelu_new`, PyTorch's
+/// `gelu(approximate="tanh")`).
 pub fn gelu(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-    0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh())
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x)).tanh())
+}
+
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
 }
 
 pub fn sigmoid(x: f32) -> f32 {
@@ -84,8 +97,7 @@ pub fn l2_normalize(x: &mut [f32]) {
     }
 }
 
-/// One step of a causal depthwise convolution followed by SiLU, in place on `x` (one value per
-/// channel). `weight` holds `kernel` taps per channel, the last for the current input;
+/// One step of a causal depthwise convolution, in place on `x` (one value per channel). `weight` holds `kernel` taps per channel, the last for the current input;
 /// `state` the previous `kernel - 1` inputs, oldest first, `x.len()` values each, and is
 /// shifted to take `x`.
 pub fn conv_step(state: &mut [f32], x: &mut [f32], weight: &[f32], kernel: usize) {
@@ -100,7 +112,7 @@ pub fn conv_step(state: &mut [f32], x: &mut [f32], weight: &[f32], kernel: usize
             state[j * channels + c] = state[(j + 1) * channels + c];
         }
         state[(kernel - 2) * channels + c] = *xc;
-        *xc = silu(sum);
+        *xc = sum;
     }
 }
 
@@ -163,7 +175,7 @@ pub struct DeltaTables<'a> {
 }
 
 /// The recurrent core of a delta-net layer for one token, between its input projections and
-/// its output projection: the convolution (in place on `qkv`), L2-normalised q and k, the
+/// its output projection: the convolution and SiLU (in place on `qkv`), L2-normalised q and k, the
 /// gated delta rule on every value head (value head h reads key head `h % n_k_heads`), and
 /// the gated norm, into `out`. `state` is (convolution, delta rule).
 pub fn delta_net_token(
@@ -176,6 +188,7 @@ pub fn delta_net_token(
 ) {
     let (kd, dk, dv) = (d.key_dim(), d.head_k_dim, d.head_v_dim);
     conv_step(conv, qkv, t.conv, d.conv_kernel);
+    qkv.iter_mut().for_each(|v| *v = silu(*v));
     let (q, rest) = qkv.split_at_mut(kd);
     let (k, v) = rest.split_at_mut(kd);
     for head in q.chunks_exact_mut(dk).chain(k.chunks_exact_mut(dk)) {
@@ -199,5 +212,27 @@ pub fn delta_net_token(
             o,
         );
         gated_norm(o, &z[hv * dv..(hv + 1) * dv], t.norm, t.eps);
+    }
+}
+
+/// The gated short convolution of one token (LFM2), between its input and output
+/// projections: `bcx` holds `[B | C | x]`; `B * x` goes through the convolution, whose output
+/// times `C` is written to `out`.
+pub fn short_conv_token(
+    c: &ShortConv,
+    weight: &[f32],
+    state: &mut [f32],
+    bcx: &[f32],
+    out: &mut [f32],
+) {
+    let n = c.channels;
+    let (b, rest) = bcx.split_at(n);
+    let (gate, x) = rest.split_at(n);
+    for ((o, b), x) in out.iter_mut().zip(b).zip(x) {
+        *o = b * x;
+    }
+    conv_step(state, out, weight, c.conv_kernel);
+    for (o, g) in out.iter_mut().zip(gate) {
+        *o *= g;
     }
 }

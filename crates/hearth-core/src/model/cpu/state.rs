@@ -1,7 +1,7 @@
 //! Per-sequence state: a KV cache for each attention layer (under a sliding window, a ring of
-//! the window's positions and [`RING_SLACK`] more), convolution and delta-rule state for each delta-net layer, and
-//! snapshots of the recurrent part, which cannot be cut back to a prefix the way a KV cache
-//! can.
+//! the window's positions and [`RING_SLACK`] more), convolution and delta-rule state for each
+//! delta-net layer (convolution state alone for a short-convolution layer), and snapshots of
+//! the recurrent part, which cannot be cut back to a prefix the way a KV cache can.
 
 use crate::model::spec::{Attention, Mixer, ModelSpec};
 
@@ -25,10 +25,8 @@ enum LayerState {
         /// Positions the cache holds: under a window a ring of this many slots, else all.
         slots: usize,
     },
-    Recurrent {
-        conv: Vec<f32>,
-        delta: Vec<f32>,
-    },
+    /// `delta` is empty for a short-convolution layer.
+    Recurrent { conv: Vec<f32>, delta: Vec<f32> },
 }
 
 #[derive(Clone, Debug)]
@@ -64,6 +62,10 @@ impl State {
                 Mixer::DeltaNet(d) => LayerState::Recurrent {
                     conv: vec![0.0; d.conv_state_len()],
                     delta: vec![0.0; d.delta_state_len()],
+                },
+                Mixer::ShortConv(c) => LayerState::Recurrent {
+                    conv: vec![0.0; c.conv_state_len()],
+                    delta: Vec::new(),
                 },
             })
             .collect();
