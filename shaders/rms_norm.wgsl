@@ -10,6 +10,9 @@ struct Norm {
     step_row: u32,
     add: u32,
     centred: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(1) @binding(0) var<uniform> N: Norm;

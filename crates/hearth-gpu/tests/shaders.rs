@@ -128,7 +128,7 @@ fn uniform_blocks_match_their_rust_mirrors() {
                 y_stride, pos_ring, out_scale
             ]
         ),
-        mirror!("Norm", NormParams, [n, eps, step_row, add]),
+        mirror!("Norm", NormParams, [n, eps, step_row, add, centred]),
         mirror!(
             "Rope",
             RopeParams,
