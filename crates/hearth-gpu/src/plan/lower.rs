@@ -331,7 +331,7 @@ impl Lowering<'_> {
     }
 
     /// The gated short convolution: `B * x` into the `qkv` rows, the convolution over them in
-    /// place, then `C` times its output, projected and added to the residual.
+    /// place, then `C` times its output, projected into the residual.
     pub(super) fn short_conv(
         &mut self,
         b: &mut Held,
@@ -339,6 +339,7 @@ impl Lowering<'_> {
         l: usize,
         c: &ShortConv,
         conv_state: &wgpu::Buffer,
+        post_norm: Option<&wgpu::Buffer>,
     ) -> Result<(), GpuError> {
         let id = |role| TensorId::layer(l, role);
         let gpu = self.gpu;
@@ -367,13 +368,8 @@ impl Lowering<'_> {
             )])
         })?;
         let a = &self.acts;
-        self.products(
-            plans,
-            &[
-                (&wc, &a.h, &a.qkv, None, Output::Mul, (0, 0)),
-                (&wout, &a.qkv, &a.x, None, Output::Add, (0, 0)),
-            ],
-        )
+        self.products(plans, &[(&wc, &a.h, &a.qkv, None, Output::Mul, (0, 0))])?;
+        self.residual(plans, &wout, &a.qkv, None, post_norm)
     }
 
     pub(super) fn feed_forward(

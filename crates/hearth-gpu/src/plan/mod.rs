@@ -156,7 +156,7 @@ pub fn build(gpu: &Gpu, header: &Gguf, spec: &ModelSpec, max_ctx: usize) -> Resu
             }
             Mixer::ShortConv(c) => {
                 let state = states.next().expect("a state per recurrent layer");
-                lower.short_conv(&mut b, &mut plans, l, c, &state[0])?
+                lower.short_conv(&mut b, &mut plans, l, c, &state[0], post_mixer.as_ref())?
             }
         }
         let ffn_norm = norm_of(&mut b, TensorId::layer(l, layer.ffn_norm))?;

@@ -8,7 +8,7 @@ mod state;
 pub use state::{State, RING_SLACK, SNAPSHOTS};
 
 use self::ops::{attend, rms_norm_rows};
-use super::spec::{Attention, DeltaNet, Ffn, Mixer, ModelSpec, Norm, ShortConv};
+use super::spec::{Attention, DeltaNet, Ffn, Mixer, ModelSpec, ShortConv};
 use super::tensor::{Role, TensorId};
 use super::weights::{LayerWeights, Weights};
 use super::ModelError;
@@ -125,14 +125,14 @@ impl CpuModel {
                 .unwrap_or_else(|| panic!("{} is loaded", id.name()))
         };
         let w = loaded(id);
-        match (s.arch.norm, s.norm_bias(id)) {
-            (Norm::Layer, Some(bias)) => {
+        match s.norm_bias(id) {
+            Some(bias) => {
                 let b = loaded(bias);
                 for row in h.chunks_exact_mut(s.n_embd) {
                     ops::layer_norm(row, w, b, s.rms_eps);
                 }
             }
-            _ => rms_norm_rows(h, s.n_embd, w, s.rms_eps),
+            None => rms_norm_rows(h, s.n_embd, w, s.rms_eps),
         }
     }
 

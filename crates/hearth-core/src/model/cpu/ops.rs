@@ -97,7 +97,8 @@ pub fn l2_normalize(x: &mut [f32]) {
     }
 }
 
-/// One step of a causal depthwise convolution, in place on `x` (one value per channel). `weight` holds `kernel` taps per channel, the last for the current input;
+/// One step of a causal depthwise convolution, in place on `x` (one value per channel).
+/// `weight` holds `kernel` taps per channel, the last for the current input;
 /// `state` the previous `kernel - 1` inputs, oldest first, `x.len()` values each, and is
 /// shifted to take `x`.
 pub fn conv_step(state: &mut [f32], x: &mut [f32], weight: &[f32], kernel: usize) {
