@@ -114,7 +114,7 @@ pub struct Attention {
     /// The factor on the scores `q . k` (`1 / sqrt(head_dim)` unless the model says otherwise).
     pub scale: f32,
     /// Sliding-window attention: position p sees the `window` positions up to and including
-    /// itself, `p - window < p' <= p` (Gemma 3's local layers); None sees every position.
+    /// itself, `p - window < p' <= p` (Gemma 3's local layers, Phi-3); None sees every position.
     pub window: Option<usize>,
     /// Q, K and V come from one fused `attn_qkv` tensor (and `attn_qkv.bias`), split by rows at
     /// load (see [`Attention::fused_qkv_parts`]); not with an output gate.

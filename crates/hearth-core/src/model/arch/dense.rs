@@ -61,9 +61,10 @@ pub const SMOLLM3: Arch = Arch {
 
 /// Phi-3, Phi-3.5 and Phi-4-mini: Q, K and V in one tensor and the gate and up projections in
 /// another (each split at load), rope over halves (over the leading 3/4 of each head in
-/// Phi-4-mini), and LongRoPE where the file holds its factors. The file's
-/// `attention.sliding_window` is not applied, as llama.cpp does not. (Phi-4-mini's files also
-/// need its GPT-4o tokenizer, pre-tokenizer `gpt-4o`, which Hearth does not read yet.)
+/// Phi-4-mini), and LongRoPE where the file holds its factors. A non-zero
+/// `attention.sliding_window` (Phi-3-mini-4k's 2047) windows every layer, as transformers
+/// does; llama.cpp ignores it for phi3. (Phi-4-mini's files also need its GPT-4o tokenizer,
+/// pre-tokenizer `gpt-4o`, which Hearth does not read yet.)
 pub const PHI3: Arch = Arch {
     name: "phi3",
     models: "Phi-3, Phi-3.5",
@@ -72,9 +73,11 @@ pub const PHI3: Arch = Arch {
     learned_positions: false,
     layers: |m, n| {
         let mut layers = dense(m, n, RopeStyle::Neox, Bias::IfPresent, false)?;
+        let window = Some(m.count_or_zero("attention.sliding_window")?).filter(|&w| w > 0);
         for layer in &mut layers {
             if let Mixer::Attention(a) = &mut layer.mixer {
                 a.fused_qkv = true;
+                a.window = window;
             }
             layer.ffn = Ffn::SiluGatedFused {
                 n_ff: layer.ffn.n_ff(),
