@@ -37,6 +37,14 @@ pub struct Pending {
     pub target: Target,
 }
 
+/// A norm's weight, followed by its bias where it has one: a LayerNorm's, which also centres
+/// its rows (the CPU likewise decides by the bias).
+#[derive(Clone)]
+pub(super) struct NormWeights {
+    pub(super) buffer: wgpu::Buffer,
+    pub(super) centred: bool,
+}
+
 /// Allocates buffers, counts the bytes they hold, and notes which tensor fills which.
 pub(super) struct Held<'a> {
     pub(super) gpu: &'a Gpu,
@@ -183,14 +191,17 @@ impl<'a> Held<'a> {
         &mut self,
         weight: TensorId,
         bias: Option<TensorId>,
-    ) -> Result<wgpu::Buffer, GpuError> {
+    ) -> Result<NormWeights, GpuError> {
         let n = self.info(weight)?.n_elements() as usize;
-        let b = self.scratch(if bias.is_some() { 2 * n } else { n });
-        self.vector_at(weight, &b, 0)?;
+        let buffer = self.scratch(if bias.is_some() { 2 * n } else { n });
+        self.vector_at(weight, &buffer, 0)?;
         if let Some(bias) = bias {
-            self.vector_at(bias, &b, n)?;
+            self.vector_at(bias, &buffer, n)?;
         }
-        Ok(b)
+        Ok(NormWeights {
+            buffer,
+            centred: bias.is_some(),
+        })
     }
 
     /// An f32 vector, to be filled with tensor `id`.

@@ -9,7 +9,7 @@ use crate::kernels::{uniform, AttnParams, Kernels, NormParams, Output, RopeParam
 use crate::weights::GpuMatrix;
 use crate::{Gpu, GpuError};
 
-use super::held::Held;
+use super::held::{Held, NormWeights};
 use super::plans::{Acts, Plans, Recurrence, CHUNK};
 
 /// The rope (cos, sin) table of `rope` for positions `0..max_ctx`, the reference's values.
@@ -61,13 +61,38 @@ impl Lowering<'_> {
         Ok(())
     }
 
-    pub(super) fn norm(&self, plans: &mut Plans, weight: &wgpu::Buffer) -> Result<(), GpuError> {
-        let (gpu, a) = (self.gpu, &self.acts);
+    /// The residual `x` normed into `h`, the input of the next block.
+    pub(super) fn norm(&self, plans: &mut Plans, weights: &NormWeights) -> Result<(), GpuError> {
+        let a = &self.acts;
+        self.norm_rows(plans, self.norm_params(weights), weights, &a.x, &a.h)
+    }
+
+    fn norm_rows(
+        &self,
+        plans: &mut Plans,
+        params: NormParams,
+        weights: &NormWeights,
+        input: &wgpu::Buffer,
+        output: &wgpu::Buffer,
+    ) -> Result<(), GpuError> {
         plans.both(|rows| {
-            Ok(vec![self
-                .k
-                .rms_norm_launch(gpu, self.norm, rows, &a.x, weight, &a.h)])
+            Ok(vec![self.k.rms_norm_launch(
+                self.gpu,
+                params,
+                rows,
+                input,
+                &weights.buffer,
+                output,
+            )])
         })
+    }
+
+    /// The norm launch's parameters for `weights`: centred where they have a bias.
+    pub(super) fn norm_params(&self, weights: &NormWeights) -> NormParams {
+        NormParams {
+            centred: weights.centred as u32,
+            ..self.norm
+        }
     }
 
     /// A block's output projection `m` of `input` (plus `bias`) into the residual: added to `x`, or with a
@@ -79,22 +104,18 @@ impl Lowering<'_> {
         m: &GpuMatrix,
         input: &wgpu::Buffer,
         bias: Option<&wgpu::Buffer>,
-        post_norm: Option<&wgpu::Buffer>,
+        post_norm: Option<&NormWeights>,
     ) -> Result<(), GpuError> {
         let a = &self.acts;
-        let Some(weight) = post_norm else {
+        let Some(weights) = post_norm else {
             return self.products(plans, &[(m, input, &a.x, bias, Output::Add, (0, 0))]);
         };
         self.products(plans, &[(m, input, &a.h, bias, Output::Store, (0, 0))])?;
         let params = NormParams {
             add: 1,
-            ..self.norm
+            ..self.norm_params(weights)
         };
-        plans.both(|rows| {
-            Ok(vec![self.k.rms_norm_launch(
-                self.gpu, params, rows, &a.h, weight, &a.x,
-            )])
-        })
+        self.norm_rows(plans, params, weights, &a.h, &a.x)
     }
 
     /// The rope table of `rope`, made once for all the layers that share it.
@@ -118,7 +139,7 @@ impl Lowering<'_> {
         plans: &mut Plans,
         l: usize,
         a: &Attention,
-        post_norm: Option<&wgpu::Buffer>,
+        post_norm: Option<&NormWeights>,
     ) -> Result<(), GpuError> {
         let id = |role| TensorId::layer(l, role);
         let gpu = self.gpu;
@@ -269,7 +290,7 @@ impl Lowering<'_> {
         l: usize,
         d: &DeltaNet,
         state: &[wgpu::Buffer],
-        post_norm: Option<&wgpu::Buffer>,
+        post_norm: Option<&NormWeights>,
     ) -> Result<(), GpuError> {
         let [conv_state, delta_state] = state else {
             unreachable!("a delta net's state has two parts")
@@ -339,7 +360,7 @@ impl Lowering<'_> {
         l: usize,
         c: &ShortConv,
         conv_state: &wgpu::Buffer,
-        post_norm: Option<&wgpu::Buffer>,
+        post_norm: Option<&NormWeights>,
     ) -> Result<(), GpuError> {
         let id = |role| TensorId::layer(l, role);
         let gpu = self.gpu;
@@ -378,7 +399,7 @@ impl Lowering<'_> {
         plans: &mut Plans,
         l: usize,
         ffn: &Ffn,
-        post_norm: Option<&wgpu::Buffer>,
+        post_norm: Option<&NormWeights>,
     ) -> Result<(), GpuError> {
         let gate_mode = match ffn {
             Ffn::SiluGated { .. } | Ffn::SiluGatedFused { .. } => Output::SiluGate,

@@ -10,7 +10,7 @@ mod plans;
 use std::collections::BTreeMap;
 
 use hearth_core::gguf::Gguf;
-use hearth_core::model::{Mixer, ModelSpec, Norm, Role, TensorId};
+use hearth_core::model::{Mixer, ModelSpec, Role, TensorId};
 
 use crate::kernels::{
     token_mask, Dispatch, Kernels, NormParams, Output, Steps, TopLaunches, TOP_K,
@@ -118,7 +118,7 @@ pub fn build(gpu: &Gpu, header: &Gguf, spec: &ModelSpec, max_ctx: usize) -> Resu
         eps: s.rms_eps,
         step_row: 0,
         add: 0,
-        centred: (s.arch.norm == Norm::Layer) as u32,
+        centred: 0,
         _pad: [0; 3],
     };
     let mut lower = Lowering {
@@ -184,9 +184,9 @@ pub fn build(gpu: &Gpu, header: &Gguf, spec: &ModelSpec, max_ctx: usize) -> Resu
     // The output norm reads the row of the step it is bound to: a chunk's last token.
     let head_norm = NormParams {
         step_row: 1,
-        ..norm
+        ..lower.norm_params(&output_norm)
     };
-    let mut head = vec![k.rms_norm_launch(gpu, head_norm, 1, &a.x, &output_norm, &a.h)];
+    let mut head = vec![k.rms_norm_launch(gpu, head_norm, 1, &a.x, &output_norm.buffer, &a.h)];
     head.extend(k.product_launches(
         gpu,
         &head_matrix,
