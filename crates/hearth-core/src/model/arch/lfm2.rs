@@ -39,7 +39,7 @@ fn layers(m: &Meta, n_layer: usize) -> Result<Vec<Layer>, ModelError> {
                 0 => Mixer::ShortConv(conv.clone()),
                 n => Mixer::Attention(read_attention_with(
                     m,
-                    n,
+                    Some(n),
                     RopeStyle::Neox,
                     false,
                     true,

@@ -116,16 +116,15 @@ pub(super) fn read_attention(
     qk_norm: bool,
     output_gate: bool,
 ) -> Result<Attention, ModelError> {
-    let n_head = m.required("attention.head_count")?;
-    let n_head_kv = m.count("attention.head_count_kv")?.unwrap_or(n_head);
+    let n_head_kv = m.count("attention.head_count_kv")?;
     read_attention_with(m, n_head_kv, style, qkv_bias, qk_norm, output_gate)
 }
 
 /// As [`read_attention`], with `n_head_kv` key/value heads (where the file gives a count per
-/// layer).
+/// layer), or as many as query heads.
 pub(super) fn read_attention_with(
     m: &Meta,
-    n_head_kv: usize,
+    n_head_kv: Option<usize>,
     style: RopeStyle,
     qkv_bias: bool,
     qk_norm: bool,
@@ -133,6 +132,7 @@ pub(super) fn read_attention_with(
 ) -> Result<Attention, ModelError> {
     let n_embd = m.required("embedding_length")?;
     let n_head = m.required("attention.head_count")?;
+    let n_head_kv = n_head_kv.unwrap_or(n_head);
     if n_head % n_head_kv != 0 {
         return Err(bad(format!(
             "{n_head} query heads cannot share {n_head_kv} key/value heads"

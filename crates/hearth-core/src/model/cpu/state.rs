@@ -19,8 +19,6 @@ enum LayerState {
     Kv {
         k: Vec<f32>,
         v: Vec<f32>,
-        k_dim: usize,
-        v_dim: usize,
         attention: Attention,
         /// Positions the cache holds: under a window a ring of this many slots, else all.
         slots: usize,
@@ -54,8 +52,6 @@ impl State {
                 Mixer::Attention(a) => LayerState::Kv {
                     k: Vec::new(),
                     v: Vec::new(),
-                    k_dim: a.k_dim(),
-                    v_dim: a.v_dim(),
                     attention: a.clone(),
                     slots: a.cache_slots(max, RING_SLACK),
                 },
@@ -204,10 +200,10 @@ impl State {
                 // A ring that has wrapped keeps every slot: later positions overwrite them.
                 LayerState::Kv { slots, .. } if self.len > *slots => {}
                 LayerState::Kv {
-                    k, v, k_dim, v_dim, ..
+                    k, v, attention, ..
                 } => {
-                    k.truncate(keep * *k_dim);
-                    v.truncate(keep * *v_dim);
+                    k.truncate(keep * attention.k_dim());
+                    v.truncate(keep * attention.v_dim());
                 }
                 LayerState::Recurrent { .. } => {}
             }
