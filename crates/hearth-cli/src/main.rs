@@ -31,6 +31,13 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Rust ignores SIGPIPE, so printing into a pipe whose reader has gone (`| head`) would
+    // panic; take the default action instead and end quietly, as other tools do.
+    #[cfg(unix)]
+    // SAFETY: nothing else runs yet, and SIG_DFL is a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match Cli::parse().command {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Logits(a) => commands::logits::run(a),

@@ -66,6 +66,35 @@ fn tokenize_json_matches_hugging_face() {
     );
 }
 
+/// Output into a pipe whose reader has gone (`hearth tokenize ... | head`) ends the program as
+/// the closed pipe's signal ends other tools: no panic and its backtrace on stderr.
+#[test]
+fn a_closed_output_pipe_ends_quietly() {
+    let dir = scratch("closed-pipe");
+    let vocab = unpack("tokenizers/llama3.gguf.gz", &dir);
+    let text = "word ".repeat(20_000);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args([
+            "tokenize",
+            "--model",
+            vocab.to_str().unwrap(),
+            "--text",
+            &text,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        !out.status.success(),
+        "20000 lines cannot all have been written"
+    );
+}
+
 #[test]
 fn bad_options_are_clear_errors() {
     let dir = scratch("errors");
