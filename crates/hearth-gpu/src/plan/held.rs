@@ -25,7 +25,8 @@ pub enum Target {
     SplitVector(Vec<(wgpu::Buffer, usize)>),
     /// Dequantized to f32 at a float offset of a buffer.
     Vector { buffer: wgpu::Buffer, offset: usize },
-    /// Llama 3's rope frequency factors, which shape these rope tables.
+    /// Rope frequency factors (Llama 3's, LongRoPE's), which shape these rope tables: none for
+    /// the LongRoPE set that this context does not take.
     RopeTables(Vec<(Rope, wgpu::Buffer)>),
 }
 

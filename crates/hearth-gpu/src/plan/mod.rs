@@ -163,21 +163,26 @@ pub fn build(gpu: &Gpu, header: &Gguf, spec: &ModelSpec, max_ctx: usize) -> Resu
         lower.norm(&mut plans, &ffn_norm)?;
         lower.feed_forward(&mut b, &mut plans, l, &layer.ffn, post_ffn.as_ref())?;
     }
-    // Each factor tensor shapes the tables of the ropes that read it in this context.
+    // Each factor tensor shapes the tables of the ropes that read it in this context. The
+    // model's every tensor arrives, LongRoPE's set that another context would take too: it
+    // shapes no table here.
+    let expected = s.expected_tensors();
     for role in [
         Role::RopeFreqs,
         Role::RopeFactorsLong,
         Role::RopeFactorsShort,
     ] {
+        let id = TensorId::global(role);
+        if !expected.iter().any(|(e, _)| *e == id) {
+            continue;
+        }
         let tables: Vec<_> = lower
             .tables
             .iter()
             .filter(|(r, _)| r.factors(max_ctx) == Some(role))
             .cloned()
             .collect();
-        if !tables.is_empty() {
-            b.expect(TensorId::global(role), Target::RopeTables(tables))?;
-        }
+        b.expect(id, Target::RopeTables(tables))?;
     }
 
     let a = &lower.acts;
