@@ -1,5 +1,5 @@
 //! Hearth's tokenizers against Hugging Face `tokenizers` on real vocabularies (Qwen3, Qwen3.5,
-//! Llama 3 and Mistral's SentencePiece vocabulary), with the ids recorded by
+//! Llama 3, and the SentencePiece vocabularies of Mistral and Gemma 3), with the ids recorded by
 //! tests/fixtures/tokenizers/make_tokenizer_fixtures.py; and GPT-2's against tiktoken's
 //! r50k_base from npm.
 
@@ -121,6 +121,11 @@ fn llama2_sentencepiece_matches_hugging_face() {
     conformance("llama2");
 }
 
+#[test]
+fn gemma3_sentencepiece_matches_hugging_face() {
+    conformance("gemma3");
+}
+
 /// GPT-2's vocabulary as the converter wrote it into the gpt2-tiny fixture, against the npm
 /// package gpt-tokenizer's r50k_base (tiktoken's GPT-2 encoding), recorded by
 /// tests/fixtures/tokenizers/gpt2_reference.mjs.
@@ -210,6 +215,53 @@ fn special_ids_and_stop_tokens() {
         (Some(1), Some(2), true, "llama")
     );
     assert_eq!(llama2.stop_ids(), [2]);
+
+    // The package's tokenizer_config.json names <end_of_turn> as EOS; <eos> (1) is not a stop.
+    let gemma3 = tokenizer("gemma3");
+    assert_eq!(
+        (
+            gemma3.bos(),
+            gemma3.eos(),
+            gemma3.eot(),
+            gemma3.add_bos(),
+            gemma3.model_name()
+        ),
+        (Some(2), Some(106), Some(106), true, "llama")
+    );
+    assert_eq!(gemma3.stop_ids(), [106]);
+}
+
+/// Gemma 3's token types as the converter writes them: tokens tokenizer_config.json marks
+/// special, and <mask> and <unusedN> by their look, are control tokens; its other added tokens
+/// (newline and space runs, HTML tags) are user-defined, and the space runs are stored with
+/// spaces rather than "▁". Text is not prefixed with a space.
+#[test]
+fn gemma3_token_types_and_whitespace_runs() {
+    use hearth_core::tokenizer::TokenType;
+    let gemma3 = tokenizer("gemma3");
+    let ty = |text: &str| gemma3.token_type(gemma3.token_id(text).unwrap()).unwrap();
+    for control in [
+        "<bos>",
+        "<start_of_turn>",
+        "<end_of_turn>",
+        "<mask>",
+        "<unused0>",
+        "<start_of_image>",
+    ] {
+        assert_eq!(ty(control), TokenType::Control, "{control}");
+    }
+    for user in ["\n", "\n\n\n", "  ", "<table>", "[multimodal]"] {
+        assert_eq!(ty(user), TokenType::UserDefined, "{user:?}");
+    }
+    assert_eq!(gemma3.token_id("▁▁"), None);
+    // A turn marker is a control token: kept out of user text, which still gets its newlines
+    // and space runs as user-defined tokens.
+    let text = "<start_of_turn>user\n  hi";
+    assert_eq!(gemma3.encode(text, false)[0], 105);
+    let plain = gemma3.encode_with(text, false, false);
+    assert!(!plain.contains(&105), "{plain:?}");
+    assert!(plain.contains(&107) && plain.contains(&138), "{plain:?}");
+    assert_eq!(gemma3.decode(&plain), text);
 }
 
 #[test]
