@@ -1,6 +1,6 @@
-//! Chat templates from real tokenizers (Qwen3, Llama 3, Llama 3.1, Llama 2, Gemma 3) and
-//! LFM2's, rendered by Hearth and compared with `transformers`' `apply_chat_template` output
-//! recorded by tests/fixtures/tokenizers/make_tokenizer_fixtures.py.
+//! Chat templates from real tokenizers (Qwen3, Llama 3, Llama 3.1, Llama 2, Gemma 3, Phi-3 and
+//! Phi-3.5) and LFM2's, rendered by Hearth and compared with `transformers`'
+//! `apply_chat_template` output recorded by tests/fixtures/tokenizers/make_tokenizer_fixtures.py.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -15,10 +15,15 @@ fn fixtures() -> PathBuf {
 }
 
 /// A fixture's tokenizer and template; "llama3_1" is Llama 3.1's template and "lfm2" LFM2's
-/// (each its own file) over the Llama 3 vocabulary.
+/// (each its own file) over the Llama 3 vocabulary, "phi3_5" Phi-3.5-mini's over Phi-3's.
 fn load(name: &str) -> (Tokenizer, ChatTemplate) {
-    if name == "llama3_1" || name == "lfm2" {
-        let (tokenizer, _) = load("llama3");
+    let vocabulary = match name {
+        "llama3_1" | "lfm2" => Some("llama3"),
+        "phi3_5" => Some("phi3"),
+        _ => None,
+    };
+    if let Some(vocabulary) = vocabulary {
+        let (tokenizer, _) = load(vocabulary);
         let source = std::fs::read_to_string(fixtures().join(format!("{name}.jinja"))).unwrap();
         let template = ChatTemplate::for_tokenizer(&source, &tokenizer).unwrap();
         return (tokenizer, template);
@@ -135,6 +140,17 @@ fn llama2_template_matches_transformers() {
 #[test]
 fn gemma3_template_matches_transformers() {
     check_template("gemma3");
+}
+
+/// The template in llama.cpp's Phi-3-mini vocabulary file (Phi-3-mini-4k-instruct's first one).
+#[test]
+fn phi3_template_matches_transformers() {
+    check_template("phi3");
+}
+
+#[test]
+fn phi3_5_template_matches_transformers() {
+    check_template("phi3_5");
 }
 
 #[test]

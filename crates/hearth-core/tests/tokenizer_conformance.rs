@@ -1,5 +1,5 @@
 //! Hearth's tokenizers against Hugging Face `tokenizers` on real vocabularies (Qwen3, Qwen3.5,
-//! Llama 3, and the SentencePiece vocabularies of Mistral and Gemma 3), with the ids recorded by
+//! Llama 3, and the SentencePiece vocabularies of Mistral, Gemma 3 and Phi-3), with the ids recorded by
 //! tests/fixtures/tokenizers/make_tokenizer_fixtures.py; and GPT-2's against tiktoken's
 //! r50k_base from npm.
 
@@ -126,6 +126,13 @@ fn gemma3_sentencepiece_matches_hugging_face() {
     conformance("gemma3");
 }
 
+/// llama.cpp's Phi-3-mini vocabulary file against the rebuilt Phi-3 tokenizer.json (see
+/// make_tokenizer_fixtures.py): its chat tokens swallow the whitespace after them.
+#[test]
+fn phi3_sentencepiece_matches_hugging_face() {
+    conformance("phi3");
+}
+
 /// GPT-2's vocabulary as the converter wrote it into the gpt2-tiny fixture, against the npm
 /// package gpt-tokenizer's r50k_base (tiktoken's GPT-2 encoding), recorded by
 /// tests/fixtures/tokenizers/gpt2_reference.mjs.
@@ -229,6 +236,32 @@ fn special_ids_and_stop_tokens() {
         (Some(2), Some(106), Some(106), true, "llama")
     );
     assert_eq!(gemma3.stop_ids(), [106]);
+
+    // <|endoftext|> is EOS; <|end|> ends a turn.
+    let phi3 = tokenizer("phi3");
+    assert_eq!(
+        (
+            phi3.bos(),
+            phi3.eos(),
+            phi3.eot(),
+            phi3.add_bos(),
+            phi3.n_vocab()
+        ),
+        (Some(1), Some(32000), Some(32007), true, 32064)
+    );
+    assert_eq!(phi3.stop_ids(), [32000, 32007]);
+}
+
+/// Phi-3's added tokens swallow the whitespace after them, but <s>, <unk> and <|endoftext|> do
+/// not (ids from Hugging Face on the rebuilt tokenizer.json).
+#[test]
+fn phi3_chat_tokens_swallow_following_whitespace() {
+    let phi3 = tokenizer("phi3");
+    let text = "<|user|>\n Hi<|end|>\n<|assistant|>";
+    assert_eq!(phi3.encode(text, false), [32010, 6324, 32007, 32001]);
+    assert_eq!(phi3.encode("<|user|> Hi", false), [32010, 6324]);
+    assert_eq!(phi3.encode("<|endoftext|> Hi", false), [32000, 29871, 6324]);
+    assert_eq!(phi3.encode("</s>\t x", false), [2, 921]);
 }
 
 /// Gemma 3's token types as the converter writes them: tokens tokenizer_config.json marks
