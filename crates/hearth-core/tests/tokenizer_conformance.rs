@@ -1,7 +1,7 @@
 //! Hearth's tokenizers against Hugging Face `tokenizers` on real vocabularies (Qwen3, Qwen3.5,
-//! Llama 3, and the SentencePiece vocabularies of Mistral, Gemma 3 and Phi-3), with the ids recorded by
-//! tests/fixtures/tokenizers/make_tokenizer_fixtures.py; and GPT-2's against tiktoken's
-//! r50k_base from npm.
+//! Llama 3, GPT-4o's o200k, and the SentencePiece vocabularies of Mistral, Gemma 3 and Phi-3),
+//! with the ids recorded by tests/fixtures/tokenizers/make_tokenizer_fixtures.py; and GPT-2's
+//! against tiktoken's r50k_base from npm.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -116,6 +116,12 @@ fn llama3_matches_hugging_face() {
     conformance("llama3");
 }
 
+/// GPT-4o's o200k vocabulary (Phi-4-mini's), pre-tokenizer `gpt-4o`.
+#[test]
+fn gpt4o_matches_hugging_face() {
+    conformance("gpt4o");
+}
+
 #[test]
 fn llama2_sentencepiece_matches_hugging_face() {
     conformance("llama2");
@@ -171,7 +177,7 @@ fn pre_tokenizers_split_as_hugging_face() {
     let reference = json("reference_ids.json");
     let corpus = corpus();
     let mut failures = Vec::new();
-    for name in ["llama-bpe", "qwen2", "qwen35", "gpt-2", "smollm"] {
+    for name in ["llama-bpe", "qwen2", "qwen35", "gpt-2", "smollm", "gpt-4o"] {
         let pre = PreTokenizer::new(name).unwrap();
         let splits = reference["pre_tokenizers"][name].as_array().unwrap();
         for (text, want) in corpus.iter().zip(splits) {
@@ -236,6 +242,13 @@ fn special_ids_and_stop_tokens() {
         (Some(2), Some(106), Some(106), true, "llama")
     );
     assert_eq!(gemma3.stop_ids(), [106]);
+
+    let gpt4o = tokenizer("gpt4o");
+    assert_eq!(
+        (gpt4o.bos(), gpt4o.eos(), gpt4o.add_bos(), gpt4o.n_vocab()),
+        (Some(199999), Some(199999), false, 200064)
+    );
+    assert_eq!(gpt4o.pre_tokenizer(), Some("gpt-4o"));
 
     // <|endoftext|> is EOS; <|end|> ends a turn.
     let phi3 = tokenizer("phi3");
