@@ -1,6 +1,6 @@
-//! Chat templates from real tokenizers (Qwen3, Llama 3, Llama 3.1, Llama 2) and LFM2's, rendered by Hearth and
-//! compared with `transformers`' `apply_chat_template` output recorded by
-//! tests/fixtures/tokenizers/make_tokenizer_fixtures.py.
+//! Chat templates from real tokenizers (Qwen3, Llama 3, Llama 3.1, Llama 2, Gemma 3, Phi-3 and
+//! Phi-3.5) and LFM2's, rendered by Hearth and compared with `transformers`'
+//! `apply_chat_template` output recorded by tests/fixtures/tokenizers/make_tokenizer_fixtures.py.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -15,10 +15,15 @@ fn fixtures() -> PathBuf {
 }
 
 /// A fixture's tokenizer and template; "llama3_1" is Llama 3.1's template and "lfm2" LFM2's
-/// (each its own file) over the Llama 3 vocabulary.
+/// (each its own file) over the Llama 3 vocabulary, "phi3_5" Phi-3.5-mini's over Phi-3's.
 fn load(name: &str) -> (Tokenizer, ChatTemplate) {
-    if name == "llama3_1" || name == "lfm2" {
-        let (tokenizer, _) = load("llama3");
+    let vocabulary = match name {
+        "llama3_1" | "lfm2" => Some("llama3"),
+        "phi3_5" => Some("phi3"),
+        _ => None,
+    };
+    if let Some(vocabulary) = vocabulary {
+        let (tokenizer, _) = load(vocabulary);
         let source = std::fs::read_to_string(fixtures().join(format!("{name}.jinja"))).unwrap();
         let template = ChatTemplate::for_tokenizer(&source, &tokenizer).unwrap();
         return (tokenizer, template);
@@ -39,13 +44,27 @@ fn check_template(name: &str) {
         &std::fs::read_to_string(fixtures().join("chat_reference.json")).unwrap(),
     )
     .unwrap();
-    let conversations = reference["conversations"].as_array().unwrap();
+    // A conversation with a "templates" list is rendered only for the templates it names.
+    let conversations: Vec<&Value> = reference["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| {
+            c.get("templates")
+                .and_then(Value::as_array)
+                .is_none_or(|only| only.iter().any(|t| t == name))
+        })
+        .collect();
     let expected = reference["templates"][name].as_array().unwrap();
     assert_eq!(conversations.len(), expected.len());
     let (tokenizer, template) = load(name);
     let mut failures = Vec::new();
     for (conv, want) in conversations.iter().zip(expected) {
         let title = conv["name"].as_str().unwrap();
+        assert_eq!(
+            want["name"], conv["name"],
+            "{name}: the reference is out of order"
+        );
         let messages = to_template_value(&conv["messages"]);
         let tools = conv.get("tools").map(to_template_value);
         let extra: Vec<(&str, TemplateValue)> = conv
@@ -116,6 +135,22 @@ fn lfm2_template_with_tools_matches_transformers() {
 #[test]
 fn llama2_template_matches_transformers() {
     check_template("llama2");
+}
+
+#[test]
+fn gemma3_template_matches_transformers() {
+    check_template("gemma3");
+}
+
+/// The template in llama.cpp's Phi-3-mini vocabulary file (Phi-3-mini-4k-instruct's first one).
+#[test]
+fn phi3_template_matches_transformers() {
+    check_template("phi3");
+}
+
+#[test]
+fn phi3_5_template_matches_transformers() {
+    check_template("phi3_5");
 }
 
 #[test]

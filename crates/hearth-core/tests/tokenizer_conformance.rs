@@ -1,7 +1,7 @@
 //! Hearth's tokenizers against Hugging Face `tokenizers` on real vocabularies (Qwen3, Qwen3.5,
-//! Llama 3 and Mistral's SentencePiece vocabulary), with the ids recorded by
-//! tests/fixtures/tokenizers/make_tokenizer_fixtures.py; and GPT-2's against tiktoken's
-//! r50k_base from npm.
+//! Llama 3, GPT-4o's o200k, and the SentencePiece vocabularies of Mistral, Gemma 3 and Phi-3),
+//! with the ids recorded by tests/fixtures/tokenizers/make_tokenizer_fixtures.py; and GPT-2's
+//! against tiktoken's r50k_base from npm.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -116,9 +116,27 @@ fn llama3_matches_hugging_face() {
     conformance("llama3");
 }
 
+/// GPT-4o's o200k vocabulary (Phi-4-mini's), pre-tokenizer `gpt-4o`.
+#[test]
+fn gpt4o_matches_hugging_face() {
+    conformance("gpt4o");
+}
+
 #[test]
 fn llama2_sentencepiece_matches_hugging_face() {
     conformance("llama2");
+}
+
+#[test]
+fn gemma3_sentencepiece_matches_hugging_face() {
+    conformance("gemma3");
+}
+
+/// llama.cpp's Phi-3-mini vocabulary file against the rebuilt Phi-3 tokenizer.json (see
+/// make_tokenizer_fixtures.py): its chat tokens swallow the whitespace after them.
+#[test]
+fn phi3_sentencepiece_matches_hugging_face() {
+    conformance("phi3");
 }
 
 /// GPT-2's vocabulary as the converter wrote it into the gpt2-tiny fixture, against the npm
@@ -159,7 +177,7 @@ fn pre_tokenizers_split_as_hugging_face() {
     let reference = json("reference_ids.json");
     let corpus = corpus();
     let mut failures = Vec::new();
-    for name in ["llama-bpe", "qwen2", "qwen35", "gpt-2", "smollm"] {
+    for name in ["llama-bpe", "qwen2", "qwen35", "gpt-2", "smollm", "gpt-4o"] {
         let pre = PreTokenizer::new(name).unwrap();
         let splits = reference["pre_tokenizers"][name].as_array().unwrap();
         for (text, want) in corpus.iter().zip(splits) {
@@ -210,6 +228,86 @@ fn special_ids_and_stop_tokens() {
         (Some(1), Some(2), true, "llama")
     );
     assert_eq!(llama2.stop_ids(), [2]);
+
+    // The package's tokenizer_config.json names <end_of_turn> as EOS; <eos> (1) is not a stop.
+    let gemma3 = tokenizer("gemma3");
+    assert_eq!(
+        (
+            gemma3.bos(),
+            gemma3.eos(),
+            gemma3.eot(),
+            gemma3.add_bos(),
+            gemma3.model_name()
+        ),
+        (Some(2), Some(106), Some(106), true, "llama")
+    );
+    assert_eq!(gemma3.stop_ids(), [106]);
+
+    let gpt4o = tokenizer("gpt4o");
+    assert_eq!(
+        (gpt4o.bos(), gpt4o.eos(), gpt4o.add_bos(), gpt4o.n_vocab()),
+        (Some(199999), Some(199999), false, 200064)
+    );
+    assert_eq!(gpt4o.pre_tokenizer(), Some("gpt-4o"));
+
+    // <|endoftext|> is EOS; <|end|> ends a turn.
+    let phi3 = tokenizer("phi3");
+    assert_eq!(
+        (
+            phi3.bos(),
+            phi3.eos(),
+            phi3.eot(),
+            phi3.add_bos(),
+            phi3.n_vocab()
+        ),
+        (Some(1), Some(32000), Some(32007), true, 32064)
+    );
+    assert_eq!(phi3.stop_ids(), [32000, 32007]);
+}
+
+/// Phi-3's added tokens swallow the whitespace after them, but <s>, <unk> and <|endoftext|> do
+/// not (ids from Hugging Face on the rebuilt tokenizer.json).
+#[test]
+fn phi3_chat_tokens_swallow_following_whitespace() {
+    let phi3 = tokenizer("phi3");
+    let text = "<|user|>\n Hi<|end|>\n<|assistant|>";
+    assert_eq!(phi3.encode(text, false), [32010, 6324, 32007, 32001]);
+    assert_eq!(phi3.encode("<|user|> Hi", false), [32010, 6324]);
+    assert_eq!(phi3.encode("<|endoftext|> Hi", false), [32000, 29871, 6324]);
+    assert_eq!(phi3.encode("</s>\t x", false), [2, 921]);
+}
+
+/// Gemma 3's token types as the converter writes them: tokens tokenizer_config.json marks
+/// special, and <mask> and <unusedN> by their look, are control tokens; its other added tokens
+/// (newline and space runs, HTML tags) are user-defined, and the space runs are stored with
+/// spaces rather than "▁". Text is not prefixed with a space.
+#[test]
+fn gemma3_token_types_and_whitespace_runs() {
+    use hearth_core::tokenizer::TokenType;
+    let gemma3 = tokenizer("gemma3");
+    let ty = |text: &str| gemma3.token_type(gemma3.token_id(text).unwrap()).unwrap();
+    for control in [
+        "<bos>",
+        "<start_of_turn>",
+        "<end_of_turn>",
+        "<mask>",
+        "<unused0>",
+        "<start_of_image>",
+    ] {
+        assert_eq!(ty(control), TokenType::Control, "{control}");
+    }
+    for user in ["\n", "\n\n\n", "  ", "<table>", "[multimodal]"] {
+        assert_eq!(ty(user), TokenType::UserDefined, "{user:?}");
+    }
+    assert_eq!(gemma3.token_id("▁▁"), None);
+    // A turn marker is a control token: kept out of user text, which still gets its newlines
+    // and space runs as user-defined tokens.
+    let text = "<start_of_turn>user\n  hi";
+    assert_eq!(gemma3.encode(text, false)[0], 105);
+    let plain = gemma3.encode_with(text, false, false);
+    assert!(!plain.contains(&105), "{plain:?}");
+    assert!(plain.contains(&107) && plain.contains(&138), "{plain:?}");
+    assert_eq!(gemma3.decode(&plain), text);
 }
 
 #[test]

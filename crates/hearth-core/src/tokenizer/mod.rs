@@ -7,7 +7,9 @@
 //! Special tokens: control (type 3), user-defined (4) and unknown (2) tokens are matched in the
 //! input text, longest first at the leftmost position, before any other processing, as Hugging
 //! Face matches its added tokens; [`Tokenizer::encode_with`] can restrict that to user-defined
-//! tokens, so text from a user never turns into control tokens.
+//! tokens, so text from a user never turns into control tokens. In Phi-3's SentencePiece
+//! vocabulary the chat tokens also swallow the whitespace after them, as its `tokenizer.json`
+//! (`rstrip`) has them do.
 //!
 //! Decoding follows Hugging Face's `decode`: special tokens show as their text unless skipped,
 //! and a SentencePiece decode drops the one leading space that encoding added. Bytes that do not
@@ -147,7 +149,15 @@ const END_OF_TURN: [&str; 8] = [
 
 /// Special tokens grouped by first byte, longest first, for leftmost-longest matching.
 struct SpecialMatcher {
-    by_first_byte: HashMap<u8, Vec<(String, u32, TokenType)>>,
+    by_first_byte: HashMap<u8, Vec<Special>>,
+}
+
+struct Special {
+    text: String,
+    id: u32,
+    ty: TokenType,
+    /// The token swallows the whitespace after it (Hugging Face's `rstrip`).
+    rstrip: bool,
 }
 
 enum Fragment<'a> {
@@ -156,19 +166,23 @@ enum Fragment<'a> {
 }
 
 impl SpecialMatcher {
-    fn new(tokens: &[String], types: &[TokenType]) -> Self {
-        let mut by_first_byte: HashMap<u8, Vec<(String, u32, TokenType)>> = HashMap::new();
+    fn new(tokens: &[String], types: &[TokenType], rstrip: impl Fn(&str) -> bool) -> Self {
+        let mut by_first_byte: HashMap<u8, Vec<Special>> = HashMap::new();
         for (id, (text, &ty)) in tokens.iter().zip(types).enumerate() {
             if ty.is_special() && !text.is_empty() {
-                by_first_byte.entry(text.as_bytes()[0]).or_default().push((
-                    text.clone(),
-                    id as u32,
-                    ty,
-                ));
+                by_first_byte
+                    .entry(text.as_bytes()[0])
+                    .or_default()
+                    .push(Special {
+                        text: text.clone(),
+                        id: id as u32,
+                        ty,
+                        rstrip: rstrip(text),
+                    });
             }
         }
         for list in by_first_byte.values_mut() {
-            list.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
+            list.sort_by(|a, b| b.text.len().cmp(&a.text.len()).then(a.id.cmp(&b.id)));
         }
         SpecialMatcher { by_first_byte }
     }
@@ -179,17 +193,21 @@ impl SpecialMatcher {
         let (mut start, mut i) = (0, 0);
         while i < bytes.len() {
             let found = self.by_first_byte.get(&bytes[i]).and_then(|list| {
-                list.iter().find(|(t, _, ty)| {
-                    (control || *ty == TokenType::UserDefined) && text[i..].starts_with(t)
+                list.iter().find(|s| {
+                    (control || s.ty == TokenType::UserDefined) && text[i..].starts_with(&s.text)
                 })
             });
             match found {
-                Some((t, id, _)) => {
+                Some(s) => {
                     if start < i {
                         out.push(Fragment::Text(&text[start..i]));
                     }
-                    out.push(Fragment::Token(*id));
-                    i += t.len();
+                    out.push(Fragment::Token(s.id));
+                    i += s.text.len();
+                    if s.rstrip {
+                        let rest = &text[i..];
+                        i += rest.len() - rest.trim_start().len();
+                    }
                     start = i;
                 }
                 // Tokens are UTF-8 and match only where a character starts, so stepping bytes is safe.
@@ -201,6 +219,15 @@ impl SpecialMatcher {
         }
         out
     }
+}
+
+/// Whether the special token `text` of a Phi-3 SentencePiece vocabulary swallows the whitespace
+/// after it. Microsoft's `tokenizer.json` for Phi-3 and Phi-3.5 mini gives every added token but
+/// `<unk>`, `<s>` and `<|endoftext|>` `rstrip`, `</s>` included; GGUF has no key for it, so it
+/// goes by the architecture, where llama.cpp goes by `general.name` (which newer files spell
+/// "Phi 3.5 Mini Instruct", and llama.cpp then strips nothing).
+fn phi3_rstrip(text: &str) -> bool {
+    !matches!(text, "<unk>" | "<s>" | "<|endoftext|>")
 }
 
 /// A tokenizer: the vocabulary, its model and its special tokens.
@@ -360,7 +387,13 @@ impl Tokenizer {
         stop.sort_unstable();
         stop.dedup();
 
-        let specials = SpecialMatcher::new(&tokens, &types);
+        let phi3 = model_name == "llama"
+            && (gguf.get_str("general.architecture") == Some("phi3")
+                || gguf.get_str("general.name").is_some_and(|n| {
+                    let n = n.to_lowercase();
+                    n.contains("phi3") || n.contains("phi-3")
+                }));
+        let specials = SpecialMatcher::new(&tokens, &types, |t| phi3 && phi3_rstrip(t));
         Ok(Tokenizer {
             tokens,
             types,

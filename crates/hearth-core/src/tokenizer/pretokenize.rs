@@ -24,8 +24,13 @@ const QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N
 /// the punctuation runs.
 const QWEN35: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// GPT-4o's o200k (also Phi-4-mini's): words are split at case changes (an upper-case run, then
+/// lower-case letters), contractions stay with their word, and punctuation runs take a
+/// following `/` as well as line breaks.
+const GPT4O: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 /// The pre-tokenizer names this crate implements, for error messages.
-pub const SUPPORTED: &str = "llama-bpe, qwen2, qwen35, smollm, gpt-2";
+pub const SUPPORTED: &str = "llama-bpe, qwen2, qwen35, smollm, gpt-2, gpt-4o";
 
 /// A named pre-tokenizer.
 #[derive(Debug)]
@@ -49,6 +54,9 @@ impl PreTokenizer {
             "qwen35" => ("qwen35", QWEN35, false, true, false),
             "smollm" => ("smollm", GPT2, true, false, false),
             "gpt-2" => ("gpt-2", GPT2, false, false, false),
+            // llama.cpp gives gpt-4o no ignore_merges; its clean_spaces = false concerns only
+            // decoding, where this crate cleans no spaces for any vocabulary.
+            "gpt-4o" => ("gpt-4o", GPT4O, false, false, false),
             other => return Err(TokenizerError::UnsupportedPreTokenizer(other.to_string())),
         };
         // The patterns are constants; a failure here is a bug in this file, reported as an error
@@ -168,6 +176,18 @@ mod tests {
                 .unwrap()
                 .normalize("e\u{301}"),
             "e\u{301}"
+        );
+    }
+
+    #[test]
+    fn gpt4o_splits_at_case_changes_and_keeps_contractions() {
+        assert_eq!(
+            split("gpt-4o", "camelCaseID HTTPServer don't"),
+            ["camel", "Case", "ID", " HTTPServer", " don't"]
+        );
+        assert_eq!(
+            split("gpt-4o", "a/b//\nc 12345"),
+            ["a", "/b", "//\n", "c", " ", "123", "45"]
         );
     }
 

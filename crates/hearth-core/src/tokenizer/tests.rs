@@ -157,3 +157,44 @@ fn stream_decoder_never_splits_a_character() {
     // Ids outside the vocabulary are skipped.
     assert_eq!(t.decode(&[u32::MAX]), "");
 }
+
+#[test]
+fn phi3_added_tokens_swallow_the_whitespace_after_them() {
+    let mut kv = spm_kv(&["▁", "h", "i", "▁h", "▁hi", "<|user|>", "<|endoftext|>"]);
+    let n = 3 + 256 + 7;
+    let mut types = vec![1i32; n];
+    types[..3].fill(3);
+    types[3..259].fill(6);
+    types[n - 2..].fill(3);
+    kv = with(
+        kv,
+        "tokenizer.ggml.token_type",
+        Value::Array(Array::I32(types)),
+    );
+    let (user, eot) = (n as u32 - 2, n as u32 - 1);
+    let plain = Tokenizer::from_gguf(&header(kv.clone())).unwrap();
+    let hi = plain.token_id("▁hi").unwrap();
+    let space = plain.token_id("▁").unwrap();
+    // Elsewhere the newline and space stay (the newline as a byte token).
+    assert_eq!(
+        plain.encode("<|user|>\n hi", false),
+        [user, space, 3 + 0x0A, hi]
+    );
+    // By architecture, or by name as llama.cpp decides it.
+    for (key, value) in [
+        ("general.architecture", "phi3"),
+        ("general.name", "Phi-3 mini"),
+    ] {
+        let phi3 = with(kv.clone(), key, Value::String(value.into()));
+        let t = Tokenizer::from_gguf(&header(phi3)).unwrap();
+        assert_eq!(t.encode("<|user|>\n hi", false), [user, hi], "{key}");
+        // Unicode whitespace too, as Hugging Face strips it; <|endoftext|>, <s> keep theirs.
+        assert_eq!(t.encode("<|user|>\u{3000}hi", false), [user, hi], "{key}");
+        assert_eq!(
+            t.encode("<|endoftext|> hi", false),
+            [eot, space, hi],
+            "{key}"
+        );
+        assert_eq!(t.encode("<s> hi", false), [1, space, hi], "{key}");
+    }
+}
