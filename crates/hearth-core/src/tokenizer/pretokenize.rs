@@ -49,7 +49,11 @@ impl PreTokenizer {
     /// The pre-tokenizer that `tokenizer.ggml.pre` names.
     pub fn new(name: &str) -> Result<Self, TokenizerError> {
         let (name, pattern, split_digits, nfc, ignore_merges) = match name {
-            "llama-bpe" | "llama3" | "llama-v3" => ("llama-bpe", LLAMA3, false, false, true),
+            // LFM2's own byte-level BPE splits words as Llama 3's does (llama.cpp maps `lfm2`
+            // to the same pre-tokenizer, merges ignored for whole-word tokens).
+            "llama-bpe" | "llama3" | "llama-v3" | "lfm2" => {
+                ("llama-bpe", LLAMA3, false, false, true)
+            }
             "qwen2" => ("qwen2", QWEN2, false, true, false),
             "qwen35" => ("qwen35", QWEN35, false, true, false),
             "smollm" => ("smollm", GPT2, true, false, false),
@@ -142,6 +146,17 @@ mod tests {
             .into_iter()
             .map(String::from)
             .collect()
+    }
+
+    #[test]
+    fn lfm2_files_name_llama3_s_pre_tokenizer() {
+        let pre = PreTokenizer::new("lfm2").unwrap();
+        assert_eq!(pre.name(), "llama-bpe");
+        assert!(pre.ignore_merges());
+        assert_eq!(
+            split("lfm2", "Hello 12345!!"),
+            ["Hello", " ", "123", "45", "!!"]
+        );
     }
 
     #[test]
