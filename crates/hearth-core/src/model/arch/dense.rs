@@ -63,11 +63,10 @@ pub const SMOLLM3: Arch = Arch {
 /// another (each split at load), rope over halves (over the leading 3/4 of each head in
 /// Phi-4-mini), and LongRoPE where the file holds its factors. A non-zero
 /// `attention.sliding_window` (Phi-3-mini-4k's 2047) windows every layer, as transformers
-/// does; llama.cpp ignores it for phi3. (Phi-4-mini's files also need its GPT-4o tokenizer,
-/// pre-tokenizer `gpt-4o`, which Hearth does not read yet.)
+/// does; llama.cpp ignores it for phi3.
 pub const PHI3: Arch = Arch {
     name: "phi3",
-    models: "Phi-3, Phi-3.5",
+    models: "Phi-3, Phi-3.5, Phi-4-mini",
     scale_embd: false,
     norm: Norm::Rms,
     learned_positions: false,
