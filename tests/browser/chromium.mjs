@@ -120,3 +120,38 @@ export function assertLikeReference(model, got, prompt, steps, label) {
   assert.deepEqual(got.tokens, want.generated, `${label}: ${JSON.stringify(prompt.slice(-40))}`);
   assert.equal(got.text, want.text);
 }
+
+/**
+ * On `window.engines[backend]`, reset first, greedy generations of `steps` tokens: for `prompt`,
+ * then for the prompt, its reply and each of `endings` in turn. Each run is { prompt, got (a
+ * `window.generate` result), tokens (the prompt's ids) }; `info` is the engine's.
+ */
+export function runFollowUps(page, backend, prompt, endings, steps) {
+  return page.evaluate(async ({ backend, prompt, endings, steps }) => {
+    const engine = window.engines[backend];
+    await engine.reset();
+    const first = await window.generate(engine, prompt, { max_tokens: steps });
+    const runs = [{ prompt, got: first }];
+    for (const ending of endings) {
+      const next = `${prompt}${first.text}${ending}`;
+      runs.push({ prompt: next, got: await window.generate(engine, next, { max_tokens: steps }) });
+    }
+    for (const run of runs) run.tokens = await engine.tokenize(run.prompt);
+    return { runs, info: engine.info };
+  }, { backend, prompt, endings, steps });
+}
+
+/**
+ * What an engine holds after `run` (a runFollowUps run): its prompt and its reply but for the
+ * last token, which was chosen and never run.
+ */
+export function heldAfter(run) {
+  return [...run.tokens, ...run.got.tokens.slice(0, run.got.usage.completion_tokens - 1)];
+}
+
+/** How many leading ids `a` and `b` share. */
+export function commonPrefix(a, b) {
+  let same = 0;
+  while (same < a.length && same < b.length && a[same] === b[same]) same++;
+  return same;
+}

@@ -12,7 +12,7 @@ import { writeFileSync, readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { assertLikeReference, loadEngines, openBench } from './chromium.mjs';
+import { assertLikeReference, commonPrefix, heldAfter, loadEngines, openBench, runFollowUps } from './chromium.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BACKENDS = ['webgpu', 'cpu'];
@@ -37,33 +37,18 @@ after(() => bench?.close());
 
 for (const backend of BACKENDS) {
   test(`${backend}: greedy text equals \`hearth generate\`; prompts that go on from the last reply, or depart after it, run only their new tokens`, async () => {
-    const r = await page.evaluate(async ({ backend, prompt, steps }) => {
-      const engine = window.engines[backend];
-      await engine.reset();
-      const first = await window.generate(engine, prompt, { max_tokens: steps });
-      const next = `${prompt}${first.text} And so on.`;
-      const second = await window.generate(engine, next, { max_tokens: steps });
-      // Another ending for the second prompt: back to where the first reply ended.
-      const other = `${prompt}${first.text} Or not.`;
-      const third = await window.generate(engine, other, { max_tokens: steps });
-      const tokens = await Promise.all([prompt, next, other].map((p) => engine.tokenize(p)));
-      return { first, next, second, other, third, tokens, info: engine.info };
-    }, { backend, prompt: LONG, steps: STEPS });
-    assert.equal(r.info.backend, backend, `fell back: ${r.info.fallbackReason}`);
-    assert.equal(r.info.architecture, 'lfm2');
-    for (const [got, prompt] of [[r.first, LONG], [r.second, r.next], [r.third, r.other]]) {
-      assertLikeReference(model, got, prompt, STEPS, backend);
-    }
-    assert.ok(r.first.usage.prompt_tokens > 64, `the prompt has ${r.first.usage.prompt_tokens} tokens`);
-    // What the state holds after the request before each: its prompt and the reply but for the
-    // last token, which was chosen and never run. Convolution state cannot be cut back, so a
-    // later prompt goes on from the state or from a snapshot at or before where it departs
-    // from what is held, never from nothing; its text is still a fresh run's (above).
-    const held = (i, got) => [...r.tokens[i], ...got.tokens.slice(0, got.usage.completion_tokens - 1)];
-    for (const [i, before, got] of [[1, held(0, r.first), r.second], [2, held(1, r.second), r.third]]) {
-      let same = 0;
-      while (same < before.length && r.tokens[i][same] === before[same]) same++;
-      const cached = got.usage.prompt_tokens_details.cached_tokens;
+    // The second prompt goes on from the first reply; the third departs after it.
+    const { runs, info } = await runFollowUps(page, backend, LONG, [' And so on.', ' Or not.'], STEPS);
+    assert.equal(info.backend, backend, `fell back: ${info.fallbackReason}`);
+    assert.equal(info.architecture, 'lfm2');
+    for (const run of runs) assertLikeReference(model, run.got, run.prompt, STEPS, backend);
+    assert.ok(runs[0].got.usage.prompt_tokens > 64, `the prompt has ${runs[0].got.usage.prompt_tokens} tokens`);
+    // Convolution state cannot be cut back, so a later prompt goes on from the state or from a
+    // snapshot at or before where it departs from what the run before left, never from
+    // nothing; its text is still a fresh run's (above).
+    for (const i of [1, 2]) {
+      const same = commonPrefix(runs[i].tokens, heldAfter(runs[i - 1]));
+      const cached = runs[i].got.usage.prompt_tokens_details.cached_tokens;
       assert.ok(cached > 0 && cached <= same, `prompt ${i}: ${cached} cached of ${same} shared`);
     }
   });

@@ -13,7 +13,7 @@ import { writeFileSync, readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { assertLikeReference, loadEngines, openBench } from './chromium.mjs';
+import { assertLikeReference, heldAfter, loadEngines, openBench, runFollowUps } from './chromium.mjs';
 import { withChatTemplate } from './gguf.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -51,32 +51,19 @@ function chatReference(lines, maxTokens) {
 
 for (const backend of BACKENDS) {
   test(`${backend}: greedy text equals \`hearth generate\`; prompts that go on from the last reply, or depart after it, run only their new tokens`, async () => {
-    const r = await page.evaluate(async ({ backend, prompt, steps }) => {
-      const engine = window.engines[backend];
-      await engine.reset();
-      const first = await window.generate(engine, prompt, { max_tokens: steps });
-      const next = `${prompt}${first.text} And so on.`;
-      const second = await window.generate(engine, next, { max_tokens: steps });
-      // Another ending for the second prompt: back to where the first reply ended.
-      const other = `${prompt}${first.text} Or not.`;
-      const third = await window.generate(engine, other, { max_tokens: steps });
-      const tokens = await Promise.all([prompt, next, other].map((p) => engine.tokenize(p)));
-      return { first, next, second, other, third, tokens, info: engine.info };
-    }, { backend, prompt: LONG, steps: STEPS });
-    assert.equal(r.info.backend, backend, `fell back: ${r.info.fallbackReason}`);
-    assert.equal(r.info.architecture, 'qwen35');
-    for (const [got, prompt] of [[r.first, LONG], [r.second, r.next], [r.third, r.other]]) {
-      assertLikeReference(model, got, prompt, STEPS, backend);
-    }
-    assert.ok(r.first.usage.prompt_tokens > 64, `the prompt has ${r.first.usage.prompt_tokens} tokens`);
-    // What the state holds after the first request: its prompt and the reply but for the last
-    // token, which was chosen and never run. This fixture's reply reads back as the same tokens,
-    // so the later prompts start with all of them: the second goes on from the state as it is,
-    // the third from the snapshot the second took there.
-    const held = [...r.tokens[0], ...r.first.tokens.slice(0, r.first.usage.completion_tokens - 1)];
-    for (const [i, got] of [[1, r.second], [2, r.third]]) {
-      assert.deepEqual(r.tokens[i].slice(0, held.length), held, 'the reply re-tokenizes to itself (if the fixture changed, pick a prompt whose reply does)');
-      assert.equal(got.usage.prompt_tokens_details.cached_tokens, held.length);
+    // The second prompt goes on from the first reply; the third departs after it.
+    const { runs, info } = await runFollowUps(page, backend, LONG, [' And so on.', ' Or not.'], STEPS);
+    assert.equal(info.backend, backend, `fell back: ${info.fallbackReason}`);
+    assert.equal(info.architecture, 'qwen35');
+    for (const run of runs) assertLikeReference(model, run.got, run.prompt, STEPS, backend);
+    assert.ok(runs[0].got.usage.prompt_tokens > 64, `the prompt has ${runs[0].got.usage.prompt_tokens} tokens`);
+    // This fixture's reply reads back as the same tokens, so the later prompts start with all
+    // that the first run left: the second goes on from the state as it is, the third from the
+    // snapshot the second took there.
+    const held = heldAfter(runs[0]);
+    for (const i of [1, 2]) {
+      assert.deepEqual(runs[i].tokens.slice(0, held.length), held, 'the reply re-tokenizes to itself (if the fixture changed, pick a prompt whose reply does)');
+      assert.equal(runs[i].got.usage.prompt_tokens_details.cached_tokens, held.length);
     }
   });
 }

@@ -11,7 +11,7 @@ import { writeFileSync, readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { assertLikeReference, loadEngines, openBench } from './chromium.mjs';
+import { assertLikeReference, commonPrefix, heldAfter, loadEngines, openBench, runFollowUps } from './chromium.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BACKENDS = ['webgpu', 'cpu'];
@@ -35,27 +35,15 @@ after(() => bench?.close());
 
 for (const backend of BACKENDS) {
   test(`${backend}: greedy text equals \`hearth generate\`, for a long prompt and for one that goes on from the reply`, async () => {
-    const r = await page.evaluate(async ({ backend, prompt, steps }) => {
-      const engine = window.engines[backend];
-      await engine.reset();
-      const first = await window.generate(engine, prompt, { max_tokens: steps });
-      const next = `${prompt}${first.text} And so on.`;
-      const second = await window.generate(engine, next, { max_tokens: steps });
-      const tokens = await Promise.all([prompt, next].map((p) => engine.tokenize(p)));
-      return { first, next, second, tokens, info: engine.info };
-    }, { backend, prompt: LONG, steps: STEPS });
-    assert.equal(r.info.backend, backend, `fell back: ${r.info.fallbackReason}`);
-    assert.equal(r.info.architecture, 'smollm3');
-    for (const [got, prompt] of [[r.first, LONG], [r.second, r.next]]) {
-      assertLikeReference(model, got, prompt, STEPS, backend);
-    }
-    assert.ok(r.first.usage.prompt_tokens > 64, `the prompt has ${r.first.usage.prompt_tokens} tokens`);
-    // The KV cache holds the first prompt and the reply but for its last token (chosen, never
-    // run); the second prompt runs from where it stops matching them.
-    const held = [...r.tokens[0], ...r.first.tokens.slice(0, r.first.usage.completion_tokens - 1)];
-    let same = 0;
-    while (same < held.length && r.tokens[1][same] === held[same]) same++;
-    assert.ok(same >= r.tokens[0].length, 'the second prompt starts with the first');
-    assert.equal(r.second.usage.prompt_tokens_details.cached_tokens, same);
+    const { runs, info } = await runFollowUps(page, backend, LONG, [' And so on.'], STEPS);
+    assert.equal(info.backend, backend, `fell back: ${info.fallbackReason}`);
+    assert.equal(info.architecture, 'smollm3');
+    for (const run of runs) assertLikeReference(model, run.got, run.prompt, STEPS, backend);
+    assert.ok(runs[0].got.usage.prompt_tokens > 64, `the prompt has ${runs[0].got.usage.prompt_tokens} tokens`);
+    // The KV cache holds what the first run left; the second prompt runs from where it stops
+    // matching that.
+    const same = commonPrefix(runs[1].tokens, heldAfter(runs[0]));
+    assert.ok(same >= runs[0].tokens.length, 'the second prompt starts with the first');
+    assert.equal(runs[1].got.usage.prompt_tokens_details.cached_tokens, same);
   });
 }
