@@ -29,6 +29,7 @@ WORK = ROOT / "target" / "vulkan-peer"
 
 # The pinned sdist; its vendor/llama.cpp is the peer.
 SDIST = ("llama-cpp-python", "0.3.36")
+SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
 # Where the tokenizer fixtures' script keeps the same sdist, looked at before downloading.
 SDIST_ELSEWHERE = ROOT / "tests" / "fixtures" / "work" / "tokenizers"
 
@@ -121,8 +122,9 @@ def check_packages() -> None:
 
 
 def sdist_path() -> Path:
-    """The pinned sdist: cached under WORK, else taken from the tokenizer fixtures' work
-    directory, else downloaded from PyPI through its simple JSON API (as pip reads it)."""
+    """The pinned sdist: cached under WORK, else copied from the tokenizer fixtures' work
+    directory, else downloaded from PyPI through its simple JSON API (as pip reads it);
+    checked against the pinned sha256."""
     package, version = SDIST
     name = f"{package.replace('-', '_')}-{version}.tar.gz"
     cached = WORK / name
@@ -130,22 +132,21 @@ def sdist_path() -> Path:
         return cached
     WORK.mkdir(parents=True, exist_ok=True)
     elsewhere = SDIST_ELSEWHERE / name
-    if elsewhere.is_file():
-        shutil.copyfile(elsewhere, cached)
-        return cached
-    index = urllib.request.Request(f"https://pypi.org/simple/{package}/",
-                                   headers={"Accept": "application/vnd.pypi.simple.v1+json"})
-    with urllib.request.urlopen(index) as r:
-        files = json.load(r)["files"]
-    entry = next(f for f in files if f["filename"] == name)
-    log(f"downloading {entry['url']}")
     tmp = cached.with_suffix(".part")
-    with urllib.request.urlopen(entry["url"]) as r, open(tmp, "wb") as out:
-        shutil.copyfileobj(r, out)
-    want = entry.get("hashes", {}).get("sha256")
-    if want and hashlib.sha256(tmp.read_bytes()).hexdigest() != want:
+    if elsewhere.is_file():
+        shutil.copyfile(elsewhere, tmp)
+    else:
+        index = urllib.request.Request(f"https://pypi.org/simple/{package}/",
+                                       headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+        with urllib.request.urlopen(index) as r:
+            files = json.load(r)["files"]
+        url = next(f["url"] for f in files if f["filename"] == name)
+        log(f"downloading {url}")
+        with urllib.request.urlopen(url) as r, open(tmp, "wb") as out:
+            shutil.copyfileobj(r, out)
+    if hashlib.sha256(tmp.read_bytes()).hexdigest() != SDIST_SHA256:
         tmp.unlink()
-        sys.exit(f"{name}: sha256 does not match the index's")
+        sys.exit(f"{name}: its sha256 is not the pinned one")
     tmp.rename(cached)
     return cached
 
@@ -163,7 +164,9 @@ def llama_source() -> Path:
     prefix = f"{top.name}/vendor/llama.cpp/"
     with tarfile.open(sdist_path()) as tar:
         members = [m for m in tar.getmembers() if m.name.startswith(prefix)]
-        tar.extractall(WORK, members=members)
+        # The "data" filter (refusing links out of the tree) where this Python has it.
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        tar.extractall(WORK, members=members, **safe)
     for rel, old, new in PATCHES:
         path = src / rel
         text = path.read_text(encoding="utf-8")
@@ -344,8 +347,8 @@ def main() -> None:
     print("\ndevices: " + "; ".join(sorted(devices)))
     print("tokens/s, mean over rounds; ratio = Hearth / llama.cpp, mean of the rounds' ratios "
           "(min-max)\n")
-    head = (f"{'model':<20} | {'prefill llama.cpp':>17} {'hearth':>8} {'ratio':>17} | "
-            f"{'decode llama.cpp':>16} {'hearth':>8} {'ratio':>17}")
+    head = (f"{'model':<20} | {'prefill llama.cpp':>17} {'hearth':>8} {'ratio':>18} | "
+            f"{'decode llama.cpp':>16} {'hearth':>8} {'ratio':>18}")
     print(head)
     print("-" * len(head))
     for name, rounds in results.items():
