@@ -1,4 +1,6 @@
-//! `hearth bench`: prefill and decode speed on the GPU, decode's achieved weight bandwidth
+//! `hearth bench`: prefill and decode speed on the GPU (after an untimed warm-up, the mean of
+//! `--reps` timed repetitions, each a prefill from an empty cache then a decode after the
+//! prompt, as llama.cpp's llama-bench times them), decode's achieved weight bandwidth
 //! against a plain copy kernel measured on the same device in the same run, the memory held by
 //! the KV cache and by recurrent state, and the share of decode and prefill time the recurrence
 //! takes (its launches timed alone, as many times as tokens were decoded and as many whole
@@ -29,6 +31,9 @@ pub struct Args {
     /// Tokens decoded after the prompt, greedily.
     #[arg(long, default_value_t = 128)]
     gen_tokens: usize,
+    /// Timed repetitions (each after the untimed warm-up); rates are their mean.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -41,6 +46,35 @@ pub struct Args {
     /// Also decode held to the JSON schema in FILE, and compare.
     #[arg(long, value_name = "FILE")]
     json_schema: Option<PathBuf>,
+}
+
+/// The timed repetitions of one phase: the mean and sample standard deviation of their
+/// tokens/s (as llama-bench reports them) and their mean time.
+struct Stats {
+    each_s: Vec<f64>,
+    mean_s: f64,
+    mean_tps: f64,
+    stddev_tps: f64,
+}
+
+impl Stats {
+    fn new(tokens: usize, seconds: impl Iterator<Item = f64>) -> Self {
+        let each_s: Vec<f64> = seconds.collect();
+        let n = each_s.len() as f64;
+        let tps: Vec<f64> = each_s.iter().map(|s| tokens as f64 / s).collect();
+        let mean_tps = tps.iter().sum::<f64>() / n;
+        let stddev_tps = if each_s.len() > 1 {
+            (tps.iter().map(|r| (r - mean_tps).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+        } else {
+            0.0
+        };
+        Stats {
+            mean_s: each_s.iter().sum::<f64>() / n,
+            each_s,
+            mean_tps,
+            stddev_tps,
+        }
+    }
 }
 
 /// Seconds to decode `tokens` tokens greedily after `prompt`, held to `schema`: a reply that
@@ -99,8 +133,8 @@ fn constrained_decode(
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.prompt_tokens > 0 && args.gen_tokens > 0,
-        "--prompt-tokens and --gen-tokens must be positive"
+        args.prompt_tokens > 0 && args.gen_tokens > 0 && args.reps > 0,
+        "--prompt-tokens, --gen-tokens and --reps must be positive"
     );
     let options = GpuOptions {
         plain: args.plain,
@@ -123,18 +157,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let prompt: Vec<u32> = (0..args.prompt_tokens as u64)
         .map(|i| ((i * 7919 + 1) % n_vocab) as u32)
         .collect();
-    // A first step compiles what the driver compiles lazily; it is not timed.
-    pollster::block_on(model.forward_greedy(&prompt[..1], None))?;
-    model.truncate(0);
-
-    let t = Instant::now();
-    let mut id = pollster::block_on(model.forward_greedy(&prompt, None))?;
-    let prefill_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    for _ in 0..args.gen_tokens {
-        id = pollster::block_on(model.forward_greedy(&[id], None))?;
-    }
-    let decode_s = t.elapsed().as_secs_f64();
+    // A warm-up, untimed: the driver compiles pipelines lazily, and the first uses of each
+    // buffer and shape cost more than later ones.
+    let mut run_once = || -> anyhow::Result<(f64, f64)> {
+        model.truncate(0);
+        let t = Instant::now();
+        let mut id = pollster::block_on(model.forward_greedy(&prompt, None))?;
+        let prefill_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for _ in 0..args.gen_tokens {
+            id = pollster::block_on(model.forward_greedy(&[id], None))?;
+        }
+        Ok((prefill_s, t.elapsed().as_secs_f64()))
+    };
+    run_once()?;
+    // Each repetition: prefill from an empty cache, then decode after the prompt.
+    let times = (0..args.reps)
+        .map(|_| run_once())
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let prefill = Stats::new(args.prompt_tokens, times.iter().map(|t| t.0));
+    let decode = Stats::new(args.gen_tokens, times.iter().map(|t| t.1));
+    let (prefill_s, decode_s) = (prefill.mean_s, decode.mean_s);
     let (kv_bytes, recurrent_bytes) = model.state_bytes();
     // Prefill's share counts the prompt's whole chunks, each timed at the full chunk.
     let chunks = (args.prompt_tokens / CHUNK).max(1);
@@ -175,17 +218,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let constrained_tps = constrained_s.map(|s| args.gen_tokens as f64 / s);
 
-    let prefill_tps = args.prompt_tokens as f64 / prefill_s;
-    let decode_tps = args.gen_tokens as f64 / decode_s;
+    let (prefill_tps, decode_tps) = (prefill.mean_tps, decode.mean_tps);
     let decode_bps = per_token as f64 * decode_tps;
     let report = serde_json::json!({
         "adapter": gpu.describe(),
         "prompt_tokens": args.prompt_tokens,
         "gen_tokens": args.gen_tokens,
+        "reps": args.reps,
         "prefill_s": prefill_s,
         "decode_s": decode_s,
         "prefill_tokens_per_s": prefill_tps,
         "decode_tokens_per_s": decode_tps,
+        "prefill_tokens_per_s_stddev": prefill.stddev_tps,
+        "decode_tokens_per_s_stddev": decode.stddev_tps,
+        "prefill_s_each": prefill.each_s,
+        "decode_s_each": decode.each_s,
         "weight_bytes_per_token": per_token,
         "decode_bytes_per_s": decode_bps,
         "copy_bytes_per_s": copy_bps,
@@ -213,15 +260,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 (2 - r.log10().floor() as i64).clamp(0, 4) as usize
             )
         };
+        let spread = |s: &Stats| {
+            if args.reps > 1 {
+                format!(", mean of {} ± {}", args.reps, rate(s.stddev_tps))
+            } else {
+                String::new()
+            }
+        };
         println!(
-            "prefill   {} tokens/s ({} tokens in {prefill_s:.1} s)",
+            "prefill   {} tokens/s ({} tokens in {prefill_s:.2} s{})",
             rate(prefill_tps),
-            args.prompt_tokens
+            args.prompt_tokens,
+            spread(&prefill)
         );
         println!(
-            "decode    {} tokens/s ({} tokens in {decode_s:.1} s)",
+            "decode    {} tokens/s ({} tokens in {decode_s:.2} s{})",
             rate(decode_tps),
-            args.gen_tokens
+            args.gen_tokens,
+            spread(&decode)
         );
         println!(
             "weights   {:.2} MB read per decoded token",
