@@ -22,13 +22,6 @@ export const CATALOGUE = [
     about: 'OpenAI\'s 2019 GPT-2, the smallest: it continues text rather than chatting, with learned positions over a 1024-token context.',
   },
   {
-    id: 'gemma3-270m',
-    label: 'Gemma 3 270M Instruct · Q8_0',
-    url: hub('unsloth/gemma-3-270m-it-GGUF', 'gemma-3-270m-it-Q8_0.gguf'),
-    size: 292e6,
-    about: 'Google\'s smallest Gemma 3: most layers attend to a sliding window of 512 tokens, and its 262k-token vocabulary is half the download.',
-  },
-  {
     id: 'lfm2-350m',
     label: 'LFM2 350M · Q4_K_M',
     url: hub('LiquidAI/LFM2-350M-GGUF', 'LFM2-350M-Q4_K_M.gguf'),
@@ -41,6 +34,13 @@ export const CATALOGUE = [
     url: hub('bartowski/SmolLM2-360M-Instruct-GGUF', 'SmolLM2-360M-Instruct-Q4_K_M.gguf'),
     size: 271e6,
     about: 'Hugging Face\'s small instruction model (Llama architecture).',
+  },
+  {
+    id: 'gemma3-270m',
+    label: 'Gemma 3 270M Instruct · Q8_0',
+    url: hub('unsloth/gemma-3-270m-it-GGUF', 'gemma-3-270m-it-Q8_0.gguf'),
+    size: 292e6,
+    about: 'Google\'s smallest Gemma 3: most layers attend to a sliding window of 512 tokens, and its 262k-token vocabulary is half the download.',
   },
   {
     id: 'qwen3-0.6b',
@@ -64,18 +64,18 @@ export const CATALOGUE = [
     about: 'Alibaba\'s smallest Qwen3.5: Gated DeltaNet layers beside attention, and a 248k-token vocabulary.',
   },
   {
-    id: 'llama3.2-1b',
-    label: 'Llama 3.2 1B Instruct · Q4_K_M',
-    url: hub('bartowski/Llama-3.2-1B-Instruct-GGUF', 'Llama-3.2-1B-Instruct-Q4_K_M.gguf'),
-    size: 808e6,
-    about: 'Meta\'s 1B chat model: better answers, a longer download.',
-  },
-  {
     id: 'gemma3-1b',
     label: 'Gemma 3 1B Instruct · Q4_K_M',
     url: hub('unsloth/gemma-3-1b-it-GGUF', 'gemma-3-1b-it-Q4_K_M.gguf'),
     size: 806e6,
     about: 'Google\'s 1B Gemma 3 for chat: five sliding-window layers to each global one, so its cache stays small at long contexts.',
+  },
+  {
+    id: 'llama3.2-1b',
+    label: 'Llama 3.2 1B Instruct · Q4_K_M',
+    url: hub('bartowski/Llama-3.2-1B-Instruct-GGUF', 'Llama-3.2-1B-Instruct-Q4_K_M.gguf'),
+    size: 808e6,
+    about: 'Meta\'s 1B chat model: better answers, a longer download.',
   },
   {
     id: 'smollm3-3b',

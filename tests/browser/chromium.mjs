@@ -2,8 +2,9 @@
 // there is no GPU), nothing in the background that reaches the network.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { gunzipSync } from 'node:zlib';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -50,6 +51,28 @@ export async function openBench(name, fill, { logErrors = false } = {}) {
     bench.models = await serve(bench.dir);
     bench.browser = await launch();
     bench.page = await testPage(bench.browser, bench.app.url, { logErrors });
+    return bench;
+  } catch (e) {
+    await bench.close();
+    throw e;
+  }
+}
+
+/**
+ * openBench (errors logged) for one model: `tests/fixtures/models/<fixture>.gguf.gz` unpacked,
+ * through `edit` where given, as `<name>.gguf`, and loaded once per backend (loadEngines). The
+ * bench also has `model`, the file's path.
+ */
+export async function fixtureBench(name, fixture, backends, { edit = (bytes) => bytes } = {}) {
+  let model;
+  const bench = await openBench(name, (dir) => {
+    model = join(dir, `${name}.gguf`);
+    const bytes = gunzipSync(readFileSync(join(ROOT, `tests/fixtures/models/${fixture}.gguf.gz`)));
+    writeFileSync(model, edit(bytes));
+  }, { logErrors: true });
+  bench.model = model;
+  try {
+    await loadEngines(bench.page, `${bench.models.url}/${name}.gguf`, backends);
     return bench;
   } catch (e) {
     await bench.close();

@@ -9,13 +9,8 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync, readFileSync } from 'node:fs';
-import { gunzipSync } from 'node:zlib';
-import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { assertLikeReference, commonPrefix, heldAfter, loadEngines, openBench, runFollowUps } from './chromium.mjs';
+import { assertLikeReference, commonPrefix, fixtureBench, heldAfter, runFollowUps } from './chromium.mjs';
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BACKENDS = ['webgpu', 'cpu'];
 const line = (i) => `Line ${i + 1}: the quick brown fox jumps over the lazy dog.`;
 // About 110 tokens of the fixture's 512-token vocabulary: past the 72-slot ring.
@@ -27,14 +22,10 @@ const STEPS = 6;
 let bench, model, page;
 
 before(async () => {
-  bench = await openBench('gemma3', (dir) => {
-    // The tiny fixture: 6 layers, 0-4 local (window 8), 5 global; a 512-token SentencePiece
-    // vocabulary.
-    model = join(dir, 'gemma3.gguf');
-    writeFileSync(model, gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/gemma3-tiny.q8_0.gguf.gz'))));
-  }, { logErrors: true });
-  ({ page } = bench);
-  await loadEngines(page, `${bench.models.url}/gemma3.gguf`, BACKENDS);
+  // The tiny fixture: 6 layers, 0-4 local (window 8), 5 global; a 512-token SentencePiece
+  // vocabulary.
+  bench = await fixtureBench('gemma3', 'gemma3-tiny.q8_0', BACKENDS);
+  ({ model, page } = bench);
 });
 
 after(() => bench?.close());

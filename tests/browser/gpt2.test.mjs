@@ -6,13 +6,8 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync, readFileSync } from 'node:fs';
-import { gunzipSync } from 'node:zlib';
-import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { assertLikeReference, loadEngines, openBench } from './chromium.mjs';
+import { assertLikeReference, fixtureBench } from './chromium.mjs';
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BACKENDS = ['webgpu', 'cpu'];
 const line = (i) => `Line ${i + 1}: the quick brown fox jumps over the lazy dog.`;
 // About 80 tokens: two chunks, within the 128 positions with the reply.
@@ -24,12 +19,8 @@ const STEPS = 8;
 let bench, model, page;
 
 before(async () => {
-  bench = await openBench('gpt2', (dir) => {
-    model = join(dir, 'gpt2.gguf');
-    writeFileSync(model, gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/gpt2-tiny.q8_0.gguf.gz'))));
-  }, { logErrors: true });
-  ({ page } = bench);
-  await loadEngines(page, `${bench.models.url}/gpt2.gguf`, BACKENDS);
+  bench = await fixtureBench('gpt2', 'gpt2-tiny.q8_0', BACKENDS);
+  ({ model, page } = bench);
 });
 
 after(() => bench?.close());

@@ -8,13 +8,8 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync, readFileSync } from 'node:fs';
-import { gunzipSync } from 'node:zlib';
-import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { assertLikeReference, commonPrefix, heldAfter, loadEngines, openBench, runFollowUps } from './chromium.mjs';
+import { assertLikeReference, commonPrefix, fixtureBench, heldAfter, runFollowUps } from './chromium.mjs';
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BACKENDS = ['webgpu', 'cpu'];
 // Over 64 tokens: the prompt runs as two chunks through each convolution's state.
 const LONG = Array.from({ length: 8 }, (_, i) => `Line ${i + 1}: the quick brown fox jumps over the lazy dog.`).join(' ');
@@ -23,14 +18,10 @@ const STEPS = 6;
 let bench, model, page;
 
 before(async () => {
-  bench = await openBench('lfm2', (dir) => {
-    // The tiny fixture: 5 layers (convolutions 0, 2, 3; attention 1, 4) and the real Llama 3
-    // vocabulary.
-    model = join(dir, 'lfm2.gguf');
-    writeFileSync(model, gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/lfm2-tiny.q8_0.gguf.gz'))));
-  }, { logErrors: true });
-  ({ page } = bench);
-  await loadEngines(page, `${bench.models.url}/lfm2.gguf`, BACKENDS);
+  // The tiny fixture: 5 layers (convolutions 0, 2, 3; attention 1, 4) and the real Llama 3
+  // vocabulary.
+  bench = await fixtureBench('lfm2', 'lfm2-tiny.q8_0', BACKENDS);
+  ({ model, page } = bench);
 });
 
 after(() => bench?.close());

@@ -9,11 +9,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { writeFileSync, readFileSync } from 'node:fs';
-import { gunzipSync } from 'node:zlib';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { assertLikeReference, heldAfter, loadEngines, openBench, runFollowUps } from './chromium.mjs';
+import { assertLikeReference, fixtureBench, heldAfter, runFollowUps } from './chromium.mjs';
 import { withChatTemplate } from './gguf.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -29,14 +27,9 @@ const MAX = 3;
 let bench, model, page;
 
 before(async () => {
-  bench = await openBench('qwen35', (dir) => {
-    // The tiny fixture has the real Qwen3.5 vocabulary and no chat template: the tests' own.
-    const fixture = gunzipSync(readFileSync(join(ROOT, 'tests/fixtures/models/qwen35-tiny.q8_0.gguf.gz')));
-    model = join(dir, 'qwen35.gguf');
-    writeFileSync(model, withChatTemplate(fixture));
-  }, { logErrors: true });
-  ({ page } = bench);
-  await loadEngines(page, `${bench.models.url}/qwen35.gguf`, BACKENDS);
+  // The tiny fixture has the real Qwen3.5 vocabulary and no chat template: the tests' own.
+  bench = await fixtureBench('qwen35', 'qwen35-tiny.q8_0', BACKENDS, { edit: withChatTemplate });
+  ({ model, page } = bench);
 });
 
 after(() => bench?.close());

@@ -1,7 +1,7 @@
 //! Writes a generated model (see `hearth_fixtures::large_model`) for benchmarks:
 //! `cargo run --release -p hearth-fixtures --example large_model -- [--shape NAME]
-//! [--layers N] [--seed S] OUT.gguf`, NAME one of qwen2-1024 (the default), qwen35-0.8b and
-//! qwen3-0.6b; the full model's layers unless `--layers` says fewer.
+//! [--layers N] [--seed S] OUT.gguf`, NAME one of qwen2-1024 (the default), qwen35-0.8b,
+//! qwen3-0.6b, qwen3-100m and llama3.2-1b; the full model's layers unless `--layers` says fewer.
 
 use std::process::exit;
 

@@ -34,16 +34,32 @@ pub enum Shape {
     /// Qwen3-0.6B: 28 attention layers (16 heads of 128 over 8 KV heads, Q/K norm), hidden
     /// 1024, feed-forward 3072, tied embedding over 151,936 tokens.
     Qwen3_0_6B,
+    /// A Qwen3 of 103M parameters for benchmarks: 8 layers (4 heads of 128 over 2 KV heads,
+    /// Q/K norm), hidden 512, feed-forward 1536, tied embedding over 151,936 tokens (78M of
+    /// the parameters, as in the small real models).
+    Qwen3_100M,
+    /// Llama-3.2-1B: 16 layers (32 heads of 64 over 8 KV heads), hidden 2048, feed-forward
+    /// 8192, tied embedding over Llama 3's 128,256 tokens, rope base 500,000 (without the
+    /// long-context frequency factors, which cost nothing per token).
+    Llama32_1B,
 }
 
 impl Shape {
-    pub const ALL: [Shape; 3] = [Shape::Qwen2, Shape::Qwen35_0_8B, Shape::Qwen3_0_6B];
+    pub const ALL: [Shape; 5] = [
+        Shape::Qwen2,
+        Shape::Qwen35_0_8B,
+        Shape::Qwen3_0_6B,
+        Shape::Qwen3_100M,
+        Shape::Llama32_1B,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Shape::Qwen2 => "qwen2-1024",
             Shape::Qwen35_0_8B => "qwen35-0.8b",
             Shape::Qwen3_0_6B => "qwen3-0.6b",
+            Shape::Qwen3_100M => "qwen3-100m",
+            Shape::Llama32_1B => "llama3.2-1b",
         }
     }
 
@@ -57,6 +73,8 @@ impl Shape {
             Shape::Qwen2 => 2,
             Shape::Qwen35_0_8B => 24,
             Shape::Qwen3_0_6B => 28,
+            Shape::Qwen3_100M => 8,
+            Shape::Llama32_1B => 16,
         }
     }
 
@@ -65,7 +83,9 @@ impl Shape {
         match self {
             Shape::Qwen2 => "qwen2-tiny.q8_0",
             Shape::Qwen35_0_8B => "qwen35-tiny.q8_0",
-            Shape::Qwen3_0_6B => "qwen3-tiny.q8_0",
+            Shape::Qwen3_0_6B | Shape::Qwen3_100M => "qwen3-tiny.q8_0",
+            // SmolLM3 uses Llama 3's tokenizer.
+            Shape::Llama32_1B => "smollm3-tiny.q8_0",
         }
     }
 
@@ -83,7 +103,11 @@ impl Shape {
         let rope = |dim, base| Rope {
             dim,
             base,
-            style: RopeStyle::Neox,
+            style: if self == Shape::Llama32_1B {
+                RopeStyle::Norm
+            } else {
+                RopeStyle::Neox
+            },
             freq_scale: 1.0,
             freqs: false,
             long_rope: None,
@@ -108,6 +132,7 @@ impl Shape {
             ffn: Ffn::SiluGated { n_ff },
             post_norms: false,
         };
+        let mut n_embd = 1024;
         let (arch, layers) = match self {
             Shape::Qwen2 => {
                 let a = Attention {
@@ -122,6 +147,21 @@ impl Shape {
                     ..attention(16, 8, 128, 128, 1e6)
                 };
                 (find("qwen3"), vec![dense(a, 3072); n_layer])
+            }
+            Shape::Qwen3_100M => {
+                n_embd = 512;
+                let a = Attention {
+                    qk_norm: true,
+                    ..attention(4, 2, 128, 128, 1e6)
+                };
+                (find("qwen3"), vec![dense(a, 1536); n_layer])
+            }
+            Shape::Llama32_1B => {
+                n_embd = 2048;
+                (
+                    find("llama"),
+                    vec![dense(attention(32, 8, 64, 64, 5e5), 8192); n_layer],
+                )
             }
             Shape::Qwen35_0_8B => {
                 assert!(
@@ -158,7 +198,7 @@ impl Shape {
         ModelSpec {
             arch,
             n_vocab,
-            n_embd: 1024,
+            n_embd,
             embd_scale: 1.0,
             rms_eps: 1e-6,
             // Room for a 512-token prompt and its continuation, not the real models' length:

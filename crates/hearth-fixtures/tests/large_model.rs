@@ -129,3 +129,34 @@ fn qwen3_shape_is_qwen3_0_6b() {
     assert_eq!(ty(&header, None, Role::TokenEmbd), GgmlType::Q6_K);
     assert_eq!(ty(&header, Some(10), Role::FfnUp), GgmlType::Q4_K);
 }
+
+#[test]
+fn benchmark_shapes_have_their_sizes() {
+    // The peer benchmark's ~100M Qwen3: 103M parameters, 78M of them the tied embedding.
+    let (spec, header) = full(Shape::Qwen3_100M);
+    assert_eq!(
+        (spec.n_vocab, spec.n_embd, spec.n_layer()),
+        (151936, 512, 8)
+    );
+    assert!(spec.tied_output());
+    assert_eq!(parameters(&spec), 102_967_808);
+    assert_eq!(ty(&header, None, Role::TokenEmbd), GgmlType::Q6_K);
+
+    // Llama-3.2-1B: its 1,235,814,400 parameters (the rope factors aside).
+    let (spec, header) = full(Shape::Llama32_1B);
+    assert_eq!(
+        (spec.n_vocab, spec.n_embd, spec.n_layer()),
+        (128256, 2048, 16)
+    );
+    assert!(spec.tied_output());
+    let a = spec.attention_layers().next().unwrap();
+    assert_eq!(
+        (a.n_head, a.n_head_kv, a.head_dim, a.rope.map(|r| r.base)),
+        (32, 8, 64, Some(5e5))
+    );
+    assert_eq!(parameters(&spec), 1_235_814_400);
+    assert_eq!(
+        header.get("tokenizer.ggml.pre").and_then(|v| v.as_str()),
+        Some("llama-bpe")
+    );
+}

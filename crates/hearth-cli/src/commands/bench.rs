@@ -1,4 +1,6 @@
-//! `hearth bench`: prefill and decode speed on the GPU, decode's achieved weight bandwidth
+//! `hearth bench`: prefill and decode speed on the GPU (after an untimed warm-up, the mean of
+//! `--reps` timed repetitions, each a prefill from an empty cache then a decode after the
+//! prompt, as llama.cpp's llama-bench times them), decode's achieved weight bandwidth
 //! against a plain copy kernel measured on the same device in the same run, the memory held by
 //! the KV cache and by recurrent state, and the share of decode and prefill time the recurrence
 //! takes (its launches timed alone, as many times as tokens were decoded and as many whole
@@ -34,6 +36,9 @@ pub struct Args {
     /// Tokens decoded after the prompt, greedily.
     #[arg(long, default_value_t = 128)]
     gen_tokens: usize,
+    /// Timed repetitions (each after the untimed warm-up); rates are their mean.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -46,6 +51,35 @@ pub struct Args {
     /// Also decode held to the JSON schema in FILE, and compare.
     #[arg(long, value_name = "FILE")]
     json_schema: Option<PathBuf>,
+}
+
+/// The timed repetitions of one phase: the mean and sample standard deviation of their
+/// tokens/s (as llama-bench reports them) and their mean time.
+struct Stats {
+    each_s: Vec<f64>,
+    mean_s: f64,
+    mean_tps: f64,
+    stddev_tps: f64,
+}
+
+impl Stats {
+    fn new(tokens: usize, seconds: impl Iterator<Item = f64>) -> Self {
+        let each_s: Vec<f64> = seconds.collect();
+        let n = each_s.len() as f64;
+        let tps: Vec<f64> = each_s.iter().map(|s| tokens as f64 / s).collect();
+        let mean_tps = tps.iter().sum::<f64>() / n;
+        let stddev_tps = if each_s.len() > 1 {
+            (tps.iter().map(|r| (r - mean_tps).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+        } else {
+            0.0
+        };
+        Stats {
+            mean_s: each_s.iter().sum::<f64>() / n,
+            each_s,
+            mean_tps,
+            stddev_tps,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -71,24 +105,36 @@ fn argmax(logits: &[f32]) -> u32 {
     best as u32
 }
 
-/// Seconds to prefill `prompt` and to decode `tokens` tokens greedily after it on the CPU,
-/// taking the products as `products` says.
+/// Prefill and decode of `prompt` and `tokens` greedy tokens after it on the CPU, taking the
+/// products as `products` says: an untimed warm-up, then `reps` timed repetitions, each from
+/// an empty state.
 fn cpu_times(
     model: &mut CpuModel,
     products: Products,
     prompt: &[u32],
     tokens: usize,
-) -> anyhow::Result<(f64, f64)> {
+    reps: usize,
+) -> anyhow::Result<(Stats, Stats)> {
     model.set_products(products);
-    let mut state = model.new_state(prompt.len() + tokens);
-    let t = Instant::now();
-    let mut id = argmax(&model.forward(&mut state, prompt)?);
-    let prefill_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    for _ in 0..tokens {
-        id = argmax(&model.forward(&mut state, &[id])?);
-    }
-    Ok((prefill_s, t.elapsed().as_secs_f64()))
+    let run_once = || -> anyhow::Result<(f64, f64)> {
+        let mut state = model.new_state(prompt.len() + tokens);
+        let t = Instant::now();
+        let mut id = argmax(&model.forward(&mut state, prompt)?);
+        let prefill_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for _ in 0..tokens {
+            id = argmax(&model.forward(&mut state, &[id])?);
+        }
+        Ok((prefill_s, t.elapsed().as_secs_f64()))
+    };
+    run_once()?;
+    let times = (0..reps)
+        .map(|_| run_once())
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((
+        Stats::new(prompt.len(), times.iter().map(|t| t.0)),
+        Stats::new(tokens, times.iter().map(|t| t.1)),
+    ))
 }
 
 fn run_cpu(args: &Args) -> anyhow::Result<()> {
@@ -105,14 +151,10 @@ fn run_cpu(args: &Args) -> anyhow::Result<()> {
     .with_context(|| format!("cannot load {}", args.model.display()))?;
     bar.finish_and_clear();
     let prompt = prompt(args.prompt_tokens, model.spec.n_vocab);
-    let fast = cpu_times(&mut model, Products::Fast, &prompt, args.gen_tokens)?;
-    let reference = cpu_times(&mut model, Products::Reference, &prompt, args.gen_tokens)?;
-    let tps = |(prefill_s, decode_s): (f64, f64)| {
-        (
-            args.prompt_tokens as f64 / prefill_s,
-            args.gen_tokens as f64 / decode_s,
-        )
-    };
+    let (gen, reps) = (args.gen_tokens, args.reps);
+    let fast = cpu_times(&mut model, Products::Fast, &prompt, gen, reps)?;
+    let reference = cpu_times(&mut model, Products::Reference, &prompt, gen, reps)?;
+    let tps = |(prefill, decode): (Stats, Stats)| (prefill.mean_tps, decode.mean_tps);
     let (fast_tps, reference_tps) = (tps(fast), tps(reference));
     if args.json {
         let report = serde_json::json!({
@@ -129,8 +171,8 @@ fn run_cpu(args: &Args) -> anyhow::Result<()> {
         println!("{report}");
     } else {
         println!(
-            "cpu       {} prompt tokens, {} decoded",
-            args.prompt_tokens, args.gen_tokens
+            "cpu       {} prompt tokens, {} decoded; mean of {} after a warm-up",
+            args.prompt_tokens, args.gen_tokens, args.reps
         );
         println!("          prefill tokens/s  decode tokens/s");
         println!("fast      {:>16.1}  {:>15.1}", fast_tps.0, fast_tps.1);
@@ -203,8 +245,8 @@ fn constrained_decode(
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.prompt_tokens > 0 && args.gen_tokens > 0,
-        "--prompt-tokens and --gen-tokens must be positive"
+        args.prompt_tokens > 0 && args.gen_tokens > 0 && args.reps > 0,
+        "--prompt-tokens, --gen-tokens and --reps must be positive"
     );
     if args.backend == Where::Cpu {
         return run_cpu(&args);
@@ -227,18 +269,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     bar.finish_and_clear();
 
     let prompt = prompt(args.prompt_tokens, model.spec.n_vocab);
-    // A first step compiles what the driver compiles lazily; it is not timed.
-    pollster::block_on(model.forward_greedy(&prompt[..1], None))?;
-    model.truncate(0);
-
-    let t = Instant::now();
-    let mut id = pollster::block_on(model.forward_greedy(&prompt, None))?;
-    let prefill_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    for _ in 0..args.gen_tokens {
-        id = pollster::block_on(model.forward_greedy(&[id], None))?;
-    }
-    let decode_s = t.elapsed().as_secs_f64();
+    // A warm-up, untimed: the driver compiles pipelines lazily, and the first uses of each
+    // buffer and shape cost more than later ones.
+    let mut run_once = || -> anyhow::Result<(f64, f64)> {
+        model.truncate(0);
+        let t = Instant::now();
+        let mut id = pollster::block_on(model.forward_greedy(&prompt, None))?;
+        let prefill_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for _ in 0..args.gen_tokens {
+            id = pollster::block_on(model.forward_greedy(&[id], None))?;
+        }
+        Ok((prefill_s, t.elapsed().as_secs_f64()))
+    };
+    run_once()?;
+    // Each repetition: prefill from an empty cache, then decode after the prompt.
+    let times = (0..args.reps)
+        .map(|_| run_once())
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let prefill = Stats::new(args.prompt_tokens, times.iter().map(|t| t.0));
+    let decode = Stats::new(args.gen_tokens, times.iter().map(|t| t.1));
+    let (prefill_s, decode_s) = (prefill.mean_s, decode.mean_s);
     let (kv_bytes, recurrent_bytes) = model.state_bytes();
     // Prefill's share counts the prompt's whole chunks, each timed at the full chunk.
     let chunks = (args.prompt_tokens / CHUNK).max(1);
@@ -279,17 +330,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let constrained_tps = constrained_s.map(|s| args.gen_tokens as f64 / s);
 
-    let prefill_tps = args.prompt_tokens as f64 / prefill_s;
-    let decode_tps = args.gen_tokens as f64 / decode_s;
+    let (prefill_tps, decode_tps) = (prefill.mean_tps, decode.mean_tps);
     let decode_bps = per_token as f64 * decode_tps;
     let report = serde_json::json!({
         "adapter": gpu.describe(),
         "prompt_tokens": args.prompt_tokens,
         "gen_tokens": args.gen_tokens,
+        "reps": args.reps,
         "prefill_s": prefill_s,
         "decode_s": decode_s,
         "prefill_tokens_per_s": prefill_tps,
         "decode_tokens_per_s": decode_tps,
+        "prefill_tokens_per_s_stddev": prefill.stddev_tps,
+        "decode_tokens_per_s_stddev": decode.stddev_tps,
+        "prefill_s_each": prefill.each_s,
+        "decode_s_each": decode.each_s,
         "weight_bytes_per_token": per_token,
         "decode_bytes_per_s": decode_bps,
         "copy_bytes_per_s": copy_bps,
@@ -317,15 +372,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 (2 - r.log10().floor() as i64).clamp(0, 4) as usize
             )
         };
+        let spread = |s: &Stats| {
+            if args.reps > 1 {
+                format!(", mean of {} ± {}", args.reps, rate(s.stddev_tps))
+            } else {
+                String::new()
+            }
+        };
         println!(
-            "prefill   {} tokens/s ({} tokens in {prefill_s:.1} s)",
+            "prefill   {} tokens/s ({} tokens in {prefill_s:.2} s{})",
             rate(prefill_tps),
-            args.prompt_tokens
+            args.prompt_tokens,
+            spread(&prefill)
         );
         println!(
-            "decode    {} tokens/s ({} tokens in {decode_s:.1} s)",
+            "decode    {} tokens/s ({} tokens in {decode_s:.2} s{})",
             rate(decode_tps),
-            args.gen_tokens
+            args.gen_tokens,
+            spread(&decode)
         );
         println!(
             "weights   {:.2} MB read per decoded token",

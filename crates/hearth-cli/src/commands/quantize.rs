@@ -15,6 +15,15 @@ enum Type {
     /// Q4_K with Q6_K for the output head and half of attn_v / ffn_down, as llama.cpp does.
     #[value(name = "q4_k_m")]
     Q4KM,
+    /// Q5_K with Q6_K where q4_k_m has it, as llama.cpp does.
+    #[value(name = "q5_k_m")]
+    Q5KM,
+    /// Q6_K throughout.
+    #[value(name = "q6_k")]
+    Q6K,
+    /// F16 throughout; vectors stay F32.
+    #[value(name = "f16")]
+    F16,
 }
 
 #[derive(clap::Args)]
@@ -33,6 +42,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Type::Q8_0 => Scheme::Q8_0,
         Type::Q4_0 => Scheme::Q4_0,
         Type::Q4KM => Scheme::Q4KM,
+        Type::Q5KM => Scheme::Q5KM,
+        Type::Q6K => Scheme::Q6K,
+        Type::F16 => Scheme::F16,
     };
     // Write beside the target and rename, so a failure never leaves a half-written model.
     let tmp = args.output.with_extension("gguf.tmp");

@@ -12,6 +12,12 @@ pub enum Scheme {
     Q4_0,
     /// Q4_K, with Q6_K for the output head and for half of the attn_v and ffn_down tensors.
     Q4KM,
+    /// Q5_K, with Q6_K where Q4_K_M has it.
+    Q5KM,
+    /// Q6_K throughout.
+    Q6K,
+    /// F16 throughout (vectors stay F32), as llama.cpp's converter writes `--outtype f16`.
+    F16,
 }
 
 impl Scheme {
@@ -21,6 +27,9 @@ impl Scheme {
             Scheme::Q8_0 => 7,
             Scheme::Q4_0 => 2,
             Scheme::Q4KM => 15,
+            Scheme::Q5KM => 17,
+            Scheme::Q6K => 18,
+            Scheme::F16 => 1,
         }
     }
 
@@ -29,6 +38,9 @@ impl Scheme {
             Scheme::Q8_0 => GgmlType::Q8_0,
             Scheme::Q4_0 => GgmlType::Q4_0,
             Scheme::Q4KM => GgmlType::Q4_K,
+            Scheme::Q5KM => GgmlType::Q5_K,
+            Scheme::Q6K => GgmlType::Q6_K,
+            Scheme::F16 => GgmlType::F16,
         }
     }
 }
@@ -58,12 +70,13 @@ pub fn target_type(t: &TensorInfo, scheme: Scheme, n_layer: usize, has_output: b
             .is_some_and(|l| use_more_bits(l, n_layer))
     };
     let ty = if is_head {
-        if row % QK_K != 0 || scheme == Scheme::Q8_0 {
-            GgmlType::Q8_0
-        } else {
-            GgmlType::Q6_K
+        match scheme {
+            Scheme::F16 => GgmlType::F16,
+            Scheme::Q8_0 => GgmlType::Q8_0,
+            _ if row % QK_K != 0 => GgmlType::Q8_0,
+            _ => GgmlType::Q6_K,
         }
-    } else if scheme == Scheme::Q4KM
+    } else if matches!(scheme, Scheme::Q4KM | Scheme::Q5KM)
         && matches!(role, Some(Role::AttnV | Role::FfnDown))
         && more_bits()
     {
@@ -74,6 +87,7 @@ pub fn target_type(t: &TensorInfo, scheme: Scheme, n_layer: usize, has_output: b
     // Rows that are not whole super-blocks take llama.cpp's fallbacks.
     let ty = match ty {
         GgmlType::Q4_K if row % QK_K != 0 => GgmlType::Q5_0,
+        GgmlType::Q5_K if row % QK_K != 0 => GgmlType::Q5_1,
         GgmlType::Q6_K if row % QK_K != 0 => GgmlType::Q8_0,
         other => other,
     };
@@ -144,4 +158,44 @@ pub fn requantize<S: ByteSource>(
         progress(i + 1, total);
         Ok(out)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ty(name: &str, dims: &[u64], scheme: Scheme) -> GgmlType {
+        let info = TensorInfo {
+            name: name.into(),
+            dims: dims.to_vec(),
+            ty: GgmlType::F32,
+            offset: 0,
+            n_bytes: 0,
+        };
+        // Eight layers: layer 0 gets more bits, layer 2 does not.
+        target_type(&info, scheme, 8, false)
+    }
+
+    #[test]
+    fn k_quant_and_float_schemes_follow_llama_cpp() {
+        use GgmlType::*;
+        let cases = [
+            (Scheme::Q5KM, [Q6_K, Q5_K, Q6_K, Q5_K, Q5_1, F32]),
+            (Scheme::Q4KM, [Q6_K, Q4_K, Q6_K, Q4_K, Q5_0, F32]),
+            (Scheme::Q6K, [Q6_K, Q6_K, Q6_K, Q6_K, Q8_0, F32]),
+            (Scheme::F16, [F16, F16, F16, F16, F16, F32]),
+            (Scheme::Q8_0, [Q8_0, Q8_0, Q8_0, Q8_0, Q8_0, F32]),
+        ];
+        for (scheme, want) in cases {
+            let got = [
+                ty("token_embd.weight", &[512, 1000], scheme),
+                ty("blk.2.attn_q.weight", &[512, 512], scheme),
+                ty("blk.0.attn_v.weight", &[512, 256], scheme),
+                ty("blk.2.attn_v.weight", &[512, 256], scheme),
+                ty("blk.2.ffn_down.weight", &[96, 512], scheme),
+                ty("blk.2.attn_norm.weight", &[512], scheme),
+            ];
+            assert_eq!(got, want, "{scheme:?}");
+        }
+    }
 }
