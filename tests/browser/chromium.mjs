@@ -120,25 +120,33 @@ export function loadEngines(page, url, backends) {
 const references = new Map();
 
 /**
- * `hearth generate --backend cpu`'s greedy continuation of `prompt` by `model`, `steps` tokens:
- * { tokens, generated, text }, run once per question.
+ * The CLI backend whose greedy text the package's `backend` must give: the CPU's fast products
+ * for its CPU engine (the same integer sums natively and in wasm), the reference products
+ * (f32 activations, as the GPU's) for WebGPU.
  */
-function generateReference(model, prompt, steps) {
-  const key = JSON.stringify([model, prompt, steps]);
+export const cliBackend = (backend) => (backend === 'cpu' ? 'cpu' : 'cpu-reference');
+
+/**
+ * `hearth generate --backend <cli>`'s greedy continuation of `prompt` by `model`, `steps`
+ * tokens: { tokens, generated, text }, run once per question.
+ */
+function generateReference(model, prompt, steps, cli) {
+  const key = JSON.stringify([model, prompt, steps, cli]);
   if (!references.has(key)) {
     references.set(key, JSON.parse(execFileSync(join(ROOT, 'target/release/hearth'), [
-      'generate', '--model', model, '--prompt', prompt, '--max-tokens', String(steps), '--backend', 'cpu', '--json',
+      'generate', '--model', model, '--prompt', prompt, '--max-tokens', String(steps), '--backend', cli, '--json',
     ], { stdio: ['ignore', 'pipe', 'ignore'] }).toString()));
   }
   return references.get(key);
 }
 
 /**
- * Asserts that `got` (a `window.generate` result) is what `hearth generate` gives for `prompt`:
- * the prompt's token count, the generated ids and the text.
+ * Asserts that `got` (a `window.generate` result of the package's `backend`) is what
+ * `hearth generate` gives for `prompt` (see cliBackend): the prompt's token count, the
+ * generated ids and the text.
  */
-export function assertLikeReference(model, got, prompt, steps, label) {
-  const want = generateReference(model, prompt, steps);
+export function assertLikeReference(model, got, prompt, steps, backend, label = backend) {
+  const want = generateReference(model, prompt, steps, cliBackend(backend));
   assert.equal(got.usage.prompt_tokens, want.tokens.length);
   assert.deepEqual(got.tokens, want.generated, `${label}: ${JSON.stringify(prompt.slice(-40))}`);
   assert.equal(got.text, want.text);

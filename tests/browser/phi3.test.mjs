@@ -46,7 +46,7 @@ for (const name of FIXTURES) {
         const { runs, info } = await runFollowUps(page, backend, LONG, [' And so on.'], STEPS);
         assert.equal(info.backend, backend, `fell back: ${info.fallbackReason}`);
         assert.equal(info.architecture, 'phi3');
-        for (const run of runs) assertLikeReference(models[name], run.got, run.prompt, STEPS, `${name} ${backend}`);
+        for (const run of runs) assertLikeReference(models[name], run.got, run.prompt, STEPS, backend, `${name} ${backend}`);
         assert.ok(runs[0].got.usage.prompt_tokens > 64, `the prompt has ${runs[0].got.usage.prompt_tokens} tokens`);
         assert.equal(runs[1].got.usage.prompt_tokens_details.cached_tokens, commonPrefix(runs[1].tokens, heldAfter(runs[0])));
       }

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { assertLikeReference, fixtureBench, heldAfter, runFollowUps } from './chromium.mjs';
+import { assertLikeReference, cliBackend, fixtureBench, heldAfter, runFollowUps } from './chromium.mjs';
 import { withChatTemplate } from './gguf.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -34,9 +34,12 @@ before(async () => {
 
 after(() => bench?.close());
 
-/** `hearth chat --backend cpu`'s greedy replies to `lines` (one user turn each), as it prints them. */
-function chatReference(lines, maxTokens) {
-  return execFileSync(HEARTH, ['chat', '--model', model, '--max-tokens', String(maxTokens), '--backend', 'cpu'], {
+/**
+ * `hearth chat`'s greedy replies to `lines` (one user turn each), as it prints them, on the CLI
+ * backend that the package's `backend` matches (cliBackend).
+ */
+function chatReference(lines, maxTokens, backend) {
+  return execFileSync(HEARTH, ['chat', '--model', model, '--max-tokens', String(maxTokens), '--backend', cliBackend(backend)], {
     input: lines.map((l) => `${l}\n`).join(''),
     stdio: ['pipe', 'pipe', 'ignore'],
   }).toString();
@@ -88,7 +91,7 @@ for (const backend of BACKENDS) {
       return { one, two, again, changed, fresh };
     }, { backend, max: MAX });
     const { one, two, again, changed, fresh } = r;
-    assert.equal(`${one.content}\n${two.content}\n`, chatReference(['Hello there', 'And then?'], MAX), 'both turns equal `hearth chat`');
+    assert.equal(`${one.content}\n${two.content}\n`, chatReference(['Hello there', 'And then?'], MAX, backend), 'both turns equal `hearth chat`');
     const cached = (x) => x.usage.prompt_tokens_details.cached_tokens;
     // The second turn continues where the first reply ended (its last token was chosen, never
     // run) when the reply re-tokenizes to the same tokens; else from the snapshot taken just

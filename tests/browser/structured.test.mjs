@@ -11,7 +11,7 @@ import { writeFileSync, readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { openBench } from './chromium.mjs';
+import { cliBackend, openBench } from './chromium.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const HEARTH = join(ROOT, 'target/release/hearth');
@@ -63,13 +63,13 @@ function checkListing(text) {
 }
 
 test('a JSON schema holds the output on WebGPU and on the CPU: the tokens of `hearth generate --json-schema`', async () => {
-  const want = JSON.parse(execFileSync(HEARTH, [
-    'generate', '--model', join(dir, 'qwen3.gguf'), '--prompt', PROMPT, '--max-tokens', '60',
-    '--temperature', '0.9', '--top-k', '40', '--seed', '3', '--json-schema', join(dir, 'schema.json'),
-    '--backend', 'cpu', '--json',
-  ]).toString());
-  checkListing(want.text);
   for (const backend of ['webgpu', 'cpu']) {
+    const want = JSON.parse(execFileSync(HEARTH, [
+      'generate', '--model', join(dir, 'qwen3.gguf'), '--prompt', PROMPT, '--max-tokens', '60',
+      '--temperature', '0.9', '--top-k', '40', '--seed', '3', '--json-schema', join(dir, 'schema.json'),
+      '--backend', cliBackend(backend), '--json',
+    ]).toString());
+    checkListing(want.text);
     const r = await page.evaluate(async ({ url, backend, prompt, schema }) => {
       const engine = await window.Hearth.load(url, { backend });
       const tokens = [];

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use hearth_core::gguf::{Gguf, GgufFile, MappedFile};
+use hearth_core::model::Products;
 use hearth_core::sampling::{Generator, Step};
 use hearth_core::tokenizer::Tokenizer;
 use hearth_gpu::{Backend, Gpu, GpuOptions};
@@ -12,8 +13,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// Where the forward pass runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendChoice {
-    /// The reference forward pass on the CPU.
+    /// The forward pass on the CPU, with its fast products where the weights' format has them.
     Cpu,
+    /// The CPU with its reference products (weights decoded to f32): the oracle.
+    CpuReference,
     /// The GPU engine (WebGPU through wgpu: Vulkan, Metal or DX12).
     Gpu,
     /// The GPU where an adapter exists, otherwise the CPU.
@@ -45,7 +48,7 @@ pub fn byte_bar(message: &'static str) -> ProgressBar {
 pub fn model(path: &Path, choice: BackendChoice, positions: usize) -> anyhow::Result<Backend> {
     let file = open(path)?;
     let gpu = match choice {
-        BackendChoice::Cpu => None,
+        BackendChoice::Cpu | BackendChoice::CpuReference => None,
         BackendChoice::Gpu => Some(pollster::block_on(Gpu::new(&GpuOptions::default()))?),
         BackendChoice::Auto => match pollster::block_on(Gpu::new(&GpuOptions::default())) {
             Ok(gpu) => Some(gpu),
@@ -62,7 +65,7 @@ pub fn model(path: &Path, choice: BackendChoice, positions: usize) -> anyhow::Re
     };
     let on_gpu =
         gpu.map(|gpu| pollster::block_on(Backend::load_gpu(gpu, &file, positions, &mut progress)));
-    let model = match on_gpu {
+    let mut model = match on_gpu {
         Some(Ok(model)) => Ok(model),
         // Under auto, a device that cannot take the model leaves it to the CPU.
         Some(Err(e)) if choice == BackendChoice::Auto && e.is_device_failure() => {
@@ -74,6 +77,9 @@ pub fn model(path: &Path, choice: BackendChoice, positions: usize) -> anyhow::Re
     }
     .with_context(|| format!("cannot load {}", path.display()))?;
     bar.finish_and_clear();
+    if let (Backend::Cpu { model, .. }, BackendChoice::CpuReference) = (&mut model, choice) {
+        model.set_products(Products::Reference);
+    }
     match model.adapter() {
         Some((adapter, _)) => eprintln!("backend: gpu ({adapter})"),
         None => eprintln!("backend: cpu"),

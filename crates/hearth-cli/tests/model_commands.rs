@@ -222,7 +222,7 @@ fn smollm3_layer_kinds_and_quantize() {
     ] {
         assert!(text.contains(&needle), "{needle:?} missing from:\n{text}");
     }
-    check_logits_json("cpu", &out, "smollm3-tiny.q8_0");
+    check_logits_json("cpu-reference", &out, "smollm3-tiny.q8_0");
 }
 
 /// Gemma 3's local (sliding-window) and global layers are named as such, and its F32 file
@@ -245,7 +245,7 @@ fn gemma3_layer_kinds_and_quantize() {
     ] {
         assert!(text.contains(&needle), "{needle:?} missing from:\n{text}");
     }
-    check_logits_json("cpu", &out, "gemma3-tiny.q8_0");
+    check_logits_json("cpu-reference", &out, "gemma3-tiny.q8_0");
 }
 
 /// Phi-3's partial rope with LongRoPE and its fused feed-forward block are named as such, and
@@ -263,7 +263,7 @@ fn phi3_layer_kinds_and_quantize() {
     ] {
         assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
     }
-    check_logits_json("cpu", &out, "phi3-tiny.q8_0");
+    check_logits_json("cpu-reference", &out, "phi3-tiny.q8_0");
 }
 
 /// LFM2's convolution and attention layers are named as such, and its F32 file quantized to
@@ -281,7 +281,7 @@ fn lfm2_layer_kinds_and_quantize() {
     ] {
         assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
     }
-    check_logits_json("cpu", &out, "lfm2-tiny.q8_0");
+    check_logits_json("cpu-reference", &out, "lfm2-tiny.q8_0");
 }
 
 /// GPT-2's layer kinds are named, its learned positions stay F32 as llama.cpp leaves them, and
@@ -305,7 +305,7 @@ fn gpt2_layer_kinds_and_quantize() {
             .any(|l| l.contains("position_embd.weight") && l.contains("F32")),
         "{all}"
     );
-    check_logits_json("cpu", &out, "gpt2-tiny.q8_0");
+    check_logits_json("cpu-reference", &out, "gpt2-tiny.q8_0");
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use hearth_core::constrain::{Format, Grammars};
 use hearth_core::gguf::GgufFile;
+use hearth_core::model::Products;
 use hearth_core::sampling::{GenerateOptions, Generator, SamplingOptions};
 use hearth_core::tokenizer::Tokenizer;
 use hearth_gpu::{Backend, GpuOptions};
@@ -36,6 +37,10 @@ fn constrained_sampling_is_the_same_on_both_backends() {
     let tok = Arc::new(Tokenizer::from_gguf(&file.header).unwrap());
     let grammars = Grammars::new(tok.clone()).unwrap();
     let mut cpu = Backend::load_cpu(&file, 256, &mut |_, _| {}).unwrap();
+    // The GPU's products are checked against the CPU's reference ones.
+    if let Backend::Cpu { model, .. } = &mut cpu {
+        model.set_products(Products::Reference);
+    }
     let mut gpu = pollster::block_on(Backend::load_gpu(gpu, &file, 256, &mut |_, _| {})).unwrap();
     let schema = json!({
         "type": "object",

@@ -7,7 +7,7 @@ mod common;
 use std::time::Instant;
 
 use hearth_core::gguf::{GgufFile, MappedFile};
-use hearth_core::model::{CpuModel, ModelSpec};
+use hearth_core::model::{CpuModel, ModelSpec, Products};
 use hearth_core::quant::GgmlType;
 use hearth_fixtures::large_model::{self, Shape};
 use hearth_gpu::{Gpu, GpuModel, GpuOptions};
@@ -46,7 +46,8 @@ fn matches_cpu(
     check(&file, &gpu);
 
     let t = Instant::now();
-    let cpu = CpuModel::load(&file, &mut |_, _| {}).unwrap();
+    let mut cpu = CpuModel::load(&file, &mut |_, _| {}).unwrap();
+    cpu.set_products(Products::Reference);
     let mut cache = cpu.new_state(tokens.len() + GREEDY);
     let want = cpu.forward(&mut cache, tokens).unwrap();
     let mut cpu_s = t.elapsed().as_secs_f64();

@@ -5,7 +5,7 @@
 mod common;
 
 use hearth_core::gguf::GgufFile;
-use hearth_core::model::CpuModel;
+use hearth_core::model::{CpuModel, Products};
 use hearth_fixtures::{floats, ids};
 use hearth_gpu::{GpuModel, GpuOptions};
 
@@ -22,7 +22,8 @@ fn check_fixtures(options: &GpuOptions, full: bool) {
     for f in hearth_fixtures::model_fixtures() {
         let label = format!("{}.{}", f.name, f.ty);
         let file = GgufFile::open(f.gguf_bytes()).unwrap();
-        let cpu = CpuModel::load(&file, &mut |_, _| {}).unwrap();
+        let mut cpu = CpuModel::load(&file, &mut |_, _| {}).unwrap();
+        cpu.set_products(Products::Reference);
         let reference: serde_json::Value = f.reference();
         let seqs = reference["sequences"].as_array().unwrap();
         let max_ctx = seqs.iter().map(|s| ids(&s["tokens"]).len()).max().unwrap() + GREEDY + 1;
@@ -190,7 +191,8 @@ fn f16_kv_cache_stays_within_its_rounding() {
     for f in hearth_fixtures::model_fixtures() {
         let label = f.label();
         let file = GgufFile::open(f.gguf_bytes()).unwrap();
-        let cpu = CpuModel::load(&file, &mut |_, _| {}).unwrap();
+        let mut cpu = CpuModel::load(&file, &mut |_, _| {}).unwrap();
+        cpu.set_products(Products::Reference);
         let reference: serde_json::Value = f.reference();
         let mut model =
             pollster::block_on(GpuModel::load(&gpu, &file, 256, &mut |_, _| {})).unwrap();

@@ -5,7 +5,7 @@ use std::io;
 
 use hearth_core::gguf::{write_gguf, GgufFile, TensorToWrite, Value};
 use hearth_core::model::tensor::Use;
-use hearth_core::model::{CpuModel, ModelSpec};
+use hearth_core::model::{CpuModel, ModelSpec, Products};
 use hearth_core::quant::{quantize, GgmlType};
 use hearth_gpu::{Gpu, GpuModel, GpuOptions};
 
@@ -29,7 +29,8 @@ pub async fn open_checked_gpu(ty: GgmlType) -> Result<Gpu, WebError> {
 /// Runs the probe model on `gpu` and on the CPU; fails unless the logits agree.
 async fn self_test(gpu: &Gpu, ty: GgmlType) -> Result<(), WebError> {
     let file = GgufFile::open(probe_model(ty)).map_err(|e| WebError::Internal(e.to_string()))?;
-    let cpu = CpuModel::load(&file, &mut |_, _| {})?;
+    let mut cpu = CpuModel::load(&file, &mut |_, _| {})?;
+    cpu.set_products(Products::Reference);
     let tokens = [1, 7, 30, 2];
     let want = cpu.forward(&mut cpu.new_state(tokens.len()), &tokens)?;
     let mut model = GpuModel::load(gpu, &file, tokens.len(), &mut |_, _| {}).await?;

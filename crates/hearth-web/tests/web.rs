@@ -5,7 +5,7 @@
 use std::io::Read;
 
 use hearth_core::gguf::GgufFile;
-use hearth_core::model::{CpuModel, ModelSpec};
+use hearth_core::model::{CpuModel, ModelSpec, Products};
 use hearth_web::{open_checked_gpu, Backend};
 use wasm_bindgen_test::*;
 
@@ -36,7 +36,8 @@ async fn logits_match_the_cpu(name: &str, gz: &[u8]) {
     let tokens: Vec<u32> = (0..12)
         .map(|i| (i * 37 + 5) % spec.n_vocab as u32)
         .collect();
-    let cpu = CpuModel::load(&file, &mut |_, _| {}).unwrap();
+    let mut cpu = CpuModel::load(&file, &mut |_, _| {}).unwrap();
+    cpu.set_products(Products::Reference);
     let mut cache = cpu.new_state(tokens.len() + 1);
     let want = cpu.forward(&mut cache, &tokens).unwrap();
     let want_next = cpu.forward(&mut cache, &[3]).unwrap();

@@ -6,7 +6,8 @@
 //! takes (its launches timed alone, as many times as tokens were decoded and as many whole
 //! chunks as the prompt held). With `--json-schema`, decode
 //! again with the output held to the schema (greedy within its mask) and give the cost of the
-//! mask per token against plain greedy decode.
+//! mask per token against plain greedy decode. With `--backend cpu`, prefill and decode speed
+//! on the CPU with its fast products and with its reference products, and their ratio.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use hearth_core::constrain::{Format, Grammars};
+use hearth_core::model::{CpuModel, Products};
 use hearth_core::sampling::{GenerateOptions, Generator};
 use hearth_gpu::bench::CopyKernel;
 use hearth_gpu::{Backend, Gpu, GpuModel, GpuOptions, CHUNK};
@@ -25,6 +27,9 @@ pub struct Args {
     /// The GGUF model file.
     #[arg(long)]
     model: PathBuf,
+    /// Where to run: the GPU engine, or the CPU (fast products against the reference ones).
+    #[arg(long, value_enum, default_value_t = Where::Gpu)]
+    backend: Where,
     /// Tokens in the prompt.
     #[arg(long, default_value_t = 128)]
     prompt_tokens: usize,
@@ -75,6 +80,113 @@ impl Stats {
             stddev_tps,
         }
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Where {
+    Cpu,
+    Gpu,
+}
+
+/// The benchmark's prompt: `n` token ids spread over the vocabulary.
+fn prompt(n: usize, n_vocab: usize) -> Vec<u32> {
+    let n_vocab = n_vocab as u64;
+    (0..n as u64)
+        .map(|i| ((i * 7919 + 1) % n_vocab) as u32)
+        .collect()
+}
+
+fn argmax(logits: &[f32]) -> u32 {
+    let best = logits
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(i, _)| i);
+    best as u32
+}
+
+/// Prefill and decode of `prompt` and `tokens` greedy tokens after it on the CPU, taking the
+/// products as `products` says: an untimed warm-up, then `reps` timed repetitions, each from
+/// an empty state.
+fn cpu_times(
+    model: &mut CpuModel,
+    products: Products,
+    prompt: &[u32],
+    tokens: usize,
+    reps: usize,
+) -> anyhow::Result<(Stats, Stats)> {
+    model.set_products(products);
+    let run_once = || -> anyhow::Result<(f64, f64)> {
+        let mut state = model.new_state(prompt.len() + tokens);
+        let t = Instant::now();
+        let mut id = argmax(&model.forward(&mut state, prompt)?);
+        let prefill_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for _ in 0..tokens {
+            id = argmax(&model.forward(&mut state, &[id])?);
+        }
+        Ok((prefill_s, t.elapsed().as_secs_f64()))
+    };
+    run_once()?;
+    let times = (0..reps)
+        .map(|_| run_once())
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((
+        Stats::new(prompt.len(), times.iter().map(|t| t.0)),
+        Stats::new(tokens, times.iter().map(|t| t.1)),
+    ))
+}
+
+fn run_cpu(args: &Args) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.json_schema.is_none() && !args.plain && !args.f16_kv,
+        "--json-schema, --plain and --f16-kv are for the GPU"
+    );
+    let file = load::open(&args.model)?;
+    let bar = load::byte_bar("loading");
+    let mut model = CpuModel::load(&file, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })
+    .with_context(|| format!("cannot load {}", args.model.display()))?;
+    bar.finish_and_clear();
+    let prompt = prompt(args.prompt_tokens, model.spec.n_vocab);
+    let (gen, reps) = (args.gen_tokens, args.reps);
+    let fast = cpu_times(&mut model, Products::Fast, &prompt, gen, reps)?;
+    let reference = cpu_times(&mut model, Products::Reference, &prompt, gen, reps)?;
+    let tps = |(prefill, decode): (Stats, Stats)| (prefill.mean_tps, decode.mean_tps);
+    let (fast_tps, reference_tps) = (tps(fast), tps(reference));
+    if args.json {
+        let report = serde_json::json!({
+            "backend": "cpu",
+            "prompt_tokens": args.prompt_tokens,
+            "gen_tokens": args.gen_tokens,
+            "prefill_tokens_per_s": fast_tps.0,
+            "decode_tokens_per_s": fast_tps.1,
+            "reference_prefill_tokens_per_s": reference_tps.0,
+            "reference_decode_tokens_per_s": reference_tps.1,
+            "prefill_speedup": fast_tps.0 / reference_tps.0,
+            "decode_speedup": fast_tps.1 / reference_tps.1,
+        });
+        println!("{report}");
+    } else {
+        println!(
+            "cpu       {} prompt tokens, {} decoded; mean of {} after a warm-up",
+            args.prompt_tokens, args.gen_tokens, args.reps
+        );
+        println!("          prefill tokens/s  decode tokens/s");
+        println!("fast      {:>16.1}  {:>15.1}", fast_tps.0, fast_tps.1);
+        println!(
+            "reference {:>16.1}  {:>15.1}",
+            reference_tps.0, reference_tps.1
+        );
+        println!(
+            "ratio     {:>16.2}  {:>15.2}",
+            fast_tps.0 / reference_tps.0,
+            fast_tps.1 / reference_tps.1
+        );
+    }
+    Ok(())
 }
 
 /// Seconds to decode `tokens` tokens greedily after `prompt`, held to `schema`: a reply that
@@ -136,6 +248,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.prompt_tokens > 0 && args.gen_tokens > 0 && args.reps > 0,
         "--prompt-tokens, --gen-tokens and --reps must be positive"
     );
+    if args.backend == Where::Cpu {
+        return run_cpu(&args);
+    }
     let options = GpuOptions {
         plain: args.plain,
         max_binding: None,
@@ -153,10 +268,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     .with_context(|| format!("cannot load {}", args.model.display()))?;
     bar.finish_and_clear();
 
-    let n_vocab = model.spec.n_vocab as u64;
-    let prompt: Vec<u32> = (0..args.prompt_tokens as u64)
-        .map(|i| ((i * 7919 + 1) % n_vocab) as u32)
-        .collect();
+    let prompt = prompt(args.prompt_tokens, model.spec.n_vocab);
     // A warm-up, untimed: the driver compiles pipelines lazily, and the first uses of each
     // buffer and shape cost more than later ones.
     let mut run_once = || -> anyhow::Result<(f64, f64)> {

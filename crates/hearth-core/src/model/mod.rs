@@ -16,7 +16,7 @@ pub use spec::{
     Attention, DeltaNet, Ffn, Layer, LongRope, Mixer, ModelSpec, Norm, Rope, RopeStyle, ShortConv,
 };
 pub use tensor::{Role, TensorId};
-pub use weights::{QTensor, Weights};
+pub use weights::{Products, QTensor, Weights};
 
 use crate::gguf::SourceError;
 use crate::quant::QuantError;

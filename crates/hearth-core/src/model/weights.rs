@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::cpu::ops::dot;
+use super::cpu::products;
 use super::spec::ModelSpec;
 use super::tensor::{Role, TensorId, Use};
 use super::ModelError;
@@ -49,16 +50,33 @@ impl QTensor {
         out
     }
 
-    /// [`QTensor::matmul`] of the `x.len() / cols` inputs into a new vector.
-    pub fn times(&self, x: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    /// The product of the `x.len() / cols` inputs taken as `products` says, into a new
+    /// vector (see [`QTensor::matmul`]).
+    pub fn times(&self, x: &[f32], bias: Option<&[f32]>, products: Products) -> Vec<f32> {
         let mut out = vec![0.0; x.len() / self.cols * self.rows];
-        self.matmul(x, bias, &mut out);
+        match products {
+            Products::Fast => self.matmul(x, bias, &mut out),
+            Products::Reference => self.matmul_reference(x, bias, &mut out),
+        }
         out
     }
 
     /// `out[t][r] = dot(row r, x[t])` for each of the `x.len() / cols` inputs `x[t]`, plus
-    /// `bias[r]` when given. Each row is decoded once for all inputs.
+    /// `bias[r]` when given: with integer dot products against the inputs quantized to 8 bits
+    /// where the format has a fast kernel (see [`products`]), else as
+    /// [`QTensor::matmul_reference`].
     pub fn matmul(&self, x: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+        match products::row_decoder(self.ty) {
+            Some(decode) => {
+                products::matmul(decode, &self.data, (self.rows, self.cols), x, bias, out)
+            }
+            None => self.matmul_reference(x, bias, out),
+        }
+    }
+
+    /// The oracle of [`QTensor::matmul`]: each row decoded to f32 (once for all inputs) and
+    /// dotted with each input in f32.
+    pub fn matmul_reference(&self, x: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
         let n = x.len() / self.cols;
         debug_assert_eq!(out.len(), n * self.rows);
         let mut row = vec![0.0; self.cols];
@@ -72,6 +90,16 @@ impl QTensor {
     }
 }
 
+/// How the CPU takes a matrix's products with its inputs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Products {
+    /// [`QTensor::matmul`]: integer dot products where the format has a fast kernel.
+    #[default]
+    Fast,
+    /// [`QTensor::matmul_reference`] for every matrix: f32 throughout.
+    Reference,
+}
+
 /// A tensor as the CPU holds it (see [`Use`]).
 pub enum Tensor {
     Matrix(QTensor),
@@ -81,6 +109,8 @@ pub enum Tensor {
 /// Every tensor a model reads, by id.
 pub struct Weights {
     tensors: BTreeMap<TensorId, Tensor>,
+    /// How the forward pass takes its products (fast unless set otherwise).
+    pub products: Products,
 }
 
 impl Weights {
@@ -127,7 +157,10 @@ impl Weights {
                 }
             }
         }
-        Ok(Weights { tensors })
+        Ok(Weights {
+            tensors,
+            products: Products::default(),
+        })
     }
 
     fn get(&self, id: TensorId) -> Option<&Tensor> {
@@ -158,6 +191,11 @@ impl Weights {
     /// The output head: `output.weight`, or the token embedding when tied.
     pub fn head(&self, spec: &ModelSpec) -> &QTensor {
         self.matrix(TensorId::global(spec.head))
+    }
+
+    /// The output head's product with `x`, taken as [`Weights::products`] says.
+    pub fn head_times(&self, spec: &ModelSpec, x: &[f32]) -> Vec<f32> {
+        self.head(spec).times(x, None, self.products)
     }
 }
 
@@ -220,6 +258,11 @@ impl<'a> LayerWeights<'a> {
 
     pub fn optional(self, role: Role) -> Option<&'a [f32]> {
         self.w.vector(TensorId::layer(self.layer, role))
+    }
+
+    /// Matrix `role`'s product with `x`, plus `bias`, taken as [`Weights::products`] says.
+    pub fn times(self, role: Role, x: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+        self.matrix(role).times(x, bias, self.w.products)
     }
 }
 

@@ -7,7 +7,7 @@ use super::float::f16_at;
 /// The 6-bit scale and min of sub-block `j` (0..8) from the 12 packed bytes of Q4_K and Q5_K:
 /// bytes 0..4 hold scales 0..4, bytes 4..8 mins 0..4, each with two high bits of sub-blocks
 /// 4..8 on top; bytes 8..12 hold the low nibbles of sub-blocks 4..8 (scale low, min high).
-pub(super) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {

@@ -9,6 +9,8 @@ mod quantize;
 pub use formats::{Codec, Format, GgmlType, OnGpu, FORMATS};
 pub use quantize::quantize;
 
+pub(crate) use kquants::scale_min_k4;
+
 /// Elements per super-block of the K-quants.
 pub const QK_K: usize = 256;
 

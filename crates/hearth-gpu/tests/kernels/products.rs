@@ -44,7 +44,7 @@ pub fn matvec(b: &Bench, gpu: &Gpu, ty: GgmlType, cols: usize, label: &str) -> C
     let bias = values(rows, 8);
     let prev = values(rows, 9);
     let mut want = vec![0.0; rows];
-    w.matmul(&x, Some(&bias), &mut want);
+    w.matmul_reference(&x, Some(&bias), &mut want);
     let xb = kernels::storage_f32(gpu, &x);
     let bb = kernels::storage_f32(gpu, &bias);
     let launch = |y, bias, mode, stride| {
@@ -59,7 +59,7 @@ pub fn matvec(b: &Bench, gpu: &Gpu, ty: GgmlType, cols: usize, label: &str) -> C
 
     // Residual add, without bias.
     let mut plain = vec![0.0; rows];
-    w.matmul(&x, None, &mut plain);
+    w.matmul_reference(&x, None, &mut plain);
     let y = kernels::storage_f32(gpu, &prev);
     b.run(step(0, 1), &launch(&y, None, Output::Add, 0));
     let added: Vec<f32> = prev.iter().zip(&plain).map(|(p, v)| p + v).collect();
@@ -119,7 +119,7 @@ pub fn matmul(b: &Bench, ty: GgmlType, cols: usize, label: &str) -> Checked {
     let bias = values(rows, 12);
     let mut want = vec![0.0; tokens * rows];
     for t in 0..tokens {
-        w.matmul(
+        w.matmul_reference(
             &x[t * cols..(t + 1) * cols],
             Some(&bias),
             &mut want[t * rows..(t + 1) * rows],

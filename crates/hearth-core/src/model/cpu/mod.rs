@@ -1,8 +1,12 @@
-//! The CPU reference forward pass: f32 math on weights decoded row by row, written for
-//! clarity and lowered layer by layer from the model's description. It is the oracle for every
-//! GPU kernel and the fallback where there is no GPU.
+//! The CPU forward pass: f32 math written for clarity and lowered layer by layer from the
+//! model's description, with its matrix products taken by fast integer kernels where the
+//! weights' format has one ([`products`]). With [`Products::Reference`] every product decodes
+//! its weights row by row to f32: that pass is the oracle for every GPU kernel and for the fast
+//! kernels. It is also the fallback where there is no GPU.
 
 pub mod ops;
+pub mod products;
+pub mod simd;
 mod state;
 
 pub use state::{State, RING_SLACK, SNAPSHOTS};
@@ -10,7 +14,7 @@ pub use state::{State, RING_SLACK, SNAPSHOTS};
 use self::ops::{attend, rms_norm_rows};
 use super::spec::{Attention, DeltaNet, Ffn, Mixer, ModelSpec, ShortConv};
 use super::tensor::{Role, TensorId};
-use super::weights::{LayerWeights, Weights};
+use super::weights::{LayerWeights, Products, Weights};
 use super::ModelError;
 use crate::gguf::{ByteSource, GgufFile};
 
@@ -29,6 +33,11 @@ impl CpuModel {
         spec.check_tensors(&file.header)?;
         let weights = Weights::load(file, &spec, progress)?;
         Ok(CpuModel { spec, weights })
+    }
+
+    /// Takes every product as `products` says from now on.
+    pub fn set_products(&mut self, products: Products) {
+        self.weights.products = products;
     }
 
     /// An empty state for up to `max_len` positions (at most the model's context length).
@@ -113,7 +122,7 @@ impl CpuModel {
         let first = if all_logits { 0 } else { n - 1 };
         let mut h = x[first * e..].to_vec();
         self.norm(&mut h, TensorId::global(s.output_norm));
-        Ok(self.weights.head(s).times(&h, None))
+        Ok(self.weights.head_times(s, &h))
     }
 
     /// The model's norm `id` over each row of `h`: RMS, or LayerNorm with its bias.
@@ -148,9 +157,9 @@ impl CpuModel {
         let s = &self.spec;
         let n = h.len() / s.n_embd;
         let (qd, kd, vd, hd) = (a.q_dim(), a.k_dim(), a.v_dim(), a.head_dim);
-        let q_full = w.matrix(Role::AttnQ).times(h, w.optional(Role::AttnQBias));
-        let mut k = w.matrix(Role::AttnK).times(h, w.optional(Role::AttnKBias));
-        let v = w.matrix(Role::AttnV).times(h, w.optional(Role::AttnVBias));
+        let q_full = w.times(Role::AttnQ, h, w.optional(Role::AttnQBias));
+        let mut k = w.times(Role::AttnK, h, w.optional(Role::AttnKBias));
+        let v = w.times(Role::AttnV, h, w.optional(Role::AttnVBias));
         // A gated Q holds [query | gate] per head.
         let (mut q, gate) = if a.output_gate {
             let (mut q, mut g) = (Vec::with_capacity(n * qd), Vec::with_capacity(n * qd));
@@ -229,8 +238,7 @@ impl CpuModel {
                 *o *= ops::sigmoid(*g);
             }
         }
-        w.matrix(Role::AttnOutput)
-            .times(&out, w.optional(Role::AttnOutputBias))
+        w.times(Role::AttnOutput, &out, w.optional(Role::AttnOutputBias))
     }
 
     /// The gated delta net over the `h` rows, one token after another.
@@ -245,7 +253,7 @@ impl CpuModel {
         let s = &self.spec;
         let n = h.len() / s.n_embd;
         let (cd, vd, nv) = (d.conv_dim(), d.value_dim(), d.n_v_heads);
-        let product = |role| w.matrix(role).times(h, None);
+        let product = |role| w.times(role, h, None);
         let mut qkv = product(Role::AttnQkv);
         let z = product(Role::AttnGate);
         let beta = product(Role::SsmBeta);
@@ -273,21 +281,21 @@ impl CpuModel {
                 &mut out[t * vd..(t + 1) * vd],
             );
         }
-        w.matrix(Role::SsmOut).times(&out, None)
+        w.times(Role::SsmOut, &out, None)
     }
 }
 
 /// The gated short convolution over the `h` rows, one token after another.
 fn short_conv(c: &ShortConv, w: LayerWeights, state: &mut State, l: usize, h: &[f32]) -> Vec<f32> {
     let n = c.channels;
-    let bcx = w.matrix(Role::ShortConvInProj).times(h, None);
+    let bcx = w.times(Role::ShortConvInProj, h, None);
     let weight = w.vector(Role::ShortConvConv);
     let (conv, _) = state.recurrent(l);
     let mut out = vec![0.0; bcx.len() / 3];
     for (bcx, out) in bcx.chunks_exact(3 * n).zip(out.chunks_exact_mut(n)) {
         ops::short_conv_token(c, weight, conv, bcx, out);
     }
-    w.matrix(Role::ShortConvOutProj).times(&out, None)
+    w.times(Role::ShortConvOutProj, &out, None)
 }
 
 fn add(x: &mut [f32], y: &[f32]) {
@@ -303,19 +311,17 @@ fn feed_forward(ffn: &Ffn, w: LayerWeights, h: &[f32]) -> Vec<f32> {
         Ffn::GeluGated { .. } => ops::gelu,
         Ffn::Gelu { .. } => {
             // Ungated, with biases (GPT-2).
-            let mut up = w.matrix(Role::FfnUp).times(h, w.optional(Role::FfnUpBias));
+            let mut up = w.times(Role::FfnUp, h, w.optional(Role::FfnUpBias));
             for v in up.iter_mut() {
                 *v = ops::gelu(*v);
             }
-            return w
-                .matrix(Role::FfnDown)
-                .times(&up, w.optional(Role::FfnDownBias));
+            return w.times(Role::FfnDown, &up, w.optional(Role::FfnDownBias));
         }
     };
-    let mut gate = w.matrix(Role::FfnGate).times(h, None);
-    let up = w.matrix(Role::FfnUp).times(h, None);
+    let mut gate = w.times(Role::FfnGate, h, None);
+    let up = w.times(Role::FfnUp, h, None);
     for (g, u) in gate.iter_mut().zip(&up) {
         *g = act(*g) * u;
     }
-    w.matrix(Role::FfnDown).times(&gate, None)
+    w.times(Role::FfnDown, &gate, None)
 }
