@@ -66,9 +66,9 @@ impl QTensor {
     /// where the format has a fast kernel (see [`products`]), else as
     /// [`QTensor::matmul_reference`].
     pub fn matmul(&self, x: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
-        match products::row_decoder(self.ty) {
-            Some(decode) => {
-                products::matmul(decode, &self.data, (self.rows, self.cols), x, bias, out)
+        match products::decoding(self.ty) {
+            Some(decoding) => {
+                products::matmul(decoding, &self.data, (self.rows, self.cols), x, bias, out)
             }
             None => self.matmul_reference(x, bias, out),
         }

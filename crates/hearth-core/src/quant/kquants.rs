@@ -20,7 +20,7 @@ pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 
 /// The signed 6-bit scale of sub-block `j` (0..16) from Q3_K's 12 packed bytes: low nibbles in
 /// bytes 0..8 (sub-blocks 0..8 low, 8..16 high), two high bits each in bytes 8..12.
-pub(super) fn scale_q3_k(j: usize, s: &[u8]) -> i8 {
+pub(crate) fn scale_q3_k(j: usize, s: &[u8]) -> i8 {
     let low = if j < 8 { s[j] & 0x0F } else { s[j - 8] >> 4 };
     let high = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
     (low | high << 4) as i8 - 32

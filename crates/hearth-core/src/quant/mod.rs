@@ -9,7 +9,7 @@ mod quantize;
 pub use formats::{Codec, Format, GgmlType, OnGpu, FORMATS};
 pub use quantize::quantize;
 
-pub(crate) use kquants::scale_min_k4;
+pub(crate) use kquants::{scale_min_k4, scale_q3_k};
 
 /// Elements per super-block of the K-quants.
 pub const QK_K: usize = 256;

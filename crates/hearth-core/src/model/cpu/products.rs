@@ -1,30 +1,43 @@
 //! The CPU's fast matrix products, as ggml's CPU backend takes them: the inputs quantized once
 //! per product to 8 bits per 32-value block (ggml's `quantize_row_q8_0`, with the scale kept
-//! in f32), each weight row decoded once to 8-bit quants with a scale and an offset per block
-//! of 32, and integer dot products per block ([`block_sums`]) scaled by both blocks' scales,
-//! plus each offset times its input block's sum. Formats with such a decoding: Q8_0, Q4_0,
-//! Q4_1, Q5_0, Q5_1 and Q4_K; the others take the reference product.
+//! in f32), each weight row decoded once to 8-bit quants with a scale and an offset per
+//! sub-block of 16 or 32, and integer dot products per sub-block ([`block_sums`]) scaled by the
+//! sub-block's and its input block's scales, plus each offset times its input sub-block's sum.
+//! Every block format has such a decoding; F32, F16 and BF16 take the reference product.
 
 use half::f16;
 
 use super::simd::{block_sums, BLOCK};
-use crate::quant::{scale_min_k4, GgmlType, QK_K};
+use crate::quant::{scale_min_k4, scale_q3_k, GgmlType, QK_K};
 
-/// Decodes one row into its quants (`BLOCK` a block), and per block a scale and an offset:
+/// Decodes one row into its quants, and per sub-block a scale and an offset:
 /// value = quant * scale + offset.
 pub type RowDecoder = fn(&[u8], &mut [i8], &mut [f32], &mut [f32]);
 
+/// A format's fast decoding: the row decoder and the length of the sub-blocks that share a
+/// scale and an offset (16 or [`BLOCK`]).
+#[derive(Clone, Copy)]
+pub struct Decoding {
+    pub decode: RowDecoder,
+    pub sub: usize,
+}
+
 /// The row decoding of format `ty`, where it has a fast product.
-pub fn row_decoder(ty: GgmlType) -> Option<RowDecoder> {
-    match ty {
-        GgmlType::Q8_0 => Some(decode_q8_0),
-        GgmlType::Q4_0 => Some(decode_q4_0),
-        GgmlType::Q4_1 => Some(decode_q4_1),
-        GgmlType::Q5_0 => Some(decode_q5_0),
-        GgmlType::Q5_1 => Some(decode_q5_1),
-        GgmlType::Q4_K => Some(decode_q4_k),
-        _ => None,
-    }
+pub fn decoding(ty: GgmlType) -> Option<Decoding> {
+    let (decode, sub): (RowDecoder, usize) = match ty {
+        GgmlType::Q8_0 => (decode_q8_0, BLOCK),
+        GgmlType::Q4_0 => (decode_q4_0, BLOCK),
+        GgmlType::Q4_1 => (decode_q4_1, BLOCK),
+        GgmlType::Q5_0 => (decode_q5_0, BLOCK),
+        GgmlType::Q5_1 => (decode_q5_1, BLOCK),
+        GgmlType::Q2_K => (decode_q2_k, 16),
+        GgmlType::Q3_K => (decode_q3_k, 16),
+        GgmlType::Q4_K => (decode_q4_k, BLOCK),
+        GgmlType::Q5_K => (decode_q5_k, BLOCK),
+        GgmlType::Q6_K => (decode_q6_k, 16),
+        _ => return None,
+    };
+    Some(Decoding { decode, sub })
 }
 
 fn f16_at(b: &[u8], at: usize) -> f32 {
@@ -106,33 +119,122 @@ fn decode_q5_1(src: &[u8], q: &mut [i8], d: &mut [f32], o: &mut [f32]) {
     });
 }
 
-/// Q4_K: d, dmin, 12 bytes of 6-bit scales and mins, then 128 bytes of nibbles: sub-block
-/// `g` of 32 takes the low (even `g`) or high (odd `g`) nibbles of bytes `32 * (g / 2)..`,
-/// with scale `d * sc` and offset `-dmin * m`.
-fn decode_q4_k(src: &[u8], q: &mut [i8], d: &mut [f32], o: &mut [f32]) {
-    let per = QK_K / BLOCK;
+/// The K-quant super-blocks of `bytes` bytes, `QK_K / sub` sub-blocks each, decoded by `block`
+/// into quants, scales and offsets.
+fn decode_super_blocks(
+    src: &[u8],
+    (bytes, sub): (usize, usize),
+    (q, d, o): (&mut [i8], &mut [f32], &mut [f32]),
+    block: impl Fn(&[u8], &mut [i8], &mut [f32], &mut [f32]),
+) {
+    let per = QK_K / sub;
     for (((b, q), d), o) in src
-        .chunks_exact(144)
+        .chunks_exact(bytes)
         .zip(q.chunks_exact_mut(QK_K))
         .zip(d.chunks_exact_mut(per))
         .zip(o.chunks_exact_mut(per))
     {
-        let (sd, smin) = (f16_at(b, 0), f16_at(b, 2));
-        let (scales, qs) = (&b[4..16], &b[16..144]);
-        for (g, q) in q.chunks_exact_mut(BLOCK).enumerate() {
-            let (sc, m) = scale_min_k4(g, scales);
-            d[g] = sd * f32::from(sc);
-            o[g] = -(smin * f32::from(m));
-            let shift = 4 * (g % 2);
-            for (q, &v) in q.iter_mut().zip(&qs[32 * (g / 2)..][..32]) {
-                *q = ((v >> shift) & 0x0F) as i8;
+        block(b, q, d, o);
+    }
+}
+
+/// Q2_K: scales[16] (low nibble scale, high nibble min), qs[64], d, dmin. Sub-block `g` of 16
+/// takes 2-bit field `(g % 8) / 2` of bytes `32 * (g / 8) + 16 * (g % 2)..` of qs.
+fn decode_q2_k(src: &[u8], q: &mut [i8], d: &mut [f32], o: &mut [f32]) {
+    decode_super_blocks(src, (84, 16), (q, d, o), |b, q, d, o| {
+        let (scales, qs) = (&b[..16], &b[16..80]);
+        let (sd, smin) = (f16_at(b, 80), f16_at(b, 82));
+        for (g, q) in q.chunks_exact_mut(16).enumerate() {
+            d[g] = sd * f32::from(scales[g] & 0x0F);
+            o[g] = -(smin * f32::from(scales[g] >> 4));
+            let shift = 2 * ((g % 8) / 2);
+            for (q, &v) in q.iter_mut().zip(&qs[32 * (g / 8) + 16 * (g % 2)..][..16]) {
+                *q = ((v >> shift) & 3) as i8;
+            }
+        }
+    });
+}
+
+/// Q3_K: hmask[32], qs[64], scales[12], d. Sub-block `g` of 16 takes its low two bits as in
+/// Q2_K and its third bit from bit `g / 2` of hmask bytes `16 * (g % 2)..`; a clear bit
+/// subtracts 4.
+fn decode_q3_k(src: &[u8], q: &mut [i8], d: &mut [f32], o: &mut [f32]) {
+    decode_super_blocks(src, (110, 16), (q, d, o), |b, q, d, o| {
+        let (hmask, qs, scales) = (&b[..32], &b[32..96], &b[96..108]);
+        let sd = f16_at(b, 108);
+        for (g, q) in q.chunks_exact_mut(16).enumerate() {
+            d[g] = sd * f32::from(scale_q3_k(g, scales));
+            o[g] = 0.0;
+            let (shift, bit) = (2 * ((g % 8) / 2), 1u8 << (g / 2));
+            let lows = &qs[32 * (g / 8) + 16 * (g % 2)..][..16];
+            for ((q, &v), &h) in q.iter_mut().zip(lows).zip(&hmask[16 * (g % 2)..][..16]) {
+                *q = ((v >> shift) & 3) as i8 - if h & bit != 0 { 0 } else { 4 };
+            }
+        }
+    });
+}
+
+/// Q4_K and Q5_K: d, dmin, 12 bytes of 6-bit scales and mins, (Q5_K: 32 bytes of fifth bits,
+/// bit `g` for sub-block `g`,) then 128 bytes of nibbles: sub-block `g` of 32 takes the low
+/// (even `g`) or high (odd `g`) nibbles of bytes `32 * (g / 2)..`, with scale `d * sc` and
+/// offset `-dmin * m`.
+fn decode_q45_k(b: &[u8], qh: Option<&[u8]>, q: &mut [i8], d: &mut [f32], o: &mut [f32]) {
+    let (sd, smin) = (f16_at(b, 0), f16_at(b, 2));
+    let scales = &b[4..16];
+    let qs = &b[b.len() - 128..];
+    for (g, q) in q.chunks_exact_mut(BLOCK).enumerate() {
+        let (sc, m) = scale_min_k4(g, scales);
+        d[g] = sd * f32::from(sc);
+        o[g] = -(smin * f32::from(m));
+        let shift = 4 * (g % 2);
+        for (q, &v) in q.iter_mut().zip(&qs[32 * (g / 2)..][..32]) {
+            *q = ((v >> shift) & 0x0F) as i8;
+        }
+        if let Some(qh) = qh {
+            for (q, &h) in q.iter_mut().zip(qh) {
+                *q |= (((h >> g) & 1) << 4) as i8;
             }
         }
     }
 }
 
-/// Values quantized per block of `BLOCK`: `value ≈ q * d` of its block; `sum` is each
-/// block's `d` times the sum of its quants.
+fn decode_q4_k(src: &[u8], q: &mut [i8], d: &mut [f32], o: &mut [f32]) {
+    decode_super_blocks(src, (144, BLOCK), (q, d, o), |b, q, d, o| {
+        decode_q45_k(b, None, q, d, o)
+    });
+}
+
+fn decode_q5_k(src: &[u8], q: &mut [i8], d: &mut [f32], o: &mut [f32]) {
+    decode_super_blocks(src, (176, BLOCK), (q, d, o), |b, q, d, o| {
+        decode_q45_k(b, Some(&b[16..48]), q, d, o)
+    });
+}
+
+/// Q6_K: ql[128], qh[64], scales[16] (i8), d. Each half of 128 elements uses 64 bytes of ql and
+/// 32 of qh; its quarter `k` takes nibble `k / 2` of ql bytes `32 * (k % 2)..` and bits
+/// `2k..2k+2` of qh, less 32; sub-block `g` of 16 has scale `d * scales[g]`.
+fn decode_q6_k(src: &[u8], q: &mut [i8], d: &mut [f32], o: &mut [f32]) {
+    decode_super_blocks(src, (210, 16), (q, d, o), |b, q, d, o| {
+        let sd = f16_at(b, 208);
+        for (g, (d, o)) in d.iter_mut().zip(o.iter_mut()).enumerate() {
+            *d = sd * f32::from(b[192 + g] as i8);
+            *o = 0.0;
+        }
+        for (h, q) in q.chunks_exact_mut(128).enumerate() {
+            let (ql, qh) = (&b[64 * h..][..64], &b[128 + 32 * h..][..32]);
+            for (k, q) in q.chunks_exact_mut(32).enumerate() {
+                let ql = &ql[32 * (k % 2)..][..32];
+                for ((q, &l), &hb) in q.iter_mut().zip(ql).zip(qh) {
+                    let low = (l >> (4 * (k / 2))) & 0x0F;
+                    *q = (low | ((hb >> (2 * k)) & 3) << 4) as i8 - 32;
+                }
+            }
+        }
+    });
+}
+
+/// Values quantized per block of `BLOCK`: `value ≈ q * d` of its block; `sum` is, per
+/// sub-block of `sub` values, its block's `d` times the sum of its quants.
 pub struct Quantized {
     pub q: Vec<i8>,
     pub d: Vec<f32>,
@@ -140,16 +242,17 @@ pub struct Quantized {
 }
 
 /// `x` (a whole number of blocks) quantized as ggml's `quantize_row_q8_0` does: each block's
-/// largest magnitude maps to 127, the others round to nearest, ties away from zero.
-pub fn quantize(x: &[f32]) -> Quantized {
+/// largest magnitude maps to 127, the others round to nearest, ties away from zero; the sums
+/// taken per sub-block of `sub` (16 or `BLOCK`).
+pub fn quantize(x: &[f32], sub: usize) -> Quantized {
     let mut q = vec![0; x.len()];
     let mut d = vec![0.0; x.len() / BLOCK];
-    let mut sum = vec![0.0; x.len() / BLOCK];
+    let mut sum = vec![0.0; x.len() / sub];
     for (((x, q), d), sum) in x
         .chunks_exact(BLOCK)
         .zip(q.chunks_exact_mut(BLOCK))
         .zip(d.iter_mut())
-        .zip(sum.iter_mut())
+        .zip(sum.chunks_exact_mut(BLOCK / sub))
     {
         let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         *d = amax / 127.0;
@@ -157,43 +260,46 @@ pub fn quantize(x: &[f32]) -> Quantized {
         for (q, v) in q.iter_mut().zip(x) {
             *q = (v * inv).round() as i8;
         }
-        *sum = *d * q.iter().map(|&q| f32::from(q)).sum::<f32>();
+        for (sum, q) in sum.iter_mut().zip(q.chunks_exact(sub)) {
+            *sum = *d * q.iter().map(|&q| f32::from(q)).sum::<f32>();
+        }
     }
     Quantized { q, d, sum }
 }
 
 /// `out[t][r] = dot(row r, x[t]) (+ bias[r])` for the `x.len() / cols` inputs, with `rows`
-/// rows of `cols` values in `data`, decoded by `decode`. The inputs are quantized once, and
-/// each row is decoded once for all of them.
+/// rows of `cols` values in `data`, decoded as `decoding` says. The inputs are quantized once,
+/// and each row is decoded once for all of them.
 pub fn matmul(
-    decode: RowDecoder,
+    decoding: Decoding,
     data: &[u8],
     (rows, cols): (usize, usize),
     x: &[f32],
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) {
+    let Decoding { decode, sub } = decoding;
     let n = x.len() / cols;
-    let blocks = cols / BLOCK;
+    let (blocks, subs) = (cols / BLOCK, cols / sub);
     let row_bytes = data.len() / rows;
-    let xq = quantize(x);
+    let xq = quantize(x, sub);
     let mut wq = vec![0; cols];
-    let mut wd = vec![0.0; blocks];
-    let mut wo = vec![0.0; blocks];
-    let mut sums = vec![0; blocks];
+    let mut wd = vec![0.0; subs];
+    let mut wo = vec![0.0; subs];
+    let mut sums = vec![0; subs];
     for (r, row) in data.chunks_exact(row_bytes).enumerate() {
         decode(row, &mut wq, &mut wd, &mut wo);
         let b = bias.map_or(0.0, |b| b[r]);
         for t in 0..n {
-            block_sums(&wq, &xq.q[t * cols..(t + 1) * cols], &mut sums);
+            block_sums(&wq, &xq.q[t * cols..(t + 1) * cols], sub, &mut sums);
             let xd = &xq.d[t * blocks..(t + 1) * blocks];
-            let xs = &xq.sum[t * blocks..(t + 1) * blocks];
+            let xs = &xq.sum[t * subs..(t + 1) * subs];
             let dot: f32 = sums
                 .iter()
                 .zip(&wd)
-                .zip(xd)
                 .zip(wo.iter().zip(xs))
-                .map(|(((&s, &dw), &dx), (&o, &xs))| s as f32 * (dw * dx) + o * xs)
+                .enumerate()
+                .map(|(i, ((&s, &dw), (&o, &xs)))| s as f32 * (dw * xd[i * sub / BLOCK]) + o * xs)
                 .sum();
             out[t * rows + r] = dot + b;
         }
@@ -208,13 +314,18 @@ mod tests {
     use crate::model::weights::QTensor;
     use crate::quant::{dequantize, quantize as encode};
 
-    const FAST: [GgmlType; 6] = [
+    /// Every block format Hearth reads.
+    const FAST: [GgmlType; 10] = [
         GgmlType::Q8_0,
         GgmlType::Q4_0,
         GgmlType::Q4_1,
         GgmlType::Q5_0,
         GgmlType::Q5_1,
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
         GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
     ];
 
     fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -236,46 +347,53 @@ mod tests {
         blocks * ty.block_size().max(BLOCK)
     }
 
-    /// Decodes row 0 of `m`: quants, scales and offsets.
-    fn decoded(m: &QTensor) -> (Vec<i8>, Vec<f32>, Vec<f32>) {
-        let b = m.cols / BLOCK;
-        let (mut q, mut d, mut o) = (vec![0; m.cols], vec![0.0; b], vec![0.0; b]);
-        let bytes = m.data.len() / m.rows;
-        row_decoder(m.ty).unwrap()(&m.data[..bytes], &mut q, &mut d, &mut o);
-        (q, d, o)
+    /// Row 0 of `m` decoded: per element its quant, and its sub-block's scale and offset.
+    fn decoded(m: &QTensor) -> Vec<(i8, f32, f32)> {
+        let Decoding { decode, sub } = decoding(m.ty).unwrap();
+        let s = m.cols / sub;
+        let (mut q, mut d, mut o) = (vec![0; m.cols], vec![0.0; s], vec![0.0; s]);
+        decode(&m.data[..m.data.len() / m.rows], &mut q, &mut d, &mut o);
+        q.iter()
+            .enumerate()
+            .map(|(i, &q)| (q, d[i / sub], o[i / sub]))
+            .collect()
     }
 
-    /// The quants times their block's scale plus its offset are exactly what ggml's
+    /// The quants times their sub-block's scale plus its offset are exactly what ggml's
     /// dequantizer gives.
     #[test]
     fn row_decoding_matches_the_dequantizer() {
         for ty in FAST {
             let m = matrix(ty, 1, cols(ty, 3), 3);
-            let (q, d, o) = decoded(&m);
-            let got: Vec<f32> = q
+            let got: Vec<f32> = decoded(&m)
                 .iter()
-                .enumerate()
-                .map(|(i, &q)| d[i / BLOCK] * f32::from(q) + o[i / BLOCK])
+                .map(|&(q, d, o)| d * f32::from(q) + o)
                 .collect();
             let mut want = vec![0.0; m.cols];
             dequantize(ty, &m.data, &mut want).unwrap();
             assert_eq!(got, want, "{ty}");
         }
-        assert!(row_decoder(GgmlType::F32).is_none());
+        for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
+            assert!(decoding(ty).is_none(), "{ty}");
+        }
     }
 
-    /// Quantized inputs lie within half a step of the values, and a block's largest magnitude
-    /// is 127 steps.
+    /// Quantized inputs lie within half a step of the values, a block's largest magnitude is
+    /// 127 steps, and the sums are taken per sub-block.
     #[test]
     fn inputs_quantize_to_within_half_a_step() {
         let mut x = values(5 * BLOCK, 9);
         x[BLOCK..2 * BLOCK].fill(0.0);
-        let xq = quantize(&x);
+        let xq = quantize(&x, 16);
         for (b, x) in x.chunks_exact(BLOCK).enumerate() {
             let d = xq.d[b];
             let q = &xq.q[b * BLOCK..(b + 1) * BLOCK];
             for (&v, &q) in x.iter().zip(q) {
                 assert!((v - f32::from(q) * d).abs() <= d / 2.0 * (1.0 + 1e-6));
+            }
+            for (h, q) in q.chunks_exact(16).enumerate() {
+                let sum: i32 = q.iter().map(|&q| i32::from(q)).sum();
+                assert_eq!(xq.sum[2 * b + h], d * sum as f32);
             }
             let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             assert_eq!(
@@ -308,19 +426,20 @@ mod tests {
                         let x = &x[t * cols..(t + 1) * cols];
                         for r in 0..rows {
                             let w = &w[r * cols..(r + 1) * cols];
-                            let (q, d, o) = decoded(&m.rows(r, 1));
+                            let row = decoded(&m.rows(r, 1));
                             let (mut bound, mut size) = (0.0, 0.0);
-                            for (b, (w, x)) in
-                                w.chunks_exact(BLOCK).zip(x.chunks_exact(BLOCK)).enumerate()
+                            for ((w, x), row) in w
+                                .chunks_exact(BLOCK)
+                                .zip(x.chunks_exact(BLOCK))
+                                .zip(row.chunks_exact(BLOCK))
                             {
                                 let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
                                 bound += w.iter().map(|w| w.abs()).sum::<f32>() * amax / 254.0;
-                                let q = &q[b * BLOCK..(b + 1) * BLOCK];
-                                size += q
+                                size += row
                                     .iter()
                                     .zip(x)
-                                    .map(|(&q, x)| {
-                                        ((f32::from(q) * d[b]).abs() + o[b].abs()) * x.abs()
+                                    .map(|(&(q, d, o), x)| {
+                                        ((f32::from(q) * d).abs() + o.abs()) * x.abs()
                                     })
                                     .sum::<f32>();
                             }

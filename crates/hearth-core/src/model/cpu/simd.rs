@@ -1,37 +1,40 @@
 //! The integer dot product under the CPU's fast products: 8-bit weights times 8-bit
-//! activations, summed per 32-element block into exact 32-bit integers. A plain loop everywhere,
-//! AVX2 on x86_64 where the processor has it (checked at run time), and WebAssembly's simd128
-//! where the module is built with it (`-C target-feature=+simd128`). Every version returns the
-//! same integers.
+//! activations, summed per sub-block of 16 or 32 elements into exact 32-bit integers. A plain
+//! loop everywhere, AVX2 on x86_64 where the processor has it (checked at run time), and
+//! WebAssembly's simd128 where the module is built with it (`-C target-feature=+simd128`). Every
+//! version returns the same integers.
 
-/// Elements per block of the integer sums.
+/// Elements per block of the quantized inputs, and the longest sub-block.
 pub const BLOCK: usize = 32;
 
-/// `sums[b]` = the dot product of block `b` of `w` and of `x` (`BLOCK` values each), for the
-/// `sums.len()` blocks. `x` must hold no -128 (quantized activations lie in -127..=127).
-pub fn block_sums(w: &[i8], x: &[i8], sums: &mut [i32]) {
-    assert!(w.len() >= sums.len() * BLOCK && x.len() >= sums.len() * BLOCK);
+/// `sums[s]` = the dot product of sub-block `s` of `w` and of `x` (`sub` values each, 16 or 32),
+/// for the `sums.len()` sub-blocks, a whole number of `BLOCK`s. `x` must hold no -128
+/// (quantized activations lie in -127..=127).
+pub fn block_sums(w: &[i8], x: &[i8], sub: usize, sums: &mut [i32]) {
+    assert!(sub == 16 || sub == BLOCK);
+    let n = sums.len() * sub;
+    assert!(n % BLOCK == 0 && w.len() >= n && x.len() >= n);
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the processor has AVX2, checked just above.
-        unsafe { avx2::block_sums(w, x, sums) };
+        // SAFETY: the processor has AVX2, checked just above; the lengths were checked.
+        unsafe { avx2::block_sums(w, x, sub, sums) };
         return;
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     {
-        simd128::block_sums(w, x, sums);
+        simd128::block_sums(w, x, sub, sums);
         return;
     }
     #[allow(unreachable_code)]
-    block_sums_scalar(w, x, sums);
+    block_sums_scalar(w, x, sub, sums);
 }
 
 /// [`block_sums`] in plain Rust.
-pub fn block_sums_scalar(w: &[i8], x: &[i8], sums: &mut [i32]) {
+pub fn block_sums_scalar(w: &[i8], x: &[i8], sub: usize, sums: &mut [i32]) {
     for ((s, w), x) in sums
         .iter_mut()
-        .zip(w.chunks_exact(BLOCK))
-        .zip(x.chunks_exact(BLOCK))
+        .zip(w.chunks_exact(sub))
+        .zip(x.chunks_exact(sub))
     {
         *s = w
             .iter()
@@ -47,16 +50,19 @@ mod avx2 {
 
     use super::BLOCK;
 
-    /// [`super::block_sums`] with 256-bit registers, one block per step: `|w| * sign(x, w)`
+    /// [`super::block_sums`] with 256-bit registers, one block of 32 per step: `|w| * sign(x, w)`
     /// as unsigned-by-signed byte products (at most 128 * 127 each, so their pairwise sums fit
-    /// in i16 without saturating), widened to i32 and summed.
+    /// in i16 without saturating), widened to i32; each 128-bit half holds one 16-element
+    /// sub-block's sums.
     ///
     /// # Safety
-    /// The processor must have AVX2; `w` and `x` must hold `sums.len() * BLOCK` values.
+    /// The processor must have AVX2; `w` and `x` must hold `sums.len() * sub` values, a whole
+    /// number of blocks of 32.
     #[target_feature(enable = "avx2")]
-    pub unsafe fn block_sums(w: &[i8], x: &[i8], sums: &mut [i32]) {
+    pub unsafe fn block_sums(w: &[i8], x: &[i8], sub: usize, sums: &mut [i32]) {
         let ones = _mm256_set1_epi16(1);
-        for (b, s) in sums.iter_mut().enumerate() {
+        let blocks = sums.len() * sub / BLOCK;
+        for b in 0..blocks {
             // SAFETY: the caller checked that both slices hold block `b` whole; unaligned loads.
             let (wv, xv) = unsafe {
                 (
@@ -66,14 +72,24 @@ mod avx2 {
             };
             let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
             let quads = _mm256_madd_epi16(pairs, ones);
-            let half = _mm_add_epi32(
+            let (lo, hi) = (
                 _mm256_castsi256_si128(quads),
                 _mm256_extracti128_si256(quads, 1),
             );
-            let two = _mm_add_epi32(half, _mm_unpackhi_epi64(half, half));
-            let one = _mm_add_epi32(two, _mm_shuffle_epi32(two, 1));
-            *s = _mm_cvtsi128_si32(one);
+            if sub == BLOCK {
+                sums[b] = total(_mm_add_epi32(lo, hi));
+            } else {
+                sums[2 * b] = total(lo);
+                sums[2 * b + 1] = total(hi);
+            }
         }
+    }
+
+    /// The sum of the four i32 lanes.
+    #[target_feature(enable = "avx2")]
+    fn total(v: __m128i) -> i32 {
+        let two = _mm_add_epi32(v, _mm_unpackhi_epi64(v, v));
+        _mm_cvtsi128_si32(_mm_add_epi32(two, _mm_shuffle_epi32(two, 1)))
     }
 }
 
@@ -83,16 +99,17 @@ mod simd128 {
 
     use super::BLOCK;
 
-    /// [`super::block_sums`] with 128-bit registers: byte products widened to i16 (at most
-    /// 128 * 128), added pairwise into i32 lanes.
-    pub fn block_sums(w: &[i8], x: &[i8], sums: &mut [i32]) {
+    /// [`super::block_sums`] with 128-bit registers, a 16-element sub-block per step: byte
+    /// products widened to i16 (at most 128 * 128), added pairwise into i32 lanes.
+    pub fn block_sums(w: &[i8], x: &[i8], sub: usize, sums: &mut [i32]) {
+        let per = sub / 16;
         for ((s, w), x) in sums
             .iter_mut()
-            .zip(w.chunks_exact(BLOCK))
-            .zip(x.chunks_exact(BLOCK))
+            .zip(w.chunks_exact(sub))
+            .zip(x.chunks_exact(sub))
         {
             let mut acc = i32x4_splat(0);
-            for h in 0..2 {
+            for h in 0..per {
                 let wv = load(&w[h * 16..h * 16 + 16]);
                 let xv = load(&x[h * 16..h * 16 + 16]);
                 acc = i32x4_add(
@@ -123,8 +140,8 @@ mod tests {
     use super::*;
     use rand::{RngExt, SeedableRng};
 
-    /// Extreme and random blocks, -128 among the weights: the dispatched sums equal the plain
-    /// loop's, and both equal sums taken in i64.
+    /// Extreme and random blocks, -128 among the weights: for sub-blocks of 16 and 32, the
+    /// dispatched sums equal the plain loop's, and both equal sums taken in i64.
     #[test]
     fn every_version_gives_the_exact_sums() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
@@ -137,22 +154,24 @@ mod tests {
         x[..BLOCK].fill(-127);
         w[BLOCK..2 * BLOCK].fill(127);
         x[BLOCK..2 * BLOCK].fill(127);
-        let want: Vec<i32> = w
-            .chunks_exact(BLOCK)
-            .zip(x.chunks_exact(BLOCK))
-            .map(|(w, x)| {
-                w.iter()
-                    .zip(x)
-                    .map(|(&a, &b)| i64::from(a) * i64::from(b))
-                    .sum::<i64>() as i32
-            })
-            .collect();
-        assert_eq!(want[0], 128 * 127 * 32);
-        let mut plain = vec![0; blocks];
-        block_sums_scalar(&w, &x, &mut plain);
-        assert_eq!(plain, want);
-        let mut fast = vec![0; blocks];
-        block_sums(&w, &x, &mut fast);
-        assert_eq!(fast, want);
+        for sub in [16, BLOCK] {
+            let want: Vec<i32> = w
+                .chunks_exact(sub)
+                .zip(x.chunks_exact(sub))
+                .map(|(w, x)| {
+                    w.iter()
+                        .zip(x)
+                        .map(|(&a, &b)| i64::from(a) * i64::from(b))
+                        .sum::<i64>() as i32
+                })
+                .collect();
+            assert_eq!(want[0], 128 * 127 * sub as i32);
+            let mut plain = vec![0; want.len()];
+            block_sums_scalar(&w, &x, sub, &mut plain);
+            assert_eq!(plain, want);
+            let mut fast = vec![0; want.len()];
+            block_sums(&w, &x, sub, &mut fast);
+            assert_eq!(fast, want);
+        }
     }
 }
