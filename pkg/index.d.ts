@@ -82,7 +82,10 @@ export interface LoadOptions {
   signal?: AbortSignal;
   /** Positions the KV cache holds (default: the model's context length, at most 4096). */
   contextLength?: number;
-  /** "auto" (default) uses WebGPU when a device passes the self-test, else the CPU. */
+  /**
+   * "auto" (default) uses WebGPU when a hardware device passes the self-test, else the CPU: a
+   * software adapter (SwiftShader, a fallback adapter) is slower than the CPU engine.
+   */
   backend?: Backend;
   /** Keep downloaded bytes in the Origin Private File System (default true). */
   cache?: boolean;

@@ -494,12 +494,15 @@ export class Hearth extends EventTarget {
     this._worker.terminate();
     this._fail(new HearthError('device_lost', cause.message));
     this.dispatchEvent(new CustomEvent('devicelost', { detail: { message: cause.message } }));
-    const { backend, ...rest } = this._options;
-    /** @type {Settings} */
-    const options = { ...rest, backend: backend === 'cpu' ? 'cpu' : 'auto' };
+    const { backend = 'auto', ...rest } = this._options;
     /** @type {LoadOptions['onProgress']} */
     const onProgress = (progress) => this.dispatchEvent(new CustomEvent('progress', { detail: progress }));
-    this._restoring = startEngine(this._source, { ...options, onProgress }).then(
+    /** @param {Backend} on */
+    const restart = (on) => startEngine(this._source, { ...rest, backend: on, onProgress });
+    // WebGPU as asked where a device can be had again (even a software one, as at load), else
+    // the CPU.
+    const started = backend === 'webgpu' ? restart('webgpu').catch(() => restart('cpu')) : restart(backend);
+    this._restoring = started.then(
       ({ worker, info }) => {
         if (this._disposed) { worker.terminate(); return; }
         this._worker = worker;

@@ -221,7 +221,9 @@ async function load(id, { source, options }) {
         try {
           // The WebWorker lib has no WebGPU types.
           if (!(/** @type {{ gpu?: unknown }} */ (self.navigator).gpu)) throw new HearthError('no_webgpu', 'this browser has no WebGPU (navigator.gpu)');
-          gpu = await GpuDevice.open(loader.matrixType());
+          // Under auto a software adapter is refused: the CPU engine is faster than WebGPU
+          // computed on the CPU.
+          gpu = await GpuDevice.open(loader.matrixType(), backend === 'webgpu');
         } catch (e) {
           if (backend === 'webgpu') throw HearthError.from(e);
           fallbackReason = HearthError.from(e).message;

@@ -268,7 +268,7 @@ function showFigures() {
     figure(ui.figBackend, 'WebGPU', adapter);
     ui.figBackend.title = `${adapter || 'WebGPU'}; optional features in use: ${info.features.join(', ') || 'none'}`;
   } else {
-    const why = info.fallbackReason ? `WebGPU unavailable: ${info.fallbackReason}` : 'chosen in the settings';
+    const why = info.fallbackReason ? `WebGPU not used: ${info.fallbackReason}` : 'chosen in the settings';
     figure(ui.figBackend, 'CPU', why);
     ui.figBackend.title = why;
   }
@@ -594,8 +594,12 @@ async function showArchitectures() {
 fillModelList();
 readBundledFacts();
 showArchitectures();
-// `?model=<url>` loads that file instead of the bundled one (a link to share).
-const linked = new URLSearchParams(location.search).get('model');
+// `?model=<url>` loads that file instead of the bundled one (a link to share); `?backend=`
+// (auto, webgpu or cpu) chooses where it runs.
+const query = new URLSearchParams(location.search);
+const chosen = query.get('backend');
+if ([...ui.backend.options].some((o) => o.value === chosen)) ui.backend.value = chosen;
+const linked = query.get('model');
 if (linked) {
   ui.url.value = linked;
   loadAddress(linked);

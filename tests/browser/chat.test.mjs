@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { serve } from '../../scripts/serve.mjs';
-import { launch, testPage, greedyTokens } from './chromium.mjs';
+import { launch, testPage, greedyTokens, cliBackend } from './chromium.mjs';
 import { gguf, llamaWithType, splitGguf, withChatTemplate } from './gguf.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -70,17 +70,19 @@ function loadAndGenerate(url, options = {}) {
   }, { url, options, prompt: PROMPT, steps: STEPS });
 }
 
-/** The CLI's greedy continuation of PROMPT: { tokens, generated, text }. */
-function reference() {
+/** The CLI's greedy continuation of PROMPT on `backend` (see cliBackend): { tokens, generated, text }. */
+function reference(backend = 'webgpu') {
   const out = execFileSync(HEARTH, [
     'generate', '--model', join(dir, 'model.gguf'), '--prompt', PROMPT, '--max-tokens', String(STEPS), '--json',
+    '--backend', cliBackend(backend),
   ]);
   return JSON.parse(out.toString());
 }
 
 /** `hearth chat`'s greedy replies to `lines` (user messages, one turn each), as it prints them. */
-function chatReference(model, lines, maxTokens) {
-  return execFileSync(HEARTH, ['chat', '--model', join(dir, model), '--max-tokens', String(maxTokens)], {
+function chatReference(model, lines, maxTokens, backend) {
+  const args = ['chat', '--model', join(dir, model), '--max-tokens', String(maxTokens), '--backend', cliBackend(backend)];
+  return execFileSync(HEARTH, args, {
     input: lines.map((l) => `${l}\n`).join(''),
   }).toString();
 }
@@ -88,7 +90,7 @@ function chatReference(model, lines, maxTokens) {
 let first;
 
 test('loads over Range requests and streams the native greedy continuation', async () => {
-  first = await loadAndGenerate(`${models.url}/model.gguf`);
+  first = await loadAndGenerate(`${models.url}/model.gguf`, { backend: 'webgpu' });
   const want = reference();
   assert.equal(first.info.backend, 'webgpu', `fell back to the CPU: ${first.info.fallbackReason}`);
   assert.deepEqual(first.promptTokens, want.tokens);
@@ -113,9 +115,18 @@ test('loads over Range requests and streams the native greedy continuation', asy
   assert.equal(first.info.chatTemplate, true);
 });
 
+test('auto runs on the CPU where the WebGPU adapter is software (SwiftShader), and says why', async () => {
+  const r = await loadAndGenerate(`${models.url}/model.gguf`, { cache: false });
+  assert.equal(r.info.backend, 'cpu');
+  assert.match(r.info.fallbackReason, /software renderer/);
+  const want = reference('cpu');
+  assert.deepEqual(r.tokens, want.generated);
+  assert.equal(r.text, want.text);
+});
+
 test('a model split in three files (gguf-split) loads from its list of URLs', async () => {
   const urls = [1, 2, 3].map((i) => `${models.url}/split-0000${i}-of-00003.gguf`);
-  const r = await loadAndGenerate(urls, { cache: false });
+  const r = await loadAndGenerate(urls, { cache: false, backend: 'webgpu' });
   assert.equal(r.info.backend, 'webgpu');
   for (const u of urls) {
     const path = new URL(u).pathname;
@@ -189,7 +200,7 @@ test('chat completions: streamed chunks, usage, prefix reuse, and abort midway',
     return { chunks, text, whole, next, abortCode, got, after, backend };
   }, { url: `${models.url}/model.gguf`, MAX });
   assert.equal(r.backend, 'webgpu');
-  const want = chatReference('model.gguf', ['Hello there', 'And then?'], MAX);
+  const want = chatReference('model.gguf', ['Hello there', 'And then?'], MAX, 'webgpu');
   assert.equal(`${r.text}\n${r.next.choices[0].message.content}\n`, want, 'both turns equal `hearth chat`');
   assert.equal(r.chunks[0].object, 'chat.completion.chunk');
   assert.equal(r.chunks[0].choices[0].delta.role, 'assistant');
@@ -219,7 +230,7 @@ test('chat with a real Qwen2 template and vocabulary equals `hearth chat`', asyn
     engine.dispose();
     return reply;
   }, { url: `${models.url}/qwen2.gguf`, MAX });
-  assert.equal(`${r.choices[0].message.content}\n`, chatReference('qwen2.gguf', ['Hello there'], MAX));
+  assert.equal(`${r.choices[0].message.content}\n`, chatReference('qwen2.gguf', ['Hello there'], MAX, 'cpu'));
   assert.ok(r.usage.completion_tokens > 0);
 });
 

@@ -10,7 +10,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { launch, testPage, greedyTokens, openBench } from './chromium.mjs';
 import { withChatTemplate, withMetadata } from './gguf.mjs';
-import { withWorkerShim } from './shim.mjs';
+import { hardwareShim, withWorkerShim } from './shim.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 /** Positions whose KV cache exceeds both wasm memory and one WebGPU binding. */
@@ -126,7 +126,7 @@ const memoryShim = (bytes) => `{
 
 test('a model over a GPU limit is too_large on webgpu; auto runs it on the CPU and says why', async () => {
   // One layer's KV cache (256 positions of 2 x 16 values, f32) is 32 KiB.
-  const r = await withWorkerShim(browser, bindingLimitShim(16 << 10), (p) => p.evaluate(async (url) => {
+  const r = await withWorkerShim(browser, `${hardwareShim}\n${bindingLimitShim(16 << 10)}`, (p) => p.evaluate(async (url) => {
       const out = {};
       for (const backend of ['webgpu', 'auto']) {
         try {
@@ -149,7 +149,7 @@ test('a model over a GPU limit is too_large on webgpu; auto runs it on the CPU a
 
 test('running out of GPU memory while loading frees what the load allocated; auto goes on on the CPU; a smaller model loads after', async () => {
   // 4 MiB of GPU memory: the llama fixture fits, the 152k-token Qwen2 one does not.
-  const r = await withWorkerShim(browser, memoryShim(4 << 20), (p) => p.evaluate(async ({ big, small }) => {
+  const r = await withWorkerShim(browser, `${hardwareShim}\n${memoryShim(4 << 20)}`, (p) => p.evaluate(async ({ big, small }) => {
       let live = null;
       const channel = new BroadcastChannel('gpu-memory');
       channel.onmessage = (e) => { live = e.data; };

@@ -11,6 +11,15 @@ import { testPage } from './chromium.mjs';
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 /**
+ * The adapter reads as a hardware one (its `isFallbackAdapter` false), so that `auto` takes
+ * WebGPU on SwiftShader, as it does on a real GPU.
+ */
+export const hardwareShim = `{
+  const d = Object.getOwnPropertyDescriptor(GPUAdapterInfo.prototype, 'isFallbackAdapter');
+  Object.defineProperty(GPUAdapterInfo.prototype, 'isFallbackAdapter', { ...d, get() { return false; } });
+}`;
+
+/**
  * Runs `body(page)` on a new page of `browser` whose engine workers run `shim` first (a copy of
  * the package, served on its own); resolves to what `body` does.
  */

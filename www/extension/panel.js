@@ -26,7 +26,7 @@ const BASE_STOPS = { rewrite: ['\n\nOriginal:'], summarise: ['\n\n'], continue: 
 
 const $ = (id) => document.getElementById(id);
 const ui = {
-  status: $('status'), modelInfo: $('model-info'), backend: $('backend'), source: $('source'), load: $('load'), url: $('url'),
+  status: $('status'), modelInfo: $('model-info'), backend: $('backend'), runOn: $('run-on'), source: $('source'), load: $('load'), url: $('url'),
   cached: $('cached'), file: $('file'), progress: $('progress'), cacheList: $('cache-list'),
   input: $('input'), useSelection: $('use-selection'), task: $('task'), maxTokens: $('max-tokens'),
   temperature: $('temperature'),
@@ -114,7 +114,7 @@ async function load(source, label, { cache }) {
   ui.progress.value = 0;
   try {
     const loaded = await Hearth.load(source, {
-      backend: 'auto',
+      backend: ui.runOn.value,
       cache,
       signal: controller.signal,
       onProgress: ({ phase, loaded: done, total }) => {
@@ -336,6 +336,7 @@ function start() {
   if (saved.url) ui.url.value = saved.url;
   if (INSTRUCTIONS[saved.task]) ui.task.value = saved.task;
   if (Number(saved.maxTokens) > 0) ui.maxTokens.value = saved.maxTokens;
+  if ([...ui.runOn.options].some((o) => o.value === saved.backend)) ui.runOn.value = saved.backend;
   if (Number.isFinite(saved.temperature) && saved.temperature >= 0) ui.temperature.value = saved.temperature;
   ui.source.value = saved.source === 'url' && saved.url ? 'url' : 'bundled';
   showSourceFields();
@@ -350,6 +351,7 @@ function start() {
   ui.file.addEventListener('change', () => { if (ui.file.files[0]) loadChosen(); });
   ui.load.addEventListener('click', () => loadChosen());
   ui.task.addEventListener('change', () => saveSettings({ task: ui.task.value }));
+  ui.runOn.addEventListener('change', () => saveSettings({ backend: ui.runOn.value }));
   ui.maxTokens.addEventListener('input', () => saveSettings({ maxTokens: Number(ui.maxTokens.value) }));
   ui.temperature.addEventListener('input', () => saveSettings({ temperature: Number(ui.temperature.value) }));
   ui.run.addEventListener('click', () => run({ task: ui.task.value, text: ui.input.value }));

@@ -19,7 +19,8 @@ pub enum BackendChoice {
     CpuReference,
     /// The GPU engine (WebGPU through wgpu: Vulkan, Metal or DX12).
     Gpu,
-    /// The GPU where an adapter exists, otherwise the CPU.
+    /// The GPU where a hardware adapter exists, otherwise the CPU (a software adapter such as
+    /// lavapipe is slower than the CPU engine).
     #[default]
     Auto,
 }
@@ -51,6 +52,13 @@ pub fn model(path: &Path, choice: BackendChoice, positions: usize) -> anyhow::Re
         BackendChoice::Cpu | BackendChoice::CpuReference => None,
         BackendChoice::Gpu => Some(pollster::block_on(Gpu::new(&GpuOptions::default()))?),
         BackendChoice::Auto => match pollster::block_on(Gpu::new(&GpuOptions::default())) {
+            Ok(gpu) if gpu.is_software() => {
+                eprintln!(
+                    "{} is a software adapter, slower than the CPU engine; running on the CPU",
+                    gpu.describe()
+                );
+                None
+            }
             Ok(gpu) => Some(gpu),
             Err(e) => {
                 eprintln!("{e}; running on the CPU");

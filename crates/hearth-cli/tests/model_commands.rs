@@ -192,12 +192,15 @@ fn quantize_writes_a_model_that_runs() {
     let (out, text) = quantized_q8("quantize", "llama-spm.f32");
     assert!(text.contains("Q8_0 x"), "{text}");
     let seq = &reference("llama-spm.f32")["sequences"][0];
+    // The reference products: the weights' quantization alone, with f32 activations.
     let json = ok_stdout(&[
         "logits",
         "--model",
         out.to_str().unwrap(),
         "--tokens",
         &joined(&seq["tokens"]),
+        "--backend",
+        "cpu-reference",
         "--json",
     ]);
     let json: serde_json::Value = serde_json::from_str(json.trim()).unwrap();

@@ -142,6 +142,12 @@ impl Gpu {
         })
     }
 
+    /// Whether the adapter computes on the CPU (lavapipe, SwiftShader, a browser's fallback
+    /// adapter), where the CPU engine itself is faster.
+    pub fn is_software(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
     /// A one-line description of the adapter and the paths in use.
     pub fn describe(&self) -> String {
         let sub = self

@@ -13,9 +13,18 @@ use crate::error::WebError;
 
 /// Opens the WebGPU device and checks that it computes a small model's logits as the CPU
 /// reference does, with `ty` for the matrices (the model's own weight type where it can be
-/// made), so a driver that gets answers silently wrong is never used.
-pub async fn open_checked_gpu(ty: GgmlType) -> Result<Gpu, WebError> {
+/// made), so a driver that gets answers silently wrong is never used. Unless `software` is
+/// allowed, a software adapter is refused: the CPU engine is faster than WebGPU run on the CPU.
+pub async fn open_checked_gpu(ty: GgmlType, software: bool) -> Result<Gpu, WebError> {
     let gpu = Gpu::new(&GpuOptions::default()).await?;
+    if !software && gpu.is_software() {
+        let why = format!(
+            "the WebGPU adapter is a software renderer ({}); the CPU engine is faster",
+            gpu.describe()
+        );
+        gpu.device.destroy();
+        return Err(WebError::NoGpu(why));
+    }
     match self_test(&gpu, ty).await {
         Ok(()) => Ok(gpu),
         Err(e) => {

@@ -401,10 +401,13 @@ pub struct GpuDevice(hearth_gpu::Gpu);
 #[wasm_bindgen]
 impl GpuDevice {
     /// Opens the device and runs the self-test with matrices of ggml type `matrix_type` (the
-    /// model's); fails with `no_webgpu` without an adapter, `gpu_error` when the test fails.
-    pub async fn open(matrix_type: u32) -> Result<GpuDevice, JsValue> {
+    /// model's); fails with `no_webgpu` without an adapter, or with a software adapter unless
+    /// `software` allows it, and with `gpu_error` when the test fails.
+    pub async fn open(matrix_type: u32, software: bool) -> Result<GpuDevice, JsValue> {
         let ty = GgmlType::from_id(matrix_type).unwrap_or(GgmlType::F32);
-        Ok(GpuDevice(open_checked_gpu(ty).await.map_err(js_err)?))
+        Ok(GpuDevice(
+            open_checked_gpu(ty, software).await.map_err(js_err)?,
+        ))
     }
 
     pub fn describe(&self) -> String {

@@ -42,7 +42,7 @@ async fn logits_match_the_cpu(name: &str, gz: &[u8]) {
     let want = cpu.forward(&mut cache, &tokens).unwrap();
     let want_next = cpu.forward(&mut cache, &[3]).unwrap();
 
-    let gpu = open_checked_gpu(hearth_core::quant::GgmlType::F32)
+    let gpu = open_checked_gpu(hearth_core::quant::GgmlType::F32, true)
         .await
         .unwrap();
     let mut backend = Backend::load_gpu(gpu, &file, tokens.len() + 1, &mut |_, _| {})
@@ -87,4 +87,22 @@ async fn q4_k_m() {
 #[wasm_bindgen_test]
 async fn qwen3_f32() {
     logits_match_the_cpu("qwen3-tiny.f32", fixture!("qwen3-tiny.f32")).await;
+}
+
+/// A software adapter (SwiftShader, the browser's fallback adapter) is refused unless allowed,
+/// saying why; a hardware one is taken either way.
+#[wasm_bindgen_test]
+async fn a_software_adapter_is_refused_unless_allowed() {
+    let ty = hearth_core::quant::GgmlType::Q8_0;
+    let allowed = open_checked_gpu(ty, true).await.unwrap();
+    let software = allowed.is_software();
+    allowed.device.destroy();
+    match open_checked_gpu(ty, false).await {
+        Err(e) => {
+            assert!(software, "a hardware adapter was refused: {e}");
+            assert_eq!(e.code(), "no_webgpu");
+            assert!(e.to_string().contains("software renderer"), "{e}");
+        }
+        Ok(gpu) => assert!(!software, "{} was taken", gpu.describe()),
+    }
 }
