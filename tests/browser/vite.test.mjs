@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { serve } from '../../scripts/serve.mjs';
-import { launch } from './chromium.mjs';
+import { cliBackend, launch } from './chromium.mjs';
 import { withChatTemplate } from './gguf.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -41,13 +41,13 @@ test('a Vite-built app streams the same chat reply as `hearth chat`', async () =
   page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
   page.on('pageerror', (e) => errors.push(e.message));
   const model = encodeURIComponent(`${models.url}/model.gguf`);
-  await page.goto(`${app.url}/index.html?model=${model}&max=${MAX}&say=Hello%20there`);
+  await page.goto(`${app.url}/index.html?model=${model}&backend=webgpu&max=${MAX}&say=Hello%20there`);
   await page.waitForFunction(() => window.result !== undefined, null, { timeout: 60_000 });
   const result = await page.evaluate(() => window.result);
   assert.equal(result.error, undefined, `${result.error}\n${errors.join('\n')}`);
   assert.equal(result.backend, 'webgpu');
   const want = execFileSync(join(ROOT, 'target/release/hearth'), [
-    'chat', '--model', join(dir, 'model.gguf'), '--max-tokens', String(MAX),
+    'chat', '--model', join(dir, 'model.gguf'), '--max-tokens', String(MAX), '--backend', cliBackend('webgpu'),
   ], { input: 'Hello there\n' }).toString();
   assert.equal(`${result.text}\n`, want);
   assert.deepEqual(errors, []);
