@@ -39,6 +39,9 @@ pub struct Args {
     /// Timed repetitions (each after the untimed warm-up); rates are their mean.
     #[arg(long, default_value_t = 3)]
     reps: usize,
+    /// CPU threads for the products (default: one per core).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -142,6 +145,13 @@ fn run_cpu(args: &Args) -> anyhow::Result<()> {
         args.json_schema.is_none() && !args.plain && !args.f16_kv,
         "--json-schema, --plain and --f16-kv are for the GPU"
     );
+    if let Some(n) = args.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n.into())
+            .build_global()
+            .context("cannot start the CPU threads")?;
+    }
+    let threads = rayon::current_num_threads();
     let file = load::open(&args.model)?;
     let bar = load::byte_bar("loading");
     let mut model = CpuModel::load(&file, &mut |done, total| {
@@ -159,6 +169,7 @@ fn run_cpu(args: &Args) -> anyhow::Result<()> {
     if args.json {
         let report = serde_json::json!({
             "backend": "cpu",
+            "threads": threads,
             "prompt_tokens": args.prompt_tokens,
             "gen_tokens": args.gen_tokens,
             "prefill_tokens_per_s": fast_tps.0,
@@ -171,8 +182,8 @@ fn run_cpu(args: &Args) -> anyhow::Result<()> {
         println!("{report}");
     } else {
         println!(
-            "cpu       {} prompt tokens, {} decoded; mean of {} after a warm-up",
-            args.prompt_tokens, args.gen_tokens, args.reps
+            "cpu       {} prompt tokens, {} decoded; mean of {} after a warm-up; {} threads",
+            args.prompt_tokens, args.gen_tokens, args.reps, threads
         );
         println!("          prefill tokens/s  decode tokens/s");
         println!("fast      {:>16.1}  {:>15.1}", fast_tps.0, fast_tps.1);
@@ -251,6 +262,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.backend == Where::Cpu {
         return run_cpu(&args);
     }
+    anyhow::ensure!(args.threads.is_none(), "--threads is for the CPU");
     let options = GpuOptions {
         plain: args.plain,
         max_binding: None,

@@ -269,7 +269,7 @@ pub fn quantize(x: &[f32], sub: usize) -> Quantized {
 
 /// `out[t][r] = dot(row r, x[t]) (+ bias[r])` for the `x.len() / cols` inputs, with `rows`
 /// rows of `cols` values in `data`, decoded as `decoding` says. The inputs are quantized once,
-/// and each row is decoded once for all of them.
+/// and each row is decoded once for all of them. Natively the rows are split across threads.
 pub fn matmul(
     decoding: Decoding,
     data: &[u8],
@@ -278,30 +278,87 @@ pub fn matmul(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) {
-    let Decoding { decode, sub } = decoding;
     let n = x.len() / cols;
-    let (blocks, subs) = (cols / BLOCK, cols / sub);
+    if n == 0 {
+        return;
+    }
+    let xq = quantize(x, decoding.sub);
     let row_bytes = data.len() / rows;
-    let xq = quantize(x, sub);
+    let dots = |first: usize, by_row: &mut [f32]| {
+        let rows = by_row.len() / n;
+        let data = &data[first * row_bytes..][..rows * row_bytes];
+        row_dots(decoding, (data, rows), (&xq, n), by_row);
+        if let Some(bias) = bias {
+            for (dots, b) in by_row.chunks_exact_mut(n).zip(&bias[first..]) {
+                dots.iter_mut().for_each(|d| *d += b);
+            }
+        }
+    };
+    if n == 1 {
+        for_row_chunks(out, 1, dots);
+        return;
+    }
+    // Row-major while computed, so that each thread writes one slice; then per input.
+    let mut by_row = vec![0.0; rows * n];
+    for_row_chunks(&mut by_row, n, dots);
+    for (r, dots) in by_row.chunks_exact(n).enumerate() {
+        for (t, &d) in dots.iter().enumerate() {
+            out[t * rows + r] = d;
+        }
+    }
+}
+
+/// Calls `f(first row, its values)` on chunks of `out`, `per_row` values a row: on every
+/// thread of rayon's pool natively, in order on one thread in WebAssembly.
+fn for_row_chunks(out: &mut [f32], per_row: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        // Enough rows a chunk that a task outweighs its scheduling; enough chunks to balance.
+        let rows = out.len() / per_row;
+        let chunk = rows.div_ceil(4 * rayon::current_num_threads()).max(16);
+        out.par_chunks_mut(chunk * per_row)
+            .enumerate()
+            .for_each(|(i, c)| f(i * chunk, c));
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = per_row;
+        f(0, out);
+    }
+}
+
+/// `by_row[r][t] = dot(row r, input t)` for the `rows` rows in `data` and the `n` quantized
+/// inputs `xq`.
+fn row_dots(
+    decoding: Decoding,
+    (data, rows): (&[u8], usize),
+    (xq, n): (&Quantized, usize),
+    by_row: &mut [f32],
+) {
+    let Decoding { decode, sub } = decoding;
+    let cols = xq.q.len() / n;
+    let (blocks, subs) = (cols / BLOCK, cols / sub);
     let mut wq = vec![0; cols];
     let mut wd = vec![0.0; subs];
     let mut wo = vec![0.0; subs];
     let mut sums = vec![0; subs];
-    for (r, row) in data.chunks_exact(row_bytes).enumerate() {
+    for (row, dots) in data
+        .chunks_exact(data.len() / rows)
+        .zip(by_row.chunks_exact_mut(n))
+    {
         decode(row, &mut wq, &mut wd, &mut wo);
-        let b = bias.map_or(0.0, |b| b[r]);
-        for t in 0..n {
+        for (t, dot) in dots.iter_mut().enumerate() {
             block_sums(&wq, &xq.q[t * cols..(t + 1) * cols], sub, &mut sums);
             let xd = &xq.d[t * blocks..(t + 1) * blocks];
             let xs = &xq.sum[t * subs..(t + 1) * subs];
-            let dot: f32 = sums
+            *dot = sums
                 .iter()
                 .zip(&wd)
                 .zip(wo.iter().zip(xs))
                 .enumerate()
                 .map(|(i, ((&s, &dw), (&o, &xs)))| s as f32 * (dw * xd[i * sub / BLOCK]) + o * xs)
                 .sum();
-            out[t * rows + r] = dot + b;
         }
     }
 }
