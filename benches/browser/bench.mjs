@@ -5,7 +5,7 @@
 //
 //   node benches/browser/bench.mjs [options] [MODEL.gguf ...]
 
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -30,7 +30,9 @@ const USAGE = `usage: node benches/browser/bench.mjs [options] [MODEL.gguf ...]
                        while the package has no "workers" option)
   --context N          KV cache positions for every engine (default 512)
   --timeout S          seconds one row may take, load and every run (default 1800)
-  --json FILE          also write every measurement as JSON`;
+  --json FILE          also write every measurement as JSON
+  --table FILE         print the table of --json files written before, running nothing
+                       (repeat it to join several runs in one table)`;
 
 function parse() {
   const { values, positionals } = parseArgs({
@@ -46,11 +48,17 @@ function parse() {
       context: { type: 'string', default: '512' },
       timeout: { type: 'string', default: '1800' },
       json: { type: 'string' },
+      table: { type: 'string', multiple: true },
       help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) {
     console.log(USAGE);
+    process.exit(0);
+  }
+  if (values.table) {
+    const runs = values.table.map((f) => JSON.parse(readFileSync(f, 'utf8')));
+    console.log(table(runs.flatMap((r) => r.results)));
     process.exit(0);
   }
   const int = (name, v, min = 1) => {
@@ -151,11 +159,15 @@ async function runRow(browser, appUrl, modelUrl, row, opts) {
   }
 }
 
-const fmt = (s) => `${s.mean.toFixed(1)} ± ${s.sd.toFixed(1)}`;
-const ratio = (a, b) => (a && b ? `${(a / b).toFixed(2)}×` : '–');
+/** Mean ± sd, to 0, 1 or 2 decimals as the mean is at least 100, at least 10 or less. */
+const fmt = (s) => {
+  const d = s.mean >= 100 ? 0 : s.mean >= 10 ? 1 : 2;
+  return `${s.mean.toFixed(d)} ± ${s.sd.toFixed(d)}`;
+};
+const ratio = (a, b) => (a && b ? `${a / b >= 0.1 ? (a / b).toFixed(2) : (a / b).toPrecision(2)}×` : '–');
 
 /** The Markdown table of every model's rows. */
-function table(results, opts) {
+function table(results) {
   const lines = [
     '| model | engine | prompt tok | gen tok | prefill tok/s | decode tok/s | prefill / wllama 1t | decode / wllama 1t | prefill / best wllama | decode / best wllama |',
     '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|',
@@ -240,11 +252,13 @@ async function main() {
           console.log(`  ${row.label}: ${out.skipped ? `skipped (${out.skipped})` : `FAILED: ${out.error}`} (${secs} s)`);
         }
       }
-      // Same greedy text? (Each engine's own products; a difference is not an error.)
+      // Same greedy text, as far as the shorter goes? (Each engine rounds its own way: a
+      // difference is not an error.)
       const texts = done.filter((r) => r.speeds).map((r) => [r.label, r.result.runs[0].text]);
       if (texts.length > 1) {
-        const same = texts.every(([, t]) => t === texts[0][1]);
-        console.log(`  greedy text ${same ? 'the same in every row' : 'differs between rows:'}`);
+        const agree = (a, b) => (a.length <= b.length ? b.startsWith(a) : a.startsWith(b));
+        const same = texts.every(([, t]) => agree(t, texts[0][1]));
+        console.log(`  greedy text ${same ? 'the same in every row (as far as the shorter goes)' : 'differs between rows:'}`);
         if (!same) for (const [label, t] of texts) console.log(`    ${label}: ${JSON.stringify(t.slice(0, 80))}`);
       }
       results.push({ model, rows: done });
@@ -253,9 +267,8 @@ async function main() {
     await browser?.close();
     await Promise.all(servers.map((s) => s.close()));
   }
-  console.log(`\n${table(results, opts)}`);
+  console.log(`\n${table(results)}`);
   if (opts.json) {
-    const { writeFileSync } = await import('node:fs');
     writeFileSync(opts.json, JSON.stringify({ options: opts, results }, null, 2));
   }
   if (results.some((m) => m.rows.some((r) => r.error))) process.exitCode = 1;
