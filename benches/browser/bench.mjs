@@ -57,8 +57,15 @@ function parse() {
     process.exit(0);
   }
   if (values.table) {
-    const runs = values.table.map((f) => JSON.parse(readFileSync(f, 'utf8')));
-    console.log(table(runs.flatMap((r) => r.results)));
+    // Rows of one model from several files make one group, in the usual row order.
+    const byModel = new Map();
+    for (const f of values.table) {
+      for (const { model, rows } of JSON.parse(readFileSync(f, 'utf8')).results) {
+        byModel.set(model, [...(byModel.get(model) ?? []), ...rows]);
+      }
+    }
+    const rank = (r) => (r.engine === 'wllama' ? 2 : r.backend === 'cpu' ? 1 : 0);
+    console.log(table([...byModel].map(([model, rows]) => ({ model, rows: rows.sort((a, b) => rank(a) - rank(b)) }))));
     process.exit(0);
   }
   const int = (name, v, min = 1) => {
@@ -169,8 +176,8 @@ const ratio = (a, b) => (a && b ? `${a / b >= 0.1 ? (a / b).toFixed(2) : (a / b)
 /** The Markdown table of every model's rows. */
 function table(results) {
   const lines = [
-    '| model | engine | prompt tok | gen tok | prefill tok/s | decode tok/s | prefill / wllama 1t | decode / wllama 1t | prefill / best wllama | decode / best wllama |',
-    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| model | engine | prompt tok | gen tok | runs | prefill tok/s | decode tok/s | prefill / wllama 1t | decode / wllama 1t | prefill / best wllama | decode / best wllama |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const { model, rows } of results) {
     const wl = rows.filter((r) => r.engine === 'wllama' && r.speeds);
@@ -181,12 +188,12 @@ function table(results) {
     for (const r of rows) {
       const cells = [basename(model), r.label];
       if (!r.speeds) {
-        cells.push('–', '–', r.skipped ? `skipped: ${r.skipped}` : `failed: ${r.error}`, '–', '–', '–', '–', '–');
+        cells.push('–', '–', '–', r.skipped ? `skipped: ${r.skipped}` : `failed: ${r.error}`, '–', '–', '–', '–', '–');
       } else {
         const s = r.speeds;
         const promptTok = [...new Set(r.result.runs.map((x) => x.promptTokens))].join('/');
         const gen = [...new Set(r.result.runs.map((x) => x.generated))].join('/');
-        cells.push(promptTok, gen, fmt(s.prefill), fmt(s.decode));
+        cells.push(promptTok, gen, r.result.runs.length, fmt(s.prefill), fmt(s.decode));
         if (r.engine === 'hearth') {
           cells.push(
             ratio(s.prefill.mean, one?.prefill.mean), ratio(s.decode.mean, one?.decode.mean),
