@@ -166,10 +166,10 @@ async function runRow(browser, appUrl, modelUrl, row, opts) {
   }
 }
 
-/** Mean ± sd, to 0, 1 or 2 decimals as the mean is at least 100, at least 10 or less. */
+/** Mean ± sd (the mean alone for one run), to 0, 1 or 2 decimals as the mean is at least 100, at least 10 or less. */
 const fmt = (s) => {
   const d = s.mean >= 100 ? 0 : s.mean >= 10 ? 1 : 2;
-  return `${s.mean.toFixed(d)} ± ${s.sd.toFixed(d)}`;
+  return s.values.length > 1 ? `${s.mean.toFixed(d)} ± ${s.sd.toFixed(d)}` : s.mean.toFixed(d);
 };
 const ratio = (a, b) => (a && b ? `${a / b >= 0.1 ? (a / b).toFixed(2) : (a / b).toPrecision(2)}×` : '–');
 
