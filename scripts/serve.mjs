@@ -1,12 +1,14 @@
 #!/usr/bin/env node
 // A dependency-free static file server on 127.0.0.1, used two ways:
-//   node scripts/serve.mjs [PORT]   serves the repository root for the demo page (www/), on
+//   node scripts/serve.mjs [--isolated] [PORT]
+//                                   serves the repository root for the demo page (www/), on
 //                                   PORT (argv, else $PORT, else 8080; a free port if taken);
 //   import { serve } from it        the browser tests' servers (any root, port chosen freely).
 // It answers Range requests (206) unless told not to, serves index.html for directories, can
 // drop a connection midway through a body once (`state.dropAfter` bytes into the first body
-// longer than that which starts at or past `state.dropFrom`), can leave out CORS headers, and
-// counts requests per path.
+// longer than that which starts at or past `state.dropFrom`), can leave out CORS headers, can
+// make its pages cross-origin isolated (`isolated`, off by default: the COOP and COEP headers
+// that SharedArrayBuffer, hence wasm threads, needs), and counts requests per path.
 
 import { createServer } from 'node:http';
 import { createReadStream, statSync } from 'node:fs';
@@ -46,9 +48,12 @@ function fileFor(root, path) {
 
 /**
  * @param {string} root directory to serve
- * @param {{ range?: boolean, cors?: boolean, port?: number, home?: string }} options
+ * @param {{ range?: boolean, cors?: boolean, isolated?: boolean, port?: number, home?: string }} options
  *   port: 0 (default) picks a free one; a taken port falls back to a free one.
  *   home: where "/" redirects to (when the root has no index.html).
+ *   isolated: every response carries `Cross-Origin-Opener-Policy: same-origin` and
+ *     `Cross-Origin-Embedder-Policy: require-corp`, so that its pages are cross-origin isolated
+ *     (they can then load other origins' resources only through CORS).
  */
 export async function serve(root, options = {}) {
   const state = { range: options.range ?? true, cors: options.cors ?? true, dropAfter: null, dropFrom: 0, requests: [] };
@@ -64,6 +69,10 @@ export async function serve(root, options = {}) {
       res.setHeader('Access-Control-Allow-Origin', '*');
       res.setHeader('Access-Control-Allow-Headers', 'Range');
       res.setHeader('Access-Control-Expose-Headers', 'Content-Range, Content-Length, ETag, Accept-Ranges');
+    }
+    if (options.isolated) {
+      res.setHeader('Cross-Origin-Opener-Policy', 'same-origin');
+      res.setHeader('Cross-Origin-Embedder-Policy', 'require-corp');
     }
     if (req.method === 'OPTIONS') return res.writeHead(204).end();
     const found = fileFor(root, path);
@@ -143,13 +152,15 @@ export async function serve(root, options = {}) {
 
 if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
   const root = resolve(fileURLToPath(new URL('..', import.meta.url)));
-  const arg = process.argv[2] ?? process.env.PORT ?? '8080';
+  const args = process.argv.slice(2);
+  const isolated = args.includes('--isolated');
+  const arg = args.find((a) => a !== '--isolated') ?? process.env.PORT ?? '8080';
   const port = Number(arg);
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
     console.error(`serve.mjs: the port must be a number from 0 to 65535, not ${JSON.stringify(arg)}`);
     process.exit(2);
   }
-  const { url } = await serve(root, { port, home: '/www/' });
+  const { url } = await serve(root, { port, home: '/www/', isolated });
   if (port && !url.endsWith(`:${port}`)) console.error(`port ${port} is taken; using another`);
-  console.log(`Hearth demo: ${url}/www/`);
+  console.log(`Hearth demo: ${url}/www/${isolated ? ' (cross-origin isolated)' : ''}`);
 }

@@ -21,13 +21,14 @@ export function launch(args = FLAGS) {
 }
 
 /**
- * A new page of `browser` on tests/browser/page.html served from `appUrl`, once the package has
- * loaded there; with `logErrors`, the page's console errors are printed.
+ * A new page of `browser` on `path` (tests/browser/page.html unless told) served from `appUrl`,
+ * once the package has loaded there (the page sets `window.ready`); with `logErrors`, the
+ * page's console errors are printed.
  */
-export async function testPage(browser, appUrl, { logErrors = false } = {}) {
+export async function testPage(browser, appUrl, { logErrors = false, path = 'tests/browser/page.html' } = {}) {
   const page = await browser.newPage();
   if (logErrors) page.on('console', (m) => { if (m.type() === 'error') console.error('[page]', m.text()); });
-  await page.goto(`${appUrl}/tests/browser/page.html`);
+  await page.goto(`${appUrl}/${path}`);
   await page.waitForFunction(() => window.ready === true);
   return page;
 }
