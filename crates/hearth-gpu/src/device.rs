@@ -31,7 +31,7 @@ pub struct Paths {
     /// fill those, and sums across threads cost more there than they save.
     pub row_lanes: u32,
     /// Rows each thread of a matvec takes, every input value it reads serving all of them: 1 on
-    /// a GPU, 2 on a CPU device.
+    /// a GPU, 4 on a CPU device.
     pub rows_per_thread: u32,
 }
 
@@ -142,7 +142,7 @@ impl Gpu {
                 f16_kv: options.f16_kv && features.contains(wgpu::Features::SHADER_F16),
                 subgroup_size,
                 row_lanes: if cpu { 2 } else { 16 },
-                rows_per_thread: if cpu { 2 } else { 1 },
+                rows_per_thread: if cpu { 4 } else { 1 },
             },
             device,
             queue,

@@ -161,10 +161,10 @@ impl Case {
 }
 
 /// The device with the matrix kernels' thread layouts of a GPU (up to 16 threads per row, one
-/// row per thread), of a CPU device (2 and 2), and one with 3 rows per thread, whatever the test
+/// row per thread), of a CPU device (2 and 4), and one with 3 rows per thread, whatever the test
 /// adapter is, each with its name.
 fn layouts(gpu: &Gpu) -> Vec<(Gpu, String)> {
-    [(16, 1), (2, 2), (4, 3)]
+    [(16, 1), (2, 4), (4, 3)]
         .into_iter()
         .map(|(lanes, rows)| {
             let mut g = gpu.clone();
