@@ -15,8 +15,9 @@ fn q6(low: u32, high: u32) -> vec4<f32> {
 }
 
 // Q6_K (see unit_q6_k): ql[128], qh[64], scales[16] in 52 words; d in the scale region.
-// Half h of a super-block: value 128h + l + 32i takes bits 2i of qh[32h + l], and the low
-// (i < 2) or high nibble of ql[64h + l + 32 (i % 2)], with scale 8h + l / 16 + 2i.
+// Half h of a super-block: value 128h + l + 32i (l < 32) has bits 2i and 2i + 1 of qh[32h + l]
+// as its high two, the low (i < 2) or high nibble of ql[64h + l + 32 (i % 2)] as its low four,
+// and scale 8h + l / 16 + 2i.
 fn sums_q6_k(first: u32, lane: u32) -> Sums {
     var acc: Sums;
     for (var b = lane; b < M.cols / 256u; b += LANES) {
