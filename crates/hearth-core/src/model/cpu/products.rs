@@ -220,14 +220,17 @@ fn decode_q6_k(src: &[u8], q: &mut [i8], d: &mut [f32], o: &mut [f32]) {
             *d = sd * f32::from(b[192 + g] as i8);
             *o = 0.0;
         }
+        // ggml's loop: constant shifts, so that it vectorizes.
         for (h, q) in q.chunks_exact_mut(128).enumerate() {
-            let (ql, qh) = (&b[64 * h..][..64], &b[128 + 32 * h..][..32]);
-            for (k, q) in q.chunks_exact_mut(32).enumerate() {
-                let ql = &ql[32 * (k % 2)..][..32];
-                for ((q, &l), &hb) in q.iter_mut().zip(ql).zip(qh) {
-                    let low = (l >> (4 * (k / 2))) & 0x0F;
-                    *q = (low | ((hb >> (2 * k)) & 3) << 4) as i8 - 32;
-                }
+            let ql: &[u8; 64] = b[64 * h..][..64].try_into().expect("64 bytes");
+            let qh: &[u8; 32] = b[128 + 32 * h..][..32].try_into().expect("32 bytes");
+            let q: &mut [i8; 128] = q.try_into().expect("128 quants");
+            for l in 0..32 {
+                let (a, c, hb) = (ql[l], ql[l + 32], qh[l]);
+                q[l] = ((a & 0x0F) | (hb & 3) << 4) as i8 - 32;
+                q[l + 32] = ((c & 0x0F) | (hb >> 2 & 3) << 4) as i8 - 32;
+                q[l + 64] = ((a >> 4) | (hb >> 4 & 3) << 4) as i8 - 32;
+                q[l + 96] = ((c >> 4) | (hb >> 6) << 4) as i8 - 32;
             }
         }
     });

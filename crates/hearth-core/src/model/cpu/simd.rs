@@ -99,32 +99,35 @@ mod simd128 {
 
     use super::BLOCK;
 
-    /// [`super::block_sums`] with 128-bit registers, a 16-element sub-block per step: byte
-    /// products widened to i16 (at most 128 * 128), added pairwise into i32 lanes.
+    /// [`super::block_sums`] with 128-bit registers, a block of 32 per step: byte products
+    /// widened to i16 (at most 128 * 128), added pairwise into i32 lanes, one register per
+    /// 16-element half; the lanes are then summed with shuffles, both halves at once.
     pub fn block_sums(w: &[i8], x: &[i8], sub: usize, sums: &mut [i32]) {
-        let per = sub / 16;
-        for ((s, w), x) in sums
-            .iter_mut()
-            .zip(w.chunks_exact(sub))
-            .zip(x.chunks_exact(sub))
-        {
-            let mut acc = i32x4_splat(0);
-            for h in 0..per {
-                let wv = load(&w[h * 16..h * 16 + 16]);
-                let xv = load(&x[h * 16..h * 16 + 16]);
-                acc = i32x4_add(
-                    acc,
+        let blocks = sums.len() * sub / BLOCK;
+        for b in 0..blocks {
+            let half = |h: usize| {
+                let at = b * BLOCK + h * 16;
+                let (wv, xv) = (load(&w[at..at + 16]), load(&x[at..at + 16]));
+                i32x4_add(
                     i32x4_extadd_pairwise_i16x8(i16x8_extmul_low_i8x16(wv, xv)),
-                );
-                acc = i32x4_add(
-                    acc,
                     i32x4_extadd_pairwise_i16x8(i16x8_extmul_high_i8x16(wv, xv)),
-                );
+                )
+            };
+            let (lo, hi) = (half(0), half(1));
+            // [lo0 + lo2, lo1 + lo3, hi0 + hi2, hi1 + hi3], then lanes 0 and 2 take their
+            // neighbours: the two halves' sums.
+            let pairs = i32x4_add(
+                i32x4_shuffle::<0, 1, 4, 5>(lo, hi),
+                i32x4_shuffle::<2, 3, 6, 7>(lo, hi),
+            );
+            let both = i32x4_add(pairs, i32x4_shuffle::<1, 0, 3, 2>(pairs, pairs));
+            let (l, h) = (i32x4_extract_lane::<0>(both), i32x4_extract_lane::<2>(both));
+            if sub == BLOCK {
+                sums[b] = l + h;
+            } else {
+                sums[2 * b] = l;
+                sums[2 * b + 1] = h;
             }
-            *s = i32x4_extract_lane::<0>(acc)
-                + i32x4_extract_lane::<1>(acc)
-                + i32x4_extract_lane::<2>(acc)
-                + i32x4_extract_lane::<3>(acc);
         }
     }
 
