@@ -182,17 +182,23 @@ fn decode_q45_k(b: &[u8], qh: Option<&[u8]>, q: &mut [i8], d: &mut [f32], o: &mu
     let (sd, smin) = (f16_at(b, 0), f16_at(b, 2));
     let scales = &b[4..16];
     let qs = &b[b.len() - 128..];
-    for (g, q) in q.chunks_exact_mut(BLOCK).enumerate() {
+    for g in 0..QK_K / BLOCK {
         let (sc, m) = scale_min_k4(g, scales);
         d[g] = sd * f32::from(sc);
         o[g] = -(smin * f32::from(m));
-        let shift = 4 * (g % 2);
-        for (q, &v) in q.iter_mut().zip(&qs[32 * (g / 2)..][..32]) {
-            *q = ((v >> shift) & 0x0F) as i8;
+    }
+    // Sub-blocks in pairs over the same 32 bytes, with constant shifts so that it vectorizes.
+    for (j, (q, qs)) in q.chunks_exact_mut(64).zip(qs.chunks_exact(32)).enumerate() {
+        let (lo, hi) = q.split_at_mut(32);
+        for ((lo, hi), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(qs) {
+            *lo = (v & 0x0F) as i8;
+            *hi = (v >> 4) as i8;
         }
         if let Some(qh) = qh {
-            for (q, &h) in q.iter_mut().zip(qh) {
-                *q |= (((h >> g) & 1) << 4) as i8;
+            for ((lo, hi), &h) in lo.iter_mut().zip(hi.iter_mut()).zip(qh) {
+                let h = h >> (2 * j);
+                *lo |= ((h & 1) << 4) as i8;
+                *hi |= ((h >> 1 & 1) << 4) as i8;
             }
         }
     }
@@ -236,8 +242,9 @@ fn decode_q6_k(src: &[u8], q: &mut [i8], d: &mut [f32], o: &mut [f32]) {
     });
 }
 
-/// Values quantized per block of `BLOCK`: `value ≈ q * d` of its block; `sum` is, per
-/// sub-block of `sub` values, its block's `d` times the sum of its quants.
+/// Values quantized per block of `BLOCK`: `value ≈ q * d` of its block. Per sub-block of `sub`
+/// values, `d` is its block's (repeated, so that the products zip it with the weights' scales)
+/// and `sum` is that `d` times the sum of its quants.
 pub struct Quantized {
     pub q: Vec<i8>,
     pub d: Vec<f32>,
@@ -245,26 +252,26 @@ pub struct Quantized {
 }
 
 /// `x` (a whole number of blocks) quantized as ggml's `quantize_row_q8_0` does: each block's
-/// largest magnitude maps to 127, the others round to nearest, ties away from zero; the sums
-/// taken per sub-block of `sub` (16 or `BLOCK`).
+/// largest magnitude maps to 127, the others round to nearest, ties away from zero; the scales
+/// and sums given per sub-block of `sub` (16 or `BLOCK`).
 pub fn quantize(x: &[f32], sub: usize) -> Quantized {
     let mut q = vec![0; x.len()];
-    let mut d = vec![0.0; x.len() / BLOCK];
+    let mut d = vec![0.0; x.len() / sub];
     let mut sum = vec![0.0; x.len() / sub];
     for (((x, q), d), sum) in x
         .chunks_exact(BLOCK)
         .zip(q.chunks_exact_mut(BLOCK))
-        .zip(d.iter_mut())
+        .zip(d.chunks_exact_mut(BLOCK / sub))
         .zip(sum.chunks_exact_mut(BLOCK / sub))
     {
         let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        *d = amax / 127.0;
+        d.fill(amax / 127.0);
         let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
         for (q, v) in q.iter_mut().zip(x) {
             *q = (v * inv).round() as i8;
         }
         for (sum, q) in sum.iter_mut().zip(q.chunks_exact(sub)) {
-            *sum = *d * q.iter().map(|&q| f32::from(q)).sum::<f32>();
+            *sum = d[0] * q.iter().map(|&q| f32::from(q)).sum::<f32>();
         }
     }
     Quantized { q, d, sum }
@@ -341,7 +348,7 @@ fn row_dots(
 ) {
     let Decoding { decode, sub } = decoding;
     let cols = xq.q.len() / n;
-    let (blocks, subs) = (cols / BLOCK, cols / sub);
+    let subs = cols / sub;
     let mut wq = vec![0; cols];
     let mut wd = vec![0.0; subs];
     let mut wo = vec![0.0; subs];
@@ -353,14 +360,14 @@ fn row_dots(
         decode(row, &mut wq, &mut wd, &mut wo);
         for (t, dot) in dots.iter_mut().enumerate() {
             block_sums(&wq, &xq.q[t * cols..(t + 1) * cols], sub, &mut sums);
-            let xd = &xq.d[t * blocks..(t + 1) * blocks];
+            let xd = &xq.d[t * subs..(t + 1) * subs];
             let xs = &xq.sum[t * subs..(t + 1) * subs];
             *dot = sums
                 .iter()
                 .zip(&wd)
+                .zip(xd)
                 .zip(wo.iter().zip(xs))
-                .enumerate()
-                .map(|(i, ((&s, &dw), (&o, &xs)))| s as f32 * (dw * xd[i * sub / BLOCK]) + o * xs)
+                .map(|(((&s, &dw), &dx), (&o, &xs))| s as f32 * (dw * dx) + o * xs)
                 .sum();
         }
     }
@@ -446,7 +453,8 @@ mod tests {
         x[BLOCK..2 * BLOCK].fill(0.0);
         let xq = quantize(&x, 16);
         for (b, x) in x.chunks_exact(BLOCK).enumerate() {
-            let d = xq.d[b];
+            let d = xq.d[2 * b];
+            assert_eq!(xq.d[2 * b + 1], d);
             let q = &xq.q[b * BLOCK..(b + 1) * BLOCK];
             for (&v, &q) in x.iter().zip(q) {
                 assert!((v - f32::from(q) * d).abs() <= d / 2.0 * (1.0 + 1e-6));
