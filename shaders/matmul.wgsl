@@ -1,10 +1,11 @@
 // Y = X W^T (+ bias) for the step.count input rows of a prompt chunk: each weight unit is
 // decoded once for a tile of TILE tokens instead of once per token, which is what makes a prompt
-// cheaper than as many decode steps. Rows, lanes and the order of every sum are matvec.wgsl's,
-// so each token's result equals its decode step's. Workgroup z picks the token tile; output row
-// t goes to t * M.y_stride, or into the KV cache at (step.pos + t) * M.pos_stride. Needs
-// quant.wgsl, product_out.wgsl and common.wgsl; the loader defines LANES and ROWS as for
-// matvec.wgsl.
+// cheaper than as many decode steps. Rows, lanes and the order of every sum are those of
+// matvec.wgsl's unit path with one row per thread, so each token's result equals a decode step's
+// there (the K-quants' super-block path sums in another order). Workgroup z picks the token
+// tile; output row t goes to t * M.y_stride, or into the KV cache at (step.pos + t) *
+// M.pos_stride. Needs quant.wgsl, product_out.wgsl and common.wgsl; the loader defines LANES
+// and ROWS as for matvec.wgsl.
 
 // Rows of x are `M.cols` apart, which need not be a multiple of 4: read as scalars.
 @group(1) @binding(2) var<storage, read> x: array<f32>;

@@ -1,12 +1,42 @@
 // y = W x (+ bias) for one input vector, decoding W's blocks in registers: the decode step is
 // memory-bound, so each weight byte is read exactly once and never written back dequantized.
-// A workgroup of 64 threads takes ROWS rows; the LANES threads of a row stride over its 32-value
-// units, so consecutive threads read consecutive blocks. The loader defines LANES (16 for
-// matrices with rows of 16 units or more; fewer for narrow ones, such as a head over a large
-// vocabulary with a small hidden size, so lanes are not left idle) and ROWS = 64 / LANES.
-// Needs quant.wgsl, product_out.wgsl and common.wgsl.
+// A workgroup of 64 threads takes ROWS rows in groups of LANES threads, each group RPT
+// consecutive rows (ROWS = 64 / LANES * RPT): every input value a thread reads serves its RPT
+// rows. The LANES threads of a row stride over its 32-value units, so consecutive threads read
+// consecutive blocks, or, for the K-quants with a kernel of their own (superblock.wgsl), over its
+// 256-value super-blocks. The loader defines LANES (fewer for narrow rows, such as a head over a
+// large vocabulary with a small hidden size, so lanes are not left idle), RPT, ROWS and
+// `lane_sums`, which picks the path. Needs quant.wgsl, product_out.wgsl and common.wgsl.
 
 @group(1) @binding(2) var<storage, read> x: array<vec4<f32>>;
+
+// One thread's partial sums, one per row.
+alias Sums = array<f32, RPT>;
+
+// Row r of the thread whose rows start at `first`: past the matrix's end, its last row again
+// (read, so that every thread runs the same code, and dropped).
+fn thread_row(first: u32, r: u32) -> u32 {
+    return min(first + r, M.rows - 1u);
+}
+
+// The lane's share of the thread's rows, over 32-value units.
+fn unit_sums(first: u32, lane: u32) -> Sums {
+    var acc: Sums;
+    let units = units_per_row();
+    for (var u = lane; u < units; u += LANES) {
+        var xs: array<vec4<f32>, 8>;
+        for (var k = 0u; k < 8u; k++) {
+            xs[k] = x[u * 8u + k];
+        }
+        for (var r = 0u; r < RPT; r++) {
+            let v = unit(thread_row(first, r), u);
+            for (var k = 0u; k < 8u; k++) {
+                acc[r] += dot(v.v[k], xs[k]);
+            }
+        }
+    }
+    return acc;
+}
 
 @compute @workgroup_size(64)
 fn main(
@@ -15,20 +45,21 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let lane = li % LANES;
-    let row = (wg.x + wg.y * nwg.x) * ROWS + li / LANES;
-    var acc = 0.0;
-    if (row < M.rows) {
-        let units = units_per_row();
-        for (var u = lane; u < units; u += LANES) {
-            let v = unit(row, u);
-            for (var k = 0u; k < 8u; k++) {
-                acc += dot(v.v[k], x[u * 8u + k]);
-            }
-        }
+    let first = (wg.x + wg.y * nwg.x) * ROWS + li / LANES * RPT;
+    var acc: Sums;
+    if (first < M.rows) {
+        acc = lane_sums(first, lane);
     }
-    acc = reduce_lanes(li, lane, acc);
-    if (lane == 0u && row < M.rows) {
-        let r = M.row_offset + row;
-        write_out(cache_slot(step.pos) * M.pos_stride + r, r, acc);
+    for (var r = 0u; r < RPT; r++) {
+        let sum = reduce_lanes(li, lane, acc[r]);
+        let row = first + r;
+        if (lane == 0u && row < M.rows) {
+            let o = M.row_offset + row;
+            write_out(cache_slot(step.pos) * M.pos_stride + o, o, sum);
+        }
+        if (RPT > 1u) {
+            // The next reduction reuses workgroup memory that this one's lanes may still read.
+            workgroupBarrier();
+        }
     }
 }

@@ -26,6 +26,13 @@ pub struct Paths {
     pub f16_kv: bool,
     /// Smallest subgroup size when the `subgroups` feature is in use.
     pub subgroup_size: Option<u32>,
+    /// Most threads of a matrix kernel that share one row: 16 on a GPU, 2 on a CPU device
+    /// (lavapipe, SwiftShader), whose invocations are the SIMD lanes of a few cores: rows alone
+    /// fill those, and sums across threads cost more there than they save.
+    pub row_lanes: u32,
+    /// Rows each thread of a matvec takes, every input value it reads serving all of them: 1 on
+    /// a GPU, 4 on a CPU device.
+    pub rows_per_thread: u32,
 }
 
 /// An opened WebGPU device with the features and limits the engine asked for. Clones share
@@ -128,11 +135,14 @@ impl Gpu {
             .contains(wgpu::Features::SUBGROUP)
             .then_some(info.subgroup_min_size)
             .filter(|s| s.is_power_of_two() && *s >= 4);
+        let cpu = info.device_type == wgpu::DeviceType::Cpu;
         Ok(Gpu {
             paths: Paths {
                 shader_f16: features.contains(wgpu::Features::SHADER_F16),
                 f16_kv: options.f16_kv && features.contains(wgpu::Features::SHADER_F16),
                 subgroup_size,
+                row_lanes: if cpu { 2 } else { 16 },
+                rows_per_thread: if cpu { 4 } else { 1 },
             },
             device,
             queue,

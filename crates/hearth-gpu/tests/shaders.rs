@@ -39,8 +39,10 @@ fn variants() -> Vec<Shader> {
     ];
     for ty in types {
         out.push(Shader::Embed { ty });
-        for lanes in [1, 4, 16] {
-            out.push(Shader::Matvec { ty, lanes });
+        for lanes in [1, 2, 4, 8, 16] {
+            for rows in [1, 2] {
+                out.push(Shader::Matvec { ty, lanes, rows });
+            }
             out.push(Shader::Matmul { ty, lanes });
         }
     }

@@ -2,10 +2,13 @@
 //! sizes its grid, once, when a plan is built.
 
 use hearth_core::model::DeltaNet;
+use hearth_core::quant::GgmlType;
 
 use super::buffers::uniform;
 use super::pipelines::{grid, Dispatch, Kernel, Kernels};
-use super::shaders::{delta_sub_chunk, DeltaPart, Shader, MATRIX_THREADS};
+use super::shaders::{
+    delta_sub_chunk, matvec_rows, super_block_path, DeltaPart, Shader, MATRIX_THREADS,
+};
 use super::uniforms::{
     ArgmaxParams, ConvParams, DeltaParams, KvStoreParams, Mat, NormParams, Output, RopeParams,
     TopParams,
@@ -23,14 +26,22 @@ const MATMUL_TILE: usize = 8;
 /// The widest value head the delta kernel takes: one thread per column, one workgroup per head.
 pub const MAX_HEAD_V_DIM: usize = 256;
 
-/// Threads that share one row of a matvec (`LANES` in matvec.wgsl): as many as the row has
-/// 32-value units, rounded to 1, 4 or 16, so narrow matrices keep every thread busy.
-pub fn matvec_lanes(cols: usize) -> u32 {
-    match cols.div_ceil(32) {
-        0..=2 => 1,
-        3..=8 => 4,
-        _ => 16,
-    }
+/// Threads that share one row of a matrix kernel over `ty` (`LANES` in matvec.wgsl and
+/// matmul.wgsl), at most `max` (a power of two): on the unit path as many as the row has
+/// 32-value units, rounded to 1, 4 or 16, so narrow matrices keep every thread busy; on a
+/// matvec's super-block path (`super_blocks`) as many as it has super-blocks, rounded down to a
+/// power of two.
+pub fn matrix_lanes(ty: GgmlType, cols: usize, super_blocks: bool, max: u32) -> u32 {
+    let lanes = if super_blocks && super_block_path(ty) {
+        1 << (cols / 256).clamp(1, 16).ilog2()
+    } else {
+        match cols.div_ceil(32) {
+            0..=2 => 1,
+            3..=8 => 4,
+            _ => 16,
+        }
+    };
+    lanes.min(max)
 }
 
 /// Value dimensions each of the attention kernel's 64 threads accumulates for a head of
@@ -104,18 +115,20 @@ impl Kernels {
     ) -> Result<Vec<Dispatch>, GpuError> {
         // A decode step's one row is one tile.
         let tiles = tokens.div_ceil(MATMUL_TILE).max(1) as u32;
-        let (ty, lanes) = (m.ty, matvec_lanes(m.cols));
-        let shader = if tokens > 1 {
-            Shader::Matmul { ty, lanes }
+        let (ty, paths) = (m.ty, &gpu.paths);
+        let lanes = matrix_lanes(ty, m.cols, tokens == 1, paths.row_lanes);
+        let (shader, rows) = if tokens > 1 {
+            (Shader::Matmul { ty, lanes }, MATRIX_THREADS / lanes)
         } else {
-            Shader::Matvec { ty, lanes }
+            let rows = paths.rows_per_thread;
+            (Shader::Matvec { ty, lanes, rows }, matvec_rows(lanes, rows))
         };
         let kernel = self.get(gpu, shader)?;
         Ok(m.parts
             .iter()
             .map(|p| {
                 let u = uniform(gpu, &mat(m, p, mode, bias.is_some(), cache));
-                let [gx, gy, _] = grid((p.rows as u32).div_ceil(MATRIX_THREADS / lanes));
+                let [gx, gy, _] = grid((p.rows as u32).div_ceil(rows));
                 kernel.dispatch(
                     gpu,
                     &[&p.buffer, &u, x, y, bias.unwrap_or(&self.dummy)],

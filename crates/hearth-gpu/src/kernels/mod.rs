@@ -12,8 +12,8 @@ pub mod uniforms;
 
 pub use buffers::{scratch, storage_f32, uniform};
 pub use launches::{
-    delta_records_len, matvec_lanes, token_mask, TopLaunches, MAX_HEAD_V_DIM, TOP_K,
+    delta_records_len, matrix_lanes, token_mask, TopLaunches, MAX_HEAD_V_DIM, TOP_K,
 };
 pub use pipelines::{grid, submit, Dispatch, Kernel, Kernels, Steps, STEP_STRIDE};
-pub use shaders::{DeltaPart, Features, Shader, Slot, COPY};
+pub use shaders::{matvec_rows, super_block_path, DeltaPart, Features, Shader, Slot, COPY};
 pub use uniforms::*;

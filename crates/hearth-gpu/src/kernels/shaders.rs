@@ -10,6 +10,7 @@ use crate::GpuError;
 pub const COMMON: &str = include_str!("../../../../shaders/common.wgsl");
 pub const QUANT: &str = include_str!("../../../../shaders/quant.wgsl");
 pub const MATVEC: &str = include_str!("../../../../shaders/matvec.wgsl");
+pub const SUPERBLOCK: &str = include_str!("../../../../shaders/superblock.wgsl");
 pub const MATMUL: &str = include_str!("../../../../shaders/matmul.wgsl");
 pub const PRODUCT_OUT: &str = include_str!("../../../../shaders/product_out.wgsl");
 pub const REDUCE_WG: &str = include_str!("../../../../shaders/reduce_wg.wgsl");
@@ -30,6 +31,17 @@ pub const COPY: &str = include_str!("../../../../shaders/copy.wgsl");
 
 /// Threads of a matrix-kernel workgroup; its rows are split among them (matvec.wgsl).
 pub const MATRIX_THREADS: u32 = 64;
+
+/// Whether a matvec over `ty` goes by whole 256-value super-blocks (superblock.wgsl) rather than
+/// by 32-value units.
+pub fn super_block_path(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K)
+}
+
+/// Rows of one matvec workgroup, `lanes` threads per row and `rows` rows per thread (`ROWS`).
+pub fn matvec_rows(lanes: u32, rows: u32) -> u32 {
+    MATRIX_THREADS / lanes * rows
+}
 
 /// Rows of a sub-chunk of the chunked delta rule (`SUB` in delta.wgsl) for key heads of `dk`:
 /// at most 16, and no more than fit a sub-chunk of key rows in 8 KiB of workgroup memory.
@@ -59,10 +71,12 @@ pub enum Slot {
 /// One shader variant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
-    /// A decode step's matrix-vector product over blocks of `ty`, `lanes` threads per row.
+    /// A decode step's matrix-vector product over blocks of `ty`, `lanes` threads per row and
+    /// `rows` rows per thread.
     Matvec {
         ty: GgmlType,
         lanes: u32,
+        rows: u32,
     },
     /// A prompt chunk's matrix product, as `Matvec`.
     Matmul {
@@ -108,10 +122,23 @@ fn unit_selector(ty: GgmlType) -> Result<String, GpuError> {
     ))
 }
 
+/// The WGSL selector that makes matvec.wgsl's `lane_sums` go by 32-value units or, for the
+/// formats of [`super_block_path`], by super-blocks (`sums_{name}` in superblock.wgsl).
+fn lane_sums_selector(ty: GgmlType) -> Result<String, GpuError> {
+    let sums = if super_block_path(ty) {
+        format!("sums_{}", gpu_decoder(ty)?.1)
+    } else {
+        "unit_sums".into()
+    };
+    Ok(format!(
+        "fn lane_sums(first: u32, lane: u32) -> Sums {{ return {sums}(first, lane); }}\n"
+    ))
+}
+
 impl Shader {
     pub fn label(self) -> String {
         match self {
-            Shader::Matvec { ty, lanes } => format!("matvec {ty} x{lanes}"),
+            Shader::Matvec { ty, lanes, rows } => format!("matvec {ty} x{lanes} r{rows}"),
             Shader::Matmul { ty, lanes } => format!("matmul {ty} x{lanes}"),
             Shader::Embed { ty } => format!("embed {ty}"),
             Shader::Attention { f16_kv, vpt } => {
@@ -145,25 +172,30 @@ impl Shader {
     pub fn source(self, f: &Features) -> Result<String, GpuError> {
         let mut parts: Vec<String> = Vec::new();
         match self {
-            Shader::Matvec { ty, lanes } | Shader::Matmul { ty, lanes } => {
+            Shader::Matvec { ty, lanes, .. } | Shader::Matmul { ty, lanes } => {
                 if f.subgroup.is_some() && f.subgroup_directive {
                     parts.push("enable subgroups;\n".into());
                 }
+                let (rpt, matvec) = match self {
+                    Shader::Matvec { rows, .. } => (rows, true),
+                    _ => (1, false),
+                };
                 parts.push(format!(
-                    "const LANES: u32 = {lanes}u;\nconst ROWS: u32 = {}u;\n",
-                    MATRIX_THREADS / lanes
+                    "const LANES: u32 = {lanes}u;\nconst RPT: u32 = {rpt}u;\nconst ROWS: u32 = {}u;\n",
+                    matvec_rows(lanes, rpt)
                 ));
                 parts.extend([COMMON, QUANT].map(String::from));
                 parts.push(unit_selector(ty)?);
                 parts.push(PRODUCT_OUT.into());
-                parts.push(
-                    if matches!(self, Shader::Matvec { .. }) {
-                        MATVEC
-                    } else {
-                        MATMUL
+                if matvec {
+                    parts.push(MATVEC.into());
+                    if super_block_path(ty) {
+                        parts.push(SUPERBLOCK.into());
                     }
-                    .into(),
-                );
+                    parts.push(lane_sums_selector(ty)?);
+                } else {
+                    parts.push(MATMUL.into());
+                }
                 parts.push(match f.subgroup {
                     Some(sg) => format!("const SG: u32 = {}u;\n{REDUCE_SUBGROUP}", sg.min(lanes)),
                     None => REDUCE_WG.into(),

@@ -93,11 +93,12 @@ fn step(pos: u32, count: u32) -> Step {
 #[derive(Clone, Debug)]
 enum Op {
     /// A decode step's product, `cols` wide: stored with a bias, added, SiLU-gated, and written
-    /// at a KV cache position.
+    /// at a KV cache position; in each of the thread [`layouts`].
     Matvec {
         cols: usize,
     },
-    /// A prompt chunk's product, `cols` wide, over 13 tokens: into rows and into a KV cache.
+    /// A prompt chunk's product, `cols` wide, over 13 tokens: into rows and into a KV cache; in
+    /// each of the thread [`layouts`].
     Matmul {
         cols: usize,
     },
@@ -140,8 +141,12 @@ impl Case {
     fn check(&self, b: &Bench) -> Checked {
         let label = self.label();
         match &self.op {
-            Op::Matvec { cols } => products::matvec(b, &b.gpu, self.ty, *cols, &label),
-            Op::Matmul { cols } => products::matmul(b, self.ty, *cols, &label),
+            Op::Matvec { cols } => layouts(&b.gpu).iter().try_for_each(|(gpu, layout)| {
+                products::matvec(b, gpu, self.ty, *cols, &format!("{label} {layout}"))
+            }),
+            Op::Matmul { cols } => layouts(&b.gpu).iter().try_for_each(|(gpu, layout)| {
+                products::matmul(b, gpu, self.ty, *cols, &format!("{label} {layout}"))
+            }),
             Op::Embed => products::embed(b, self.ty, &label),
             Op::RmsNorm => layers::rms_norm(b, &label),
             Op::Rope { style, head_norm } => layers::rope(b, *style, *head_norm, &label),
@@ -155,13 +160,29 @@ impl Case {
     }
 }
 
-/// Row widths that give matvec each of its lane counts (1, 4 and 16 threads per row) where
-/// the type's blocks allow it.
+/// The device with the matrix kernels' thread layouts of a GPU (up to 16 threads per row, one
+/// row per thread), of a CPU device (2 and 4), and one with 3 rows per thread, whatever the test
+/// adapter is, each with its name.
+fn layouts(gpu: &Gpu) -> Vec<(Gpu, String)> {
+    [(16, 1), (2, 4), (4, 3)]
+        .into_iter()
+        .map(|(lanes, rows)| {
+            let mut g = gpu.clone();
+            g.paths.row_lanes = lanes;
+            g.paths.rows_per_thread = rows;
+            (g, format!("(up to {lanes} lanes, {rows} rows per thread)"))
+        })
+        .collect()
+}
+
+/// Row widths that give the matrix kernels each of their lane counts (1, 4 and 16 threads per
+/// row on the unit path; 1, 2, 4 and 8 on the super-block path, with more super-blocks than
+/// threads) where the type's blocks allow it.
 fn widths_for(ty: GgmlType) -> Vec<usize> {
     match ty.block_size() {
         1 => vec![45, 161, 613],
         32 => vec![32, 32 * 5, 32 * 19],
-        _ => vec![256, 256 * 3],
+        _ => vec![256, 256 * 3, 256 * 5, 256 * 9],
     }
 }
 

@@ -108,8 +108,7 @@ pub fn matvec(b: &Bench, gpu: &Gpu, ty: GgmlType, cols: usize, label: &str) -> C
 
 /// A prompt chunk's product: each token's row as the CPU computes it, including into a KV
 /// cache at the chunk's positions.
-pub fn matmul(b: &Bench, ty: GgmlType, cols: usize, label: &str) -> Checked {
-    let gpu = &b.gpu;
+pub fn matmul(b: &Bench, gpu: &Gpu, ty: GgmlType, cols: usize, label: &str) -> Checked {
     let rows = 37;
     // 13 tokens: a full tile of 8 and part of a second.
     let tokens = 13;

@@ -1,0 +1,124 @@
+// Matvec sums over whole 256-value super-blocks for Q4_K, Q5_K and Q6_K (composed after
+// matvec.wgsl in place of its unit path): lane `lane` of a row takes super-blocks lane,
+// lane + LANES, ...; each super-block's scales are read and decoded once and each of its words
+// read once, rather than once per 32-value unit. Values decode as quant.wgsl's units do;
+// Q6_K's sums are scaled per 16-value group, after the quants are summed against x.
+
+// Each byte of `word` as a float.
+fn byte_values(word: u32) -> vec4<f32> {
+    return vec4<f32>(bytes_bits(word, 0u, 255u));
+}
+
+// Q6_K's 6-bit quants from a word of low nibbles and the high bits already in place, less 32.
+fn q6(low: u32, high: u32) -> vec4<f32> {
+    return byte_values((low & 0x0F0F0F0Fu) | high) - 32.0;
+}
+
+// Q6_K (see unit_q6_k): ql[128], qh[64], scales[16] in 52 words; d in the scale region.
+// Half h of a super-block: value 128h + l + 32i (l < 32) has bits 2i and 2i + 1 of qh[32h + l]
+// as its high two, the low (i < 2) or high nibble of ql[64h + l + 32 (i % 2)] as its low four,
+// and scale 8h + l / 16 + 2i.
+fn sums_q6_k(first: u32, lane: u32) -> Sums {
+    var acc: Sums;
+    for (var b = lane; b < M.cols / 256u; b += LANES) {
+        var base: array<u32, RPT>;
+        var d: array<f32, RPT>;
+        for (var r = 0u; r < RPT; r++) {
+            let blk = super_block(thread_row(first, r), 8u * b);
+            base[r] = blk * 52u;
+            d[r] = f16_lo(w[M.scale_base + blk]);
+        }
+        for (var h = 0u; h < 2u; h++) {
+            for (var s = 0u; s < 2u; s++) {
+                // Sums of the four 16-value groups of scales 8h + s + 2i, i = 0..3.
+                var part: array<vec4<f32>, RPT>;
+                for (var j = 4u * s; j < 4u * s + 4u; j++) {
+                    let xo = 64u * b + 32u * h + j;
+                    let x0 = x[xo];
+                    let x1 = x[xo + 8u];
+                    let x2 = x[xo + 16u];
+                    let x3 = x[xo + 24u];
+                    for (var r = 0u; r < RPT; r++) {
+                        let la = w[base[r] + 16u * h + j];
+                        let lb = w[base[r] + 16u * h + 8u + j];
+                        let hi = w[base[r] + 32u + 8u * h + j];
+                        part[r] += vec4<f32>(
+                            dot(q6(la, (hi & 0x03030303u) << 4u), x0),
+                            dot(q6(lb, (hi & 0x0C0C0C0Cu) << 2u), x1),
+                            dot(q6(la >> 4u, hi & 0x30303030u), x2),
+                            dot(q6(lb >> 4u, (hi >> 2u) & 0x30303030u), x3),
+                        );
+                    }
+                }
+                for (var r = 0u; r < RPT; r++) {
+                    // Signed bytes s and s + 2 of the half's two scale words.
+                    let s0 = w[base[r] + 48u + 2u * h];
+                    let s1 = w[base[r] + 49u + 2u * h];
+                    let at = vec4<u32>(24u - 8u * s, 8u - 8u * s, 24u - 8u * s, 8u - 8u * s);
+                    let sc = bitcast<vec4<i32>>(vec4<u32>(s0, s0, s1, s1) << at) >> vec4<u32>(24u);
+                    acc[r] += d[r] * dot(part[r], vec4<f32>(sc));
+                }
+            }
+        }
+    }
+    return acc;
+}
+
+// Q4_K (see unit_q4_k) and, with `five`, Q5_K (unit_q5_k): d|dmin, scales[12], then Q5_K's
+// qh[32], then qs[128], in `words` words. Sub-block g's values 32g + l are the low (g even) or
+// high nibble of qs[32 (g / 2) + l], Q5_K's fifth bit bit g of qh[l].
+fn sums_q45_k(first: u32, lane: u32, words: u32, five: bool) -> Sums {
+    var acc: Sums;
+    let qs = select(4u, 12u, five);
+    for (var b = lane; b < M.cols / 256u; b += LANES) {
+        var base: array<u32, RPT>;
+        // Per row, d times the scales and dmin times the mins of sub-blocks 0..3 and 4..7.
+        var sc: array<array<vec4<f32>, 2>, RPT>;
+        var mn: array<array<vec4<f32>, 2>, RPT>;
+        for (var r = 0u; r < RPT; r++) {
+            base[r] = super_block(thread_row(first, r), 8u * b) * words;
+            let dm = unpack2x16float(w[base[r]]);
+            let s0 = w[base[r] + 1u];
+            let s1 = w[base[r] + 2u];
+            let s2 = w[base[r] + 3u];
+            sc[r][0] = dm.x * byte_values(s0 & 0x3F3F3F3Fu);
+            mn[r][0] = dm.y * byte_values(s1 & 0x3F3F3F3Fu);
+            sc[r][1] = dm.x * byte_values((s2 & 0x0F0F0F0Fu) | ((s0 >> 2u) & 0x30303030u));
+            mn[r][1] = dm.y * byte_values(((s2 >> 4u) & 0x0F0F0F0Fu) | ((s1 >> 2u) & 0x30303030u));
+        }
+        for (var k = 0u; k < 8u; k++) {
+            var qh: array<u32, RPT>;
+            if (five) {
+                for (var r = 0u; r < RPT; r++) {
+                    qh[r] = w[base[r] + 4u + k];
+                }
+            }
+            for (var c = 0u; c < 4u; c++) {
+                let x0 = x[64u * b + 16u * c + k];
+                let x1 = x[64u * b + 16u * c + 8u + k];
+                let g = 2u * c;
+                for (var r = 0u; r < RPT; r++) {
+                    let q = w[base[r] + qs + 8u * c + k];
+                    let h0 = ((qh[r] >> g) & 0x01010101u) << 4u;
+                    let h1 = ((qh[r] >> (g + 1u)) & 0x01010101u) << 4u;
+                    let v0 = byte_values((q & 0x0F0F0F0Fu) | h0);
+                    let v1 = byte_values(((q >> 4u) & 0x0F0F0F0Fu) | h1);
+                    let s0 = sc[r][g / 4u][g % 4u];
+                    let s1 = sc[r][g / 4u][g % 4u + 1u];
+                    let m0 = mn[r][g / 4u][g % 4u];
+                    let m1 = mn[r][g / 4u][g % 4u + 1u];
+                    acc[r] += dot(s0 * v0 - m0, x0) + dot(s1 * v1 - m1, x1);
+                }
+            }
+        }
+    }
+    return acc;
+}
+
+fn sums_q4_k(first: u32, lane: u32) -> Sums {
+    return sums_q45_k(first, lane, 36u, false);
+}
+
+fn sums_q5_k(first: u32, lane: u32) -> Sums {
+    return sums_q45_k(first, lane, 44u, true);
+}
