@@ -41,7 +41,14 @@ fn variants() -> Vec<Shader> {
         out.push(Shader::Embed { ty });
         for lanes in [1, 2, 4, 8, 16] {
             for rows in [1, 2] {
-                out.push(Shader::Matvec { ty, lanes, rows });
+                for super_blocks in [false, true] {
+                    out.push(Shader::Matvec {
+                        ty,
+                        lanes,
+                        rows,
+                        super_blocks,
+                    });
+                }
             }
             out.push(Shader::Matmul { ty, lanes });
         }

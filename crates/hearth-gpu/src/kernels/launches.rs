@@ -2,7 +2,6 @@
 //! sizes its grid, once, when a plan is built.
 
 use hearth_core::model::DeltaNet;
-use hearth_core::quant::GgmlType;
 
 use super::buffers::uniform;
 use super::pipelines::{grid, Dispatch, Kernel, Kernels};
@@ -26,13 +25,12 @@ const MATMUL_TILE: usize = 8;
 /// The widest value head the delta kernel takes: one thread per column, one workgroup per head.
 pub const MAX_HEAD_V_DIM: usize = 256;
 
-/// Threads that share one row of a matrix kernel over `ty` (`LANES` in matvec.wgsl and
-/// matmul.wgsl), at most `max` (a power of two): on the unit path as many as the row has
-/// 32-value units, rounded to 1, 4 or 16, so narrow matrices keep every thread busy; on a
-/// matvec's super-block path (`super_blocks`) as many as it has super-blocks, rounded down to a
-/// power of two.
-pub fn matrix_lanes(ty: GgmlType, cols: usize, super_blocks: bool, max: u32) -> u32 {
-    let lanes = if super_blocks && super_block_path(ty) {
+/// Threads that share one row of a matrix kernel (`LANES` in matvec.wgsl and matmul.wgsl), at
+/// most `max` (a power of two): on the unit path as many as the row has 32-value units,
+/// rounded to 1, 4 or 16, so narrow matrices keep every thread busy; on a matvec's super-block
+/// path (`super_blocks`) as many as it has super-blocks, rounded down to a power of two.
+pub fn matrix_lanes(cols: usize, super_blocks: bool, max: u32) -> u32 {
+    let lanes = if super_blocks {
         1 << (cols / 256).clamp(1, 16).ilog2()
     } else {
         match cols.div_ceil(32) {
@@ -116,12 +114,19 @@ impl Kernels {
         // A decode step's one row is one tile.
         let tiles = tokens.div_ceil(MATMUL_TILE).max(1) as u32;
         let (ty, paths) = (m.ty, &gpu.paths);
-        let lanes = matrix_lanes(ty, m.cols, tokens == 1, paths.row_lanes);
+        let super_blocks = tokens == 1 && paths.super_blocks && super_block_path(ty);
+        let lanes = matrix_lanes(m.cols, super_blocks, paths.row_lanes);
         let (shader, rows) = if tokens > 1 {
             (Shader::Matmul { ty, lanes }, MATRIX_THREADS / lanes)
         } else {
             let rows = paths.rows_per_thread;
-            (Shader::Matvec { ty, lanes, rows }, matvec_rows(lanes, rows))
+            let shader = Shader::Matvec {
+                ty,
+                lanes,
+                rows,
+                super_blocks,
+            };
+            (shader, matvec_rows(lanes, rows))
         };
         let kernel = self.get(gpu, shader)?;
         Ok(m.parts

@@ -32,7 +32,7 @@ pub const COPY: &str = include_str!("../../../../shaders/copy.wgsl");
 /// Threads of a matrix-kernel workgroup; its rows are split among them (matvec.wgsl).
 pub const MATRIX_THREADS: u32 = 64;
 
-/// Whether a matvec over `ty` goes by whole 256-value super-blocks (superblock.wgsl) rather than
+/// Whether `ty` has a matvec by whole 256-value super-blocks (superblock.wgsl) besides the one
 /// by 32-value units.
 pub fn super_block_path(ty: GgmlType) -> bool {
     matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K)
@@ -72,11 +72,13 @@ pub enum Slot {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
     /// A decode step's matrix-vector product over blocks of `ty`, `lanes` threads per row and
-    /// `rows` rows per thread.
+    /// `rows` rows per thread, by super-blocks where `super_blocks` (for the formats of
+    /// [`super_block_path`]) and otherwise by 32-value units.
     Matvec {
         ty: GgmlType,
         lanes: u32,
         rows: u32,
+        super_blocks: bool,
     },
     /// A prompt chunk's matrix product, as `Matvec`.
     Matmul {
@@ -122,10 +124,10 @@ fn unit_selector(ty: GgmlType) -> Result<String, GpuError> {
     ))
 }
 
-/// The WGSL selector that makes matvec.wgsl's `lane_sums` go by 32-value units or, for the
-/// formats of [`super_block_path`], by super-blocks (`sums_{name}` in superblock.wgsl).
-fn lane_sums_selector(ty: GgmlType) -> Result<String, GpuError> {
-    let sums = if super_block_path(ty) {
+/// The WGSL selector that makes matvec.wgsl's `lane_sums` go by 32-value units or by
+/// super-blocks (`sums_{name}` in superblock.wgsl).
+fn lane_sums_selector(ty: GgmlType, super_blocks: bool) -> Result<String, GpuError> {
+    let sums = if super_blocks {
         format!("sums_{}", gpu_decoder(ty)?.1)
     } else {
         "unit_sums".into()
@@ -138,7 +140,15 @@ fn lane_sums_selector(ty: GgmlType) -> Result<String, GpuError> {
 impl Shader {
     pub fn label(self) -> String {
         match self {
-            Shader::Matvec { ty, lanes, rows } => format!("matvec {ty} x{lanes} r{rows}"),
+            Shader::Matvec {
+                ty,
+                lanes,
+                rows,
+                super_blocks,
+            } => format!(
+                "matvec {ty} x{lanes} r{rows}{}",
+                if super_blocks { " by super-blocks" } else { "" }
+            ),
             Shader::Matmul { ty, lanes } => format!("matmul {ty} x{lanes}"),
             Shader::Embed { ty } => format!("embed {ty}"),
             Shader::Attention { f16_kv, vpt } => {
@@ -177,8 +187,10 @@ impl Shader {
                     parts.push("enable subgroups;\n".into());
                 }
                 let (rpt, matvec) = match self {
-                    Shader::Matvec { rows, .. } => (rows, true),
-                    _ => (1, false),
+                    Shader::Matvec {
+                        rows, super_blocks, ..
+                    } => (rows, Some(super_blocks && super_block_path(ty))),
+                    _ => (1, None),
                 };
                 parts.push(format!(
                     "const LANES: u32 = {lanes}u;\nconst RPT: u32 = {rpt}u;\nconst ROWS: u32 = {}u;\n",
@@ -187,14 +199,15 @@ impl Shader {
                 parts.extend([COMMON, QUANT].map(String::from));
                 parts.push(unit_selector(ty)?);
                 parts.push(PRODUCT_OUT.into());
-                if matvec {
-                    parts.push(MATVEC.into());
-                    if super_block_path(ty) {
-                        parts.push(SUPERBLOCK.into());
+                match matvec {
+                    Some(super_blocks) => {
+                        parts.push(MATVEC.into());
+                        if super_blocks {
+                            parts.push(SUPERBLOCK.into());
+                        }
+                        parts.push(lane_sums_selector(ty, super_blocks)?);
                     }
-                    parts.push(lane_sums_selector(ty)?);
-                } else {
-                    parts.push(MATMUL.into());
+                    None => parts.push(MATMUL.into()),
                 }
                 parts.push(match f.subgroup {
                     Some(sg) => format!("const SG: u32 = {}u;\n{REDUCE_SUBGROUP}", sg.min(lanes)),

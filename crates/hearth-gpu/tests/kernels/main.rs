@@ -162,17 +162,29 @@ impl Case {
 
 /// The device with the matrix kernels' thread layouts of a GPU (up to 16 threads per row, one
 /// row per thread), of a CPU device (2 and 4), and one with 3 rows per thread, whatever the test
-/// adapter is, each with its name.
+/// adapter is, each with its name; the first two also without the super-block path (the
+/// browser's).
 fn layouts(gpu: &Gpu) -> Vec<(Gpu, String)> {
-    [(16, 1), (2, 4), (4, 3)]
-        .into_iter()
-        .map(|(lanes, rows)| {
-            let mut g = gpu.clone();
-            g.paths.row_lanes = lanes;
-            g.paths.rows_per_thread = rows;
-            (g, format!("(up to {lanes} lanes, {rows} rows per thread)"))
-        })
-        .collect()
+    [
+        (16, 1, true),
+        (2, 4, true),
+        (4, 3, true),
+        (16, 1, false),
+        (2, 4, false),
+    ]
+    .into_iter()
+    .map(|(lanes, rows, super_blocks)| {
+        let mut g = gpu.clone();
+        g.paths.row_lanes = lanes;
+        g.paths.rows_per_thread = rows;
+        g.paths.super_blocks = super_blocks;
+        let by = if super_blocks { "" } else { ", by units" };
+        (
+            g,
+            format!("(up to {lanes} lanes, {rows} rows per thread{by})"),
+        )
+    })
+    .collect()
 }
 
 /// Row widths that give the matrix kernels each of their lane counts (1, 4 and 16 threads per
