@@ -1,43 +1,70 @@
 //! The CPU's fast matrix products, as ggml's CPU backend takes them: the inputs quantized once
-//! per product to 8 bits per 32-value block (ggml's `quantize_row_q8_0`, with the scale kept
-//! in f32), each weight row decoded once to 8-bit quants with a scale and an offset per
-//! sub-block of 16 or 32, and integer dot products per sub-block ([`block_sums`]) scaled by the
-//! sub-block's and its input block's scales, plus each offset times its input sub-block's sum.
-//! Every block format has such a decoding; F32, F16 and BF16 take the reference product.
+//! per product to 8 bits per block of the weights' super-block size (ggml's `quantize_row_q8_0`
+//! for the 32-value formats, `quantize_row_q8_K`'s 256 for the K-quants, scales kept in f32),
+//! each weight row decoded once to 8-bit quants with integer scales and offsets per sub-block of
+//! 16 or 32 and float ones per super-block, and integer dot products per sub-block
+//! ([`block_sums`]) summed against those integer scales, so that floats are met once per
+//! super-block. Every block format has such a decoding; F32, F16 and BF16 take the reference
+//! product.
 
 use half::f16;
 
 use super::simd::{block_sums, BLOCK};
 use crate::quant::{scale_min_k4, scale_q3_k, GgmlType, QK_K};
 
-/// Decodes one row into its quants, and per sub-block a scale and an offset:
-/// value = quant * scale + offset.
-pub type RowDecoder = fn(&[u8], &mut [i8], &mut [f32], &mut [f32]);
+/// A row decoded: element `i` of sub-block `g` (`sub` values) of super-block `s` is
+/// `d[s] * scale[g] * q[i] + off[s] * min[g]`.
+pub struct Decoded {
+    pub q: Vec<i8>,
+    pub scale: Vec<i32>,
+    pub min: Vec<i32>,
+    pub d: Vec<f32>,
+    pub off: Vec<f32>,
+}
 
-/// A format's fast decoding: the row decoder and the length of the sub-blocks that share a
-/// scale and an offset (16 or [`BLOCK`]).
+impl Decoded {
+    /// Room for a row of `cols` values decoded as `decoding` says.
+    pub fn new(cols: usize, decoding: Decoding) -> Self {
+        let (subs, blocks) = (cols / decoding.sub, cols / decoding.block);
+        Decoded {
+            q: vec![0; cols],
+            scale: vec![0; subs],
+            min: vec![0; subs],
+            d: vec![0.0; blocks],
+            off: vec![0.0; blocks],
+        }
+    }
+}
+
+/// Decodes one row (a whole number of super-blocks) into a [`Decoded`] of its length.
+pub type RowDecoder = fn(&[u8], &mut Decoded);
+
+/// A format's fast decoding: the row decoder, the length of the sub-blocks that share an
+/// integer scale and offset (16 or [`BLOCK`]), and of the super-blocks that share float ones
+/// ([`BLOCK`] or [`QK_K`]), which is also the inputs' block.
 #[derive(Clone, Copy)]
 pub struct Decoding {
     pub decode: RowDecoder,
     pub sub: usize,
+    pub block: usize,
 }
 
 /// The row decoding of format `ty`, where it has a fast product.
 pub fn decoding(ty: GgmlType) -> Option<Decoding> {
-    let (decode, sub): (RowDecoder, usize) = match ty {
-        GgmlType::Q8_0 => (decode_q8_0, BLOCK),
-        GgmlType::Q4_0 => (decode_q4_0, BLOCK),
-        GgmlType::Q4_1 => (decode_q4_1, BLOCK),
-        GgmlType::Q5_0 => (decode_q5_0, BLOCK),
-        GgmlType::Q5_1 => (decode_q5_1, BLOCK),
-        GgmlType::Q2_K => (decode_q2_k, 16),
-        GgmlType::Q3_K => (decode_q3_k, 16),
-        GgmlType::Q4_K => (decode_q4_k, BLOCK),
-        GgmlType::Q5_K => (decode_q5_k, BLOCK),
-        GgmlType::Q6_K => (decode_q6_k, 16),
+    let (decode, sub, block): (RowDecoder, usize, usize) = match ty {
+        GgmlType::Q8_0 => (decode_q8_0, BLOCK, BLOCK),
+        GgmlType::Q4_0 => (decode_q4_0, BLOCK, BLOCK),
+        GgmlType::Q4_1 => (decode_q4_1, BLOCK, BLOCK),
+        GgmlType::Q5_0 => (decode_q5_0, BLOCK, BLOCK),
+        GgmlType::Q5_1 => (decode_q5_1, BLOCK, BLOCK),
+        GgmlType::Q2_K => (decode_q2_k, 16, QK_K),
+        GgmlType::Q3_K => (decode_q3_k, 16, QK_K),
+        GgmlType::Q4_K => (decode_q4_k, BLOCK, QK_K),
+        GgmlType::Q5_K => (decode_q5_k, BLOCK, QK_K),
+        GgmlType::Q6_K => (decode_q6_k, 16, QK_K),
         _ => return None,
     };
-    Some(Decoding { decode, sub })
+    Some(Decoding { decode, sub, block })
 }
 
 fn f16_at(b: &[u8], at: usize) -> f32 {
@@ -45,25 +72,27 @@ fn f16_at(b: &[u8], at: usize) -> f32 {
 }
 
 /// The 32-element formats: `bytes` a block, decoded by `block` into quants, returning the
-/// block's scale and offset.
+/// block's scale and offset (each sub-block's integer scale and min are 1).
 fn decode_blocks(
     src: &[u8],
     bytes: usize,
-    (q, d, o): (&mut [i8], &mut [f32], &mut [f32]),
+    row: &mut Decoded,
     block: impl Fn(&[u8], &mut [i8]) -> (f32, f32),
 ) {
+    row.scale.fill(1);
+    row.min.fill(1);
     for (((b, q), d), o) in src
         .chunks_exact(bytes)
-        .zip(q.chunks_exact_mut(BLOCK))
-        .zip(d.iter_mut())
-        .zip(o.iter_mut())
+        .zip(row.q.chunks_exact_mut(BLOCK))
+        .zip(row.d.iter_mut())
+        .zip(row.off.iter_mut())
     {
         (*d, *o) = block(b, q);
     }
 }
 
-fn decode_q8_0(src: &[u8], q: &mut [i8], d: &mut [f32], o: &mut [f32]) {
-    decode_blocks(src, 34, (q, d, o), |b, q| {
+fn decode_q8_0(src: &[u8], row: &mut Decoded) {
+    decode_blocks(src, 34, row, |b, q| {
         for (q, &v) in q.iter_mut().zip(&b[2..]) {
             *q = v as i8;
         }
@@ -88,22 +117,22 @@ fn fifth_bits(qh: &[u8], q: &mut [i8]) {
     }
 }
 
-fn decode_q4_0(src: &[u8], q: &mut [i8], d: &mut [f32], o: &mut [f32]) {
-    decode_blocks(src, 18, (q, d, o), |b, q| {
+fn decode_q4_0(src: &[u8], row: &mut Decoded) {
+    decode_blocks(src, 18, row, |b, q| {
         nibbles(&b[2..], q, 8);
         (f16_at(b, 0), 0.0)
     });
 }
 
-fn decode_q4_1(src: &[u8], q: &mut [i8], d: &mut [f32], o: &mut [f32]) {
-    decode_blocks(src, 20, (q, d, o), |b, q| {
+fn decode_q4_1(src: &[u8], row: &mut Decoded) {
+    decode_blocks(src, 20, row, |b, q| {
         nibbles(&b[4..], q, 0);
         (f16_at(b, 0), f16_at(b, 2))
     });
 }
 
-fn decode_q5_0(src: &[u8], q: &mut [i8], d: &mut [f32], o: &mut [f32]) {
-    decode_blocks(src, 22, (q, d, o), |b, q| {
+fn decode_q5_0(src: &[u8], row: &mut Decoded) {
+    decode_blocks(src, 22, row, |b, q| {
         nibbles(&b[6..], q, 0);
         fifth_bits(&b[2..6], q);
         q.iter_mut().for_each(|q| *q -= 16);
@@ -111,66 +140,89 @@ fn decode_q5_0(src: &[u8], q: &mut [i8], d: &mut [f32], o: &mut [f32]) {
     });
 }
 
-fn decode_q5_1(src: &[u8], q: &mut [i8], d: &mut [f32], o: &mut [f32]) {
-    decode_blocks(src, 24, (q, d, o), |b, q| {
+fn decode_q5_1(src: &[u8], row: &mut Decoded) {
+    decode_blocks(src, 24, row, |b, q| {
         nibbles(&b[8..], q, 0);
         fifth_bits(&b[4..8], q);
         (f16_at(b, 0), f16_at(b, 2))
     });
 }
 
-/// The K-quant super-blocks of `bytes` bytes, `QK_K / sub` sub-blocks each, decoded by `block`
-/// into quants, scales and offsets.
+/// The K-quant super-blocks of `bytes` bytes, `QK_K / sub` sub-blocks each: `block` decodes
+/// one into its quants and its sub-blocks' integer scales and mins, and returns its own scale
+/// and offset. (Block decoders are functions of their own: slices in a struct or a closure's
+/// arguments are not known not to alias, which keeps their loops from vectorizing.)
 fn decode_super_blocks(
     src: &[u8],
     (bytes, sub): (usize, usize),
-    (q, d, o): (&mut [i8], &mut [f32], &mut [f32]),
-    block: impl Fn(&[u8], &mut [i8], &mut [f32], &mut [f32]),
+    row: &mut Decoded,
+    block: impl Fn(&[u8], &mut [i8], &mut [i32], &mut [i32]) -> (f32, f32),
 ) {
     let per = QK_K / sub;
-    for (((b, q), d), o) in src
+    for ((((b, q), (scale, min)), d), off) in src
         .chunks_exact(bytes)
-        .zip(q.chunks_exact_mut(QK_K))
-        .zip(d.chunks_exact_mut(per))
-        .zip(o.chunks_exact_mut(per))
+        .zip(row.q.chunks_exact_mut(QK_K))
+        .zip(
+            row.scale
+                .chunks_exact_mut(per)
+                .zip(row.min.chunks_exact_mut(per)),
+        )
+        .zip(row.d.iter_mut())
+        .zip(row.off.iter_mut())
     {
-        block(b, q, d, o);
+        (*d, *off) = block(b, q, scale, min);
     }
+}
+
+fn decode_q2_k(src: &[u8], row: &mut Decoded) {
+    decode_super_blocks(src, (84, 16), row, q2_k_block);
 }
 
 /// Q2_K: scales[16] (low nibble scale, high nibble min), qs[64], d, dmin. Sub-block `g` of 16
 /// takes 2-bit field `(g % 8) / 2` of bytes `32 * (g / 8) + 16 * (g % 2)..` of qs.
-fn decode_q2_k(src: &[u8], q: &mut [i8], d: &mut [f32], o: &mut [f32]) {
-    decode_super_blocks(src, (84, 16), (q, d, o), |b, q, d, o| {
-        let (scales, qs) = (&b[..16], &b[16..80]);
-        let (sd, smin) = (f16_at(b, 80), f16_at(b, 82));
-        for (g, q) in q.chunks_exact_mut(16).enumerate() {
-            d[g] = sd * f32::from(scales[g] & 0x0F);
-            o[g] = -(smin * f32::from(scales[g] >> 4));
-            let shift = 2 * ((g % 8) / 2);
-            for (q, &v) in q.iter_mut().zip(&qs[32 * (g / 8) + 16 * (g % 2)..][..16]) {
-                *q = ((v >> shift) & 3) as i8;
-            }
+fn q2_k_block(b: &[u8], q: &mut [i8], scale: &mut [i32], min: &mut [i32]) -> (f32, f32) {
+    let (scales, qs) = (&b[..16], &b[16..80]);
+    for (g, q) in q.chunks_exact_mut(16).enumerate() {
+        scale[g] = i32::from(scales[g] & 0x0F);
+        min[g] = i32::from(scales[g] >> 4);
+        let shift = 2 * ((g % 8) / 2);
+        for (q, &v) in q.iter_mut().zip(&qs[32 * (g / 8) + 16 * (g % 2)..][..16]) {
+            *q = ((v >> shift) & 3) as i8;
         }
-    });
+    }
+    (f16_at(b, 80), -f16_at(b, 82))
+}
+
+fn decode_q3_k(src: &[u8], row: &mut Decoded) {
+    decode_super_blocks(src, (110, 16), row, q3_k_block);
 }
 
 /// Q3_K: hmask[32], qs[64], scales[12], d. Sub-block `g` of 16 takes its low two bits as in
 /// Q2_K and its third bit from bit `g / 2` of hmask bytes `16 * (g % 2)..`; a clear bit
 /// subtracts 4.
-fn decode_q3_k(src: &[u8], q: &mut [i8], d: &mut [f32], o: &mut [f32]) {
-    decode_super_blocks(src, (110, 16), (q, d, o), |b, q, d, o| {
-        let (hmask, qs, scales) = (&b[..32], &b[32..96], &b[96..108]);
-        let sd = f16_at(b, 108);
-        for (g, q) in q.chunks_exact_mut(16).enumerate() {
-            d[g] = sd * f32::from(scale_q3_k(g, scales));
-            o[g] = 0.0;
-            let (shift, bit) = (2 * ((g % 8) / 2), 1u8 << (g / 2));
-            let lows = &qs[32 * (g / 8) + 16 * (g % 2)..][..16];
-            for ((q, &v), &h) in q.iter_mut().zip(lows).zip(&hmask[16 * (g % 2)..][..16]) {
-                *q = ((v >> shift) & 3) as i8 - if h & bit != 0 { 0 } else { 4 };
-            }
+fn q3_k_block(b: &[u8], q: &mut [i8], scale: &mut [i32], min: &mut [i32]) -> (f32, f32) {
+    let (hmask, qs, scales) = (&b[..32], &b[32..96], &b[96..108]);
+    min.fill(0);
+    for (g, q) in q.chunks_exact_mut(16).enumerate() {
+        scale[g] = i32::from(scale_q3_k(g, scales));
+        let (shift, bit) = (2 * ((g % 8) / 2), 1u8 << (g / 2));
+        let lows = &qs[32 * (g / 8) + 16 * (g % 2)..][..16];
+        for ((q, &v), &h) in q.iter_mut().zip(lows).zip(&hmask[16 * (g % 2)..][..16]) {
+            *q = ((v >> shift) & 3) as i8 - if h & bit != 0 { 0 } else { 4 };
         }
+    }
+    (f16_at(b, 108), 0.0)
+}
+
+fn decode_q4_k(src: &[u8], row: &mut Decoded) {
+    decode_super_blocks(src, (144, BLOCK), row, |b, q, scale, min| {
+        q45_k_block(b, None, q, scale, min)
+    });
+}
+
+fn decode_q5_k(src: &[u8], row: &mut Decoded) {
+    decode_super_blocks(src, (176, BLOCK), row, |b, q, scale, min| {
+        q45_k_block(b, Some(&b[16..48]), q, scale, min)
     });
 }
 
@@ -178,14 +230,19 @@ fn decode_q3_k(src: &[u8], q: &mut [i8], d: &mut [f32], o: &mut [f32]) {
 /// bit `g` for sub-block `g`,) then 128 bytes of nibbles: sub-block `g` of 32 takes the low
 /// (even `g`) or high (odd `g`) nibbles of bytes `32 * (g / 2)..`, with scale `d * sc` and
 /// offset `-dmin * m`.
-fn decode_q45_k(b: &[u8], qh: Option<&[u8]>, q: &mut [i8], d: &mut [f32], o: &mut [f32]) {
-    let (sd, smin) = (f16_at(b, 0), f16_at(b, 2));
+fn q45_k_block(
+    b: &[u8],
+    qh: Option<&[u8]>,
+    q: &mut [i8],
+    scale: &mut [i32],
+    min: &mut [i32],
+) -> (f32, f32) {
     let scales = &b[4..16];
     let qs = &b[b.len() - 128..];
     for g in 0..QK_K / BLOCK {
         let (sc, m) = scale_min_k4(g, scales);
-        d[g] = sd * f32::from(sc);
-        o[g] = -(smin * f32::from(m));
+        scale[g] = i32::from(sc);
+        min[g] = i32::from(m);
     }
     // Sub-blocks in pairs over the same 32 bytes, with constant shifts so that it vectorizes.
     for (j, (q, qs)) in q.chunks_exact_mut(64).zip(qs.chunks_exact(32)).enumerate() {
@@ -202,78 +259,67 @@ fn decode_q45_k(b: &[u8], qh: Option<&[u8]>, q: &mut [i8], d: &mut [f32], o: &mu
             }
         }
     }
+    (f16_at(b, 0), -f16_at(b, 2))
 }
 
-fn decode_q4_k(src: &[u8], q: &mut [i8], d: &mut [f32], o: &mut [f32]) {
-    decode_super_blocks(src, (144, BLOCK), (q, d, o), |b, q, d, o| {
-        decode_q45_k(b, None, q, d, o)
-    });
-}
-
-fn decode_q5_k(src: &[u8], q: &mut [i8], d: &mut [f32], o: &mut [f32]) {
-    decode_super_blocks(src, (176, BLOCK), (q, d, o), |b, q, d, o| {
-        decode_q45_k(b, Some(&b[16..48]), q, d, o)
-    });
+fn decode_q6_k(src: &[u8], row: &mut Decoded) {
+    decode_super_blocks(src, (210, 16), row, q6_k_block);
 }
 
 /// Q6_K: ql[128], qh[64], scales[16] (i8), d. Each half of 128 elements uses 64 bytes of ql and
 /// 32 of qh; its quarter `k` takes nibble `k / 2` of ql bytes `32 * (k % 2)..` and bits
 /// `2k..2k+2` of qh, less 32; sub-block `g` of 16 has scale `d * scales[g]`.
-fn decode_q6_k(src: &[u8], q: &mut [i8], d: &mut [f32], o: &mut [f32]) {
-    decode_super_blocks(src, (210, 16), (q, d, o), |b, q, d, o| {
-        let sd = f16_at(b, 208);
-        for (g, (d, o)) in d.iter_mut().zip(o.iter_mut()).enumerate() {
-            *d = sd * f32::from(b[192 + g] as i8);
-            *o = 0.0;
+fn q6_k_block(b: &[u8], q: &mut [i8], scale: &mut [i32], min: &mut [i32]) -> (f32, f32) {
+    min.fill(0);
+    for (scale, &v) in scale.iter_mut().zip(&b[192..208]) {
+        *scale = i32::from(v as i8);
+    }
+    // ggml's loop: constant shifts, so that it vectorizes.
+    for (h, q) in q.chunks_exact_mut(128).enumerate() {
+        let ql: &[u8; 64] = b[64 * h..][..64].try_into().expect("64 bytes");
+        let qh: &[u8; 32] = b[128 + 32 * h..][..32].try_into().expect("32 bytes");
+        let q: &mut [i8; 128] = q.try_into().expect("128 quants");
+        for l in 0..32 {
+            let (a, c, hb) = (ql[l], ql[l + 32], qh[l]);
+            q[l] = ((a & 0x0F) | (hb & 3) << 4) as i8 - 32;
+            q[l + 32] = ((c & 0x0F) | (hb >> 2 & 3) << 4) as i8 - 32;
+            q[l + 64] = ((a >> 4) | (hb >> 4 & 3) << 4) as i8 - 32;
+            q[l + 96] = ((c >> 4) | (hb >> 6) << 4) as i8 - 32;
         }
-        // ggml's loop: constant shifts, so that it vectorizes.
-        for (h, q) in q.chunks_exact_mut(128).enumerate() {
-            let ql: &[u8; 64] = b[64 * h..][..64].try_into().expect("64 bytes");
-            let qh: &[u8; 32] = b[128 + 32 * h..][..32].try_into().expect("32 bytes");
-            let q: &mut [i8; 128] = q.try_into().expect("128 quants");
-            for l in 0..32 {
-                let (a, c, hb) = (ql[l], ql[l + 32], qh[l]);
-                q[l] = ((a & 0x0F) | (hb & 3) << 4) as i8 - 32;
-                q[l + 32] = ((c & 0x0F) | (hb >> 2 & 3) << 4) as i8 - 32;
-                q[l + 64] = ((a >> 4) | (hb >> 4 & 3) << 4) as i8 - 32;
-                q[l + 96] = ((c >> 4) | (hb >> 6) << 4) as i8 - 32;
-            }
-        }
-    });
+    }
+    (f16_at(b, 208), 0.0)
 }
 
-/// Values quantized per block of `BLOCK`: `value ≈ q * d` of its block. Per sub-block of `sub`
-/// values, `d` is its block's (repeated, so that the products zip it with the weights' scales)
-/// and `sum` is that `d` times the sum of its quants.
+/// Values quantized per block of `block` values: `value ≈ q * d` of its block; `sum` is the sum
+/// of the quants of each sub-block of `sub`.
 pub struct Quantized {
     pub q: Vec<i8>,
     pub d: Vec<f32>,
-    pub sum: Vec<f32>,
+    pub sum: Vec<i32>,
 }
 
-/// `x` (a whole number of blocks) quantized as ggml's `quantize_row_q8_0` does: each block's
-/// largest magnitude maps to 127, the others round to nearest, ties away from zero; the scales
-/// and sums given per sub-block of `sub` (16 or `BLOCK`).
-pub fn quantize(x: &[f32], sub: usize) -> Quantized {
+/// `x` (a whole number of blocks) quantized as ggml's `quantize_row_q8_0` (blocks of 32) and
+/// `quantize_row_q8_K` (256) do: each block's largest magnitude maps to 127, the others round
+/// to nearest, ties away from zero; the quants summed per sub-block of `sub`.
+pub fn quantize(x: &[f32], block: usize, sub: usize) -> Quantized {
     let mut q = vec![0; x.len()];
-    let mut d = vec![0.0; x.len() / sub];
-    let mut sum = vec![0.0; x.len() / sub];
-    for (((x, q), d), sum) in x
-        .chunks_exact(BLOCK)
-        .zip(q.chunks_exact_mut(BLOCK))
-        .zip(d.chunks_exact_mut(BLOCK / sub))
-        .zip(sum.chunks_exact_mut(BLOCK / sub))
+    let mut d = vec![0.0; x.len() / block];
+    for ((x, q), d) in x
+        .chunks_exact(block)
+        .zip(q.chunks_exact_mut(block))
+        .zip(d.iter_mut())
     {
         let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        d.fill(amax / 127.0);
+        *d = amax / 127.0;
         let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
         for (q, v) in q.iter_mut().zip(x) {
             *q = (v * inv).round() as i8;
         }
-        for (sum, q) in sum.iter_mut().zip(q.chunks_exact(sub)) {
-            *sum = d[0] * q.iter().map(|&q| f32::from(q)).sum::<f32>();
-        }
     }
+    let sum = q
+        .chunks_exact(sub)
+        .map(|q| q.iter().map(|&q| i32::from(q)).sum())
+        .collect();
     Quantized { q, d, sum }
 }
 
@@ -292,7 +338,7 @@ pub fn matmul(
     if n == 0 {
         return;
     }
-    let xq = quantize(x, decoding.sub);
+    let xq = quantize(x, decoding.block, decoding.sub);
     let row_bytes = data.len() / rows;
     let dots = |first: usize, by_row: &mut [f32]| {
         let rows = by_row.len() / n;
@@ -346,31 +392,63 @@ fn row_dots(
     (xq, n): (&Quantized, usize),
     by_row: &mut [f32],
 ) {
-    let Decoding { decode, sub } = decoding;
     let cols = xq.q.len() / n;
-    let subs = cols / sub;
-    let mut wq = vec![0; cols];
-    let mut wd = vec![0.0; subs];
-    let mut wo = vec![0.0; subs];
+    let (subs, blocks) = (cols / decoding.sub, cols / decoding.block);
+    let mut row = Decoded::new(cols, decoding);
     let mut sums = vec![0; subs];
-    for (row, dots) in data
+    let mut terms = vec![0.0; blocks];
+    for (data, dots) in data
         .chunks_exact(data.len() / rows)
         .zip(by_row.chunks_exact_mut(n))
     {
-        decode(row, &mut wq, &mut wd, &mut wo);
+        (decoding.decode)(data, &mut row);
         for (t, dot) in dots.iter_mut().enumerate() {
-            block_sums(&wq, &xq.q[t * cols..(t + 1) * cols], sub, &mut sums);
-            let xd = &xq.d[t * subs..(t + 1) * subs];
-            let xs = &xq.sum[t * subs..(t + 1) * subs];
-            *dot = sums
-                .iter()
-                .zip(&wd)
-                .zip(xd)
-                .zip(wo.iter().zip(xs))
-                .map(|(((&s, &dw), &dx), (&o, &xs))| s as f32 * (dw * dx) + o * xs)
-                .sum();
+            block_sums(&row.q, &xq.q[t * cols..][..cols], decoding.sub, &mut sums);
+            let x = (&xq.sum[t * subs..][..subs], &xq.d[t * blocks..][..blocks]);
+            match decoding.block / decoding.sub {
+                1 => block_terms::<1>(&row, &sums, x, &mut terms),
+                8 => block_terms::<8>(&row, &sums, x, &mut terms),
+                _ => block_terms::<16>(&row, &sums, x, &mut terms),
+            }
+            *dot = total(&terms);
         }
     }
+}
+
+/// Each super-block's share of the row's dot product with one input, from the sub-blocks'
+/// integer sums `sums`: `dx * (d * Σ scale·sums + off * Σ min·xsum)` over its `PER`
+/// sub-blocks, the inner sums taken in integers (they fit: under 256 · 32 · 127 · 128 < 2^28).
+/// `PER` is a constant so that the inner sums unroll.
+fn block_terms<const PER: usize>(
+    row: &Decoded,
+    sums: &[i32],
+    (xsum, xd): (&[i32], &[f32]),
+    terms: &mut [f32],
+) {
+    let by_block = sums
+        .chunks_exact(PER)
+        .zip(row.scale.chunks_exact(PER))
+        .zip(row.min.chunks_exact(PER).zip(xsum.chunks_exact(PER)))
+        .zip(row.d.iter().zip(&row.off).zip(xd));
+    for (term, (((sums, scale), (min, xsum)), ((&d, &off), &dx))) in terms.iter_mut().zip(by_block)
+    {
+        let isum: i32 = sums.iter().zip(scale).map(|(a, b)| a * b).sum();
+        let imin: i32 = min.iter().zip(xsum).map(|(a, b)| a * b).sum();
+        *term = dx * (d * isum as f32 + off * imin as f32);
+    }
+}
+
+/// The sum of `v` in eight running totals, so that the additions do not wait on one another.
+fn total(v: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let chunks = v.chunks_exact(8);
+    let rest: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, c) in acc.iter_mut().zip(c) {
+            *a += c;
+        }
+    }
+    acc.iter().sum::<f32>() + rest
 }
 
 #[cfg(test)]
@@ -414,28 +492,32 @@ mod tests {
         blocks * ty.block_size().max(BLOCK)
     }
 
-    /// Row 0 of `m` decoded: per element its quant, and its sub-block's scale and offset.
-    fn decoded(m: &QTensor) -> Vec<(i8, f32, f32)> {
-        let Decoding { decode, sub } = decoding(m.ty).unwrap();
-        let s = m.cols / sub;
-        let (mut q, mut d, mut o) = (vec![0; m.cols], vec![0.0; s], vec![0.0; s]);
-        decode(&m.data[..m.data.len() / m.rows], &mut q, &mut d, &mut o);
-        q.iter()
+    /// Row 0 of `m` decoded: per element its quant term `d * scale * q` and its offset term
+    /// `off * min`, each formed as ggml's dequantizers form them.
+    fn decoded(m: &QTensor) -> Vec<(f32, f32)> {
+        let decoding = decoding(m.ty).unwrap();
+        let mut row = Decoded::new(m.cols, decoding);
+        (decoding.decode)(&m.data[..m.data.len() / m.rows], &mut row);
+        let (sub, block) = (decoding.sub, decoding.block);
+        row.q
+            .iter()
             .enumerate()
-            .map(|(i, &q)| (q, d[i / sub], o[i / sub]))
+            .map(|(i, &q)| {
+                let (g, s) = (i / sub, i / block);
+                (
+                    row.d[s] * row.scale[g] as f32 * f32::from(q),
+                    row.off[s] * row.min[g] as f32,
+                )
+            })
             .collect()
     }
 
-    /// The quants times their sub-block's scale plus its offset are exactly what ggml's
-    /// dequantizer gives.
+    /// The quant terms plus the offset terms are exactly what ggml's dequantizer gives.
     #[test]
     fn row_decoding_matches_the_dequantizer() {
         for ty in FAST {
             let m = matrix(ty, 1, cols(ty, 3), 3);
-            let got: Vec<f32> = decoded(&m)
-                .iter()
-                .map(|&(q, d, o)| d * f32::from(q) + o)
-                .collect();
+            let got: Vec<f32> = decoded(&m).iter().map(|&(q, o)| q + o).collect();
             let mut want = vec![0.0; m.cols];
             dequantize(ty, &m.data, &mut want).unwrap();
             assert_eq!(got, want, "{ty}");
@@ -446,36 +528,38 @@ mod tests {
     }
 
     /// Quantized inputs lie within half a step of the values, a block's largest magnitude is
-    /// 127 steps, and the sums are taken per sub-block.
+    /// 127 steps, and the sums are taken per sub-block: for blocks of 32 and of 256.
     #[test]
     fn inputs_quantize_to_within_half_a_step() {
-        let mut x = values(5 * BLOCK, 9);
-        x[BLOCK..2 * BLOCK].fill(0.0);
-        let xq = quantize(&x, 16);
-        for (b, x) in x.chunks_exact(BLOCK).enumerate() {
-            let d = xq.d[2 * b];
-            assert_eq!(xq.d[2 * b + 1], d);
-            let q = &xq.q[b * BLOCK..(b + 1) * BLOCK];
-            for (&v, &q) in x.iter().zip(q) {
-                assert!((v - f32::from(q) * d).abs() <= d / 2.0 * (1.0 + 1e-6));
+        for (block, sub) in [(BLOCK, BLOCK), (BLOCK, 16), (QK_K, BLOCK), (QK_K, 16)] {
+            let mut x = values(3 * block, 9);
+            x[block..2 * block].fill(0.0);
+            let xq = quantize(&x, block, sub);
+            for (b, x) in x.chunks_exact(block).enumerate() {
+                let d = xq.d[b];
+                let q = &xq.q[b * block..(b + 1) * block];
+                for (&v, &q) in x.iter().zip(q) {
+                    assert!((v - f32::from(q) * d).abs() <= d / 2.0 * (1.0 + 1e-6));
+                }
+                let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                assert_eq!(
+                    q.iter().map(|q| q.unsigned_abs()).max().unwrap(),
+                    if amax > 0.0 { 127 } else { 0 }
+                );
             }
-            for (h, q) in q.chunks_exact(16).enumerate() {
-                let sum: i32 = q.iter().map(|&q| i32::from(q)).sum();
-                assert_eq!(xq.sum[2 * b + h], d * sum as f32);
+            for (q, &sum) in xq.q.chunks_exact(sub).zip(&xq.sum) {
+                assert_eq!(sum, q.iter().map(|&q| i32::from(q)).sum::<i32>());
             }
-            let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            assert_eq!(
-                q.iter().map(|q| q.unsigned_abs()).max().unwrap(),
-                if amax > 0.0 { 127 } else { 0 }
-            );
+            assert_eq!(xq.sum.len(), x.len() / sub);
         }
     }
 
     /// The fast product against the reference over odd shapes and token counts, for each
     /// format with a kernel. Each input value is off by at most half its block's step
-    /// (`amax / 254`), so output `r` may differ by `sum over blocks of sum |w| * amax / 254`,
-    /// taken from the decoded weights, plus f32 rounding (1e-5 of `sum (|q d| + |o|) |x|`,
-    /// the sizes of the terms summed).
+    /// (`amax / 254`, blocks of the format's super-block size), so output `r` may differ by
+    /// `sum over blocks of sum |w| * amax / 254`, taken from the decoded weights, plus f32
+    /// rounding (1e-5 of `sum (|quant term| + |offset term|) |x|`, the sizes of the terms
+    /// summed).
     #[test]
     fn fast_products_match_the_reference_within_input_rounding() {
         for ty in FAST {
@@ -496,19 +580,18 @@ mod tests {
                             let w = &w[r * cols..(r + 1) * cols];
                             let row = decoded(&m.rows(r, 1));
                             let (mut bound, mut size) = (0.0, 0.0);
+                            let block = decoding(ty).unwrap().block;
                             for ((w, x), row) in w
-                                .chunks_exact(BLOCK)
-                                .zip(x.chunks_exact(BLOCK))
-                                .zip(row.chunks_exact(BLOCK))
+                                .chunks_exact(block)
+                                .zip(x.chunks_exact(block))
+                                .zip(row.chunks_exact(block))
                             {
                                 let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
                                 bound += w.iter().map(|w| w.abs()).sum::<f32>() * amax / 254.0;
                                 size += row
                                     .iter()
                                     .zip(x)
-                                    .map(|(&(q, d, o), x)| {
-                                        ((f32::from(q) * d).abs() + o.abs()) * x.abs()
-                                    })
+                                    .map(|(&(q, o), x)| (q.abs() + o.abs()) * x.abs())
                                     .sum::<f32>();
                             }
                             let (g, e) = (got[t * rows + r], want[t * rows + r]);
