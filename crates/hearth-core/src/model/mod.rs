@@ -6,17 +6,19 @@ pub mod arch;
 pub mod cpu;
 mod meta;
 pub mod requantize;
+pub mod shard;
 pub mod spec;
 pub mod tensor;
 pub mod weights;
 
 pub use arch::Arch;
 pub use cpu::{CpuModel, State};
+pub use shard::{Link, Peers, Request, Shard};
 pub use spec::{
     Attention, DeltaNet, Ffn, Layer, LongRope, Mixer, ModelSpec, Norm, Rope, RopeStyle, ShortConv,
 };
 pub use tensor::{Role, TensorId};
-pub use weights::{Products, QTensor, Weights};
+pub use weights::{Products, QTensor, Weights, WeightsBuilder};
 
 use crate::gguf::SourceError;
 use crate::quant::QuantError;

@@ -4,10 +4,11 @@ use std::collections::BTreeMap;
 
 use super::cpu::ops::dot;
 use super::cpu::products;
+use super::shard::{Link, Peers, Request, Shard};
 use super::spec::ModelSpec;
 use super::tensor::{Role, TensorId, Use};
 use super::ModelError;
-use crate::gguf::{ByteSource, GgufFile};
+use crate::gguf::{ByteSource, GgufFile, TensorInfo};
 use crate::quant::{dequantize, GgmlType};
 
 /// A matrix (or vector) in its GGUF block format: `rows` rows of `cols` values each.
@@ -106,11 +107,17 @@ pub enum Tensor {
     Vector(Vec<f32>),
 }
 
-/// Every tensor a model reads, by id.
+/// Every tensor a model reads, by id: on a [`Shard`] of a split model, its rows of every
+/// matrix but the table of learned positions (which is read a row at a time).
 pub struct Weights {
     tensors: BTreeMap<TensorId, Tensor>,
     /// How the forward pass takes its products (fast unless set otherwise).
     pub products: Products,
+    shard: Shard,
+    /// The split matrices and their rows as a whole, in id order (their [`Request`] numbers).
+    split: BTreeMap<TensorId, usize>,
+    /// On the first shard of a split model: the others.
+    peers: Option<Box<dyn Peers>>,
 }
 
 impl Weights {
@@ -120,6 +127,16 @@ impl Weights {
     pub fn load<S: ByteSource>(
         file: &GgufFile<S>,
         spec: &ModelSpec,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Self, ModelError> {
+        Self::load_shard(file, spec, Shard::WHOLE, progress)
+    }
+
+    /// As [`Weights::load`], keeping `shard`'s rows of the matrices.
+    pub fn load_shard<S: ByteSource>(
+        file: &GgufFile<S>,
+        spec: &ModelSpec,
+        shard: Shard,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Self, ModelError> {
         let mut infos = Vec::new();
@@ -134,40 +151,21 @@ impl Weights {
         infos.sort_by_key(|(_, info)| info.offset);
         let total = infos.iter().map(|(_, t)| t.n_bytes).sum();
         let mut loaded = 0;
-        let mut tensors = BTreeMap::new();
+        let mut builder = WeightsBuilder::new(spec, shard);
         for (id, info) in infos {
-            let data = file.tensor_bytes(info)?.into_owned();
+            builder.add(id, info, file.tensor_bytes(info)?.into_owned());
             loaded += info.n_bytes;
             progress(loaded, total);
-            let cols = info.dims[0] as usize;
-            let m = QTensor {
-                ty: info.ty,
-                rows: (info.n_elements() / info.dims[0].max(1)) as usize,
-                cols,
-                data,
-            };
-            let tensor = match id.role.usage() {
-                Use::Matrix => Tensor::Matrix(m),
-                Use::Vector => Tensor::Vector(m.to_f32()),
-            };
-            match fused_parts(spec, id) {
-                Some(parts) => tensors.extend(split(tensor, &parts)),
-                None => {
-                    tensors.insert(id, tensor);
-                }
-            }
         }
-        Ok(Weights {
-            tensors,
-            products: Products::default(),
-        })
+        builder.finish()
     }
 
     fn get(&self, id: TensorId) -> Option<&Tensor> {
         self.tensors.get(&id)
     }
 
-    /// Matrix `id`; panics if the model does not read it (the spec decides what is loaded).
+    /// Matrix `id` (this shard's rows of it); panics if the model does not read it (the spec
+    /// decides what is loaded).
     pub fn matrix(&self, id: TensorId) -> &QTensor {
         match self.get(id) {
             Some(Tensor::Matrix(m)) => m,
@@ -188,14 +186,213 @@ impl Weights {
         LayerWeights { w: self, layer }
     }
 
-    /// The output head: `output.weight`, or the token embedding when tied.
-    pub fn head(&self, spec: &ModelSpec) -> &QTensor {
-        self.matrix(TensorId::global(spec.head))
-    }
-
     /// The output head's product with `x`, taken as [`Weights::products`] says.
     pub fn head_times(&self, spec: &ModelSpec, x: &[f32]) -> Vec<f32> {
-        self.head(spec).times(x, None, self.products)
+        self.times(TensorId::global(spec.head), x, None)
+    }
+
+    /// The shards this model is split into (1 when it is whole).
+    pub fn shards(&self) -> usize {
+        self.shard.count
+    }
+
+    /// The largest dimension of the split matrices: what [`Peers::capacity`] must hold.
+    pub fn largest_split_dimension(&self) -> usize {
+        self.split
+            .iter()
+            .map(|(id, &rows)| rows.max(self.matrix(*id).cols))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Takes the other shards' rows of every product from now on (this must be shard 0 of a
+    /// split model).
+    pub fn set_peers(&mut self, peers: Box<dyn Peers>) {
+        assert_eq!(self.shard.index, 0, "the first shard asks the others");
+        assert!(peers.capacity() >= self.largest_split_dimension());
+        self.peers = Some(peers);
+    }
+
+    /// Matrix `id`'s product with the `x.len() / cols` inputs in `x`, plus `bias`: on a split
+    /// model, this shard's rows computed here while the other shards compute theirs.
+    pub fn times(&self, id: TensorId, x: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+        let m = self.matrix(id);
+        let Some(&rows) = self.split.get(&id) else {
+            return m.times(x, bias, self.products);
+        };
+        let (peers, tensor) = self.peers_for(id);
+        let (cols, mine) = (m.cols, self.shard.rows(rows));
+        let n = x.len() / cols;
+        let mut out = vec![0.0; n * rows];
+        // As many inputs at a time as the areas hold.
+        let per = (peers.capacity() / rows.max(cols)).max(1);
+        for first in (0..n).step_by(per) {
+            let k = per.min(n - first);
+            let request = Request::Product {
+                tensor,
+                n: k as u32,
+            };
+            let x = &x[first * cols..(first + k) * cols];
+            peers.send(request, x);
+            let local = m.times(x, None, self.products);
+            peers.wait();
+            let out = &mut out[first * rows..(first + k) * rows];
+            peers.read(0, out);
+            for (o, l) in out
+                .chunks_exact_mut(rows)
+                .zip(local.chunks_exact(mine.len()))
+            {
+                o[mine.clone()].copy_from_slice(l);
+            }
+        }
+        if let Some(b) = bias {
+            for o in out.chunks_exact_mut(rows) {
+                o.iter_mut().zip(b).for_each(|(o, b)| *o += b);
+            }
+        }
+        out
+    }
+
+    /// Rows `ids` of matrix `id` (the token embedding's, for tokens `ids`) decoded one after
+    /// another into `out`; the ids must be rows of the matrix.
+    pub fn rows_of(&self, id: TensorId, ids: &[u32], out: &mut [f32]) {
+        let m = self.matrix(id);
+        let cols = m.cols;
+        let Some(&rows) = self.split.get(&id) else {
+            for (&r, out) in ids.iter().zip(out.chunks_exact_mut(cols)) {
+                m.row(r as usize, out);
+            }
+            return;
+        };
+        let (peers, tensor) = self.peers_for(id);
+        let mine = self.shard.rows(rows);
+        let per = (peers.capacity() / cols).max(1);
+        for (ids, out) in ids.chunks(per).zip(out.chunks_mut(per * cols)) {
+            let request = Request::Rows {
+                tensor,
+                n: ids.len() as u32,
+            };
+            let input: Vec<f32> = ids.iter().map(|&r| f32::from_bits(r)).collect();
+            peers.send(request, &input);
+            peers.wait();
+            peers.read(0, out);
+            for (&r, out) in ids.iter().zip(out.chunks_exact_mut(cols)) {
+                if mine.contains(&(r as usize)) {
+                    m.row(r as usize - mine.start, out);
+                }
+            }
+        }
+    }
+
+    fn peers_for(&self, id: TensorId) -> (&dyn Peers, u32) {
+        let peers = self
+            .peers
+            .as_deref()
+            .expect("the first shard of a split model has its peers set");
+        (peers, self.split.range(..id).count() as u32)
+    }
+
+    /// Answers the first shard's requests over `link` until it ends them (a shard other than
+    /// the first).
+    pub fn serve(&self, link: &dyn Link) {
+        let split: Vec<(TensorId, usize)> = self.split.iter().map(|(&id, &r)| (id, r)).collect();
+        let mut input = Vec::new();
+        while let Some(request) = link.receive() {
+            let (Request::Product { tensor, n } | Request::Rows { tensor, n }) = request;
+            let (id, rows) = split[tensor as usize];
+            let (m, mine) = (self.matrix(id), self.shard.rows(rows));
+            let n = n as usize;
+            match request {
+                Request::Product { .. } => {
+                    input.resize(n * m.cols, 0.0);
+                    link.input(&mut input);
+                    let local = m.times(&input, None, self.products);
+                    for (t, l) in local.chunks_exact(mine.len().max(1)).enumerate() {
+                        link.write(t * rows + mine.start, l);
+                    }
+                }
+                Request::Rows { .. } => {
+                    input.resize(n, 0.0);
+                    link.input(&mut input);
+                    let mut row = vec![0.0; m.cols];
+                    for (t, r) in input.iter().map(|r| r.to_bits() as usize).enumerate() {
+                        if mine.contains(&r) {
+                            m.row(r - mine.start, &mut row);
+                            link.write(t * m.cols, &row);
+                        }
+                    }
+                }
+            }
+            link.done();
+        }
+    }
+}
+
+/// Builds [`Weights`] from the tensors as their bytes arrive, in any order.
+pub struct WeightsBuilder<'a> {
+    spec: &'a ModelSpec,
+    shard: Shard,
+    tensors: BTreeMap<TensorId, Tensor>,
+    split: BTreeMap<TensorId, usize>,
+}
+
+impl<'a> WeightsBuilder<'a> {
+    /// Weights of `spec`, keeping `shard`'s rows of the matrices.
+    pub fn new(spec: &'a ModelSpec, shard: Shard) -> Self {
+        WeightsBuilder {
+            spec,
+            shard,
+            tensors: BTreeMap::new(),
+            split: BTreeMap::new(),
+        }
+    }
+
+    /// Takes tensor `id`, of `info`'s type and shape (checked with
+    /// [`ModelSpec::check_tensors`]), from its bytes.
+    pub fn add(&mut self, id: TensorId, info: &TensorInfo, data: Vec<u8>) {
+        let cols = info.dims[0] as usize;
+        let m = QTensor {
+            ty: info.ty,
+            rows: (info.n_elements() / info.dims[0].max(1)) as usize,
+            cols,
+            data,
+        };
+        let tensor = match id.role.usage() {
+            Use::Matrix => Tensor::Matrix(m),
+            Use::Vector => Tensor::Vector(m.to_f32()),
+        };
+        let parts = match fused_parts(self.spec, id) {
+            Some(parts) => split(tensor, &parts),
+            None => vec![(id, tensor)],
+        };
+        for (id, tensor) in parts {
+            let tensor = match tensor {
+                Tensor::Matrix(m) if self.shard.count > 1 && id.role != Role::PositionEmbd => {
+                    self.split.insert(id, m.rows);
+                    let mine = self.shard.rows(m.rows);
+                    Tensor::Matrix(m.rows(mine.start, mine.len()))
+                }
+                tensor => tensor,
+            };
+            self.tensors.insert(id, tensor);
+        }
+    }
+
+    /// The weights, once every tensor is in.
+    pub fn finish(self) -> Result<Weights, ModelError> {
+        for (id, _) in self.spec.expected_tensors() {
+            let parts = fused_parts(self.spec, id).unwrap_or_else(|| vec![(id, 0)]);
+            if parts.iter().any(|(id, _)| !self.tensors.contains_key(id)) {
+                return Err(ModelError::MissingTensor(id.name()));
+            }
+        }
+        Ok(Weights {
+            tensors: self.tensors,
+            products: Products::default(),
+            shard: self.shard,
+            split: self.split,
+            peers: None,
+        })
     }
 }
 
@@ -260,9 +457,9 @@ impl<'a> LayerWeights<'a> {
         self.w.vector(TensorId::layer(self.layer, role))
     }
 
-    /// Matrix `role`'s product with `x`, plus `bias`, taken as [`Weights::products`] says.
+    /// Matrix `role`'s product with `x`, plus `bias`, as [`Weights::times`].
     pub fn times(self, role: Role, x: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
-        self.matrix(role).times(x, bias, self.w.products)
+        self.w.times(TensorId::layer(self.layer, role), x, bias)
     }
 }
 

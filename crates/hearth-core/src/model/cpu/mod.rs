@@ -72,20 +72,17 @@ impl CpuModel {
             });
         }
         let (n, e) = (tokens.len(), s.n_embd);
-        let embd = self.weights.matrix(TensorId::global(Role::TokenEmbd));
+        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= s.n_vocab) {
+            return Err(ModelError::TokenOutOfRange {
+                id,
+                n_vocab: s.n_vocab,
+            });
+        }
         let mut x = vec![0.0; n * e];
-        for (t, &id) in tokens.iter().enumerate() {
-            if id as usize >= s.n_vocab {
-                return Err(ModelError::TokenOutOfRange {
-                    id,
-                    n_vocab: s.n_vocab,
-                });
-            }
-            let row = &mut x[t * e..(t + 1) * e];
-            embd.row(id as usize, row);
-            if s.embd_scale != 1.0 {
-                row.iter_mut().for_each(|v| *v *= s.embd_scale);
-            }
+        self.weights
+            .rows_of(TensorId::global(Role::TokenEmbd), tokens, &mut x);
+        if s.embd_scale != 1.0 {
+            x.iter_mut().for_each(|v| *v *= s.embd_scale);
         }
         if s.arch.learned_positions {
             // The state holds at most the context, which is the table's rows.

@@ -1,0 +1,64 @@
+//! A model's matrices split by rows across workers, each holding one part (shard) of every
+//! matrix: in the browser, where a wasm instance has one thread and at most 4 GiB, each worker
+//! is an instance of its own. The first shard runs the forward pass; for each product it hands
+//! the inputs to the others ([`Peers`]), takes its own rows meanwhile, and reads theirs back.
+//! The others only answer ([`Weights::serve`](super::Weights::serve) over a [`Link`]). Every
+//! row is computed as the whole matrix would compute it, so a split model's logits are the
+//! whole one's, bit for bit.
+
+use std::ops::Range;
+
+/// Shard `index` of `count`: rows `rows * index / count .. rows * (index + 1) / count` of
+/// every split matrix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// The whole model in one place.
+    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
+
+    /// This shard's rows of a matrix of `rows` rows.
+    pub fn rows(self, rows: usize) -> Range<usize> {
+        rows * self.index / self.count..rows * (self.index + 1) / self.count
+    }
+}
+
+/// What the first shard asks of the others, about split matrix number `tensor` (in the order
+/// of [`TensorId`](super::TensorId)s among the split ones).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// The product of the matrix with the `n` inputs in the input area: each shard writes its
+    /// rows of each input's product at `t * rows + row` of the output area.
+    Product { tensor: u32, n: u32 },
+    /// The `n` rows whose numbers are in the input area (as `f32::from_bits`): the shard that
+    /// holds row number `t` writes it at `t * cols` of the output area.
+    Rows { tensor: u32, n: u32 },
+}
+
+/// The first shard's side: an input area that every shard reads and an output area that each
+/// writes its part of.
+pub trait Peers {
+    /// Floats each area holds: at least the largest dimension of any split matrix.
+    fn capacity(&self) -> usize;
+    /// Writes `input` to the input area and hands `request` to every other shard.
+    fn send(&self, request: Request, input: &[f32]);
+    /// Waits until every other shard has answered the request sent last.
+    fn wait(&self);
+    /// Copies `out.len()` floats of the output area from `at` into `out`.
+    fn read(&self, at: usize, out: &mut [f32]);
+}
+
+/// Another shard's side of [`Peers`].
+pub trait Link {
+    /// Waits for the next request; `None` ends the service.
+    fn receive(&self) -> Option<Request>;
+    /// Copies the input area's first `input.len()` floats into `input`.
+    fn input(&self, input: &mut [f32]);
+    /// Writes `values` to the output area from `at`.
+    fn write(&self, at: usize, values: &[f32]);
+    /// Says that this shard has answered the current request.
+    fn done(&self);
+}
