@@ -96,6 +96,13 @@ export interface LoadOptions {
    * `Hearth.load` starts afresh.
    */
   abortTimeout?: number;
+  /**
+   * Workers to split a CPU model's matrices across, each a WebAssembly instance with its own
+   * memory holding its part of every matrix (default: one per core, `navigator.hardwareConcurrency`,
+   * at most 8). Splitting needs SharedArrayBuffer, so a page that is not cross-origin isolated
+   * (COOP `same-origin` and COEP `require-corp` or `credentialless`) runs on one. WebGPU ignores it.
+   */
+  workers?: number;
 }
 
 export interface EngineInfo {
@@ -121,6 +128,8 @@ export interface EngineInfo {
   memoryHeld: number;
   /** Tokens whose keys and values the cache holds. */
   cachedTokens: number;
+  /** Workers the CPU engine's matrices are split across (1 on WebGPU). */
+  workers: number;
   /** Why WebGPU is not in use under backend "auto", if it is not. */
   fallbackReason: string | null;
 }

@@ -144,7 +144,7 @@ const CHAT_FIELDS = {
 /** @type {Record<keyof GenerateOptions, true>} */
 const GENERATE_FIELDS = { ...SAMPLING_FIELDS, addSpecial: true };
 /** @type {Record<keyof LoadOptions, true>} */
-const LOAD_FIELDS = { onProgress: true, signal: true, contextLength: true, backend: true, cache: true, abortTimeout: true };
+const LOAD_FIELDS = { onProgress: true, signal: true, contextLength: true, backend: true, cache: true, abortTimeout: true, workers: true };
 /** @type {Record<keyof TokenizeOptions, true>} */
 const TOKENIZE_FIELDS = { addSpecial: true };
 /** @type {Record<keyof DetokenizeOptions, true>} */
@@ -303,7 +303,7 @@ function send(worker, message) {
 
 /**
  * What a Hearth was loaded with: LoadOptions with their defaults.
- * @typedef {{ contextLength?: number, backend: Backend, cache: boolean, abortTimeout: number }} Settings
+ * @typedef {{ contextLength?: number, backend: Backend, cache: boolean, abortTimeout: number, workers?: number }} Settings
  */
 
 /**
@@ -313,7 +313,7 @@ function send(worker, message) {
  * @param {Settings & Pick<LoadOptions, 'onProgress' | 'signal'>} options
  * @returns {Promise<{ worker: Worker, info: EngineInfo }>}
  */
-async function startEngine(source, { onProgress, signal, contextLength, backend, cache, abortTimeout }) {
+async function startEngine(source, { onProgress, signal, contextLength, backend, cache, abortTimeout, workers }) {
   if (signal?.aborted) throw abortError(signal);
   const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module', name: 'hearth' });
   const id = nextId++;
@@ -345,7 +345,7 @@ async function startEngine(source, { onProgress, signal, contextLength, backend,
         } else if (data.type === REPLY.done) resolve(/** @type {EngineInfo} */ (data.value));
         else if (data.type === REPLY.error) reject(HearthError.from(data.error));
       };
-      send(worker, { id, op: OP.load, source, options: { contextLength, backend, cache } });
+      send(worker, { id, op: OP.load, source, options: { contextLength, backend, cache, workers } });
     });
     return { worker, info };
   } catch (e) {
@@ -417,8 +417,11 @@ export class Hearth extends EventTarget {
    */
   static async load(source, options = {}) {
     checkFields('Hearth.load()', options, LOAD_FIELDS);
-    const { onProgress, signal, contextLength, backend = 'auto', cache = true, abortTimeout = ABORT_TIMEOUT } = options;
-    const settings = { contextLength, backend, cache, abortTimeout };
+    const { onProgress, signal, contextLength, backend = 'auto', cache = true, abortTimeout = ABORT_TIMEOUT, workers } = options;
+    if (workers !== undefined && !(Number.isInteger(workers) && workers >= 1 && workers <= 64)) {
+      throw new HearthError('bad_request', `workers must be an integer from 1 to 64, not ${JSON.stringify(workers)}`);
+    }
+    const settings = { contextLength, backend, cache, abortTimeout, workers };
     const { worker, info } = await startEngine(source, { ...settings, onProgress, signal });
     return new Hearth(worker, info, source, settings);
   }

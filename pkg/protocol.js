@@ -74,7 +74,7 @@ export const REPLY = Object.freeze({
 /**
  * The requests, by op, with what "done" carries as `value` for each.
  * @typedef {{
- *   load: { args: { source: ModelSource, options: { contextLength?: number, backend: Backend, cache: boolean } }, value: EngineInfo },
+ *   load: { args: { source: ModelSource, options: { contextLength?: number, backend: Backend, cache: boolean, workers?: number } }, value: EngineInfo },
  *   generate: { args: Input & { options: EngineOptions }, value: GenerationEnd },
  *   tokenize: { args: { text: string, addSpecial: boolean }, value: number[] },
  *   detokenize: { args: { tokens: number[], skipSpecial: boolean }, value: string },

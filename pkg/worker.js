@@ -5,6 +5,7 @@ import init, { Loader, GpuDevice, architectures } from './wasm/hearth_web.js';
 import { HearthError } from './errors.js';
 import { openSource } from './fetch.js';
 import { OP, REPLY } from './protocol.js';
+import { Shards, cpuWorkers } from './shards.js';
 
 /** Tensors are fetched in pieces of this size, several at a time. */
 const PIECE = 8 << 20;
@@ -38,6 +39,11 @@ const GPU_FAILURES = ['out_of_memory', 'too_large', 'gpu_error', 'device_lost', 
 let engine = null;
 /** @type {{ fallbackReason: string | null } | null} */
 let backendInfo = null;
+/**
+ * The workers holding the other shards of the CPU engine's matrices, if it is split.
+ * @type {Shards | null}
+ */
+let shards = null;
 /**
  * Request id -> AbortController, for requests that can be aborted.
  * @type {Map<number, AbortController>}
@@ -75,6 +81,8 @@ function throwIfAborted(signal) {
  */
 async function fetchModel(files, { contextLength, signal, progress }) {
   const loader = new Loader(files.length);
+  /** @type {Array<[prefix: Uint8Array, size: number]>} each file's header, as the loader read it */
+  const headers = [];
   /** @type {Sequential[]} */
   const sequential = [];
   for (let i = 0; i < files.length; i++) {
@@ -89,7 +97,10 @@ async function fetchModel(files, { contextLength, signal, progress }) {
         chunks.length = 0;
         chunks.push(prefix);
         want = loader.header(i, prefix, f.size);
-        if (want === 0) break;
+        if (want === 0) {
+          headers.push([prefix, f.size]);
+          break;
+        }
       }
       const { done, value } = await it.next();
       throwIfAborted(signal);
@@ -121,7 +132,7 @@ async function fetchModel(files, { contextLength, signal, progress }) {
       yield piece;
     }
   }
-  return { loader, plan, pieces };
+  return { loader, plan, pieces, headers };
 }
 
 /**
@@ -215,7 +226,7 @@ async function load(id, { source, options }) {
   for (;;) {
     const files = await openSource(source, { signal, cache: options.cache !== false });
     try {
-      const { loader, pieces } = await fetchModel(files, { contextLength: options.contextLength, signal, progress });
+      const { loader, pieces, headers } = await fetchModel(files, { contextLength: options.contextLength, signal, progress });
       let gpu = null;
       if (backend !== 'cpu') {
         try {
@@ -251,9 +262,7 @@ async function load(id, { source, options }) {
           continue;
         }
       } else {
-        loader.fitsCpu();
-        for await (const { file, offset, bytes } of pieces()) loader.put(file, offset, bytes);
-        engine = loader.loadCpu(report);
+        engine = await loadCpu(loader, pieces, headers, options, report);
       }
       backendInfo = { fallbackReason };
       return info();
@@ -261,6 +270,36 @@ async function load(id, { source, options }) {
       await Promise.all(files.map((f) => f.close()));
       controllers.delete(id);
     }
+  }
+}
+
+/**
+ * Builds the CPU engine, its matrices split across `cpuWorkers(options.workers)` workers.
+ * @param {Loader} loader
+ * @param {() => AsyncGenerator<Piece, void>} pieces
+ * @param {Array<[prefix: Uint8Array, size: number]>} headers
+ * @param {Ops['load']['args']['options']} options
+ * @param {(loaded: number, total: number) => void} report
+ */
+async function loadCpu(loader, pieces, headers, options, report) {
+  shards?.terminate();
+  shards = null;
+  const count = cpuWorkers(options.workers);
+  loader.buildCpu(0, count);
+  loader.fitsCpu();
+  const others = count > 1 ? new Shards(count, headers, options.contextLength ?? 0) : null;
+  try {
+    for await (const { file, offset, bytes } of pieces()) {
+      others?.put(file, offset, bytes);
+      loader.put(file, offset, bytes);
+    }
+    const cpu = loader.loadCpu(report);
+    await others?.serve(cpu);
+    shards = others;
+    return cpu;
+  } catch (e) {
+    others?.terminate();
+    throw e;
   }
 }
 

@@ -10,7 +10,7 @@ src=www/extension
 out=target/extension
 zip=target/hearth-extension.zip
 model=www/models/shakespeare.q8_0.gguf
-package=(index.js errors.js fetch.js protocol.js worker.js)
+package=(index.js errors.js fetch.js protocol.js worker.js shards.js shard.js)
 wasm=(wasm/hearth_web.js wasm/hearth_web_bg.wasm)
 
 missing=0

@@ -1,14 +1,15 @@
 #!/usr/bin/env node
 // A dependency-free static file server on 127.0.0.1, used two ways:
-//   node scripts/serve.mjs [--isolated] [PORT]
+//   node scripts/serve.mjs [--not-isolated] [PORT]
 //                                   serves the repository root for the demo page (www/), on
-//                                   PORT (argv, else $PORT, else 8080; a free port if taken);
+//                                   PORT (argv, else $PORT, else 8080; a free port if taken),
+//                                   cross-origin isolated unless told not to;
 //   import { serve } from it        the browser tests' servers (any root, port chosen freely).
 // It answers Range requests (206) unless told not to, serves index.html for directories, can
 // drop a connection midway through a body once (`state.dropAfter` bytes into the first body
 // longer than that which starts at or past `state.dropFrom`), can leave out CORS headers, can
-// make its pages cross-origin isolated (`isolated`, off by default: the COOP and COEP headers
-// that SharedArrayBuffer, hence wasm threads, needs), and counts requests per path.
+// make its pages cross-origin isolated (`isolated`, off by default for tests, on for the demo:
+// the COOP and COEP headers that SharedArrayBuffer, hence the CPU engine's workers, needs), and counts requests per path.
 
 import { createServer } from 'node:http';
 import { createReadStream, statSync } from 'node:fs';
@@ -153,8 +154,9 @@ export async function serve(root, options = {}) {
 if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
   const root = resolve(fileURLToPath(new URL('..', import.meta.url)));
   const args = process.argv.slice(2);
-  const isolated = args.includes('--isolated');
-  const arg = args.find((a) => a !== '--isolated') ?? process.env.PORT ?? '8080';
+  // Isolated unless told not to: the CPU engine splits a model across workers only there.
+  const isolated = !args.includes('--not-isolated');
+  const arg = args.find((a) => !a.startsWith('--')) ?? process.env.PORT ?? '8080';
   const port = Number(arg);
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
     console.error(`serve.mjs: the port must be a number from 0 to 65535, not ${JSON.stringify(arg)}`);

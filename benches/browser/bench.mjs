@@ -26,8 +26,7 @@ const USAGE = `usage: node benches/browser/bench.mjs [options] [MODEL.gguf ...]
   --prompt TEXT        the prompt (default: a 23-token sentence)
   --reps N             timed repetitions after one warm-up (default 3)
   --threads LIST       wllama threads, one row each (default 1,2; >1 needs cross-origin isolation)
-  --workers LIST       Hearth CPU workers, one row each (default 1; a count >1 is skipped
-                       while the package has no "workers" option)
+  --workers LIST       Hearth CPU workers, one row each (default 1,2)
   --context N          KV cache positions for every engine (default 512)
   --timeout S          seconds one row may take, load and every run (default 1800)
   --json FILE          also write every measurement as JSON
@@ -44,7 +43,7 @@ function parse() {
       prompt: { type: 'string', default: DEFAULT_PROMPT },
       reps: { type: 'string', default: '3' },
       threads: { type: 'string', default: '1,2' },
-      workers: { type: 'string', default: '1' },
+      workers: { type: 'string', default: '1,2' },
       context: { type: 'string', default: '512' },
       timeout: { type: 'string', default: '1800' },
       json: { type: 'string' },
@@ -107,8 +106,7 @@ function rowsFor(opts) {
   }
   if (opts.backends.includes('cpu')) {
     for (const n of opts.workers) {
-      // One worker is what the package does without being told: the option is left out.
-      rows.push({ label: `Hearth CPU, ${n} worker${n > 1 ? 's' : ''}`, engine: 'hearth', backend: 'cpu', workers: n > 1 ? n : undefined, tokens: opts.tokens });
+      rows.push({ label: `Hearth CPU, ${n} worker${n > 1 ? 's' : ''}`, engine: 'hearth', backend: 'cpu', workers: n, tokens: opts.tokens });
     }
   }
   if (opts.backends.includes('wllama')) {
@@ -158,7 +156,6 @@ async function runRow(browser, appUrl, modelUrl, row, opts) {
     return result;
   } catch (e) {
     const message = String(e?.message ?? e).split('\n')[0];
-    if (row.workers && /has no option "workers"/.test(message)) return { skipped: 'the package has no "workers" option yet' };
     return { error: message };
   } finally {
     clearTimeout(timer);

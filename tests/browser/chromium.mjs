@@ -35,11 +35,11 @@ export async function testPage(browser, appUrl, { logErrors = false, path = 'tes
 
 /**
  * What a test file runs on: `dir`, a new temporary directory that `fill(dir)` writes models
- * into; the repository served as `app` and `dir` as `models`; a browser, and a test page of
- * the app (`logErrors` as for testPage). `close()` ends them and removes `dir`, as a failure
- * on the way does.
+ * into; the repository served as `app` (its pages cross-origin isolated with `isolated`) and
+ * `dir` as `models`; a browser, and a test page of the app (`logErrors` as for testPage).
+ * `close()` ends them and removes `dir`, as a failure on the way does.
  */
-export async function openBench(name, fill, { logErrors = false } = {}) {
+export async function openBench(name, fill, { logErrors = false, isolated = false } = {}) {
   const bench = { dir: mkdtempSync(join(tmpdir(), `hearth-${name}-`)) };
   bench.close = async () => {
     await bench.browser?.close();
@@ -48,7 +48,7 @@ export async function openBench(name, fill, { logErrors = false } = {}) {
   };
   try {
     fill(bench.dir);
-    bench.app = await serve(ROOT);
+    bench.app = await serve(ROOT, { isolated });
     bench.models = await serve(bench.dir);
     bench.browser = await launch();
     bench.page = await testPage(bench.browser, bench.app.url, { logErrors });

@@ -5,7 +5,8 @@
 #      templates and the abort watchdog (hostile), a hybrid recurrent model through it
 #      (qwen35), a model with layers without rope (smollm3), a hybrid of short convolutions
 #      and attention (lfm2), one with learned positions and LayerNorm (gpt2), sliding-window
-#      layers on a ring of keys (gemma3), fused projections and LongRoPE (phi3), the demo page
+#      layers on a ring of keys (gemma3), fused projections and LongRoPE (phi3), the CPU engine
+#      split across workers on a cross-origin isolated page (workers), the demo page
 #      (demo), the machine's faults (faults), and the extension (extension);
 #   2. crates/hearth-web/tests/web.rs: WebGPU logits against the CPU's (wasm-bindgen-test),
 #      unless HEARTH_SKIP_WASM_TESTS=1.
@@ -26,7 +27,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 node --test --test-concurrency=1 --test-reporter=tap \
-  chat.test.mjs structured.test.mjs hostile.test.mjs vite.test.mjs qwen35.test.mjs smollm3.test.mjs lfm2.test.mjs gpt2.test.mjs gemma3.test.mjs phi3.test.mjs demo.test.mjs extension.test.mjs faults.test.mjs 2>&1 | tee -a "$log"
+  chat.test.mjs structured.test.mjs hostile.test.mjs vite.test.mjs qwen35.test.mjs smollm3.test.mjs lfm2.test.mjs gpt2.test.mjs gemma3.test.mjs phi3.test.mjs workers.test.mjs demo.test.mjs extension.test.mjs faults.test.mjs 2>&1 | tee -a "$log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 passed=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$log" | tail -1)
 failed=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$log" | tail -1)

@@ -35,12 +35,18 @@ impl Backend {
             weight_bytes = total;
             progress(loaded, total)
         })?;
+        Ok(Self::cpu(model, context_length, weight_bytes))
+    }
+
+    /// The CPU engine over `model` (of `weight_bytes` in its file), with a cache of
+    /// `context_length` positions.
+    pub fn cpu(model: CpuModel, context_length: usize, weight_bytes: u64) -> Self {
         let state = model.new_state(context_length);
-        Ok(Backend::Cpu {
+        Backend::Cpu {
             model,
             state,
             weight_bytes,
-        })
+        }
     }
 
     /// Loads the model onto `gpu` with a cache of `context_length` positions.

@@ -5,8 +5,11 @@
 //! 1. [`Loader::header`] parses each file's GGUF header from a growing prefix;
 //! 2. [`Loader::plan`] checks the model (architecture, quantization, tokenizer) before any
 //!    weight is fetched and names the byte ranges to fetch;
-//! 3. on the CPU, [`Loader::fits_cpu`] checks the memory, [`Loader::put`] takes the bytes as
-//!    they stream in and [`Loader::load_cpu`] builds an [`Engine`];
+//! 3. on the CPU, [`Loader::build_cpu`] says which shard of the matrices to keep (all of them,
+//!    or one worker's part: [`shards`]), [`Loader::fits_cpu`] checks the memory,
+//!    [`Loader::put`] takes the bytes as they stream in, each tensor taken into the weights as
+//!    soon as it is complete, and [`Loader::load_cpu`] builds an [`Engine`] (or, in another
+//!    worker, [`Loader::into_shard`] a [`CpuShard`] that answers it);
 //! 4. on WebGPU, [`Loader::load_gpu`] makes the model's buffers first (refusing a model the
 //!    device cannot hold), then pulls the bytes itself and writes each tensor to the GPU as soon
 //!    as it is complete, so wasm memory never holds more than the tensors in flight.
@@ -15,15 +18,17 @@ mod backend;
 mod error;
 mod request;
 mod session;
+mod shards;
 mod source;
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use hearth_core::chat::ChatTemplate;
 use hearth_core::gguf::{Gguf, GgufError, GgufFile};
 use hearth_core::model::cpu::{RING_SLACK, SNAPSHOTS};
-use hearth_core::model::ModelSpec;
+use hearth_core::model::{CpuModel, ModelSpec, Shard, TensorId, Weights, WeightsBuilder};
 use hearth_core::quant::GgmlType;
 use hearth_core::tokenizer::Tokenizer;
 use hearth_gpu::GpuModel;
@@ -103,10 +108,18 @@ struct Prepared {
     info: ModelInfo,
 }
 
+/// CPU weights being built as their tensors arrive.
+struct Building {
+    builder: WeightsBuilder,
+    ids: HashMap<String, TensorId>,
+    shard: Shard,
+}
+
 #[wasm_bindgen]
 pub struct Loader {
     headers: Vec<Option<(Gguf, Vec<u8>)>>,
     prepared: Option<Prepared>,
+    building: Option<Building>,
 }
 
 #[wasm_bindgen]
@@ -117,6 +130,7 @@ impl Loader {
         Loader {
             headers: (0..files.max(1)).map(|_| None).collect(),
             prepared: None,
+            building: None,
         }
     }
 
@@ -229,11 +243,35 @@ impl Loader {
         Ok(plan)
     }
 
-    /// Refuses (`too_large`) a model whose weights and KV cache do not fit in wasm memory, as
-    /// the CPU backend needs them to.
+    /// Keeps shard `index` of `count` of the matrices for the CPU (`0, 1`: all of them), each
+    /// tensor taken in as soon as its bytes are all in.
+    #[wasm_bindgen(js_name = buildCpu)]
+    pub fn build_cpu(&mut self, index: usize, count: usize) -> Result<(), JsValue> {
+        if index >= count {
+            return Err(js_err(WebError::BadRequest(format!(
+                "no shard {index} of {count}"
+            ))));
+        }
+        let shard = Shard { index, count };
+        let builder = WeightsBuilder::new(&self.prepared()?.spec, shard);
+        let ids = builder.names().into_iter().collect();
+        self.building = Some(Building {
+            builder,
+            ids,
+            shard,
+        });
+        self.take_complete();
+        Ok(())
+    }
+
+    /// Refuses (`too_large`) a model whose weights (this shard's part of them) and KV cache do
+    /// not fit in wasm memory, as the CPU backend needs them to.
     #[wasm_bindgen(js_name = fitsCpu)]
     pub fn fits_cpu(&self) -> Result<(), JsValue> {
-        let need = self.prepared()?.info.memory_needed as u64;
+        let info = &self.prepared()?.info;
+        let shards = self.building.as_ref().map_or(1, |b| b.shard.count) as u64;
+        let weights = info.weight_bytes as u64;
+        let need = info.memory_needed as u64 - weights + weights.div_ceil(shards);
         let limit = WASM_LIMIT.saturating_sub(wasm_memory_bytes());
         if need > limit {
             return Err(js_err(WebError::TooLarge { need, limit }));
@@ -242,12 +280,14 @@ impl Loader {
     }
 
     /// Stores bytes fetched from file `file`, starting at `offset`.
-    pub fn put(&self, file: usize, offset: f64, bytes: &[u8]) -> Result<(), JsValue> {
+    pub fn put(&mut self, file: usize, offset: f64, bytes: &[u8]) -> Result<(), JsValue> {
         self.prepared()?
             .file
             .source()
             .put(file, offset as u64, bytes)
-            .map_err(js_err)
+            .map_err(js_err)?;
+        self.take_complete();
+        Ok(())
     }
 
     /// Tensor bytes still to arrive.
@@ -262,17 +302,29 @@ impl Loader {
         Ok(backend::matrix_type(&p.file.header, &p.spec).id())
     }
 
-    /// Builds the engine on the CPU. `progress(loaded, total)` follows the weight bytes taken
-    /// in, up to the weights' total once the engine is built.
+    /// Builds the engine on the CPU (on the first shard of a split model, which then needs
+    /// [`Engine::set_peers`]). `progress(loaded, total)` follows the weight bytes taken in, up
+    /// to the weights' total once the engine is built.
     #[wasm_bindgen(js_name = loadCpu)]
-    pub fn load_cpu(self, progress: &js_sys::Function) -> Result<Engine, JsValue> {
-        let p = self.into_prepared()?;
-        let backend = Backend::load_cpu(&p.file, p.info.cache_positions, &mut |_, _| {
-            weights_progress(progress, &p)
-        })
-        .map_err(js_err)?;
+    pub fn load_cpu(mut self, progress: &js_sys::Function) -> Result<Engine, JsValue> {
+        if self.building.is_none() {
+            self.build_cpu(0, 1)?;
+        }
+        let (weights, p) = self.into_weights()?;
         weights_progress(progress, &p);
+        let model = CpuModel {
+            spec: p.spec.clone(),
+            weights,
+        };
+        let backend = Backend::cpu(model, p.info.cache_positions, p.info.weight_bytes as u64);
         Ok(Engine::new(p, backend))
+    }
+
+    /// This worker's shard of the matrices, once all of its bytes are in (after
+    /// [`Loader::build_cpu`] with a shard other than the first).
+    #[wasm_bindgen(js_name = intoShard)]
+    pub fn into_shard(self) -> Result<CpuShard, JsValue> {
+        Ok(CpuShard(self.into_weights()?.0))
     }
 
     /// Builds the engine on WebGPU, after the device passed its self-test. The model's buffers
@@ -363,12 +415,28 @@ impl Loader {
             .ok_or_else(|| js_err(WebError::BadRequest("plan() must come first".into())))
     }
 
-    fn into_prepared(self) -> Result<Prepared, JsValue> {
-        let p = self
-            .prepared
-            .ok_or_else(|| js_err(WebError::BadRequest("plan() must come first".into())))?;
+    /// Moves every complete tensor into the weights being built.
+    fn take_complete(&mut self) {
+        let (Some(p), Some(b)) = (&self.prepared, &mut self.building) else {
+            return;
+        };
+        for (name, bytes) in p.file.source().take_complete() {
+            // The source holds the tensors the spec reads, which plan() checked.
+            let info = p.file.header.tensor(&name).expect("a planned tensor");
+            b.builder.add(b.ids[&name], info, bytes);
+        }
+    }
+
+    fn into_weights(self) -> Result<(Weights, Prepared), JsValue> {
+        let (p, b) = match (self.prepared, self.building) {
+            (Some(p), Some(b)) => (p, b),
+            _ => {
+                let why = "plan() and buildCpu() must come first";
+                return Err(js_err(WebError::BadRequest(why.into())));
+            }
+        };
         match p.file.source().missing() {
-            0 => Ok(p),
+            0 => Ok((b.builder.finish().map_err(js_err)?, p)),
             n => Err(js_err(WebError::BadRequest(format!(
                 "{n} bytes of tensor data have not arrived"
             )))),
@@ -415,6 +483,19 @@ impl GpuDevice {
     }
 }
 
+/// A shard of a CPU model's matrices, in a worker of its own (`pkg/shard.js`).
+#[wasm_bindgen]
+pub struct CpuShard(Weights);
+
+#[wasm_bindgen]
+impl CpuShard {
+    /// Answers the engine's requests through `buffer` (see [`Engine::set_peers`]); returns
+    /// never: the worker is ended with the engine.
+    pub fn serve(&self, buffer: &js_sys::SharedArrayBuffer) {
+        self.0.serve(&shards::SharedLink::new(buffer));
+    }
+}
+
 /// What `engine.info` reports.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -426,6 +507,8 @@ struct EngineInfo<'a> {
     features: Vec<&'static str>,
     memory_held: f64,
     cached_tokens: usize,
+    /// Workers holding a part of the model's matrices each (1 on WebGPU).
+    workers: usize,
 }
 
 /// A loaded model: tokenizer, chat template, backend and the conversation in its KV cache.
@@ -482,6 +565,7 @@ impl Engine {
             features,
             memory_held: s.backend().held_bytes() as f64,
             cached_tokens: s.backend().positions(),
+            workers: cpu_weights(s.backend()).map_or(1, |w| w.shards()),
         })
     }
 
@@ -541,5 +625,49 @@ impl Engine {
     pub fn reset(&self) -> Result<(), JsValue> {
         self.session()?.reset();
         Ok(())
+    }
+
+    /// The bytes of the SharedArrayBuffer through which the workers holding the other shards
+    /// of a split CPU model answer (see [`Engine::set_peers`]).
+    #[wasm_bindgen(js_name = peerBufferBytes)]
+    pub fn peer_buffer_bytes(&self) -> Result<f64, JsValue> {
+        let s = self.session()?;
+        let weights = cpu_weights(s.backend())?;
+        // Room for whole prompts of the common matrices in one request each.
+        Ok(shards::buffer_bytes(
+            weights.largest_split_dimension().max(1 << 21),
+        ))
+    }
+
+    /// Takes the other shards' rows of every product from the workers serving `buffer` (a
+    /// SharedArrayBuffer of [`Engine::peer_buffer_bytes`]), from now on.
+    #[wasm_bindgen(js_name = setPeers)]
+    pub fn set_peers(&self, buffer: &js_sys::SharedArrayBuffer) -> Result<(), JsValue> {
+        let mut s = self.session()?;
+        let Backend::Cpu { model, .. } = s.backend_mut() else {
+            return Err(js_err(WebError::BadRequest(
+                "the engine is not on the CPU".into(),
+            )));
+        };
+        let others = model.weights.shards() - 1;
+        let peers = shards::SharedPeers::new(buffer, others);
+        if others == 0
+            || hearth_core::model::Peers::capacity(&peers) < model.weights.largest_split_dimension()
+        {
+            return Err(js_err(WebError::BadRequest(
+                "the buffer is too small, or the model is not split".into(),
+            )));
+        }
+        model.weights.set_peers(Box::new(peers));
+        Ok(())
+    }
+}
+
+fn cpu_weights(backend: &Backend) -> Result<&Weights, JsValue> {
+    match backend {
+        Backend::Cpu { model, .. } => Ok(&model.weights),
+        Backend::Gpu { .. } => Err(js_err(WebError::BadRequest(
+            "the engine is not on the CPU".into(),
+        ))),
     }
 }

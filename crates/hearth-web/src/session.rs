@@ -94,6 +94,10 @@ impl Session {
         &self.backend
     }
 
+    pub fn backend_mut(&mut self) -> &mut Backend {
+        &mut self.backend
+    }
+
     pub fn info(&self) -> &ModelInfo {
         &self.info
     }

@@ -329,18 +329,18 @@ impl Weights {
 }
 
 /// Builds [`Weights`] from the tensors as their bytes arrive, in any order.
-pub struct WeightsBuilder<'a> {
-    spec: &'a ModelSpec,
+pub struct WeightsBuilder {
+    spec: ModelSpec,
     shard: Shard,
     tensors: BTreeMap<TensorId, Tensor>,
     split: BTreeMap<TensorId, usize>,
 }
 
-impl<'a> WeightsBuilder<'a> {
+impl WeightsBuilder {
     /// Weights of `spec`, keeping `shard`'s rows of the matrices.
-    pub fn new(spec: &'a ModelSpec, shard: Shard) -> Self {
+    pub fn new(spec: &ModelSpec, shard: Shard) -> Self {
         WeightsBuilder {
-            spec,
+            spec: spec.clone(),
             shard,
             tensors: BTreeMap::new(),
             split: BTreeMap::new(),
@@ -361,7 +361,7 @@ impl<'a> WeightsBuilder<'a> {
             Use::Matrix => Tensor::Matrix(m),
             Use::Vector => Tensor::Vector(m.to_f32()),
         };
-        let parts = match fused_parts(self.spec, id) {
+        let parts = match fused_parts(&self.spec, id) {
             Some(parts) => split(tensor, &parts),
             None => vec![(id, tensor)],
         };
@@ -378,10 +378,16 @@ impl<'a> WeightsBuilder<'a> {
         }
     }
 
+    /// The tensors `spec` reads, by file name.
+    pub fn names(&self) -> Vec<(String, TensorId)> {
+        let ids = self.spec.expected_tensors().into_iter();
+        ids.map(|(id, _)| (id.name(), id)).collect()
+    }
+
     /// The weights, once every tensor is in.
     pub fn finish(self) -> Result<Weights, ModelError> {
         for (id, _) in self.spec.expected_tensors() {
-            let parts = fused_parts(self.spec, id).unwrap_or_else(|| vec![(id, 0)]);
+            let parts = fused_parts(&self.spec, id).unwrap_or_else(|| vec![(id, 0)]);
             if parts.iter().any(|(id, _)| !self.tensors.contains_key(id)) {
                 return Err(ModelError::MissingTensor(id.name()));
             }
