@@ -124,7 +124,7 @@ export interface EngineInfo {
   adapter: string | null;
   /** Optional WebGPU features in use ("shader-f16", "subgroups"). */
   features: string[];
-  /** Bytes the model holds now (GPU memory, or wasm memory on the CPU). */
+  /** Bytes the model holds now: GPU memory, or on the CPU the wasm memory of every worker (weights, cache, tokenizer and all). */
   memoryHeld: number;
   /** Tokens whose keys and values the cache holds. */
   cachedTokens: number;

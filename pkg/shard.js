@@ -8,6 +8,8 @@ import { SHARD } from './shards.js';
 
 /** @type {Loader | null} */
 let loader = null;
+/** @type {WebAssembly.Memory | null} */
+let memory = null;
 /** Messages are handled one after another: `start` awaits the wasm module. */
 let queue = Promise.resolve();
 
@@ -15,10 +17,10 @@ let queue = Promise.resolve();
 async function handle(data) {
   switch (data.op) {
     case SHARD.start: {
-      await init();
+      ({ memory } = await init());
       const l = new Loader(data.headers.length);
       data.headers.forEach(([prefix, size], i) => l.header(i, prefix, size));
-      l.plan(data.contextLength);
+      l.planShard(data.contextLength);
       l.buildCpu(data.index, data.count);
       l.fitsCpu();
       loader = l;
@@ -32,7 +34,7 @@ async function handle(data) {
       if (!loader) throw new HearthError('internal', 'the shard was never started');
       const shard = loader.intoShard();
       loader = null;
-      self.postMessage({ type: SHARD.serving });
+      self.postMessage({ type: SHARD.serving, memory: memory?.buffer.byteLength ?? 0 });
       try {
         shard.serve(data.buffer);
       } catch (e) {

@@ -21,7 +21,7 @@ export const SHARD = /** @type {const} */ ({
  * @typedef {{ op: 'start', headers: Array<[prefix: Uint8Array, size: number]>, contextLength: number, index: number, count: number }
  *   | { op: 'put', file: number, offset: number, bytes: Uint8Array }
  *   | { op: 'serve', buffer: SharedArrayBuffer }} ShardMessage
- * @typedef {{ type: 'serving' } | { type: 'error', error: ReturnType<HearthError['toJSON']> }} ShardReply
+ * @typedef {{ type: 'serving', memory: number } | { type: 'error', error: ReturnType<HearthError['toJSON']> }} ShardReply
  */
 
 /**
@@ -47,13 +47,13 @@ export class Shards {
     this.workers = [];
     /** @type {HearthError | null} the first failure of any worker */
     this.failure = null;
-    /** @type {Array<() => void>} */
+    /** @type {Array<(memory: number) => void>} */
     this.waiting = [];
     for (let index = 1; index < count; index++) {
       const w = new Worker(new URL('./shard.js', import.meta.url), { type: 'module', name: `hearth shard ${index}` });
       w.onmessage = (/** @type {MessageEvent<ShardReply>} */ { data }) => {
         if (data.type === SHARD.error) this.fail(HearthError.from(data.error));
-        else this.waiting.shift()?.();
+        else this.waiting.shift()?.(data.memory);
       };
       w.onerror = (e) => { e.preventDefault(); this.fail(new HearthError('internal', `a CPU worker failed: ${e.message}`)); };
       /** @type {ShardMessage} */
@@ -66,7 +66,7 @@ export class Shards {
   /** @param {HearthError} e */
   fail(e) {
     this.failure ??= e;
-    for (const resume of this.waiting.splice(0)) resume();
+    for (const resume of this.waiting.splice(0)) resume(0);
   }
 
   /**
@@ -88,13 +88,15 @@ export class Shards {
    */
   async serve(engine) {
     const buffer = new SharedArrayBuffer(engine.peerBufferBytes());
-    const serving = this.workers.map(() => new Promise((resolve) => this.waiting.push(() => resolve(undefined))));
+    if (this.failure) throw this.failure;
+    /** @type {Promise<number>[]} each worker's wasm memory, once it serves */
+    const serving = this.workers.map(() => new Promise((resolve) => this.waiting.push(resolve)));
     /** @type {ShardMessage} */
     const serve = { op: SHARD.serve, buffer };
     for (const w of this.workers) w.postMessage(serve);
-    await Promise.all(serving);
+    const memory = await Promise.all(serving);
     if (this.failure) throw this.failure;
-    engine.setPeers(buffer);
+    engine.setPeers(buffer, memory.reduce((a, b) => a + b, 0));
   }
 
   terminate() {

@@ -104,7 +104,8 @@ struct Plan<'a> {
 struct Prepared {
     file: GgufFile<TensorChunks>,
     spec: ModelSpec,
-    tokenizer: Tokenizer,
+    /// None in a worker that only holds a shard ([`Loader::plan_shard`]).
+    tokenizer: Option<Tokenizer>,
     info: ModelInfo,
 }
 
@@ -165,82 +166,14 @@ impl Loader {
     /// Checks the model before any weight is fetched and plans the fetches; `context_length`
     /// is the number of positions to hold (0: the model's own, up to 4096).
     pub fn plan(&mut self, context_length: usize) -> Result<JsValue, JsValue> {
-        let headers: Vec<(Gguf, Vec<u8>)> = self
-            .headers
-            .iter()
-            .map(|h| {
-                h.clone()
-                    .ok_or_else(|| js_err(WebError::BadRequest("a header is missing".into())))
-            })
-            .collect::<Result<_, _>>()?;
-        let (merged, header_bytes, virt_len) = if headers.len() == 1 {
-            let (h, bytes) = headers[0].clone();
-            let len = h.file_len;
-            (h, bytes, len)
-        } else {
-            let parsed: Vec<Gguf> = headers.iter().map(|(h, _)| h.clone()).collect();
-            let (bytes, len) = source::merge_headers(&parsed).map_err(js_err)?;
-            let merged = Gguf::parse(&bytes, len).map_err(js_err)?;
-            (merged, bytes, len)
-        };
-        let spec = ModelSpec::from_gguf(&merged).map_err(js_err)?;
-        spec.check_tensors(&merged).map_err(js_err)?;
-        let tokenizer = Tokenizer::from_gguf(&merged).map_err(js_err)?;
-        let names: Vec<String> = spec
-            .expected_tensors()
-            .into_iter()
-            .map(|(id, _)| id.name())
-            .collect();
-        let parsed: Vec<Gguf> = headers.iter().map(|(h, _)| h.clone()).collect();
-        let located = source::locate(&parsed, &merged, &names).map_err(js_err)?;
+        self.prepare(context_length, true)
+    }
 
-        let positions = match context_length {
-            0 => spec.context_length.min(4096),
-            n => n.min(spec.context_length),
-        };
-        let weight_bytes: u64 = names
-            .iter()
-            .filter_map(|n| merged.tensor(n))
-            .map(|t| t.n_bytes)
-            .sum();
-        let parameters: u64 = names
-            .iter()
-            .filter_map(|n| merged.tensor(n))
-            .map(|t| t.n_elements())
-            .sum();
-        let (kv_bytes, recurrent_bytes) = spec.state_bytes(positions, 4, RING_SLACK);
-        let cache_bytes = kv_bytes + recurrent_bytes * (1 + SNAPSHOTS as u64);
-        // The vocabulary and merges are held twice while the tokenizer is built.
-        let memory_needed = weight_bytes + cache_bytes + 2 * header_bytes.len() as u64;
-        let info = ModelInfo {
-            architecture: spec.arch.name.to_string(),
-            name: merged.get_str("general.name").map(str::to_string),
-            quantization: backend::matrix_type(&merged, &spec).name().to_string(),
-            parameters: parameters as f64,
-            weight_bytes: weight_bytes as f64,
-            layers: spec.n_layer(),
-            vocab_size: spec.n_vocab,
-            context_length: spec.context_length,
-            cache_positions: positions,
-            memory_needed: memory_needed as f64,
-            chat_template: merged.get_str("tokenizer.chat_template").is_some(),
-        };
-        let chunks = TensorChunks::new(header_bytes, virt_len, located);
-        let fetch = chunks
-            .fetch_plan(MERGE_GAP)
-            .into_iter()
-            .map(|(f, r)| [f as f64, r.start as f64, r.end as f64])
-            .collect();
-        let file =
-            GgufFile::open(chunks).map_err(|e| js_err(WebError::InvalidModel(e.to_string())))?;
-        let plan = to_js(&Plan { info: &info, fetch })?;
-        self.prepared = Some(Prepared {
-            file,
-            spec,
-            tokenizer,
-            info,
-        });
-        Ok(plan)
+    /// As [`Loader::plan`] for a worker that holds a shard of the CPU model's matrices and
+    /// nothing else: no tokenizer.
+    #[wasm_bindgen(js_name = planShard)]
+    pub fn plan_shard(&mut self, context_length: usize) -> Result<(), JsValue> {
+        self.prepare(context_length, false).map(drop)
     }
 
     /// Keeps shard `index` of `count` of the matrices for the CPU (`0, 1`: all of them), each
@@ -317,7 +250,7 @@ impl Loader {
             weights,
         };
         let backend = Backend::cpu(model, p.info.cache_positions, p.info.weight_bytes as u64);
-        Ok(Engine::new(p, backend))
+        Engine::new(p, backend)
     }
 
     /// This worker's shard of the matrices, once all of its bytes are in (after
@@ -345,7 +278,7 @@ impl Loader {
         match fill_gpu(&gpu, &p, &next_piece).await {
             Ok(model) => {
                 weights_progress(&progress, &p);
-                Ok(Engine::new(p, Backend::Gpu { gpu, model }))
+                Engine::new(p, Backend::Gpu { gpu, model })
             }
             Err(e) => {
                 // In browsers wgpu leaves a dropped buffer to the garbage collector: destroying
@@ -409,6 +342,91 @@ async fn fill_gpu(
 }
 
 impl Loader {
+    fn prepare(&mut self, context_length: usize, tokenizer: bool) -> Result<JsValue, JsValue> {
+        // Taken, not copied: a large vocabulary's header is tens of megabytes once parsed, and
+        // wasm memory never shrinks.
+        let headers: Vec<(Gguf, Vec<u8>)> = std::mem::take(&mut self.headers)
+            .into_iter()
+            .map(|h| h.ok_or_else(|| js_err(WebError::BadRequest("a header is missing".into()))))
+            .collect::<Result<_, _>>()?;
+        let (merged, header_bytes, parts) = if headers.len() == 1 {
+            let (h, bytes) = headers.into_iter().next().expect("one header");
+            (h, bytes, Vec::new())
+        } else {
+            let parts: Vec<Gguf> = headers.into_iter().map(|(h, _)| h).collect();
+            let (bytes, len) = source::merge_headers(&parts).map_err(js_err)?;
+            let merged = Gguf::parse(&bytes, len).map_err(js_err)?;
+            (merged, bytes, parts)
+        };
+        let virt_len = merged.file_len;
+        let spec = ModelSpec::from_gguf(&merged).map_err(js_err)?;
+        spec.check_tensors(&merged).map_err(js_err)?;
+        let tokenizer = match tokenizer {
+            true => Some(Tokenizer::from_gguf(&merged).map_err(js_err)?),
+            false => None,
+        };
+        let names: Vec<String> = spec
+            .expected_tensors()
+            .into_iter()
+            .map(|(id, _)| id.name())
+            .collect();
+        let whole = std::slice::from_ref(&merged);
+        let located = source::locate(
+            if parts.is_empty() { whole } else { &parts },
+            &merged,
+            &names,
+        )
+        .map_err(js_err)?;
+        drop(parts);
+
+        let positions = match context_length {
+            0 => spec.context_length.min(4096),
+            n => n.min(spec.context_length),
+        };
+        let weight_bytes: u64 = names
+            .iter()
+            .filter_map(|n| merged.tensor(n))
+            .map(|t| t.n_bytes)
+            .sum();
+        let parameters: u64 = names
+            .iter()
+            .filter_map(|n| merged.tensor(n))
+            .map(|t| t.n_elements())
+            .sum();
+        let (kv_bytes, recurrent_bytes) = spec.state_bytes(positions, 4, RING_SLACK);
+        let cache_bytes = kv_bytes + recurrent_bytes * (1 + SNAPSHOTS as u64);
+        // The vocabulary and merges are held twice while the tokenizer is built.
+        let memory_needed = weight_bytes + cache_bytes + 2 * header_bytes.len() as u64;
+        let info = ModelInfo {
+            architecture: spec.arch.name.to_string(),
+            name: merged.get_str("general.name").map(str::to_string),
+            quantization: backend::matrix_type(&merged, &spec).name().to_string(),
+            parameters: parameters as f64,
+            weight_bytes: weight_bytes as f64,
+            layers: spec.n_layer(),
+            vocab_size: spec.n_vocab,
+            context_length: spec.context_length,
+            cache_positions: positions,
+            memory_needed: memory_needed as f64,
+            chat_template: merged.get_str("tokenizer.chat_template").is_some(),
+        };
+        let chunks = TensorChunks::new(header_bytes, virt_len, located);
+        let fetch = chunks
+            .fetch_plan(MERGE_GAP)
+            .into_iter()
+            .map(|(f, r)| [f as f64, r.start as f64, r.end as f64])
+            .collect();
+        let plan = to_js(&Plan { info: &info, fetch })?;
+        let file = GgufFile::with_header(merged, chunks);
+        self.prepared = Some(Prepared {
+            file,
+            spec,
+            tokenizer,
+            info,
+        });
+        Ok(plan)
+    }
+
     fn prepared(&self) -> Result<&Prepared, JsValue> {
         self.prepared
             .as_ref()
@@ -515,21 +533,25 @@ struct EngineInfo<'a> {
 #[wasm_bindgen]
 pub struct Engine {
     inner: Rc<RefCell<Session>>,
+    /// The wasm memory of the workers holding the other shards of a split CPU model.
+    peer_memory: std::cell::Cell<f64>,
 }
 
 impl Engine {
-    fn new(p: Prepared, backend: Backend) -> Engine {
+    fn new(p: Prepared, backend: Backend) -> Result<Engine, JsValue> {
+        let tokenizer = p.tokenizer.ok_or_else(|| {
+            js_err(WebError::BadRequest(
+                "planShard() prepares a shard, not an engine".into(),
+            ))
+        })?;
         // A template that does not parse leaves the raw-prompt API usable.
-        let template = ChatTemplate::from_gguf(&p.file.header, &p.tokenizer).ok();
-        Engine {
+        let template = ChatTemplate::from_gguf(&p.file.header, &tokenizer).ok();
+        Ok(Engine {
             inner: Rc::new(RefCell::new(Session::new(
-                backend,
-                p.tokenizer,
-                p.spec,
-                p.info,
-                template,
+                backend, tokenizer, p.spec, p.info, template,
             ))),
-        }
+            peer_memory: std::cell::Cell::new(0.0),
+        })
     }
 
     fn session(&self) -> Result<std::cell::RefMut<'_, Session>, JsValue> {
@@ -563,7 +585,11 @@ impl Engine {
             backend: s.backend().name(),
             adapter,
             features,
-            memory_held: s.backend().held_bytes() as f64,
+            memory_held: match s.backend() {
+                // What the instances hold in fact: weights, cache, tokenizer and all.
+                Backend::Cpu { .. } => wasm_memory_bytes() as f64 + self.peer_memory.get(),
+                Backend::Gpu { .. } => s.backend().held_bytes() as f64,
+            },
             cached_tokens: s.backend().positions(),
             workers: cpu_weights(s.backend()).map_or(1, |w| w.shards()),
         })
@@ -640,9 +666,14 @@ impl Engine {
     }
 
     /// Takes the other shards' rows of every product from the workers serving `buffer` (a
-    /// SharedArrayBuffer of [`Engine::peer_buffer_bytes`]), from now on.
+    /// SharedArrayBuffer of [`Engine::peer_buffer_bytes`]), from now on; their wasm memory
+    /// holds `memory` bytes together.
     #[wasm_bindgen(js_name = setPeers)]
-    pub fn set_peers(&self, buffer: &js_sys::SharedArrayBuffer) -> Result<(), JsValue> {
+    pub fn set_peers(
+        &self,
+        buffer: &js_sys::SharedArrayBuffer,
+        memory: f64,
+    ) -> Result<(), JsValue> {
         let mut s = self.session()?;
         let Backend::Cpu { model, .. } = s.backend_mut() else {
             return Err(js_err(WebError::BadRequest(
@@ -659,6 +690,7 @@ impl Engine {
             )));
         }
         model.weights.set_peers(Box::new(peers));
+        self.peer_memory.set(memory);
         Ok(())
     }
 }

@@ -145,6 +145,11 @@ impl<S: ByteSource> GgufFile<S> {
         }
     }
 
+    /// A header parsed before, with its source.
+    pub fn with_header(header: Gguf, source: S) -> Self {
+        GgufFile { header, source }
+    }
+
     /// The bytes of one tensor.
     pub fn tensor_bytes(&self, tensor: &TensorInfo) -> io::Result<Cow<'_, [u8]>> {
         self.source.read(tensor.range())

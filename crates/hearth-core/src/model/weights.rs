@@ -35,6 +35,16 @@ impl QTensor {
         }
     }
 
+    /// Rows `first..first + n`, cut from this tensor's own buffer: no second copy is made
+    /// while it is cut.
+    pub fn into_rows(mut self, first: usize, n: usize) -> QTensor {
+        let b = self.row_bytes();
+        self.data.truncate((first + n) * b);
+        self.data.drain(..first * b);
+        self.data.shrink_to_fit();
+        QTensor { rows: n, ..self }
+    }
+
     /// Decodes row `r` into `out` (`cols` values).
     pub fn row(&self, r: usize, out: &mut [f32]) {
         let n = self.row_bytes();
@@ -370,7 +380,7 @@ impl WeightsBuilder {
                 Tensor::Matrix(m) if self.shard.count > 1 && id.role != Role::PositionEmbd => {
                     self.split.insert(id, m.rows);
                     let mine = self.shard.rows(m.rows);
-                    Tensor::Matrix(m.rows(mine.start, mine.len()))
+                    Tensor::Matrix(m.into_rows(mine.start, mine.len()))
                 }
                 tensor => tensor,
             };
