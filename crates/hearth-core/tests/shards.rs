@@ -6,7 +6,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
 use hearth_core::gguf::GgufFile;
-use hearth_core::model::{CpuModel, Link, ModelSpec, Peers, Request, Shard, Weights};
+use hearth_core::model::{
+    CpuModel, Link, ModelSpec, Peers, Request, Shard, Weights, WeightsBuilder,
+};
 use hearth_fixtures::{ids, model_fixtures};
 
 /// The input and output areas and the current request, shared by every shard.
@@ -91,10 +93,30 @@ impl Link for Other {
     }
 }
 
-fn load(bytes: &[u8], shard: Shard) -> CpuModel {
+/// Shard `shard` of the model in `bytes`: cut from each whole tensor (as natively), or with
+/// `kept`, built from the bytes it keeps alone (as a browser worker takes them in).
+fn load(bytes: &[u8], shard: Shard, kept: bool) -> CpuModel {
     let file = GgufFile::open(bytes.to_vec()).unwrap();
     let spec = ModelSpec::from_gguf(&file.header).unwrap();
-    let weights = Weights::load_shard(&file, &spec, shard, &mut |_, _| {}).unwrap();
+    if !kept {
+        let weights = Weights::load_shard(&file, &spec, shard, &mut |_, _| {}).unwrap();
+        return CpuModel { spec, weights };
+    }
+    let mut builder = WeightsBuilder::new(&spec, shard);
+    for (name, id) in builder.names() {
+        let info = file.header.tensor(&name).unwrap();
+        let data = file.tensor_bytes(info).unwrap().into_owned();
+        match builder.kept_bytes(id, info) {
+            Some(ranges) => {
+                let cut = ranges
+                    .into_iter()
+                    .flat_map(|r| data[r.start as usize..r.end as usize].to_vec());
+                builder.add_kept(id, info, cut.collect());
+            }
+            None => builder.add(id, info, data),
+        }
+    }
+    let weights = builder.finish().unwrap();
     CpuModel { spec, weights }
 }
 
@@ -110,15 +132,25 @@ fn run(model: &CpuModel, tokens: &[u32]) -> Vec<Vec<f32>> {
 
 #[test]
 fn a_split_model_computes_what_the_whole_one_does() {
+    split_models_match(false);
+}
+
+/// The same with each shard built from only the bytes it keeps.
+#[test]
+fn a_shard_built_from_its_own_bytes_computes_the_same() {
+    split_models_match(true);
+}
+
+fn split_models_match(kept: bool) {
     let count = 3;
     for f in model_fixtures() {
         let label = f.label();
         let bytes = f.gguf_bytes();
         let reference: serde_json::Value = f.reference();
         let tokens = ids(&reference["sequences"][0]["tokens"]);
-        let want = run(&load(&bytes, Shard::WHOLE), &tokens);
+        let want = run(&load(&bytes, Shard::WHOLE, false), &tokens);
 
-        let mut first = load(&bytes, Shard { index: 0, count });
+        let mut first = load(&bytes, Shard { index: 0, count }, kept);
         // Room for the largest matrix dimension only: a prompt's products take several rounds.
         let capacity = first.weights.largest_split_dimension();
         let board = Arc::new(Board {
@@ -131,7 +163,7 @@ fn a_split_model_computes_what_the_whole_one_does() {
             for index in 1..count {
                 let (board, bytes) = (board.clone(), &bytes);
                 scope.spawn(move || {
-                    let model = load(bytes, Shard { index, count });
+                    let model = load(bytes, Shard { index, count }, kept);
                     model.weights.serve(&Other {
                         board,
                         seen: Default::default(),

@@ -22,7 +22,7 @@ mod shards;
 mod source;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use hearth_core::chat::ChatTemplate;
@@ -114,6 +114,8 @@ struct Building {
     builder: WeightsBuilder,
     ids: HashMap<String, TensorId>,
     shard: Shard,
+    /// The tensors whose source keeps this shard's bytes only.
+    cut: HashSet<String>,
 }
 
 #[wasm_bindgen]
@@ -186,12 +188,25 @@ impl Loader {
             ))));
         }
         let shard = Shard { index, count };
-        let builder = WeightsBuilder::new(&self.prepared()?.spec, shard);
-        let ids = builder.names().into_iter().collect();
+        let p = self.prepared()?;
+        let builder = WeightsBuilder::new(&p.spec, shard);
+        let ids: HashMap<String, TensorId> = builder.names().into_iter().collect();
+        let mut cut = HashSet::new();
+        for (name, &id) in &ids {
+            let kept = p
+                .file
+                .header
+                .tensor(name)
+                .and_then(|t| builder.kept_bytes(id, t));
+            if kept.is_some_and(|ranges| p.file.source().keep(name, ranges)) {
+                cut.insert(name.clone());
+            }
+        }
         self.building = Some(Building {
             builder,
             ids,
             shard,
+            cut,
         });
         self.take_complete();
         Ok(())
@@ -441,7 +456,10 @@ impl Loader {
         for (name, bytes) in p.file.source().take_complete() {
             // The source holds the tensors the spec reads, which plan() checked.
             let info = p.file.header.tensor(&name).expect("a planned tensor");
-            b.builder.add(b.ids[&name], info, bytes);
+            match b.cut.contains(&name) {
+                true => b.builder.add_kept(b.ids[&name], info, bytes),
+                false => b.builder.add(b.ids[&name], info, bytes),
+            }
         }
     }
 

@@ -12,14 +12,19 @@ use hearth_core::gguf::{write_gguf, ByteSource, Gguf, TensorInfo, TensorToWrite,
 
 use crate::error::WebError;
 
-/// One tensor's bytes: where they lie in their file and in the virtual file, and what of them
-/// has arrived (always a prefix, so a resent range is harmless).
+/// One tensor's bytes: where they lie in their file and in the virtual file, how far they have
+/// arrived (always a prefix, so a resent range is harmless), and those of them it keeps.
 struct Part {
     name: String,
     file: usize,
     real: Range<u64>,
     virt_start: u64,
+    /// The kept bytes, one range after another.
     data: Vec<u8>,
+    /// The byte ranges kept, from the tensor's start, in order: all of it unless told
+    /// otherwise ([`TensorChunks::keep`]).
+    keep: Vec<Range<u64>>,
+    arrived: u64,
     /// Handed over to a reader: its bytes are gone from here for good.
     taken: bool,
 }
@@ -30,7 +35,7 @@ impl Part {
     }
 
     fn complete(&self) -> bool {
-        !self.taken && self.data.len() as u64 == self.len()
+        !self.taken && self.arrived == self.len()
     }
 
     fn take(&mut self) -> Vec<u8> {
@@ -84,9 +89,11 @@ impl TensorChunks {
             parts.push(Part {
                 name,
                 file,
+                keep: std::iter::once(0..real.end - real.start).collect(),
                 real,
                 virt_start,
                 data: Vec::new(),
+                arrived: 0,
                 taken: false,
             });
         }
@@ -134,7 +141,7 @@ impl TensorChunks {
             if p.taken {
                 continue;
             }
-            let have = start + p.data.len() as u64;
+            let have = start + p.arrived;
             let from = offset.max(have);
             let to = end.min(p.real.end);
             // Only bytes that continue what the tensor holds are kept.
@@ -142,14 +149,39 @@ impl TensorChunks {
                 continue;
             }
             if p.data.capacity() == 0 {
+                let kept: u64 = p.keep.iter().map(|r| r.end - r.start).sum();
                 p.data
-                    .try_reserve_exact(p.len() as usize)
-                    .map_err(|_| WebError::OutOfMemory(p.len()))?;
+                    .try_reserve_exact(kept as usize)
+                    .map_err(|_| WebError::OutOfMemory(kept))?;
             }
-            p.data
-                .extend_from_slice(&bytes[(from - offset) as usize..(to - offset) as usize]);
+            for r in &p.keep {
+                let (a, b) = (r.start.max(from - start), r.end.min(to - start));
+                if a < b {
+                    let at = |x: u64| (start + x - offset) as usize;
+                    p.data.extend_from_slice(&bytes[at(a)..at(b)]);
+                }
+            }
+            p.arrived = to - start;
         }
         Ok(())
+    }
+
+    /// Keeps only `ranges` (from the tensor's start, in order, within it) of tensor `name`'s
+    /// bytes, where none has arrived yet: a worker that holds some rows of every matrix
+    /// needs no more of their bytes, not even in passing. Returns whether it will.
+    pub fn keep(&self, name: &str, ranges: Vec<Range<u64>>) -> bool {
+        let mut parts = self.parts.borrow_mut();
+        let Some(p) = parts.iter_mut().find(|p| p.name == name) else {
+            return false;
+        };
+        let within = ranges.iter().all(|r| r.start <= r.end)
+            && ranges.windows(2).all(|w| w[0].end <= w[1].start)
+            && ranges.last().is_none_or(|r| r.end <= p.len());
+        if p.arrived > 0 || p.taken || !within {
+            return false;
+        }
+        p.keep = ranges;
+        true
     }
 
     /// Tensor bytes handed over to readers (each tensor is read once), for load progress.
@@ -161,13 +193,16 @@ impl TensorChunks {
     /// as (name, bytes).
     pub fn take_complete(&self) -> Vec<(String, Vec<u8>)> {
         let mut parts = self.parts.borrow_mut();
+        let mut handed = 0;
         let done: Vec<(String, Vec<u8>)> = parts
             .iter_mut()
             .filter(|p| p.complete())
-            .map(|p| (p.name.clone(), p.take()))
+            .map(|p| {
+                handed += p.len();
+                (p.name.clone(), p.take())
+            })
             .collect();
-        self.handed
-            .set(self.handed.get() + done.iter().map(|(_, b)| b.len() as u64).sum::<u64>());
+        self.handed.set(self.handed.get() + handed);
         done
     }
 
@@ -177,7 +212,7 @@ impl TensorChunks {
             .borrow()
             .iter()
             .filter(|p| !p.taken)
-            .map(|p| p.len() - p.data.len() as u64)
+            .map(|p| p.len() - p.arrived)
             .sum()
     }
 }
@@ -216,7 +251,7 @@ impl ByteSource for TensorChunks {
                 io::ErrorKind::UnexpectedEof,
                 format!(
                     "the tensor at {range:?} has {} of its {} bytes (already read, or not fetched)",
-                    p.data.len(),
+                    p.arrived,
                     p.len()
                 ),
             ));
@@ -390,6 +425,45 @@ mod tests {
         assert_eq!(chunks.missing(), 0);
         assert_eq!(chunks.handed(), 0);
         assert_eq!(&*chunks.read(r.clone()).unwrap(), &a[r.start as usize..]);
+        assert_eq!(chunks.handed(), 64);
+    }
+
+    #[test]
+    fn a_tensor_keeps_only_its_ranges_across_pieces() {
+        let a = file(&[("x", 16)], Vec::new());
+        let h = Gguf::parse(&a, a.len() as u64).unwrap();
+        let r = h.tensor("x").unwrap().range();
+        let chunks = TensorChunks::new(
+            a[..h.data_offset as usize].to_vec(),
+            a.len() as u64,
+            vec![Located {
+                name: "x".into(),
+                file: 0,
+                real: r.clone(),
+                virt_start: r.start,
+            }],
+        );
+        let backwards = Range { start: 8, end: 4 };
+        assert!(
+            !chunks.keep("x", vec![0..2, backwards]),
+            "a range backwards"
+        );
+        assert!(!chunks.keep("x", vec![8..9, 2..4]), "ranges out of order");
+        assert!(!chunks.keep("x", vec![0..2, 60..68]), "past the tensor");
+        assert!(chunks.keep("x", vec![2..9, 20..21, 40..64]));
+        // Pieces that cut across the ranges, one resent.
+        let x = &a[r.start as usize..r.end as usize];
+        for (from, to) in [(0, 5), (5, 30), (10, 41), (41, 64)] {
+            chunks
+                .put(0, r.start + from, &x[from as usize..to as usize])
+                .unwrap();
+        }
+        assert!(!chunks.keep("x", vec![0..1, 2..3]), "bytes have arrived");
+        assert_eq!(chunks.missing(), 0);
+        let done = chunks.take_complete();
+        let want: Vec<u8> = [&x[2..9], &x[20..21], &x[40..64]].concat();
+        assert_eq!(done, vec![("x".to_string(), want)]);
+        // Progress counts the whole tensor.
         assert_eq!(chunks.handed(), 64);
     }
 

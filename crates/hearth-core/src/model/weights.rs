@@ -1,6 +1,7 @@
 //! A model's weights held on the CPU in their file's block format, decoded a row at a time.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use super::cpu::ops::dot;
 use super::cpu::products;
@@ -360,13 +361,7 @@ impl WeightsBuilder {
     /// Takes tensor `id`, of `info`'s type and shape (checked with
     /// [`ModelSpec::check_tensors`]), from its bytes.
     pub fn add(&mut self, id: TensorId, info: &TensorInfo, data: Vec<u8>) {
-        let cols = info.dims[0] as usize;
-        let m = QTensor {
-            ty: info.ty,
-            rows: (info.n_elements() / info.dims[0].max(1)) as usize,
-            cols,
-            data,
-        };
+        let m = matrix_of(info, data);
         let tensor = match id.role.usage() {
             Use::Matrix => Tensor::Matrix(m),
             Use::Vector => Tensor::Vector(m.to_f32()),
@@ -377,7 +372,7 @@ impl WeightsBuilder {
         };
         for (id, tensor) in parts {
             let tensor = match tensor {
-                Tensor::Matrix(m) if self.shard.count > 1 && id.role != Role::PositionEmbd => {
+                Tensor::Matrix(m) if self.splits(id) => {
                     self.split.insert(id, m.rows);
                     let mine = self.shard.rows(m.rows);
                     Tensor::Matrix(m.into_rows(mine.start, mine.len()))
@@ -386,6 +381,61 @@ impl WeightsBuilder {
             };
             self.tensors.insert(id, tensor);
         }
+    }
+
+    /// The bytes of tensor `id` (of `info`'s shape) that this shard keeps, from the tensor's
+    /// start, one range after another; `None` where it keeps them all.
+    pub fn kept_bytes(&self, id: TensorId, info: &TensorInfo) -> Option<Vec<Range<u64>>> {
+        let rows = (info.n_elements() / info.dims[0].max(1)) as usize;
+        if !self.splits(id) || rows == 0 {
+            return None;
+        }
+        let row = info.n_bytes / rows as u64;
+        let parts = self.parts(id, rows);
+        let mut first = 0;
+        let ranges = parts.iter().map(|&(_, n)| {
+            let mine = self.shard.rows(n);
+            let r = (first + mine.start) as u64 * row..(first + mine.end) as u64 * row;
+            first += n;
+            r
+        });
+        Some(ranges.collect())
+    }
+
+    /// As [`WeightsBuilder::add`], from the bytes [`WeightsBuilder::kept_bytes`] names only.
+    pub fn add_kept(&mut self, id: TensorId, info: &TensorInfo, data: Vec<u8>) {
+        let m = matrix_of(info, data);
+        let (row, parts) = (m.row_bytes(), self.parts(id, m.rows));
+        if let [(id, n)] = parts[..] {
+            self.split.insert(id, n);
+            let rows = self.shard.rows(n).len();
+            self.tensors
+                .insert(id, Tensor::Matrix(QTensor { rows, ..m }));
+            return;
+        }
+        let mut at = 0;
+        for (id, n) in parts {
+            let mine = self.shard.rows(n).len();
+            let data = m.data[at..at + mine * row].to_vec();
+            at += mine * row;
+            self.split.insert(id, n);
+            let part = QTensor {
+                rows: mine,
+                data,
+                ..m
+            };
+            self.tensors.insert(id, Tensor::Matrix(part));
+        }
+    }
+
+    /// Whether this shard keeps only some rows of matrix `id`.
+    fn splits(&self, id: TensorId) -> bool {
+        self.shard.count > 1 && id.role.usage() == Use::Matrix && id.role != Role::PositionEmbd
+    }
+
+    /// The tensors that `id` (of `rows` rows) is read as, with their rows.
+    fn parts(&self, id: TensorId, rows: usize) -> Vec<(TensorId, usize)> {
+        fused_parts(&self.spec, id).unwrap_or_else(|| vec![(id, rows)])
     }
 
     /// The tensors `spec` reads, by file name.
@@ -409,6 +459,16 @@ impl WeightsBuilder {
             split: self.split,
             peers: None,
         })
+    }
+}
+
+/// Tensor `info`'s bytes as a matrix of its shape (rows of `dims[0]` values).
+fn matrix_of(info: &TensorInfo, data: Vec<u8>) -> QTensor {
+    QTensor {
+        ty: info.ty,
+        rows: (info.n_elements() / info.dims[0].max(1)) as usize,
+        cols: info.dims[0] as usize,
+        data,
     }
 }
 
