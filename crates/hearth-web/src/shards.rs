@@ -5,6 +5,7 @@
 
 use std::cell::Cell;
 
+use hearth_core::model::shard::MOST_PRODUCTS;
 use hearth_core::model::{Link, Peers, Request};
 use js_sys::{Atomics, Float32Array, Int32Array, SharedArrayBuffer};
 
@@ -15,10 +16,14 @@ const GENERATION: u32 = 0;
 /// The other shards that have answered the current request.
 const ANSWERED: u32 = 1;
 const KIND: u32 = 2;
-const TENSOR: u32 = 3;
-const COUNT: u32 = 4;
+/// The matrices a request names.
+const COUNT: u32 = 3;
+/// Inputs, or rows.
+const N: u32 = 4;
 /// Set by a worker whose shard failed (`pkg/shard.js`): the first shard stops waiting.
 const FAILED: u32 = 5;
+/// The matrices' numbers, [`MOST_PRODUCTS`] from here.
+const TENSORS: u32 = 6;
 /// Atomic loads tried before sleeping: a request answered within a few microseconds is not
 /// worth a wake-up's latency.
 const SPINS: u32 = 2000;
@@ -100,13 +105,16 @@ impl Peers for SharedPeers {
     fn send(&self, request: Request, input: &[f32]) {
         let a = &self.areas;
         Areas::area(&a.input, 0, input.len()).copy_from(input);
-        let (kind, tensor, n) = match request {
-            Request::Product { tensor, n } => (0, tensor, n),
-            Request::Rows { tensor, n } => (1, tensor, n),
+        let (kind, tensors, count, n) = match request {
+            Request::Products { tensors, count, n } => (0, tensors, count, n),
+            Request::Rows { tensor, n } => (1, [tensor; MOST_PRODUCTS], 1, n),
         };
         a.store(KIND, kind);
-        a.store(TENSOR, tensor as i32);
-        a.store(COUNT, n as i32);
+        a.store(COUNT, count as i32);
+        a.store(N, n as i32);
+        for (i, t) in (TENSORS..).zip(tensors) {
+            a.store(i, t as i32);
+        }
         a.store(ANSWERED, 0);
         Atomics::add(&a.control, GENERATION, 1).expect("the control block is an Int32Array");
         let _ = Atomics::notify(&a.control, GENERATION);
@@ -152,10 +160,17 @@ impl Link for SharedLink {
         let a = &self.areas;
         a.wait_while(GENERATION, self.seen.get());
         self.seen.set(a.load(GENERATION));
-        let (tensor, n) = (a.load(TENSOR) as u32, a.load(COUNT) as u32);
+        let mut tensors = [0; MOST_PRODUCTS];
+        for (i, t) in (TENSORS..).zip(&mut tensors) {
+            *t = a.load(i) as u32;
+        }
+        let (count, n) = (a.load(COUNT) as u32, a.load(N) as u32);
         Some(match a.load(KIND) {
-            0 => Request::Product { tensor, n },
-            _ => Request::Rows { tensor, n },
+            0 => Request::Products { tensors, count, n },
+            _ => Request::Rows {
+                tensor: tensors[0],
+                n,
+            },
         })
     }
 

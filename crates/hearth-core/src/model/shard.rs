@@ -26,13 +26,23 @@ impl Shard {
     }
 }
 
-/// What the first shard asks of the others, about split matrix number `tensor` (in the order
-/// of [`TensorId`](super::TensorId)s among the split ones).
+/// Most products one request asks for: those that take the same inputs (a layer's Q, K and V,
+/// its gate and up, a delta net's four), so that the shards meet once for them all.
+pub const MOST_PRODUCTS: usize = 4;
+
+/// What the first shard asks of the others, about split matrices by number (in the order of
+/// [`TensorId`](super::TensorId)s among the split ones).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request {
-    /// The product of the matrix with the `n` inputs in the input area: each shard writes its
-    /// rows of each input's product at `t * rows + row` of the output area.
-    Product { tensor: u32, n: u32 },
+    /// The products of matrices `tensors[..count]` with the `n` inputs in the input area: each
+    /// shard writes its rows of input `t`'s product with matrix `j` at
+    /// `offset + t * rows + row` of the output area, `offset` being `n` times the rows of the
+    /// matrices before `j`.
+    Products {
+        tensors: [u32; MOST_PRODUCTS],
+        count: u32,
+        n: u32,
+    },
     /// The `n` rows whose numbers are in the input area (as `f32::from_bits`): the shard that
     /// holds row number `t` writes it at `t * cols` of the output area.
     Rows { tensor: u32, n: u32 },

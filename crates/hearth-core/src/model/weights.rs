@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use super::cpu::ops::dot;
 use super::cpu::products;
-use super::shard::{Link, Peers, Request, Shard};
+use super::shard::{Link, Peers, Request, Shard, MOST_PRODUCTS};
 use super::spec::ModelSpec;
 use super::tensor::{Role, TensorId, Use};
 use super::ModelError;
@@ -227,41 +227,72 @@ impl Weights {
     /// Matrix `id`'s product with the `x.len() / cols` inputs in `x`, plus `bias`: on a split
     /// model, this shard's rows computed here while the other shards compute theirs.
     pub fn times(&self, id: TensorId, x: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
-        let m = self.matrix(id);
-        let Some(&rows) = self.split.get(&id) else {
-            return m.times(x, bias, self.products);
-        };
-        let (peers, tensor) = self.peers_for(id);
-        let (cols, mine) = (m.cols, self.shard.rows(rows));
+        let mut out = self.times_each(&[(id, bias)], x);
+        out.pop().expect("one product")
+    }
+
+    /// As [`Weights::times`] for matrices that take the same inputs (at most
+    /// [`MOST_PRODUCTS`] of them): on a split model, in one request.
+    pub fn times_each(&self, products: &[(TensorId, Option<&[f32]>)], x: &[f32]) -> Vec<Vec<f32>> {
+        if !products.iter().all(|(id, _)| self.split.contains_key(id)) {
+            let times = |&(id, bias)| self.matrix(id).times(x, bias, self.products);
+            return products.iter().map(times).collect();
+        }
+        assert!(products.len() <= MOST_PRODUCTS);
+        let mut tensors = [0; MOST_PRODUCTS];
+        let mut peers = None;
+        for (t, &(id, _)) in tensors.iter_mut().zip(products) {
+            let (p, number) = self.peers_for(id);
+            (*t, peers) = (number, Some(p));
+        }
+        let peers = peers.expect("at least one product");
+        let rows: Vec<usize> = products.iter().map(|(id, _)| self.split[id]).collect();
+        if products.len() > 1 && rows.iter().sum::<usize>() > peers.capacity() {
+            // The areas hold each matrix's rows, not all of theirs at once.
+            let one = |p| self.times_each(&[p], x).pop().expect("one product");
+            return products.iter().copied().map(one).collect();
+        }
+        let cols = self.matrix(products[0].0).cols;
         let n = x.len() / cols;
-        let mut out = vec![0.0; n * rows];
+        let mut outs: Vec<Vec<f32>> = rows.iter().map(|r| vec![0.0; n * r]).collect();
         // As many inputs at a time as the areas hold.
-        let per = (peers.capacity() / rows.max(cols)).max(1);
+        let per = (peers.capacity() / rows.iter().sum::<usize>().max(cols)).max(1);
         for first in (0..n).step_by(per) {
             let k = per.min(n - first);
-            let request = Request::Product {
-                tensor,
+            let request = Request::Products {
+                tensors,
+                count: products.len() as u32,
                 n: k as u32,
             };
             let x = &x[first * cols..(first + k) * cols];
             peers.send(request, x);
-            let local = m.times(x, None, self.products);
+            let local: Vec<Vec<f32>> = products
+                .iter()
+                .map(|&(id, _)| self.matrix(id).times(x, None, self.products))
+                .collect();
             peers.wait();
-            let out = &mut out[first * rows..(first + k) * rows];
-            peers.read(0, out);
-            for (o, l) in out
-                .chunks_exact_mut(rows)
-                .zip(local.chunks_exact(mine.len()))
-            {
-                o[mine.clone()].copy_from_slice(l);
+            let mut at = 0;
+            for ((out, &rows), local) in outs.iter_mut().zip(&rows).zip(&local) {
+                let mine = self.shard.rows(rows);
+                let out = &mut out[first * rows..(first + k) * rows];
+                peers.read(at, out);
+                at += out.len();
+                for (o, l) in out
+                    .chunks_exact_mut(rows)
+                    .zip(local.chunks_exact(mine.len().max(1)))
+                {
+                    o[mine.clone()].copy_from_slice(l);
+                }
             }
         }
-        if let Some(b) = bias {
-            for o in out.chunks_exact_mut(rows) {
-                o.iter_mut().zip(b).for_each(|(o, b)| *o += b);
+        for (out, &(id, bias)) in outs.iter_mut().zip(products) {
+            if let Some(b) = bias {
+                for o in out.chunks_exact_mut(self.split[&id]) {
+                    o.iter_mut().zip(b).for_each(|(o, b)| *o += b);
+                }
             }
         }
-        out
+        outs
     }
 
     /// Rows `ids` of matrix `id` (the token embedding's, for tokens `ids`) decoded one after
@@ -309,21 +340,27 @@ impl Weights {
         let split: Vec<(TensorId, usize)> = self.split.iter().map(|(&id, &r)| (id, r)).collect();
         let mut input = Vec::new();
         while let Some(request) = link.receive() {
-            let (Request::Product { tensor, n } | Request::Rows { tensor, n }) = request;
-            let (id, rows) = split[tensor as usize];
-            let (m, mine) = (self.matrix(id), self.shard.rows(rows));
-            let n = n as usize;
             match request {
-                Request::Product { .. } => {
-                    input.resize(n * m.cols, 0.0);
+                Request::Products { tensors, count, n } => {
+                    let tensors = &tensors[..count as usize];
+                    let n = n as usize;
+                    input.resize(n * self.matrix(split[tensors[0] as usize].0).cols, 0.0);
                     link.input(&mut input);
-                    let local = m.times(&input, None, self.products);
-                    for (t, l) in local.chunks_exact(mine.len().max(1)).enumerate() {
-                        link.write(t * rows + mine.start, l);
+                    let mut at = 0;
+                    for &t in tensors {
+                        let (id, rows) = split[t as usize];
+                        let mine = self.shard.rows(rows);
+                        let local = self.matrix(id).times(&input, None, self.products);
+                        for (t, l) in local.chunks_exact(mine.len().max(1)).enumerate() {
+                            link.write(at + t * rows + mine.start, l);
+                        }
+                        at += n * rows;
                     }
                 }
-                Request::Rows { .. } => {
-                    input.resize(n, 0.0);
+                Request::Rows { tensor, n } => {
+                    let (id, rows) = split[tensor as usize];
+                    let (m, mine) = (self.matrix(id), self.shard.rows(rows));
+                    input.resize(n as usize, 0.0);
                     link.input(&mut input);
                     let mut row = vec![0.0; m.cols];
                     for (t, r) in input.iter().map(|r| r.to_bits() as usize).enumerate() {
@@ -536,6 +573,18 @@ impl<'a> LayerWeights<'a> {
     /// Matrix `role`'s product with `x`, plus `bias`, as [`Weights::times`].
     pub fn times(self, role: Role, x: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
         self.w.times(TensorId::layer(self.layer, role), x, bias)
+    }
+
+    /// The products of matrices `roles` with the same `x`, each plus its bias, as
+    /// [`Weights::times_each`].
+    pub fn times_each<const N: usize>(
+        self,
+        roles: [(Role, Option<&[f32]>); N],
+        x: &[f32],
+    ) -> [Vec<f32>; N] {
+        let products = roles.map(|(role, bias)| (TensorId::layer(self.layer, role), bias));
+        let out = self.w.times_each(&products, x);
+        out.try_into().expect("a product per matrix")
     }
 }
 

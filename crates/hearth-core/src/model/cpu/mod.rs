@@ -154,9 +154,14 @@ impl CpuModel {
         let s = &self.spec;
         let n = h.len() / s.n_embd;
         let (qd, kd, vd, hd) = (a.q_dim(), a.k_dim(), a.v_dim(), a.head_dim);
-        let q_full = w.times(Role::AttnQ, h, w.optional(Role::AttnQBias));
-        let mut k = w.times(Role::AttnK, h, w.optional(Role::AttnKBias));
-        let v = w.times(Role::AttnV, h, w.optional(Role::AttnVBias));
+        let [q_full, mut k, v] = w.times_each(
+            [
+                (Role::AttnQ, w.optional(Role::AttnQBias)),
+                (Role::AttnK, w.optional(Role::AttnKBias)),
+                (Role::AttnV, w.optional(Role::AttnVBias)),
+            ],
+            h,
+        );
         // A gated Q holds [query | gate] per head.
         let (mut q, gate) = if a.output_gate {
             let (mut q, mut g) = (Vec::with_capacity(n * qd), Vec::with_capacity(n * qd));
@@ -250,11 +255,8 @@ impl CpuModel {
         let s = &self.spec;
         let n = h.len() / s.n_embd;
         let (cd, vd, nv) = (d.conv_dim(), d.value_dim(), d.n_v_heads);
-        let product = |role| w.times(role, h, None);
-        let mut qkv = product(Role::AttnQkv);
-        let z = product(Role::AttnGate);
-        let beta = product(Role::SsmBeta);
-        let alpha = product(Role::SsmAlpha);
+        let roles = [Role::AttnQkv, Role::AttnGate, Role::SsmBeta, Role::SsmAlpha];
+        let [mut qkv, z, beta, alpha] = w.times_each(roles.map(|role| (role, None)), h);
         let tables = ops::DeltaTables {
             conv: w.vector(Role::SsmConv1d),
             dt: w.vector(Role::SsmDt),
@@ -315,8 +317,7 @@ fn feed_forward(ffn: &Ffn, w: LayerWeights, h: &[f32]) -> Vec<f32> {
             return w.times(Role::FfnDown, &up, w.optional(Role::FfnDownBias));
         }
     };
-    let mut gate = w.times(Role::FfnGate, h, None);
-    let up = w.times(Role::FfnUp, h, None);
+    let [mut gate, up] = w.times_each([(Role::FfnGate, None), (Role::FfnUp, None)], h);
     for (g, u) in gate.iter_mut().zip(&up) {
         *g = act(*g) * u;
     }
