@@ -451,16 +451,18 @@ fn total(v: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + rest
 }
 
-#[cfg(test)]
-mod tests {
-    use rand::{RngExt, SeedableRng};
+/// Test support, shared with the browser's tests (where the simd128 kernels run).
+#[doc(hidden)]
+pub mod testing {
+    use rand_chacha::rand_core::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
 
     use super::*;
     use crate::model::weights::QTensor;
-    use crate::quant::{dequantize, quantize as encode};
+    use crate::quant::quantize as encode;
 
     /// Every block format Hearth reads.
-    const FAST: [GgmlType; 10] = [
+    pub(crate) const FAST: [GgmlType; 10] = [
         GgmlType::Q8_0,
         GgmlType::Q4_0,
         GgmlType::Q4_1,
@@ -473,12 +475,15 @@ mod tests {
         GgmlType::Q6_K,
     ];
 
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    pub(crate) fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        // 24 random bits to a float in -1..1.
+        (0..n)
+            .map(|_| (rng.next_u32() >> 8) as f32 / (1 << 23) as f32 - 1.0)
+            .collect()
     }
 
-    fn matrix(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> QTensor {
+    pub(crate) fn matrix(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> QTensor {
         QTensor {
             ty,
             rows,
@@ -488,13 +493,13 @@ mod tests {
     }
 
     /// Each format's row length: one K-quant super-block holds 8 blocks of 32.
-    fn cols(ty: GgmlType, blocks: usize) -> usize {
+    pub(crate) fn cols(ty: GgmlType, blocks: usize) -> usize {
         blocks * ty.block_size().max(BLOCK)
     }
 
     /// Row 0 of `m` decoded: per element its quant term `d * scale * q` and its offset term
     /// `off * min`, each formed as ggml's dequantizers form them.
-    fn decoded(m: &QTensor) -> Vec<(f32, f32)> {
+    pub(crate) fn decoded(m: &QTensor) -> Vec<(f32, f32)> {
         let decoding = decoding(m.ty).unwrap();
         let mut row = Decoded::new(m.cols, decoding);
         (decoding.decode)(&m.data[..m.data.len() / m.rows], &mut row);
@@ -511,6 +516,64 @@ mod tests {
             })
             .collect()
     }
+
+    /// The fast product against the reference over odd shapes and token counts, for every
+    /// block format. Each input value is off by at most half its block's step
+    /// (`amax / 254`, blocks of the format's super-block size), so output `r` may differ by
+    /// `sum over blocks of sum |w| * amax / 254`, taken from the decoded weights, plus f32
+    /// rounding (1e-5 of `sum (|quant term| + |offset term|) |x|`, the sizes of the terms
+    /// summed).
+    pub fn fast_products_match_the_reference_within_input_rounding() {
+        for ty in FAST {
+            for (rows, blocks) in [(1, 1), (7, 3), (13, 5), (33, 2), (5, 9)] {
+                let cols = cols(ty, blocks);
+                let m = matrix(ty, rows, cols, rows as u64 * 31 + blocks as u64);
+                let w = m.to_f32();
+                let bias = values(rows, 5);
+                for n in [1, 3, 17] {
+                    let x = values(n * cols, n as u64 + 100);
+                    let mut got = vec![0.0; n * rows];
+                    m.matmul(&x, Some(&bias), &mut got);
+                    let mut want = vec![0.0; n * rows];
+                    m.matmul_reference(&x, Some(&bias), &mut want);
+                    for t in 0..n {
+                        let x = &x[t * cols..(t + 1) * cols];
+                        for r in 0..rows {
+                            let w = &w[r * cols..(r + 1) * cols];
+                            let row = decoded(&m.rows(r, 1));
+                            let (mut bound, mut size) = (0.0, 0.0);
+                            let block = decoding(ty).unwrap().block;
+                            for ((w, x), row) in w
+                                .chunks_exact(block)
+                                .zip(x.chunks_exact(block))
+                                .zip(row.chunks_exact(block))
+                            {
+                                let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                                bound += w.iter().map(|w| w.abs()).sum::<f32>() * amax / 254.0;
+                                size += row
+                                    .iter()
+                                    .zip(x)
+                                    .map(|(&(q, o), x)| (q.abs() + o.abs()) * x.abs())
+                                    .sum::<f32>();
+                            }
+                            let (g, e) = (got[t * rows + r], want[t * rows + r]);
+                            assert!(
+                                (g - e).abs() <= bound + 1e-5 * size,
+                                "{ty} {rows}x{cols}, {n} inputs, [{t}][{r}]: {g} vs {e} (bound {bound})"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{cols, decoded, matrix, values, FAST};
+    use super::*;
+    use crate::quant::dequantize;
 
     /// The quant terms plus the offset terms are exactly what ggml's dequantizer gives.
     #[test]
@@ -554,55 +617,8 @@ mod tests {
         }
     }
 
-    /// The fast product against the reference over odd shapes and token counts, for each
-    /// format with a kernel. Each input value is off by at most half its block's step
-    /// (`amax / 254`, blocks of the format's super-block size), so output `r` may differ by
-    /// `sum over blocks of sum |w| * amax / 254`, taken from the decoded weights, plus f32
-    /// rounding (1e-5 of `sum (|quant term| + |offset term|) |x|`, the sizes of the terms
-    /// summed).
     #[test]
     fn fast_products_match_the_reference_within_input_rounding() {
-        for ty in FAST {
-            for (rows, blocks) in [(1, 1), (7, 3), (13, 5), (33, 2), (5, 9)] {
-                let cols = cols(ty, blocks);
-                let m = matrix(ty, rows, cols, rows as u64 * 31 + blocks as u64);
-                let w = m.to_f32();
-                let bias = values(rows, 5);
-                for n in [1, 3, 17] {
-                    let x = values(n * cols, n as u64 + 100);
-                    let mut got = vec![0.0; n * rows];
-                    m.matmul(&x, Some(&bias), &mut got);
-                    let mut want = vec![0.0; n * rows];
-                    m.matmul_reference(&x, Some(&bias), &mut want);
-                    for t in 0..n {
-                        let x = &x[t * cols..(t + 1) * cols];
-                        for r in 0..rows {
-                            let w = &w[r * cols..(r + 1) * cols];
-                            let row = decoded(&m.rows(r, 1));
-                            let (mut bound, mut size) = (0.0, 0.0);
-                            let block = decoding(ty).unwrap().block;
-                            for ((w, x), row) in w
-                                .chunks_exact(block)
-                                .zip(x.chunks_exact(block))
-                                .zip(row.chunks_exact(block))
-                            {
-                                let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-                                bound += w.iter().map(|w| w.abs()).sum::<f32>() * amax / 254.0;
-                                size += row
-                                    .iter()
-                                    .zip(x)
-                                    .map(|(&(q, o), x)| (q.abs() + o.abs()) * x.abs())
-                                    .sum::<f32>();
-                            }
-                            let (g, e) = (got[t * rows + r], want[t * rows + r]);
-                            assert!(
-                                (g - e).abs() <= bound + 1e-5 * size,
-                                "{ty} {rows}x{cols}, {n} inputs, [{t}][{r}]: {g} vs {e} (bound {bound})"
-                            );
-                        }
-                    }
-                }
-            }
-        }
+        testing::fast_products_match_the_reference_within_input_rounding();
     }
 }
