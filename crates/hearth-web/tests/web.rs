@@ -89,6 +89,13 @@ async fn qwen3_f32() {
     logits_match_the_cpu("qwen3-tiny.f32", fixture!("qwen3-tiny.f32")).await;
 }
 
+/// The CPU's fast products against the reference for every block format, here with
+/// WebAssembly's simd128 kernels (the fused K-quant ones among them) where built with it.
+#[wasm_bindgen_test]
+fn cpu_fast_products_match_the_reference() {
+    hearth_core::model::cpu::products::testing::fast_products_match_the_reference_within_input_rounding();
+}
+
 /// A software adapter (SwiftShader, the browser's fallback adapter) is refused unless allowed,
 /// saying why; a hardware one is taken either way.
 #[wasm_bindgen_test]

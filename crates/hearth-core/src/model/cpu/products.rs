@@ -5,7 +5,9 @@
 //! 16 or 32 and float ones per super-block, and integer dot products per sub-block
 //! ([`block_sums`]) summed against those integer scales, so that floats are met once per
 //! super-block. Every block format has such a decoding; F32, F16 and BF16 take the reference
-//! product.
+//! product. Where a format has a fused kernel ([`Fused`]) only the row's scales are decoded,
+//! and its quants are unpacked in registers and dotted with the inputs' straight away: the same
+//! integer sums, so the same outputs.
 
 use half::f16;
 
@@ -39,14 +41,27 @@ impl Decoded {
 /// Decodes one row (a whole number of super-blocks) into a [`Decoded`] of its length.
 pub type RowDecoder = fn(&[u8], &mut Decoded);
 
+/// `isum[s] = Σ scale[g] · dot(sub-block g of the row, of x)` over the sub-blocks `g` of
+/// super-block `s`, for one row's bytes, one input's quants `x` and the row's integer scales.
+pub type RowDot = fn(&[u8], &[i8], &[i32], &mut [i32]);
+
+/// A row's dot products taken from its bytes: `scales` decodes all of a [`Decoded`] but its
+/// quants, and `dot` takes the integer sums with each input.
+#[derive(Clone, Copy)]
+pub struct Fused {
+    pub scales: RowDecoder,
+    pub dot: RowDot,
+}
+
 /// A format's fast decoding: the row decoder, the length of the sub-blocks that share an
 /// integer scale and offset (16 or [`BLOCK`]), and of the super-blocks that share float ones
-/// ([`BLOCK`] or [`QK_K`]), which is also the inputs' block.
+/// ([`BLOCK`] or [`QK_K`]), which is also the inputs' block; and its fused kernel, if any.
 #[derive(Clone, Copy)]
 pub struct Decoding {
     pub decode: RowDecoder,
     pub sub: usize,
     pub block: usize,
+    pub fused: Option<Fused>,
 }
 
 /// The row decoding of format `ty`, where it has a fast product.
@@ -64,7 +79,31 @@ pub fn decoding(ty: GgmlType) -> Option<Decoding> {
         GgmlType::Q6_K => (decode_q6_k, 16, QK_K),
         _ => return None,
     };
-    Some(Decoding { decode, sub, block })
+    Some(Decoding {
+        decode,
+        sub,
+        block,
+        fused: fused(ty),
+    })
+}
+
+/// The fused kernels: WebAssembly's simd128 ones, where writing the quants out and reading them
+/// back costs more than the products.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn fused(ty: GgmlType) -> Option<Fused> {
+    use super::simd::simd128;
+    let (scales, dot): (RowDecoder, RowDot) = match ty {
+        GgmlType::Q4_K => (scales_q4_k, simd128::q4_k_dots),
+        GgmlType::Q5_K => (scales_q5_k, simd128::q5_k_dots),
+        GgmlType::Q6_K => (scales_q6_k, simd128::q6_k_dots),
+        _ => return None,
+    };
+    Some(Fused { scales, dot })
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+fn fused(_: GgmlType) -> Option<Fused> {
+    None
 }
 
 fn f16_at(b: &[u8], at: usize) -> f32 {
@@ -216,34 +255,49 @@ fn q3_k_block(b: &[u8], q: &mut [i8], scale: &mut [i32], min: &mut [i32]) -> (f3
 
 fn decode_q4_k(src: &[u8], row: &mut Decoded) {
     decode_super_blocks(src, (144, BLOCK), row, |b, q, scale, min| {
-        q45_k_block(b, None, q, scale, min)
+        q45_k_block(b, None, q);
+        q45_k_scales(b, scale, min)
     });
 }
 
 fn decode_q5_k(src: &[u8], row: &mut Decoded) {
     decode_super_blocks(src, (176, BLOCK), row, |b, q, scale, min| {
-        q45_k_block(b, Some(&b[16..48]), q, scale, min)
+        q45_k_block(b, Some(&b[16..48]), q);
+        q45_k_scales(b, scale, min)
     });
 }
 
-/// Q4_K and Q5_K: d, dmin, 12 bytes of 6-bit scales and mins, (Q5_K: 32 bytes of fifth bits,
-/// bit `g` for sub-block `g`,) then 128 bytes of nibbles: sub-block `g` of 32 takes the low
-/// (even `g`) or high (odd `g`) nibbles of bytes `32 * (g / 2)..`, with scale `d * sc` and
-/// offset `-dmin * m`.
-fn q45_k_block(
-    b: &[u8],
-    qh: Option<&[u8]>,
-    q: &mut [i8],
-    scale: &mut [i32],
-    min: &mut [i32],
-) -> (f32, f32) {
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn scales_q4_k(src: &[u8], row: &mut Decoded) {
+    decode_super_blocks(src, (144, BLOCK), row, |b, _, scale, min| {
+        q45_k_scales(b, scale, min)
+    });
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn scales_q5_k(src: &[u8], row: &mut Decoded) {
+    decode_super_blocks(src, (176, BLOCK), row, |b, _, scale, min| {
+        q45_k_scales(b, scale, min)
+    });
+}
+
+/// Q4_K and Q5_K: d, dmin, then 12 bytes of 6-bit scales and mins; sub-block `g` has scale
+/// `d * sc` and offset `-dmin * m`.
+fn q45_k_scales(b: &[u8], scale: &mut [i32], min: &mut [i32]) -> (f32, f32) {
     let scales = &b[4..16];
-    let qs = &b[b.len() - 128..];
     for g in 0..QK_K / BLOCK {
         let (sc, m) = scale_min_k4(g, scales);
         scale[g] = i32::from(sc);
         min[g] = i32::from(m);
     }
+    (f16_at(b, 0), -f16_at(b, 2))
+}
+
+/// Q4_K and Q5_K's quants: after the scales (and Q5_K's 32 bytes of fifth bits, bit `g` for
+/// sub-block `g`), 128 bytes of nibbles: sub-block `g` of 32 takes the low (even `g`) or high
+/// (odd `g`) nibbles of bytes `32 * (g / 2)..`.
+fn q45_k_block(b: &[u8], qh: Option<&[u8]>, q: &mut [i8]) {
+    let qs = &b[b.len() - 128..];
     // Sub-blocks in pairs over the same 32 bytes, with constant shifts so that it vectorizes.
     for (j, (q, qs)) in q.chunks_exact_mut(64).zip(qs.chunks_exact(32)).enumerate() {
         let (lo, hi) = q.split_at_mut(32);
@@ -259,21 +313,34 @@ fn q45_k_block(
             }
         }
     }
-    (f16_at(b, 0), -f16_at(b, 2))
 }
 
 fn decode_q6_k(src: &[u8], row: &mut Decoded) {
-    decode_super_blocks(src, (210, 16), row, q6_k_block);
+    decode_super_blocks(src, (210, 16), row, |b, q, scale, min| {
+        q6_k_block(b, q);
+        q6_k_scales(b, scale, min)
+    });
 }
 
-/// Q6_K: ql[128], qh[64], scales[16] (i8), d. Each half of 128 elements uses 64 bytes of ql and
-/// 32 of qh; its quarter `k` takes nibble `k / 2` of ql bytes `32 * (k % 2)..` and bits
-/// `2k..2k+2` of qh, less 32; sub-block `g` of 16 has scale `d * scales[g]`.
-fn q6_k_block(b: &[u8], q: &mut [i8], scale: &mut [i32], min: &mut [i32]) -> (f32, f32) {
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn scales_q6_k(src: &[u8], row: &mut Decoded) {
+    decode_super_blocks(src, (210, 16), row, |b, _, scale, min| {
+        q6_k_scales(b, scale, min)
+    });
+}
+
+/// Q6_K: ql[128], qh[64], scales[16] (i8), d; sub-block `g` of 16 has scale `d * scales[g]`.
+fn q6_k_scales(b: &[u8], scale: &mut [i32], min: &mut [i32]) -> (f32, f32) {
     min.fill(0);
     for (scale, &v) in scale.iter_mut().zip(&b[192..208]) {
         *scale = i32::from(v as i8);
     }
+    (f16_at(b, 208), 0.0)
+}
+
+/// Q6_K's quants: each half of 128 elements uses 64 bytes of ql and 32 of qh; its quarter `k`
+/// takes nibble `k / 2` of ql bytes `32 * (k % 2)..` and bits `2k..2k+2` of qh, less 32.
+fn q6_k_block(b: &[u8], q: &mut [i8]) {
     // ggml's loop: constant shifts, so that it vectorizes.
     for (h, q) in q.chunks_exact_mut(128).enumerate() {
         let ql: &[u8; 64] = b[64 * h..][..64].try_into().expect("64 bytes");
@@ -287,7 +354,6 @@ fn q6_k_block(b: &[u8], q: &mut [i8], scale: &mut [i32], min: &mut [i32]) -> (f3
             q[l + 96] = ((c >> 4) | (hb >> 6) << 4) as i8 - 32;
         }
     }
-    (f16_at(b, 208), 0.0)
 }
 
 /// Values quantized per block of `block` values: `value ≈ q * d` of its block; `sum` is the sum
@@ -401,40 +467,60 @@ fn row_dots(
         .chunks_exact(data.len() / rows)
         .zip(by_row.chunks_exact_mut(n))
     {
-        (decoding.decode)(data, &mut row);
+        match decoding.fused {
+            Some(fused) => (fused.scales)(data, &mut row),
+            None => (decoding.decode)(data, &mut row),
+        }
         for (t, dot) in dots.iter_mut().enumerate() {
-            block_sums(&row.q, &xq.q[t * cols..][..cols], decoding.sub, &mut sums);
-            let x = (&xq.sum[t * subs..][..subs], &xq.d[t * blocks..][..blocks]);
+            let x = (
+                &xq.q[t * cols..][..cols],
+                &xq.sum[t * subs..][..subs],
+                &xq.d[t * blocks..][..blocks],
+            );
+            let into = (&mut sums[..], &mut terms[..]);
             match decoding.block / decoding.sub {
-                1 => block_terms::<1>(&row, &sums, x, &mut terms),
-                8 => block_terms::<8>(&row, &sums, x, &mut terms),
-                _ => block_terms::<16>(&row, &sums, x, &mut terms),
+                1 => block_terms::<1>(decoding, (data, &row), x, into),
+                8 => block_terms::<8>(decoding, (data, &row), x, into),
+                _ => block_terms::<16>(decoding, (data, &row), x, into),
             }
             *dot = total(&terms);
         }
     }
 }
 
-/// Each super-block's share of the row's dot product with one input, from the sub-blocks'
-/// integer sums `sums`: `dx * (d * Σ scale·sums + off * Σ min·xsum)` over its `PER`
-/// sub-blocks, the inner sums taken in integers (they fit: under 256 · 32 · 127 · 128 < 2^28).
-/// `PER` is a constant so that the inner sums unroll.
+/// Each super-block's share of a row's dot product with one input (its quants, their sums per
+/// sub-block and its scales per super-block), from the integer sums of its `PER` sub-blocks:
+/// `dx * (d * Σ scale·sums + off * Σ min·xsum)`, the inner sums taken in integers (they fit:
+/// under 256 · 32 · 127 · 128 < 2^28), by the fused kernel where there is one. `PER` is a
+/// constant so that the inner sums unroll.
 fn block_terms<const PER: usize>(
-    row: &Decoded,
-    sums: &[i32],
-    (xsum, xd): (&[i32], &[f32]),
-    terms: &mut [f32],
+    decoding: Decoding,
+    (data, row): (&[u8], &Decoded),
+    (x, xsum, xd): (&[i8], &[i32], &[f32]),
+    (sums, terms): (&mut [i32], &mut [f32]),
 ) {
-    let by_block = sums
-        .chunks_exact(PER)
-        .zip(row.scale.chunks_exact(PER))
-        .zip(row.min.chunks_exact(PER).zip(xsum.chunks_exact(PER)))
-        .zip(row.d.iter().zip(&row.off).zip(xd));
-    for (term, (((sums, scale), (min, xsum)), ((&d, &off), &dx))) in terms.iter_mut().zip(by_block)
-    {
-        let isum: i32 = sums.iter().zip(scale).map(|(a, b)| a * b).sum();
+    let mins = row.min.chunks_exact(PER).zip(xsum.chunks_exact(PER));
+    let floats = row.d.iter().zip(&row.off).zip(xd);
+    let by_block = mins.zip(floats);
+    let term = |isum: i32, ((min, xsum), ((&d, &off), &dx)): ((&[i32], &[i32]), _)| {
         let imin: i32 = min.iter().zip(xsum).map(|(a, b)| a * b).sum();
-        *term = dx * (d * isum as f32 + off * imin as f32);
+        dx * (d * isum as f32 + off * imin as f32)
+    };
+    match decoding.fused {
+        Some(fused) => {
+            let isums = &mut sums[..terms.len()];
+            (fused.dot)(data, x, &row.scale, isums);
+            for ((t, &isum), b) in terms.iter_mut().zip(&*isums).zip(by_block) {
+                *t = term(isum, b);
+            }
+        }
+        None => {
+            block_sums(&row.q, x, decoding.sub, sums);
+            let scaled = sums.chunks_exact(PER).zip(row.scale.chunks_exact(PER));
+            for ((t, (sums, scale)), b) in terms.iter_mut().zip(scaled).zip(by_block) {
+                *t = term(sums.iter().zip(scale).map(|(a, b)| a * b).sum(), b);
+            }
+        }
     }
 }
 
@@ -451,16 +537,18 @@ fn total(v: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + rest
 }
 
-#[cfg(test)]
-mod tests {
-    use rand::{RngExt, SeedableRng};
+/// Test support, shared with the browser's tests (where the simd128 kernels run).
+#[doc(hidden)]
+pub mod testing {
+    use rand_chacha::rand_core::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
 
     use super::*;
     use crate::model::weights::QTensor;
-    use crate::quant::{dequantize, quantize as encode};
+    use crate::quant::quantize as encode;
 
     /// Every block format Hearth reads.
-    const FAST: [GgmlType; 10] = [
+    pub(crate) const FAST: [GgmlType; 10] = [
         GgmlType::Q8_0,
         GgmlType::Q4_0,
         GgmlType::Q4_1,
@@ -473,12 +561,15 @@ mod tests {
         GgmlType::Q6_K,
     ];
 
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    pub(crate) fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        // 24 random bits to a float in -1..1.
+        (0..n)
+            .map(|_| (rng.next_u32() >> 8) as f32 / (1 << 23) as f32 - 1.0)
+            .collect()
     }
 
-    fn matrix(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> QTensor {
+    pub(crate) fn matrix(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> QTensor {
         QTensor {
             ty,
             rows,
@@ -488,13 +579,13 @@ mod tests {
     }
 
     /// Each format's row length: one K-quant super-block holds 8 blocks of 32.
-    fn cols(ty: GgmlType, blocks: usize) -> usize {
+    pub(crate) fn cols(ty: GgmlType, blocks: usize) -> usize {
         blocks * ty.block_size().max(BLOCK)
     }
 
     /// Row 0 of `m` decoded: per element its quant term `d * scale * q` and its offset term
     /// `off * min`, each formed as ggml's dequantizers form them.
-    fn decoded(m: &QTensor) -> Vec<(f32, f32)> {
+    pub(crate) fn decoded(m: &QTensor) -> Vec<(f32, f32)> {
         let decoding = decoding(m.ty).unwrap();
         let mut row = Decoded::new(m.cols, decoding);
         (decoding.decode)(&m.data[..m.data.len() / m.rows], &mut row);
@@ -511,6 +602,79 @@ mod tests {
             })
             .collect()
     }
+
+    /// The fast product against the reference over odd shapes and token counts, for every
+    /// block format. Each input value is off by at most half its block's step
+    /// (`amax / 254`, blocks of the format's super-block size), so output `r` may differ by
+    /// `sum over blocks of sum |w| * amax / 254`, taken from the decoded weights, plus f32
+    /// rounding (1e-5 of `sum (|quant term| + |offset term|) |x|`, the sizes of the terms
+    /// summed). Where a format has a fused kernel, it equals the decoded path bit for bit.
+    pub fn fast_products_match_the_reference_within_input_rounding() {
+        for ty in FAST {
+            for (rows, blocks) in [(1, 1), (7, 3), (13, 5), (33, 2), (5, 9)] {
+                let cols = cols(ty, blocks);
+                let m = matrix(ty, rows, cols, rows as u64 * 31 + blocks as u64);
+                let w = m.to_f32();
+                let bias = values(rows, 5);
+                for n in [1, 3, 17] {
+                    let x = values(n * cols, n as u64 + 100);
+                    let mut got = vec![0.0; n * rows];
+                    m.matmul(&x, Some(&bias), &mut got);
+                    let mut want = vec![0.0; n * rows];
+                    m.matmul_reference(&x, Some(&bias), &mut want);
+                    // A fused kernel takes the decoded path's integer sums: the same outputs.
+                    let decoded_path = Decoding {
+                        fused: None,
+                        ..decoding(ty).unwrap()
+                    };
+                    let mut plain = vec![0.0; n * rows];
+                    matmul(
+                        decoded_path,
+                        &m.data,
+                        (rows, cols),
+                        &x,
+                        Some(&bias),
+                        &mut plain,
+                    );
+                    assert_eq!(got, plain, "{ty} {rows}x{cols}, {n} inputs");
+                    for t in 0..n {
+                        let x = &x[t * cols..(t + 1) * cols];
+                        for r in 0..rows {
+                            let w = &w[r * cols..(r + 1) * cols];
+                            let row = decoded(&m.rows(r, 1));
+                            let (mut bound, mut size) = (0.0, 0.0);
+                            let block = decoding(ty).unwrap().block;
+                            for ((w, x), row) in w
+                                .chunks_exact(block)
+                                .zip(x.chunks_exact(block))
+                                .zip(row.chunks_exact(block))
+                            {
+                                let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                                bound += w.iter().map(|w| w.abs()).sum::<f32>() * amax / 254.0;
+                                size += row
+                                    .iter()
+                                    .zip(x)
+                                    .map(|(&(q, o), x)| (q.abs() + o.abs()) * x.abs())
+                                    .sum::<f32>();
+                            }
+                            let (g, e) = (got[t * rows + r], want[t * rows + r]);
+                            assert!(
+                                (g - e).abs() <= bound + 1e-5 * size,
+                                "{ty} {rows}x{cols}, {n} inputs, [{t}][{r}]: {g} vs {e} (bound {bound})"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{cols, decoded, matrix, values, FAST};
+    use super::*;
+    use crate::quant::dequantize;
 
     /// The quant terms plus the offset terms are exactly what ggml's dequantizer gives.
     #[test]
@@ -554,55 +718,9 @@ mod tests {
         }
     }
 
-    /// The fast product against the reference over odd shapes and token counts, for each
-    /// format with a kernel. Each input value is off by at most half its block's step
-    /// (`amax / 254`, blocks of the format's super-block size), so output `r` may differ by
-    /// `sum over blocks of sum |w| * amax / 254`, taken from the decoded weights, plus f32
-    /// rounding (1e-5 of `sum (|quant term| + |offset term|) |x|`, the sizes of the terms
-    /// summed).
+    /// Natively: the decoded path (the browser's tests run the fused kernels).
     #[test]
     fn fast_products_match_the_reference_within_input_rounding() {
-        for ty in FAST {
-            for (rows, blocks) in [(1, 1), (7, 3), (13, 5), (33, 2), (5, 9)] {
-                let cols = cols(ty, blocks);
-                let m = matrix(ty, rows, cols, rows as u64 * 31 + blocks as u64);
-                let w = m.to_f32();
-                let bias = values(rows, 5);
-                for n in [1, 3, 17] {
-                    let x = values(n * cols, n as u64 + 100);
-                    let mut got = vec![0.0; n * rows];
-                    m.matmul(&x, Some(&bias), &mut got);
-                    let mut want = vec![0.0; n * rows];
-                    m.matmul_reference(&x, Some(&bias), &mut want);
-                    for t in 0..n {
-                        let x = &x[t * cols..(t + 1) * cols];
-                        for r in 0..rows {
-                            let w = &w[r * cols..(r + 1) * cols];
-                            let row = decoded(&m.rows(r, 1));
-                            let (mut bound, mut size) = (0.0, 0.0);
-                            let block = decoding(ty).unwrap().block;
-                            for ((w, x), row) in w
-                                .chunks_exact(block)
-                                .zip(x.chunks_exact(block))
-                                .zip(row.chunks_exact(block))
-                            {
-                                let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-                                bound += w.iter().map(|w| w.abs()).sum::<f32>() * amax / 254.0;
-                                size += row
-                                    .iter()
-                                    .zip(x)
-                                    .map(|(&(q, o), x)| (q.abs() + o.abs()) * x.abs())
-                                    .sum::<f32>();
-                            }
-                            let (g, e) = (got[t * rows + r], want[t * rows + r]);
-                            assert!(
-                                (g - e).abs() <= bound + 1e-5 * size,
-                                "{ty} {rows}x{cols}, {n} inputs, [{t}][{r}]: {g} vs {e} (bound {bound})"
-                            );
-                        }
-                    }
-                }
-            }
-        }
+        testing::fast_products_match_the_reference_within_input_rounding();
     }
 }

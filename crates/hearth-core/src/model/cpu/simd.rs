@@ -2,7 +2,8 @@
 //! activations, summed per sub-block of 16 or 32 elements into exact 32-bit integers. A plain
 //! loop everywhere, AVX2 on x86_64 where the processor has it (checked at run time), and
 //! WebAssembly's simd128 where the module is built with it (`-C target-feature=+simd128`). Every
-//! version returns the same integers.
+//! version returns the same integers. Under simd128 also the K-quants' fused row products
+//! (`simd128::q4_k_dots` and the like), which unpack the weights' bits in registers.
 
 /// Elements per block of the quantized inputs, and the longest sub-block.
 pub const BLOCK: usize = 32;
@@ -94,20 +95,22 @@ mod avx2 {
 }
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-mod simd128 {
+pub mod simd128 {
     use core::arch::wasm32::*;
 
     use super::BLOCK;
+    use crate::quant::QK_K;
 
     /// [`super::block_sums`] with 128-bit registers, a block of 32 per step: byte products
     /// widened to i16 (at most 128 * 128), added pairwise into i32 lanes, one register per
     /// 16-element half; the lanes are then summed with shuffles, both halves at once.
     pub fn block_sums(w: &[i8], x: &[i8], sub: usize, sums: &mut [i32]) {
+        let (w, x): (&[u8], &[u8]) = (bytemuck::cast_slice(w), bytemuck::cast_slice(x));
         let blocks = sums.len() * sub / BLOCK;
         for b in 0..blocks {
             let half = |h: usize| {
                 let at = b * BLOCK + h * 16;
-                let (wv, xv) = (load(&w[at..at + 16]), load(&x[at..at + 16]));
+                let (wv, xv) = (load(w, at), load(x, at));
                 i32x4_add(
                     i32x4_extadd_pairwise_i16x8(i16x8_extmul_low_i8x16(wv, xv)),
                     i32x4_extadd_pairwise_i16x8(i16x8_extmul_high_i8x16(wv, xv)),
@@ -131,8 +134,127 @@ mod simd128 {
         }
     }
 
-    fn load(b: &[i8]) -> v128 {
-        let b: &[i8; 16] = b.try_into().expect("16 bytes");
+    /// [`crate::model::cpu::products::RowDot`] for Q6_K rows (210 bytes a super-block: ql[128],
+    /// qh[64], scales[16], d): each sub-block of 16 rebuilt from its nibbles and two high bits
+    /// in one register, less 32, and its byte products (at most 32 · 127, two to an i16 lane)
+    /// multiplied by its scale as i16 pairs summed into i32 lanes.
+    pub fn q6_k_dots(row: &[u8], x: &[i8], scale: &[i32], isums: &mut [i32]) {
+        let x: &[u8] = bytemuck::cast_slice(x);
+        let (low, high) = (u8x16_splat(0x0F), u8x16_splat(0x30));
+        let blocks = row.chunks_exact(210).zip(x.chunks_exact(QK_K));
+        for ((b, x), (scale, isum)) in blocks.zip(scale.chunks_exact(16).zip(isums)) {
+            let (b, x): (&[u8; 210], &[u8; QK_K]) = (as_array(b), as_array(x));
+            let mut acc = i32x4_splat(0);
+            // Each half of 128 elements: its eight sub-blocks as products.rs's q6_k_block
+            // builds them. The shifts are 16-bit ones (bytes' own have no x86 instruction) and
+            // the masks drop the bits that cross between bytes.
+            for h in 0..2 {
+                let l = [0, 16, 32, 48].map(|at| load(b, 64 * h + at));
+                let [h0, h1] = [0, 16].map(|at| load(b, 128 + 32 * h + at));
+                let subs = [
+                    (l[0], i16x8_shl(h0, 4)),
+                    (l[1], i16x8_shl(h1, 4)),
+                    (l[2], i16x8_shl(h0, 2)),
+                    (l[3], i16x8_shl(h1, 2)),
+                    (u16x8_shr(l[0], 4), h0),
+                    (u16x8_shr(l[1], 4), h1),
+                    (u16x8_shr(l[2], 4), u16x8_shr(h0, 2)),
+                    (u16x8_shr(l[3], 4), u16x8_shr(h1, 2)),
+                ];
+                for (g, (nibbles, bits)) in subs.into_iter().enumerate() {
+                    let q = v128_or(v128_and(nibbles, low), v128_and(bits, high));
+                    let w = i8x16_sub(q, i8x16_splat(32));
+                    let xv = load(x, 128 * h + 16 * g);
+                    let pairs = i16x8_add(
+                        i16x8_extmul_low_i8x16(w, xv),
+                        i16x8_extmul_high_i8x16(w, xv),
+                    );
+                    let s = i16x8_splat(scale[8 * h + g] as i16);
+                    acc = i32x4_add(acc, i32x4_dot_i16x8(pairs, s));
+                }
+            }
+            *isum = total(acc);
+        }
+    }
+
+    /// [`crate::model::cpu::products::RowDot`] for Q4_K rows (144 bytes a super-block).
+    pub fn q4_k_dots(row: &[u8], x: &[i8], scale: &[i32], isums: &mut [i32]) {
+        q45_k_dots::<144>(row, x, scale, isums);
+    }
+
+    /// [`crate::model::cpu::products::RowDot`] for Q5_K rows (176 bytes a super-block).
+    pub fn q5_k_dots(row: &[u8], x: &[i8], scale: &[i32], isums: &mut [i32]) {
+        q45_k_dots::<176>(row, x, scale, isums);
+    }
+
+    /// Q4_K and Q5_K (`BYTES` a super-block: d, dmin, 12 bytes of scales, Q5_K's 32 bytes of
+    /// fifth bits, 128 of nibbles): sub-blocks of 32 in pairs over the same 32 bytes, low
+    /// nibbles then high, as products.rs's q45_k_block builds them; four byte products (at most
+    /// 31 · 127) to an i16 lane, multiplied by the scale as i16 pairs summed into i32 lanes.
+    fn q45_k_dots<const BYTES: usize>(row: &[u8], x: &[i8], scale: &[i32], isums: &mut [i32]) {
+        let x: &[u8] = bytemuck::cast_slice(x);
+        let (low, fifth) = (u8x16_splat(0x0F), u8x16_splat(0x10));
+        let blocks = row.chunks_exact(BYTES).zip(x.chunks_exact(QK_K));
+        for ((b, x), (scale, isum)) in blocks.zip(scale.chunks_exact(8).zip(isums)) {
+            let (b, x): (&[u8; BYTES], &[u8; QK_K]) = (as_array(b), as_array(x));
+            let mut acc = i32x4_splat(0);
+            // Q5_K's fifth bits: bit `2j` of byte `l` for element `l` of sub-block `2j`, bit
+            // `2j + 1` for sub-block `2j + 1`.
+            let qh = [0, 16].map(|at| load(b, 16 + at));
+            for j in 0..4 {
+                let q = [0, 16].map(|at| load(b, BYTES - 128 + 32 * j + at));
+                let mut lo = q.map(|q| v128_and(q, low));
+                let mut hi = q.map(|q| v128_and(u16x8_shr(q, 4), low));
+                if BYTES == 176 {
+                    for k in 0..2 {
+                        lo[k] = v128_or(lo[k], v128_and(to_bit_4(qh[k], 2 * j), fifth));
+                        hi[k] = v128_or(hi[k], v128_and(to_bit_4(qh[k], 2 * j + 1), fifth));
+                    }
+                }
+                for (half, q) in [lo, hi].into_iter().enumerate() {
+                    let at = 64 * j + 32 * half;
+                    let (x0, x1) = (load(x, at), load(x, at + 16));
+                    let pairs = i16x8_add(
+                        i16x8_add(
+                            i16x8_extmul_low_i8x16(q[0], x0),
+                            i16x8_extmul_high_i8x16(q[0], x0),
+                        ),
+                        i16x8_add(
+                            i16x8_extmul_low_i8x16(q[1], x1),
+                            i16x8_extmul_high_i8x16(q[1], x1),
+                        ),
+                    );
+                    let s = i16x8_splat(scale[2 * j + half] as i16);
+                    acc = i32x4_add(acc, i32x4_dot_i16x8(pairs, s));
+                }
+            }
+            *isum = total(acc);
+        }
+    }
+
+    /// Bit `k` of each byte of `v` moved to bit 4, other bits anywhere.
+    fn to_bit_4(v: v128, k: usize) -> v128 {
+        match k {
+            0..4 => i16x8_shl(v, 4 - k as u32),
+            _ => u16x8_shr(v, k as u32 - 4),
+        }
+    }
+
+    /// The sum of the four i32 lanes.
+    fn total(v: v128) -> i32 {
+        let v = i32x4_add(v, i32x4_shuffle::<2, 3, 0, 1>(v, v));
+        let v = i32x4_add(v, i32x4_shuffle::<1, 0, 3, 2>(v, v));
+        i32x4_extract_lane::<0>(v)
+    }
+
+    /// A chunk of known length as an array, so that loads at constant offsets need no checks.
+    fn as_array<const N: usize>(b: &[u8]) -> &[u8; N] {
+        b.try_into().expect("a whole chunk")
+    }
+
+    /// The 16 bytes at `b[at..]`.
+    fn load(b: &[u8], at: usize) -> v128 {
+        let b: &[u8; 16] = b[at..at + 16].try_into().expect("16 bytes");
         // SAFETY: `b` is 16 readable bytes; v128_load takes any alignment.
         unsafe { v128_load(b.as_ptr().cast()) }
     }
