@@ -269,7 +269,7 @@ function showFigures() {
     ui.figBackend.title = `${adapter || 'WebGPU'}; optional features in use: ${info.features.join(', ') || 'none'}`;
   } else {
     const why = info.fallbackReason ? `WebGPU not used: ${info.fallbackReason}` : 'chosen in the settings';
-    figure(ui.figBackend, 'CPU', why);
+    figure(ui.figBackend, info.workers > 1 ? `CPU, ${info.workers} workers` : 'CPU', why);
     ui.figBackend.title = why;
   }
   ui.figMemory.textContent = fmt.bytes(info.memoryHeld);

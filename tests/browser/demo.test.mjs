@@ -391,7 +391,7 @@ test('at 375px wide the page fits and chats', async () => {
   }
 });
 
-test('without WebGPU the CPU takes over and says so', async () => {
+test('without WebGPU the CPU takes over and says so, on a worker per core where the page is isolated', async () => {
   const noGpu = await launch(false);
   try {
     const p = await newPage(noGpu);
@@ -404,6 +404,19 @@ test('without WebGPU the CPU takes over and says so', async () => {
     assert.ok(values.length >= 1, 'no reply on the CPU');
     assertGrowing(values);
     assert.match(await text(p, 'fig-gen'), /tok\/s|—/);
+    // Served as `node scripts/serve.mjs` serves it, cross-origin isolated: one worker per core.
+    const isolated = await serve(ROOT, { isolated: true });
+    try {
+      const q = await newPage(noGpu);
+      await q.goto(`${isolated.url}/www/`);
+      await loaded(q);
+      const cores = await q.evaluate(() => navigator.hardwareConcurrency);
+      assert.match(await text(q, 'fig-backend'), cores > 1 ? new RegExp(`^CPU, ${Math.min(cores, 8)} workers`) : /^CPU/);
+      await setField(q, 'max-tokens', 8);
+      assert.ok((await ask(q, PROMPT)).length >= 1, 'no reply on the CPU workers');
+    } finally {
+      await isolated.close();
+    }
   } finally {
     await noGpu.close();
   }
