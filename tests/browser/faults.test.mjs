@@ -54,9 +54,9 @@ test('a model too big for the device is refused before its weights are fetched',
 });
 
 test('running out of WebAssembly memory is out_of_memory, and the page goes on', async () => {
-  // V8 lets wasm memory grow to 50 MB only: the small model fits, the 152k-token Qwen2
+  // V8 lets wasm memory grow to 32 MB only: the small model fits, the 152k-token Qwen2
   // vocabulary's model does not.
-  const small = await launch(['--no-sandbox', '--js-flags=--wasm-max-mem-pages=800']);
+  const small = await launch(['--no-sandbox', '--js-flags=--wasm-max-mem-pages=500']);
   try {
     const p = await testPage(small, app.url);
     const codes = await p.evaluate(async (urls) => {
