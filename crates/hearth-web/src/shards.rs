@@ -148,10 +148,14 @@ pub struct SharedLink {
 }
 
 impl SharedLink {
+    /// A link over a new `buffer`. Its requests are counted from 0, not from what the buffer
+    /// holds now: the worker says it serves before it starts to, and the first request may
+    /// already be in.
     pub fn new(buffer: &SharedArrayBuffer) -> SharedLink {
-        let areas = Areas::new(buffer);
-        let seen = Cell::new(areas.load(GENERATION));
-        SharedLink { areas, seen }
+        SharedLink {
+            areas: Areas::new(buffer),
+            seen: Cell::new(0),
+        }
     }
 }
 
