@@ -397,21 +397,34 @@ mod tests {
         }
     }
 
-    #[test]
-    fn bytes_out_of_order_are_not_kept() {
-        let a = file(&[("x", 16)], Vec::new());
-        let h = Gguf::parse(&a, a.len() as u64).unwrap();
-        let r = h.tensor("x").unwrap().range();
+    /// File `a`'s header and an empty source for its tensors `names`.
+    fn chunks_of(a: &[u8], names: &[&str]) -> (Gguf, TensorChunks) {
+        let h = Gguf::parse(a, a.len() as u64).unwrap();
+        let located = names
+            .iter()
+            .map(|&n| {
+                let r = h.tensor(n).unwrap().range();
+                Located {
+                    name: n.into(),
+                    file: 0,
+                    real: r.clone(),
+                    virt_start: r.start,
+                }
+            })
+            .collect();
         let chunks = TensorChunks::new(
             a[..h.data_offset as usize].to_vec(),
             a.len() as u64,
-            vec![Located {
-                name: "x".into(),
-                file: 0,
-                real: r.clone(),
-                virt_start: r.start,
-            }],
+            located,
         );
+        (h, chunks)
+    }
+
+    #[test]
+    fn bytes_out_of_order_are_not_kept() {
+        let a = file(&[("x", 16)], Vec::new());
+        let (h, chunks) = chunks_of(&a, &["x"]);
+        let r = h.tensor("x").unwrap().range();
         chunks
             .put(0, r.start + 8, &a[r.start as usize + 8..])
             .unwrap();
@@ -431,18 +444,8 @@ mod tests {
     #[test]
     fn a_tensor_keeps_only_its_ranges_across_pieces() {
         let a = file(&[("x", 16)], Vec::new());
-        let h = Gguf::parse(&a, a.len() as u64).unwrap();
+        let (h, chunks) = chunks_of(&a, &["x"]);
         let r = h.tensor("x").unwrap().range();
-        let chunks = TensorChunks::new(
-            a[..h.data_offset as usize].to_vec(),
-            a.len() as u64,
-            vec![Located {
-                name: "x".into(),
-                file: 0,
-                real: r.clone(),
-                virt_start: r.start,
-            }],
-        );
         let backwards = Range { start: 8, end: 4 };
         assert!(
             !chunks.keep("x", vec![0..2, backwards]),
@@ -470,24 +473,7 @@ mod tests {
     #[test]
     fn complete_tensors_are_handed_over_once() {
         let a = file(&[("x", 16), ("y", 8)], Vec::new());
-        let h = Gguf::parse(&a, a.len() as u64).unwrap();
-        let located = ["x", "y"]
-            .iter()
-            .map(|&n| {
-                let r = h.tensor(n).unwrap().range();
-                Located {
-                    name: n.into(),
-                    file: 0,
-                    real: r.clone(),
-                    virt_start: r.start,
-                }
-            })
-            .collect();
-        let chunks = TensorChunks::new(
-            a[..h.data_offset as usize].to_vec(),
-            a.len() as u64,
-            located,
-        );
+        let (h, chunks) = chunks_of(&a, &["x", "y"]);
         let (x, y) = (
             h.tensor("x").unwrap().range(),
             h.tensor("y").unwrap().range(),
