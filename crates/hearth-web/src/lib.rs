@@ -676,7 +676,7 @@ impl Engine {
     #[wasm_bindgen(js_name = peerBufferBytes)]
     pub fn peer_buffer_bytes(&self) -> Result<f64, JsValue> {
         let s = self.session()?;
-        let weights = cpu_weights(s.backend())?;
+        let weights = cpu_weights(s.backend()).ok_or_else(not_on_cpu)?;
         // Room for whole prompts of the common matrices in one request each.
         Ok(shards::buffer_bytes(
             weights.largest_split_dimension().max(1 << 21),
@@ -694,9 +694,7 @@ impl Engine {
     ) -> Result<(), JsValue> {
         let mut s = self.session()?;
         let Backend::Cpu { model, .. } = s.backend_mut() else {
-            return Err(js_err(WebError::BadRequest(
-                "the engine is not on the CPU".into(),
-            )));
+            return Err(not_on_cpu());
         };
         let others = model.weights.shards() - 1;
         let peers = shards::SharedPeers::new(buffer, others);
@@ -713,11 +711,13 @@ impl Engine {
     }
 }
 
-fn cpu_weights(backend: &Backend) -> Result<&Weights, JsValue> {
+fn cpu_weights(backend: &Backend) -> Option<&Weights> {
     match backend {
-        Backend::Cpu { model, .. } => Ok(&model.weights),
-        Backend::Gpu { .. } => Err(js_err(WebError::BadRequest(
-            "the engine is not on the CPU".into(),
-        ))),
+        Backend::Cpu { model, .. } => Some(&model.weights),
+        Backend::Gpu { .. } => None,
     }
+}
+
+fn not_on_cpu() -> JsValue {
+    js_err(WebError::BadRequest("the engine is not on the CPU".into()))
 }
