@@ -43,7 +43,11 @@ browser-test: target/release/hearth
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo clippy -p hearth-web --target wasm32-unknown-unknown --all-targets -- -D warnings
+	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128" \
+	  cargo clippy -p hearth-web --target wasm32-unknown-unknown --all-targets -- -D warnings
+	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" \
+	  cargo clippy -p hearth-web --target wasm32-unknown-unknown --all-targets \
+	  --target-dir target/relaxed-simd -- -D warnings
 
 $(VENV)/.installed: tests/requirements-ci.txt
 	python3 -m venv $(VENV)

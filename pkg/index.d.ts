@@ -132,6 +132,8 @@ export interface EngineInfo {
   workers: number;
   /** Why WebGPU is not in use under backend "auto", if it is not. */
   fallbackReason: string | null;
+  /** The WebAssembly build running: "relaxed-simd" (its 8-bit dot product speeds the CPU engine's K-quant products) where the browser has relaxed SIMD, else "simd128". */
+  wasm: 'relaxed-simd' | 'simd128';
 }
 
 export interface SamplingParams {
@@ -303,8 +305,9 @@ export interface CacheEntry {
 
 /** The events a `Hearth` fires (it is an EventTarget). */
 export interface HearthEventMap {
-  /** The WebGPU device was lost; the engine is being loaded again in a new worker, on a new
-   * device where one can be had, else on the CPU. Calls made meanwhile wait for it. */
+  /** The WebGPU device was lost, or a worker of the CPU engine failed or stopped answering;
+   * the engine is being loaded again in a new worker, on a new device where one can be had,
+   * else on the CPU. Calls made meanwhile wait for it. */
   devicelost: CustomEvent<{ message: string }>;
   /** Loading progress of that rebuild. */
   progress: CustomEvent<LoadProgress>;

@@ -2,7 +2,8 @@
 // part of each tensor as the engine's worker forwards the download, then answers the engine's
 // products through a SharedArrayBuffer until it is ended.
 
-import init, { Loader } from './wasm/hearth_web.js';
+import { Loader } from './wasm/hearth_web.js';
+import { start } from './runtime.js';
 import { HearthError } from './errors.js';
 import { SHARD } from './shards.js';
 
@@ -17,7 +18,7 @@ let queue = Promise.resolve();
 async function handle(data) {
   switch (data.op) {
     case SHARD.start: {
-      ({ memory } = await init());
+      ({ memory } = await start());
       const l = new Loader(data.headers.length);
       data.headers.forEach(([prefix, size], i) => l.header(i, prefix, size));
       l.planShard(data.contextLength);

@@ -1,7 +1,8 @@
 // The module Worker that holds one engine. The page talks to it with postMessage only (see
 // index.js); everything slow — fetching, building the model, every forward pass — runs here.
 
-import init, { Loader, GpuDevice, architectures } from './wasm/hearth_web.js';
+import { Loader, GpuDevice, architectures } from './wasm/hearth_web.js';
+import { start, wasmBuild } from './runtime.js';
 import { HearthError } from './errors.js';
 import { openSource } from './fetch.js';
 import { OP, REPLY } from './protocol.js';
@@ -37,7 +38,7 @@ const GPU_FAILURES = ['out_of_memory', 'too_large', 'gpu_error', 'device_lost', 
 
 /** @type {Engine | null} */
 let engine = null;
-/** @type {{ fallbackReason: string | null } | null} */
+/** @type {{ fallbackReason: string | null, wasm: typeof wasmBuild } | null} */
 let backendInfo = null;
 /**
  * The workers holding the other shards of the CPU engine's matrices, if it is split.
@@ -220,7 +221,7 @@ async function load(id, { source, options }) {
   if (!['auto', 'webgpu', 'cpu'].includes(wanted)) {
     throw new HearthError('bad_request', `backend must be "auto", "webgpu" or "cpu", not ${JSON.stringify(wanted)}`);
   }
-  await init();
+  await start();
   let backend = wanted;
   let fallbackReason = null;
   for (;;) {
@@ -264,7 +265,7 @@ async function load(id, { source, options }) {
       } else {
         engine = await loadCpu(loader, pieces, headers, options, report);
       }
-      backendInfo = { fallbackReason };
+      backendInfo = { fallbackReason, wasm: wasmBuild };
       return info();
     } finally {
       await Promise.all(files.map((f) => f.close()));
@@ -368,7 +369,7 @@ const handlers = {
   [OP.generate]: generate,
   [OP.tokenize]: (_, { text, addSpecial }) => Array.from(loaded().tokenize(text, addSpecial ?? true)),
   [OP.detokenize]: (_, { tokens, skipSpecial }) => loaded().detokenize(Uint32Array.from(tokens), skipSpecial ?? false),
-  [OP.architectures]: async () => { await init(); return architectures(); },
+  [OP.architectures]: async () => { await start(); return architectures(); },
   [OP.reset]: () => loaded().reset(),
 };
 

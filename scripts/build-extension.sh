@@ -10,8 +10,8 @@ src=www/extension
 out=target/extension
 zip=target/hearth-extension.zip
 model=www/models/shakespeare.q8_0.gguf
-package=(index.js errors.js fetch.js protocol.js worker.js shards.js shard.js)
-wasm=(wasm/hearth_web.js wasm/hearth_web_bg.wasm)
+package=(index.js errors.js fetch.js protocol.js worker.js shards.js shard.js runtime.js)
+wasm=(wasm/hearth_web.js wasm/hearth_web_bg.wasm wasm/hearth_web_relaxed_bg.wasm)
 
 missing=0
 for f in "${wasm[@]}"; do
@@ -44,7 +44,8 @@ const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
 const named = [
   manifest.background.service_worker, manifest.side_panel.default_path,
   ...Object.values(manifest.icons), ...Object.values(manifest.action.default_icon),
-  'panel.js', 'panel.css', 'hearth/index.js', 'hearth/worker.js', 'hearth/wasm/hearth_web_bg.wasm',
+  'panel.js', 'panel.css', 'hearth/index.js', 'hearth/worker.js', 'hearth/runtime.js', 'hearth/wasm/hearth_web_bg.wasm',
+  'hearth/wasm/hearth_web_relaxed_bg.wasm',
   'models/shakespeare.q8_0.gguf',
 ];
 const absent = named.filter((f) => !existsSync(join(dir, f)));

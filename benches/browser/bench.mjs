@@ -27,6 +27,9 @@ const USAGE = `usage: node benches/browser/bench.mjs [options] [MODEL.gguf ...]
   --reps N             timed repetitions after one warm-up (default 3)
   --threads LIST       wllama threads, one row each (default 1,2; >1 needs cross-origin isolation)
   --workers LIST       Hearth CPU workers, one row each (default 1,2)
+  --wasm LIST          Hearth CPU rows for each wasm build, of auto,simd128 (default auto: the
+                       relaxed-SIMD build where Chromium has it; simd128 keeps the other, on
+                       1 worker only: the route that keeps it does not reach nested workers)
   --context N          KV cache positions for every engine (default 512)
   --timeout S          seconds one row may take, load and every run (default 1800)
   --json FILE          also write every measurement as JSON
@@ -44,6 +47,7 @@ function parse() {
       reps: { type: 'string', default: '3' },
       threads: { type: 'string', default: '1,2' },
       workers: { type: 'string', default: '1,2' },
+      wasm: { type: 'string', default: 'auto' },
       context: { type: 'string', default: '512' },
       timeout: { type: 'string', default: '1800' },
       json: { type: 'string' },
@@ -78,6 +82,8 @@ function parse() {
   const models = (positionals.length ? positionals : DEFAULT_MODELS).map((m) => resolve(m));
   for (const m of models) if (!existsSync(m)) fail(`${m} does not exist`);
   const tokens = int('tokens', values.tokens, 2);
+  const wasm = values.wasm.split(',').filter(Boolean);
+  for (const w of wasm) if (!['auto', 'simd128'].includes(w)) fail(`--wasm: no build ${JSON.stringify(w)}`);
   return {
     models,
     backends,
@@ -87,6 +93,7 @@ function parse() {
     reps: int('reps', values.reps),
     threads: list('threads', values.threads),
     workers: list('workers', values.workers),
+    wasm,
     context: int('context', values.context),
     timeoutMs: int('timeout', values.timeout) * 1000,
     json: values.json,
@@ -106,7 +113,10 @@ function rowsFor(opts) {
   }
   if (opts.backends.includes('cpu')) {
     for (const n of opts.workers) {
-      rows.push({ label: `Hearth CPU, ${n} worker${n > 1 ? 's' : ''}`, engine: 'hearth', backend: 'cpu', workers: n, tokens: opts.tokens });
+      for (const wasm of opts.wasm.filter((w) => w === 'auto' || n === 1)) {
+        const label = `Hearth CPU, ${n} worker${n > 1 ? 's' : ''}${wasm === 'auto' ? '' : `, ${wasm}`}`;
+        rows.push({ label, engine: 'hearth', backend: 'cpu', workers: n, wasm, tokens: opts.tokens });
+      }
     }
   }
   if (opts.backends.includes('wllama')) {
@@ -127,6 +137,12 @@ function speeds(runs) {
   return { prefill: { values: prefill, mean: mean(prefill), sd: sd(prefill) }, decode: { values: decode, mean: mean(decode), sd: sd(decode) } };
 }
 
+/** Serves pkg/runtime.js as if the browser had no relaxed SIMD: the simd128 build runs. */
+async function forceSimd128(route) {
+  const body = readFileSync(join(ROOT, 'pkg/runtime.js'), 'utf8').replace('WebAssembly.validate(RELAXED_PROBE)', 'false');
+  await route.fulfill({ contentType: 'text/javascript', body });
+}
+
 /** Runs `row` in a new page, within the timeout: the page's result, or { error }. */
 async function runRow(browser, appUrl, modelUrl, row, opts) {
   const page = await testPage(browser, appUrl, { path: 'benches/browser/page.html' });
@@ -144,7 +160,8 @@ async function runRow(browser, appUrl, modelUrl, row, opts) {
     timer = setTimeout(() => reject(new Error(`timed out after ${opts.timeoutMs / 1000} s`)), opts.timeoutMs);
   });
   try {
-    const { label, tokens, ...spec } = row;
+    const { label, tokens, wasm, ...spec } = row;
+    if (wasm === 'simd128') await page.context().route('**/pkg/runtime.js', forceSimd128);
     const result = await Promise.race([
       page.evaluate(
         ({ spec, prompt, tokens, reps }) => window.benchRow(spec, prompt, tokens, reps),

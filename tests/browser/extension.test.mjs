@@ -137,7 +137,8 @@ test('the manifest asks for the minimal permissions under the strict CSP; the bu
   }));
   assert.deepEqual(panel, { options: { enabled: true, path: 'panel.html' }, behavior: { openPanelOnActionClick: false } });
   // The package runs from inside the extension, as built from pkg/.
-  for (const f of ['index.js', 'errors.js', 'fetch.js', 'protocol.js', 'worker.js', 'wasm/hearth_web.js', 'wasm/hearth_web_bg.wasm']) {
+  for (const f of ['index.js', 'errors.js', 'fetch.js', 'protocol.js', 'worker.js', 'shards.js', 'shard.js', 'runtime.js',
+    'wasm/hearth_web.js', 'wasm/hearth_web_bg.wasm', 'wasm/hearth_web_relaxed_bg.wasm']) {
     assert.ok(readFileSync(join(EXT, 'hearth', f)).equals(readFileSync(join(ROOT, 'pkg', f))), `hearth/${f} differs from pkg/${f}: rebuild`);
   }
   // No page or script of the extension names a remote script.

@@ -9,7 +9,8 @@
 #      split across workers on a cross-origin isolated page (workers), the demo page
 #      (demo), the machine's faults (faults), and the extension (extension);
 #   2. crates/hearth-web/tests/web.rs: WebGPU logits against the CPU's (wasm-bindgen-test),
-#      unless HEARTH_SKIP_WASM_TESTS=1.
+#      and the CPU kernels of the relaxed-SIMD build against the reference, unless
+#      HEARTH_SKIP_WASM_TESTS=1.
 # Needs target/release/hearth, pkg/wasm and target/extension built first (cargo build --release
 # -p hearth-cli; scripts/build-wasm.sh; scripts/build-extension.sh), /usr/bin/chromium and
 # chromedriver, wasm-bindgen-cli and Node.js.
@@ -45,13 +46,21 @@ if [ "${HEARTH_SKIP_WASM_TESTS:-0}" != 1 ]; then
       cargo test -p hearth-web --profile wasm-release --target wasm32-unknown-unknown --test web) \
     2>&1 | tee -a "$log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-  ok=$(sed -n 's/^test result: .* \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$log" | tail -1)
-  if [ -n "$ok" ]; then
+  # The CPU kernels of the relaxed-SIMD build (its own target directory, as build-wasm.sh has
+  # it) against the reference.
+  (cd "$root/crates/hearth-web" &&
+    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" \
+    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+    CHROMEDRIVER=${CHROMEDRIVER:-/usr/bin/chromedriver} WASM_BINDGEN_TEST_TIMEOUT=180 \
+      cargo test -p hearth-web --profile wasm-release --target wasm32-unknown-unknown \
+      --target-dir "$root/target/relaxed-simd" --test web cpu_fast_products) \
+    2>&1 | tee -a "$log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  while read -r ok; do
     passed=$((passed + ${ok% *}))
     failed=$((failed + ${ok#* }))
-  else
-    failed=$((failed + 1))
-  fi
+  done < <(sed -n 's/^test result: .* \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$log")
+  [ "$(grep -c '^test result: ' "$log")" -eq 2 ] || failed=$((failed + 1))
 fi
 
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi

@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -54,5 +54,7 @@ test('a Vite-built app streams the same chat reply as `hearth chat`', async () =
   // The bundle fetched the package's worker and wasm from the app's own assets.
   const assets = app.state.requests.map((r) => r.path);
   assert.ok(assets.some((p) => /^\/assets\/worker-.*\.js$/.test(p)), assets.join(' '));
-  assert.ok(assets.some((p) => /^\/assets\/hearth_web_bg-.*\.wasm$/.test(p)), assets.join(' '));
+  assert.ok(assets.some((p) => /^\/assets\/hearth_web_relaxed_bg-.*\.wasm$/.test(p)), assets.join(' '));
+  // The build for browsers without relaxed SIMD is bundled too.
+  assert.ok(readdirSync(join(dir, 'dist/assets')).some((f) => /^hearth_web_bg-.*\.wasm$/.test(f)));
 });

@@ -42,8 +42,9 @@ impl Decoded {
 pub type RowDecoder = fn(&[u8], &mut Decoded);
 
 /// `isum[s] = Σ scale[g] · dot(sub-block g of the row, of x)` over the sub-blocks `g` of
-/// super-block `s`, for one row's bytes, one input's quants `x` and the row's integer scales.
-pub type RowDot = fn(&[u8], &[i8], &[i32], &mut [i32]);
+/// super-block `s`, for one row's bytes, one input's quants `x` with their sums per sub-block,
+/// and the row's integer scales.
+pub type RowDot = fn(&[u8], (&[i8], &[i32]), &[i32], &mut [i32]);
 
 /// A row's dot products taken from its bytes: `scales` decodes all of a [`Decoded`] but its
 /// quants, and `dot` takes the integer sums with each input.
@@ -509,7 +510,7 @@ fn block_terms<const PER: usize>(
     match decoding.fused {
         Some(fused) => {
             let isums = &mut sums[..terms.len()];
-            (fused.dot)(data, x, &row.scale, isums);
+            (fused.dot)(data, (x, xsum), &row.scale, isums);
             for ((t, &isum), b) in terms.iter_mut().zip(&*isums).zip(by_block) {
                 *t = term(isum, b);
             }

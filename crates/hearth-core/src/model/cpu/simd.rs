@@ -3,7 +3,9 @@
 //! loop everywhere, AVX2 on x86_64 where the processor has it (checked at run time), and
 //! WebAssembly's simd128 where the module is built with it (`-C target-feature=+simd128`). Every
 //! version returns the same integers. Under simd128 also the K-quants' fused row products
-//! (`simd128::q4_k_dots` and the like), which unpack the weights' bits in registers.
+//! (`simd128::q4_k_dots` and the like), which unpack the weights' bits in registers, and take
+//! their byte products with relaxed SIMD's dot product where the module is also built with
+//! `+relaxed-simd`.
 
 /// Elements per block of the quantized inputs, and the longest sub-block.
 pub const BLOCK: usize = 32;
@@ -136,13 +138,15 @@ pub mod simd128 {
 
     /// [`crate::model::cpu::products::RowDot`] for Q6_K rows (210 bytes a super-block: ql[128],
     /// qh[64], scales[16], d): each sub-block of 16 rebuilt from its nibbles and two high bits
-    /// in one register, less 32, and its byte products (at most 32 · 127, two to an i16 lane)
-    /// multiplied by its scale as i16 pairs summed into i32 lanes.
-    pub fn q6_k_dots(row: &[u8], x: &[i8], scale: &[i32], isums: &mut [i32]) {
+    /// in one register (0..=63), its byte products taken by [`pairs`] and multiplied by its
+    /// scale as i16 pairs summed into i32 lanes; the quants' -32 comes off once per super-block
+    /// as `32 · Σ scale · (sum of the sub-block's inputs)`.
+    pub fn q6_k_dots(row: &[u8], (x, xsum): (&[i8], &[i32]), scale: &[i32], isums: &mut [i32]) {
         let x: &[u8] = bytemuck::cast_slice(x);
         let (low, high) = (u8x16_splat(0x0F), u8x16_splat(0x30));
         let blocks = row.chunks_exact(210).zip(x.chunks_exact(QK_K));
-        for ((b, x), (scale, isum)) in blocks.zip(scale.chunks_exact(16).zip(isums)) {
+        let by_block = scale.chunks_exact(16).zip(xsum.chunks_exact(16));
+        for ((b, x), ((scale, xsum), isum)) in blocks.zip(by_block.zip(isums)) {
             let (b, x): (&[u8; 210], &[u8; QK_K]) = (as_array(b), as_array(x));
             let mut acc = i32x4_splat(0);
             // Each half of 128 elements: its eight sub-blocks as products.rs's q6_k_block
@@ -163,34 +167,30 @@ pub mod simd128 {
                 ];
                 for (g, (nibbles, bits)) in subs.into_iter().enumerate() {
                     let q = v128_or(v128_and(nibbles, low), v128_and(bits, high));
-                    let w = i8x16_sub(q, i8x16_splat(32));
-                    let xv = load(x, 128 * h + 16 * g);
-                    let pairs = i16x8_add(
-                        i16x8_extmul_low_i8x16(w, xv),
-                        i16x8_extmul_high_i8x16(w, xv),
-                    );
                     let s = i16x8_splat(scale[8 * h + g] as i16);
-                    acc = i32x4_add(acc, i32x4_dot_i16x8(pairs, s));
+                    acc = i32x4_add(acc, i32x4_dot_i16x8(pairs(q, load(x, 128 * h + 16 * g)), s));
                 }
             }
-            *isum = total(acc);
+            let offset: i32 = scale.iter().zip(xsum).map(|(s, x)| s * x).sum();
+            *isum = total(acc) - 32 * offset;
         }
     }
 
     /// [`crate::model::cpu::products::RowDot`] for Q4_K rows (144 bytes a super-block).
-    pub fn q4_k_dots(row: &[u8], x: &[i8], scale: &[i32], isums: &mut [i32]) {
+    pub fn q4_k_dots(row: &[u8], (x, _): (&[i8], &[i32]), scale: &[i32], isums: &mut [i32]) {
         q45_k_dots::<144>(row, x, scale, isums);
     }
 
     /// [`crate::model::cpu::products::RowDot`] for Q5_K rows (176 bytes a super-block).
-    pub fn q5_k_dots(row: &[u8], x: &[i8], scale: &[i32], isums: &mut [i32]) {
+    pub fn q5_k_dots(row: &[u8], (x, _): (&[i8], &[i32]), scale: &[i32], isums: &mut [i32]) {
         q45_k_dots::<176>(row, x, scale, isums);
     }
 
     /// Q4_K and Q5_K (`BYTES` a super-block: d, dmin, 12 bytes of scales, Q5_K's 32 bytes of
     /// fifth bits, 128 of nibbles): sub-blocks of 32 in pairs over the same 32 bytes, low
-    /// nibbles then high, as products.rs's q45_k_block builds them; four byte products (at most
-    /// 31 · 127) to an i16 lane, multiplied by the scale as i16 pairs summed into i32 lanes.
+    /// nibbles then high, as products.rs's q45_k_block builds them; two [`pairs`] (four byte
+    /// products, at most 31 · 127, to an i16 lane), multiplied by the scale as i16 pairs summed
+    /// into i32 lanes.
     fn q45_k_dots<const BYTES: usize>(row: &[u8], x: &[i8], scale: &[i32], isums: &mut [i32]) {
         let x: &[u8] = bytemuck::cast_slice(x);
         let (low, fifth) = (u8x16_splat(0x0F), u8x16_splat(0x10));
@@ -213,23 +213,28 @@ pub mod simd128 {
                 }
                 for (half, q) in [lo, hi].into_iter().enumerate() {
                     let at = 64 * j + 32 * half;
-                    let (x0, x1) = (load(x, at), load(x, at + 16));
-                    let pairs = i16x8_add(
-                        i16x8_add(
-                            i16x8_extmul_low_i8x16(q[0], x0),
-                            i16x8_extmul_high_i8x16(q[0], x0),
-                        ),
-                        i16x8_add(
-                            i16x8_extmul_low_i8x16(q[1], x1),
-                            i16x8_extmul_high_i8x16(q[1], x1),
-                        ),
-                    );
+                    let sums = i16x8_add(pairs(q[0], load(x, at)), pairs(q[1], load(x, at + 16)));
                     let s = i16x8_splat(scale[2 * j + half] as i16);
-                    acc = i32x4_add(acc, i32x4_dot_i16x8(pairs, s));
+                    acc = i32x4_add(acc, i32x4_dot_i16x8(sums, s));
                 }
             }
             *isum = total(acc);
         }
+    }
+
+    /// The products of `q`'s bytes (0..=63) and `x`'s (-127..=127) summed in twos into i16
+    /// lanes (each sum under 2^14), which pairs of bytes go together depending on the build.
+    /// With relaxed SIMD, its dot product (x86's `pmaddubsw`): `q` is the operand that must lie
+    /// in 0..=127 for every engine to give the same sums.
+    #[cfg(target_feature = "relaxed-simd")]
+    fn pairs(q: v128, x: v128) -> v128 {
+        i16x8_relaxed_dot_i8x16_i7x16(x, q)
+    }
+
+    /// Without relaxed SIMD: widened products of the low and of the high eight bytes, added.
+    #[cfg(not(target_feature = "relaxed-simd"))]
+    fn pairs(q: v128, x: v128) -> v128 {
+        i16x8_add(i16x8_extmul_low_i8x16(q, x), i16x8_extmul_high_i8x16(q, x))
     }
 
     /// Bit `k` of each byte of `v` moved to bit 4, other bits anywhere.
