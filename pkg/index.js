@@ -514,7 +514,7 @@ export class Hearth extends EventTarget {
         this.dispatchEvent(new CustomEvent('restored', { detail: { info } }));
       },
       (error) => {
-        this._disposedBecause = `the WebGPU device was lost and the engine could not be loaded again: ${error.message}`;
+        this._disposedBecause = `the device was lost and the engine could not be loaded again: ${error.message}`;
         this._disposed = true;
         this.dispatchEvent(new CustomEvent('restorefailed', { detail: { error } }));
       },

@@ -49,6 +49,8 @@ export class Shards {
     this.failure = null;
     /** @type {Array<(memory: number) => void>} */
     this.waiting = [];
+    /** @type {Int32Array | null} the control block of the buffer they answer through */
+    this.control = null;
     for (let index = 1; index < count; index++) {
       const w = new Worker(new URL('./shard.js', import.meta.url), { type: 'module', name: `hearth shard ${index}` });
       w.onmessage = (/** @type {MessageEvent<ShardReply>} */ { data }) => {
@@ -88,6 +90,7 @@ export class Shards {
    */
   async serve(engine) {
     const buffer = new SharedArrayBuffer(engine.peerBufferBytes());
+    this.control = new Int32Array(buffer, 0, 16);
     if (this.failure) throw this.failure;
     /** @type {Promise<number>[]} each worker's wasm memory, once it serves */
     const serving = this.workers.map(() => new Promise((resolve) => this.waiting.push(resolve)));
@@ -97,6 +100,19 @@ export class Shards {
     const memory = await Promise.all(serving);
     if (this.failure) throw this.failure;
     engine.setPeers(buffer, memory.reduce((a, b) => a + b, 0));
+  }
+
+  /**
+   * Where the engine stopped because the workers cannot answer (it traps: see FAILED in
+   * hearth-web's shards.rs), the error that says so, as a lost device: the page's engine loads
+   * the model again.
+   * @returns {HearthError | null}
+   */
+  lost() {
+    const why = this.control ? Atomics.load(this.control, 5) : 0;
+    if (why === 0) return null;
+    const what = why === 2 ? 'stopped answering for 30 s' : `failed${this.failure ? ` (${this.failure.message})` : ''}`;
+    return new HearthError('device_lost', `a CPU worker ${what}; the model must be loaded again`);
   }
 
   terminate() {

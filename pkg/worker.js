@@ -373,6 +373,16 @@ const handlers = {
   [OP.reset]: () => loaded().reset(),
 };
 
+// A product the other shards cannot answer traps the engine, in a task of its own (a step is a
+// future run outside the request's promise): every call under way ends as a lost device, and
+// the page loads the model again.
+self.addEventListener('error', (e) => {
+  const lost = shards?.lost();
+  if (!lost) return;
+  e.preventDefault();
+  for (const id of controllers.keys()) post({ id, type: REPLY.error, error: lost.toJSON() });
+});
+
 self.onmessage = (/** @type {MessageEvent<PageMessage>} */ { data }) => {
   if (data.op === OP.abort) {
     controllers.get(data.target)?.abort();
@@ -389,6 +399,6 @@ self.onmessage = (/** @type {MessageEvent<PageMessage>} */ { data }) => {
   };
   queue = queue.then(run).then(
     (value) => post({ id, type: REPLY.done, value, info: engine ? info() : null }),
-    (e) => post({ id, type: REPLY.error, error: HearthError.from(e).toJSON() }),
+    (e) => post({ id, type: REPLY.error, error: (shards?.lost() ?? HearthError.from(e)).toJSON() }),
   );
 };

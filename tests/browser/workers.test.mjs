@@ -3,6 +3,8 @@
 // wasm instances, and the greedy text is the CLI's (`--backend cpu`) all the same, for K-quants,
 // a tied head, fused projections with learned positions, and a recurrent hybrid; the default
 // takes one worker per core; a page that is not isolated runs on one; a bad count is refused.
+// The same text from the build without relaxed SIMD (for browsers that lack it); a worker that
+// stops answering fails the call as a lost device, and the engine loads itself again.
 // Needs pkg/wasm (scripts/build-wasm.sh) and target/release/hearth (the reference).
 
 import { test, before, after } from 'node:test';
@@ -12,6 +14,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 import { assertLikeReference, openBench, testPage } from './chromium.mjs';
+import { replacing, withEditedPackage } from './shim.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const FIXTURES = ['llama-kq.q4_k_m', 'qwen2-tiny.q8_0', 'gpt2-tiny.q8_0', 'qwen35-tiny.q8_0'];
@@ -54,6 +57,7 @@ for (const fixture of FIXTURES) {
     assert.ok(r.isolated, 'the test page is cross-origin isolated');
     assert.equal(r.info.backend, 'cpu');
     assert.equal(r.info.workers, 3);
+    assert.equal(r.info.wasm, 'relaxed-simd');
     assertLikeReference(join(bench.dir, `${fixture}.gguf`), r.got, PROMPT, STEPS, 'cpu', `${fixture}, 3 workers`);
   });
 }
@@ -81,4 +85,39 @@ test('a page that is not cross-origin isolated runs on one worker; a bad count i
   } finally {
     await plain.close();
   }
+});
+
+test('the build without relaxed SIMD gives the same text, on two workers', async () => {
+  const edits = { 'runtime.js': replacing('WebAssembly.validate(RELAXED_PROBE)', 'false') };
+  const r = await withEditedPackage(bench.browser, edits, (page) => generateOnce(page, `${bench.models.url}/${FIXTURES[0]}.gguf`, { workers: 2 }), { isolated: true });
+  assert.equal(r.info.wasm, 'simd128');
+  assert.equal(r.info.workers, 2);
+  assertLikeReference(join(bench.dir, `${FIXTURES[0]}.gguf`), r.got, PROMPT, STEPS, 'cpu', 'simd128');
+});
+
+test('a worker that stops answering fails the call with device_lost; the engine loads again', async () => {
+  // The second shard says it serves, then never answers.
+  const edits = { 'shard.js': replacing('shard.serve(data.buffer);', 'Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);') };
+  const r = await withEditedPackage(bench.browser, edits, (page) => page.evaluate(async (url) => {
+    const engine = await window.Hearth.load(url, { backend: 'cpu', cache: false, workers: 2 });
+    const events = [];
+    const restored = new Promise((resolve) => engine.addEventListener('restored', (e) => resolve(e.detail.info)));
+    engine.addEventListener('devicelost', (e) => events.push(e.detail.message));
+    const start = performance.now();
+    let error = null;
+    try {
+      for await (const _ of engine.generate('Hello', { max_tokens: 2 }));
+    } catch (e) {
+      error = { code: e.code, message: e.message };
+    }
+    const ms = performance.now() - start;
+    const info = await Promise.race([restored, new Promise((resolve) => setTimeout(() => resolve(null), 60000))]);
+    engine.dispose();
+    return { error, ms, events, workers: info?.workers };
+  }, `${bench.models.url}/${FIXTURES[0]}.gguf`), { isolated: true });
+  assert.equal(r.error?.code, 'device_lost', JSON.stringify(r));
+  assert.match(r.error.message, /^a CPU worker stopped answering for 30 s/);
+  assert.ok(r.ms > 29000 && r.ms < 90000, `${r.ms} ms`);
+  assert.equal(r.events.length, 1);
+  assert.equal(r.workers, 2);
 });

@@ -20,8 +20,16 @@ const KIND: u32 = 2;
 const COUNT: u32 = 3;
 /// Inputs, or rows.
 const N: u32 = 4;
-/// Set by a worker whose shard failed (`pkg/shard.js`): the first shard stops waiting.
+/// Why the other shards cannot answer, where they cannot: 1, set by a worker whose shard
+/// failed (`pkg/shard.js`), or [`FAILED_SILENT`], set by the first shard when none has
+/// answered for [`PATIENCE`] sleeps (`pkg/shards.js` reads it to say which).
 const FAILED: u32 = 5;
+const FAILED_SILENT: i32 = 2;
+/// Sleeps of [`SLEEP_MS`] without an answer after which the first shard takes the others for
+/// lost (30 s: a request is one product of at most a few prompts' worth of tokens). Counted in
+/// sleeps, not by the clock, so that a machine waking from suspend does not fail it.
+const PATIENCE: u32 = 300;
+const SLEEP_MS: f64 = 100.0;
 /// The matrices' numbers, [`MOST_PRODUCTS`] from here.
 const TENSORS: u32 = 6;
 /// Atomic loads tried before sleeping: a request answered within a few microseconds is not
@@ -58,17 +66,22 @@ impl Areas {
         Atomics::store(&self.control, index, value).expect("the control block is an Int32Array");
     }
 
-    /// Returns once `control[index]` is no longer `value`, spinning first, then sleeping.
-    fn wait_while(&self, index: u32, value: i32) {
+    /// Returns once `control[index]` is no longer `value`, spinning first, then sleeping at
+    /// most `sleeps` times (`false` if it is still `value` after them).
+    fn wait_while(&self, index: u32, value: i32, sleeps: u32) -> bool {
         for _ in 0..SPINS {
             if self.load(index) != value {
-                return;
+                return true;
             }
         }
-        while self.load(index) == value {
+        for _ in 0..sleeps {
+            if self.load(index) != value {
+                return true;
+            }
             // Workers may sleep; the timeout only bounds a missed wake-up.
-            let _ = Atomics::wait_with_timeout(&self.control, index, value, 100.0);
+            let _ = Atomics::wait_with_timeout(&self.control, index, value, SLEEP_MS);
         }
+        self.load(index) != value
     }
 
     fn area(area: &Float32Array, at: usize, len: usize) -> Float32Array {
@@ -127,12 +140,16 @@ impl Peers for SharedPeers {
             if answered >= self.others {
                 return;
             }
-            // A worker that failed cannot answer: the engine cannot go on.
+            // A worker that failed, or that stopped answering, leaves the engine unable to go
+            // on: pkg/worker.js reports the trap as the workers lost, from `FAILED`.
             assert!(
                 a.load(FAILED) == 0,
                 "a CPU worker failed; load the model again"
             );
-            a.wait_while(ANSWERED, answered);
+            if !a.wait_while(ANSWERED, answered, PATIENCE) {
+                a.store(FAILED, FAILED_SILENT);
+                panic!("a CPU worker stopped answering; load the model again");
+            }
         }
     }
 
@@ -162,7 +179,7 @@ impl SharedLink {
 impl Link for SharedLink {
     fn receive(&self) -> Option<Request> {
         let a = &self.areas;
-        a.wait_while(GENERATION, self.seen.get());
+        while !a.wait_while(GENERATION, self.seen.get(), u32::MAX) {}
         self.seen.set(a.load(GENERATION));
         let mut tensors = [0; MOST_PRODUCTS];
         for (i, t) in (TENSORS..).zip(&mut tensors) {
