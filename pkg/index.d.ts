@@ -83,8 +83,9 @@ export interface LoadOptions {
   /** Positions the KV cache holds (default: the model's context length, at most 4096). */
   contextLength?: number;
   /**
-   * "auto" (default) uses WebGPU when a hardware device passes the self-test, else the CPU: a
-   * software adapter (SwiftShader, a fallback adapter) is slower than the CPU engine.
+   * "auto" (default) uses WebGPU when a hardware device passes the self-test and a probe of
+   * the model's shapes finds it faster than the CPU engine, else the CPU: a software adapter
+   * (SwiftShader, a fallback adapter) is taken for slower without a probe.
    */
   backend?: Backend;
   /** Keep downloaded bytes in the Origin Private File System (default true). */

@@ -233,9 +233,11 @@ async function load(id, { source, options }) {
         try {
           // The WebWorker lib has no WebGPU types.
           if (!(/** @type {{ gpu?: unknown }} */ (self.navigator).gpu)) throw new HearthError('no_webgpu', 'this browser has no WebGPU (navigator.gpu)');
-          // Under auto a software adapter is refused: the CPU engine is faster than WebGPU
-          // computed on the CPU.
-          gpu = await GpuDevice.open(loader.matrixType(), backend === 'webgpu');
+          // Under auto a software adapter is refused (the CPU engine is faster than WebGPU
+          // computed on the CPU), and so is one that a probe of the model's shapes finds
+          // slower than the CPU engine.
+          const probe = backend === 'auto' ? loader.probeWidths() : undefined;
+          gpu = await GpuDevice.open(loader.matrixType(), backend === 'webgpu', probe);
         } catch (e) {
           if (backend === 'webgpu') throw HearthError.from(e);
           fallbackReason = HearthError.from(e).message;

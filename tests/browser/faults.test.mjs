@@ -10,7 +10,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { launch, testPage, greedyTokens, openBench } from './chromium.mjs';
 import { withChatTemplate, withMetadata } from './gguf.mjs';
-import { hardwareShim, withWorkerShim } from './shim.mjs';
+import { hardwareShim, noSpeedProbeShim, withWorkerShim } from './shim.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 /** Positions whose KV cache exceeds both wasm memory and one WebGPU binding. */
@@ -124,9 +124,25 @@ const memoryShim = (bytes) => `{
   };
 }`;
 
+test('auto runs on the CPU where a probe of the model finds it faster than the adapter, and says why', async () => {
+  // SwiftShader made to read as a hardware adapter: the self-test passes, the probe finds it
+  // slower than the CPU engine.
+  const r = await withWorkerShim(browser, hardwareShim, (p) => p.evaluate(async (url) => {
+    const engine = await window.Hearth.load(url, { backend: 'auto', cache: false });
+    const tokens = [];
+    for await (const t of engine.generate('The', { max_tokens: 4 })) tokens.push(t.token);
+    const { backend, fallbackReason } = engine.info;
+    engine.dispose();
+    return { backend, fallbackReason, tokens: tokens.length };
+  }, `${models.url}/model.gguf`));
+  assert.equal(r.backend, 'cpu', JSON.stringify(r));
+  assert.match(r.fallbackReason, /^the CPU engine is faster for this model: a probe of its shapes predicts [0-9.]+ ms a token for its products on the CPU, [0-9.]+ ms on /);
+  assert.equal(r.tokens, 4);
+});
+
 test('a model over a GPU limit is too_large on webgpu; auto runs it on the CPU and says why', async () => {
   // One layer's KV cache (256 positions of 2 x 16 values, f32) is 32 KiB.
-  const r = await withWorkerShim(browser, `${hardwareShim}\n${bindingLimitShim(16 << 10)}`, (p) => p.evaluate(async (url) => {
+  const r = await withWorkerShim(browser, `${hardwareShim}\n${noSpeedProbeShim}\n${bindingLimitShim(16 << 10)}`, (p) => p.evaluate(async (url) => {
       const out = {};
       for (const backend of ['webgpu', 'auto']) {
         try {
@@ -149,7 +165,7 @@ test('a model over a GPU limit is too_large on webgpu; auto runs it on the CPU a
 
 test('running out of GPU memory while loading frees what the load allocated; auto goes on on the CPU; a smaller model loads after', async () => {
   // 4 MiB of GPU memory: the llama fixture fits, the 152k-token Qwen2 one does not.
-  const r = await withWorkerShim(browser, `${hardwareShim}\n${memoryShim(4 << 20)}`, (p) => p.evaluate(async ({ big, small }) => {
+  const r = await withWorkerShim(browser, `${hardwareShim}\n${noSpeedProbeShim}\n${memoryShim(4 << 20)}`, (p) => p.evaluate(async ({ big, small }) => {
       let live = null;
       const channel = new BroadcastChannel('gpu-memory');
       channel.onmessage = (e) => { live = e.data; };

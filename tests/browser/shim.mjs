@@ -22,6 +22,13 @@ export const hardwareShim = `{
 }`;
 
 /**
+ * `auto` skips its speed probe, so that it takes the adapter as the self-test leaves it (a
+ * software one, made to read as hardware, would lose the probe to the CPU engine).
+ */
+export const noSpeedProbeShim = `import { Loader as ShimLoader } from './wasm/hearth_web.js';
+ShimLoader.prototype.probeWidths = () => undefined;`;
+
+/**
  * Runs `body(page)` on a new page of `browser` whose engine workers run `shim` first; resolves
  * to what `body` does.
  */

@@ -37,7 +37,7 @@ pub async fn open_checked_gpu(ty: GgmlType, software: bool) -> Result<Gpu, WebEr
 
 /// Runs the probe model on `gpu` and on the CPU; fails unless the logits agree.
 async fn self_test(gpu: &Gpu, ty: GgmlType) -> Result<(), WebError> {
-    let file = GgufFile::open(probe_model(ty)).map_err(|e| WebError::Internal(e.to_string()))?;
+    let file = probe_file(ty, SELF_TEST)?;
     let mut cpu = CpuModel::load(&file, &mut |_, _| {})?;
     cpu.set_products(Products::Reference);
     let tokens = [1, 7, 30, 2];
@@ -59,38 +59,183 @@ async fn self_test(gpu: &Gpu, ty: GgmlType) -> Result<(), WebError> {
     Ok(())
 }
 
-/// A one-layer llama model with deterministic weights, as a GGUF file in memory.
-fn probe_model(ty: GgmlType) -> Vec<u8> {
-    const E: u64 = 256;
+/// A decode step's time for a model's matrices, as the speed probe predicts it on each engine.
+#[derive(Clone, Copy, Debug)]
+pub struct Speeds {
+    pub cpu_ms: f64,
+    pub gpu_ms: f64,
+}
+
+/// The widths of a model, for the speed probe: its embedding and feed-forward widths, and the
+/// values in all its matrices.
+#[derive(Clone, Copy, Debug)]
+pub struct ModelWidths {
+    pub embedding: u64,
+    pub ffn: u64,
+    pub matrix_values: u64,
+}
+
+impl ModelWidths {
+    pub fn of(file_header: &hearth_core::gguf::Gguf, spec: &ModelSpec) -> ModelWidths {
+        let matrix_values = spec
+            .expected_tensors()
+            .into_iter()
+            .filter(|(id, _)| id.role.usage() == Use::Matrix || id.role == spec.head)
+            .filter_map(|(id, _)| file_header.tensor(&id.name()))
+            .map(|t| t.n_elements())
+            .sum();
+        ModelWidths {
+            embedding: spec.n_embd as u64,
+            ffn: spec.layers.first().map_or(0, |l| l.ffn.n_ff()) as u64,
+            matrix_values,
+        }
+    }
+
+    /// The probe's layers: the model's widths in whole super-blocks, made narrower where
+    /// one layer would hold more than [`PROBE_VALUES`].
+    fn probe(self, layers: u64) -> ProbeShape {
+        let whole = |v: u64| (v / 256).max(1) * 256;
+        let mut embedding = whole(self.embedding);
+        while 3 * embedding * embedding + 3 * embedding * 256 > PROBE_VALUES {
+            embedding = whole(embedding / 2);
+        }
+        let fits = (PROBE_VALUES - 3 * embedding * embedding) / (3 * embedding);
+        ProbeShape {
+            embedding,
+            ffn: whole(self.ffn.min(fits)),
+            layers,
+        }
+    }
+}
+
+/// Predicts a decode step of a model of `widths` with matrices of `ty` on `gpu` and on the CPU
+/// engine (one worker): probe models of one and of three layers of its widths (see
+/// [`ModelWidths::probe`]) are timed on both, `now()` being a clock in milliseconds; each
+/// engine's fixed cost per step and cost per matrix value are read off the two, and applied to
+/// the model's matrices.
+pub async fn compare_speeds(
+    gpu: &Gpu,
+    ty: GgmlType,
+    widths: ModelWidths,
+    now: &dyn Fn() -> f64,
+) -> Result<Speeds, WebError> {
+    let (mut cpu, mut on_gpu) = ([0.0; 2], [0.0; 2]);
+    let shapes = [1, 3].map(|layers| widths.probe(layers));
+    for (i, &shape) in shapes.iter().enumerate() {
+        let file = probe_file(ty, shape)?;
+        let model = CpuModel::load(&file, &mut |_, _| {})?;
+        let mut state = model.new_state(WARM_UP + TIMED);
+        let mut start = 0.0;
+        for step in 0..WARM_UP + TIMED {
+            if step == WARM_UP {
+                start = now();
+            }
+            model.forward(&mut state, &[step as u32 + 1])?;
+        }
+        cpu[i] = (now() - start) / TIMED as f64;
+        drop(model);
+        let mut model = GpuModel::load(gpu, &file, WARM_UP + TIMED, &mut |_, _| {}).await?;
+        for step in 0..WARM_UP + TIMED {
+            if step == WARM_UP {
+                start = now();
+            }
+            model.forward_greedy(&[step as u32 + 1], None).await?;
+        }
+        on_gpu[i] = (now() - start) / TIMED as f64;
+    }
+    let layers = widths.matrix_values as f64 / shapes[0].layer_values() as f64;
+    // Fixed cost and cost per layer from one and three layers (neither below zero).
+    let predict = |[one, three]: [f64; 2]| {
+        let per_layer = ((three - one) / 2.0).max(0.0);
+        (one - per_layer).max(0.0) + per_layer * layers
+    };
+    Ok(Speeds {
+        cpu_ms: predict(cpu),
+        gpu_ms: predict(on_gpu),
+    })
+}
+
+/// The layers of a probe model: their width, feed-forward width and number; the attention
+/// has heads of 64 and half as many key/value heads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct ProbeShape {
+    embedding: u64,
+    ffn: u64,
+    layers: u64,
+}
+
+impl ProbeShape {
+    /// The values in one layer's matrices.
+    fn layer_values(self) -> u64 {
+        let e = self.embedding;
+        2 * e * e + e * e + 3 * e * self.ffn
+    }
+}
+
+/// The self-test's model: small, so that it costs next to nothing.
+const SELF_TEST: ProbeShape = ProbeShape {
+    embedding: 256,
+    ffn: 256,
+    layers: 1,
+};
+
+/// The most values a speed probe's layer holds (its matrices are made as f32 first).
+const PROBE_VALUES: u64 = 4 << 20;
+
+/// Timed decode steps on each probe model, after [`WARM_UP`] untimed ones.
+const TIMED: usize = 6;
+const WARM_UP: usize = 2;
+
+/// A probe model's file, for the GPU and CPU engines.
+fn probe_file(ty: GgmlType, shape: ProbeShape) -> Result<GgufFile<Vec<u8>>, WebError> {
+    GgufFile::open(probe_model(ty, shape)).map_err(|e| WebError::Internal(e.to_string()))
+}
+
+/// A llama model of `shape` with deterministic weights, as a GGUF file in memory.
+fn probe_model(ty: GgmlType, shape: ProbeShape) -> Vec<u8> {
     const VOCAB: u64 = 64;
-    const FF: u64 = 256;
-    const HEADS: u64 = 4;
+    let ProbeShape {
+        embedding: e,
+        ffn: ff,
+        layers,
+    } = shape;
+    let heads = e / 64;
     let meta = [
         ("general.architecture", Value::String("llama".into())),
-        ("llama.embedding_length", Value::U32(E as u32)),
-        ("llama.feed_forward_length", Value::U32(FF as u32)),
-        ("llama.block_count", Value::U32(1)),
+        ("llama.embedding_length", Value::U32(e as u32)),
+        ("llama.feed_forward_length", Value::U32(ff as u32)),
+        ("llama.block_count", Value::U32(layers as u32)),
         ("llama.context_length", Value::U32(16)),
-        ("llama.attention.head_count", Value::U32(HEADS as u32)),
-        ("llama.attention.head_count_kv", Value::U32(2)),
+        ("llama.attention.head_count", Value::U32(heads as u32)),
+        (
+            "llama.attention.head_count_kv",
+            Value::U32((heads / 2) as u32),
+        ),
         ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
     ]
     .map(|(k, v)| (k.to_string(), v));
-    let kv = E / HEADS * 2;
-    let shapes: Vec<(String, Vec<u64>)> = vec![
-        ("token_embd.weight".into(), vec![E, VOCAB]),
-        ("output_norm.weight".into(), vec![E]),
-        ("output.weight".into(), vec![E, VOCAB]),
-        ("blk.0.attn_norm.weight".into(), vec![E]),
-        ("blk.0.attn_q.weight".into(), vec![E, E]),
-        ("blk.0.attn_k.weight".into(), vec![E, kv]),
-        ("blk.0.attn_v.weight".into(), vec![E, kv]),
-        ("blk.0.attn_output.weight".into(), vec![E, E]),
-        ("blk.0.ffn_norm.weight".into(), vec![E]),
-        ("blk.0.ffn_gate.weight".into(), vec![E, FF]),
-        ("blk.0.ffn_up.weight".into(), vec![E, FF]),
-        ("blk.0.ffn_down.weight".into(), vec![FF, E]),
+    let kv = e / 2;
+    let mut shapes: Vec<(String, Vec<u64>)> = vec![
+        ("token_embd.weight".into(), vec![e, VOCAB]),
+        ("output_norm.weight".into(), vec![e]),
+        ("output.weight".into(), vec![e, VOCAB]),
     ];
+    for l in 0..layers {
+        shapes.extend(
+            [
+                ("attn_norm", vec![e]),
+                ("attn_q", vec![e, e]),
+                ("attn_k", vec![e, kv]),
+                ("attn_v", vec![e, kv]),
+                ("attn_output", vec![e, e]),
+                ("ffn_norm", vec![e]),
+                ("ffn_gate", vec![e, ff]),
+                ("ffn_up", vec![e, ff]),
+                ("ffn_down", vec![ff, e]),
+            ]
+            .map(|(name, dims)| (format!("blk.{l}.{name}.weight"), dims)),
+        );
+    }
     let mut seed = 0x2545_f491_u32;
     let data: Vec<(GgmlType, Vec<u8>)> = shapes
         .iter()
@@ -157,10 +302,38 @@ pub fn matrix_type(file_header: &hearth_core::gguf::Gguf, spec: &ModelSpec) -> G
 mod tests {
     use super::*;
 
+    /// The speed probe's layers keep a model's widths where they fit the budget, in whole
+    /// super-blocks, and are narrowed where they do not.
+    #[test]
+    fn probe_layers_fit_the_budget() {
+        let widths = |embedding, ffn| ModelWidths {
+            embedding,
+            ffn,
+            matrix_values: 0,
+        };
+        let shape = |embedding, ffn| ProbeShape {
+            embedding,
+            ffn,
+            layers: 3,
+        };
+        assert_eq!(widths(512, 1536).probe(3), shape(512, 1536));
+        assert_eq!(widths(1024, 3072).probe(3), shape(1024, 256));
+        assert_eq!(widths(896, 4864).probe(3), shape(768, 1024));
+        assert_eq!(widths(64, 128).probe(3), shape(256, 256));
+        for (e, f) in [(4096, 14336), (8192, 28672), (2048, 8192), (100, 100)] {
+            let p = widths(e, f).probe(1);
+            assert!(p.layer_values() <= PROBE_VALUES, "{p:?}");
+            assert!(
+                p.embedding % 256 == 0 && p.ffn % 256 == 0 && p.ffn > 0,
+                "{p:?}"
+            );
+        }
+    }
+
     #[test]
     fn probe_model_loads_on_the_cpu() {
         for ty in [GgmlType::F32, GgmlType::Q8_0, GgmlType::Q4_K] {
-            let file = GgufFile::open(probe_model(ty)).unwrap();
+            let file = probe_file(ty, SELF_TEST).unwrap();
             let model = CpuModel::load(&file, &mut |_, _| {}).unwrap();
             let logits = model.forward(&mut model.new_state(4), &[1, 2, 3]).unwrap();
             assert_eq!(logits.len(), 64);

@@ -250,6 +250,19 @@ impl Loader {
         Ok(backend::matrix_type(&p.file.header, &p.spec).id())
     }
 
+    /// The model's widths for the speed probe of [`GpuDevice::open`]: its embedding and
+    /// feed-forward widths and the values in its matrices.
+    #[wasm_bindgen(js_name = probeWidths)]
+    pub fn probe_widths(&self) -> Result<Vec<f64>, JsValue> {
+        let p = self.prepared()?;
+        let w = backend::ModelWidths::of(&p.file.header, &p.spec);
+        Ok(vec![
+            w.embedding as f64,
+            w.ffn as f64,
+            w.matrix_values as f64,
+        ])
+    }
+
     /// Builds the engine on the CPU (on the first shard of a split model, which then needs
     /// [`Engine::set_peers`]). `progress(loaded, total)` follows the weight bytes taken in, up
     /// to the weights' total once the engine is built.
@@ -506,17 +519,60 @@ pub struct GpuDevice(hearth_gpu::Gpu);
 impl GpuDevice {
     /// Opens the device and runs the self-test with matrices of ggml type `matrix_type` (the
     /// model's); fails with `no_webgpu` without an adapter, or with a software adapter unless
-    /// `software` allows it, and with `gpu_error` when the test fails.
-    pub async fn open(matrix_type: u32, software: bool) -> Result<GpuDevice, JsValue> {
+    /// `software` allows it, and with `gpu_error` when the test fails. With `widths` (a
+    /// model's [`Loader::probe_widths`]), also fails with `no_webgpu` where the speed probe
+    /// finds the CPU engine faster for that model (`backend: "auto"`).
+    pub async fn open(
+        matrix_type: u32,
+        software: bool,
+        widths: Option<Vec<f64>>,
+    ) -> Result<GpuDevice, JsValue> {
         let ty = GgmlType::from_id(matrix_type).unwrap_or(GgmlType::F32);
-        Ok(GpuDevice(
-            open_checked_gpu(ty, software).await.map_err(js_err)?,
-        ))
+        let gpu = open_checked_gpu(ty, software).await.map_err(js_err)?;
+        let Some(&[embedding, ffn, matrix_values]) = widths.as_deref() else {
+            return Ok(GpuDevice(gpu));
+        };
+        let widths = backend::ModelWidths {
+            embedding: embedding as u64,
+            ffn: ffn as u64,
+            matrix_values: matrix_values as u64,
+        };
+        let speeds = backend::compare_speeds(&gpu, ty, widths, &now_ms).await;
+        match speeds {
+            Ok(s) if s.gpu_ms <= s.cpu_ms => Ok(GpuDevice(gpu)),
+            Ok(s) => {
+                let why = format!(
+                    "the CPU engine is faster for this model: a probe of its shapes predicts {:.1} ms a token for its products on the CPU, {:.1} ms on {}",
+                    s.cpu_ms,
+                    s.gpu_ms,
+                    gpu.describe()
+                );
+                gpu.device.destroy();
+                Err(js_err(WebError::NoGpu(why)))
+            }
+            Err(e) => {
+                gpu.device.destroy();
+                Err(js_err(e))
+            }
+        }
     }
 
     pub fn describe(&self) -> String {
         self.0.describe()
     }
+}
+
+/// `performance.now()` of the worker (or page), in milliseconds.
+fn now_ms() -> f64 {
+    let performance = js_sys::Reflect::get(&js_sys::global(), &"performance".into())
+        .expect("a global object has properties");
+    let now: js_sys::Function = js_sys::Reflect::get(&performance, &"now".into())
+        .expect("performance has now()")
+        .unchecked_into();
+    now.call0(&performance)
+        .expect("performance.now() returns")
+        .as_f64()
+        .unwrap_or(0.0)
 }
 
 /// A shard of a CPU model's matrices, in a worker of its own (`pkg/shard.js`).
