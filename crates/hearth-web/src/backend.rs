@@ -104,6 +104,7 @@ impl ModelWidths {
             embedding,
             ffn: whole(self.ffn.min(fits)),
             layers,
+            distinct_rows: 8,
         }
     }
 }
@@ -124,24 +125,27 @@ pub async fn compare_speeds(
     for (i, &shape) in shapes.iter().enumerate() {
         let file = probe_file(ty, shape)?;
         let model = CpuModel::load(&file, &mut |_, _| {})?;
-        let mut state = model.new_state(WARM_UP + TIMED);
-        let mut start = 0.0;
-        for step in 0..WARM_UP + TIMED {
-            if step == WARM_UP {
-                start = now();
+        let mut state = model.new_state(PROBE_CONTEXT);
+        let mut steps = Steps::new(now);
+        cpu[i] = loop {
+            match steps.next() {
+                Ok(token) => {
+                    model.forward(&mut state, &[token])?;
+                }
+                Err(ms) => break ms,
             }
-            model.forward(&mut state, &[step as u32 + 1])?;
-        }
-        cpu[i] = (now() - start) / TIMED as f64;
+        };
         drop(model);
-        let mut model = GpuModel::load(gpu, &file, WARM_UP + TIMED, &mut |_, _| {}).await?;
-        for step in 0..WARM_UP + TIMED {
-            if step == WARM_UP {
-                start = now();
+        let mut model = GpuModel::load(gpu, &file, PROBE_CONTEXT, &mut |_, _| {}).await?;
+        let mut steps = Steps::new(now);
+        on_gpu[i] = loop {
+            match steps.next() {
+                Ok(token) => {
+                    model.forward_greedy(&[token], None).await?;
+                }
+                Err(ms) => break ms,
             }
-            model.forward_greedy(&[step as u32 + 1], None).await?;
-        }
-        on_gpu[i] = (now() - start) / TIMED as f64;
+        };
     }
     let layers = widths.matrix_values as f64 / shapes[0].layer_values() as f64;
     // Fixed cost and cost per layer from one and three layers (neither below zero).
@@ -155,6 +159,39 @@ pub async fn compare_speeds(
     })
 }
 
+/// The decode steps of a speed probe: [`Steps::next`] gives the token of each step to run,
+/// [`WARM_UP`] untimed ones then timed ones, until [`TIMED_MS`] have passed or the probe's
+/// context is full; then the mean time of the timed ones.
+struct Steps<'a> {
+    now: &'a dyn Fn() -> f64,
+    n: usize,
+    start: f64,
+}
+
+impl Steps<'_> {
+    fn new(now: &dyn Fn() -> f64) -> Steps<'_> {
+        Steps {
+            now,
+            n: 0,
+            start: 0.0,
+        }
+    }
+
+    /// The next step's token, or the timed steps' mean time in milliseconds once done.
+    fn next(&mut self) -> Result<u32, f64> {
+        let (n, now) = (self.n, (self.now)());
+        if n == WARM_UP {
+            self.start = now;
+        }
+        let timed = n.saturating_sub(WARM_UP);
+        if timed > 0 && (now - self.start >= TIMED_MS || n == PROBE_CONTEXT) {
+            return Err((now - self.start) / timed as f64);
+        }
+        self.n += 1;
+        Ok((n % PROBE_VOCAB) as u32)
+    }
+}
+
 /// The layers of a probe model: their width, feed-forward width and number; the attention
 /// has heads of 64 and half as many key/value heads.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -162,6 +199,9 @@ struct ProbeShape {
     embedding: u64,
     ffn: u64,
     layers: u64,
+    /// Each matrix's rows are random up to this many, then repeat (a speed probe's values
+    /// matter not, and quantizing them all would cost more than the probe).
+    distinct_rows: u64,
 }
 
 impl ProbeShape {
@@ -177,14 +217,19 @@ const SELF_TEST: ProbeShape = ProbeShape {
     embedding: 256,
     ffn: 256,
     layers: 1,
+    distinct_rows: u64::MAX,
 };
 
 /// The most values a speed probe's layer holds (its matrices are made as f32 first).
 const PROBE_VALUES: u64 = 4 << 20;
 
-/// Timed decode steps on each probe model, after [`WARM_UP`] untimed ones.
-const TIMED: usize = 6;
+/// Decode steps on each probe model: [`WARM_UP`] untimed ones, then timed ones until
+/// [`TIMED_MS`] have passed or the probe's context is full.
 const WARM_UP: usize = 2;
+const TIMED_MS: f64 = 25.0;
+const PROBE_CONTEXT: usize = 64;
+/// The probe models' tokens.
+const PROBE_VOCAB: usize = 64;
 
 /// A probe model's file, for the GPU and CPU engines.
 fn probe_file(ty: GgmlType, shape: ProbeShape) -> Result<GgufFile<Vec<u8>>, WebError> {
@@ -193,11 +238,12 @@ fn probe_file(ty: GgmlType, shape: ProbeShape) -> Result<GgufFile<Vec<u8>>, WebE
 
 /// A llama model of `shape` with deterministic weights, as a GGUF file in memory.
 fn probe_model(ty: GgmlType, shape: ProbeShape) -> Vec<u8> {
-    const VOCAB: u64 = 64;
+    const VOCAB: u64 = PROBE_VOCAB as u64;
     let ProbeShape {
         embedding: e,
         ffn: ff,
         layers,
+        ..
     } = shape;
     let heads = e / 64;
     let meta = [
@@ -205,7 +251,7 @@ fn probe_model(ty: GgmlType, shape: ProbeShape) -> Vec<u8> {
         ("llama.embedding_length", Value::U32(e as u32)),
         ("llama.feed_forward_length", Value::U32(ff as u32)),
         ("llama.block_count", Value::U32(layers as u32)),
-        ("llama.context_length", Value::U32(16)),
+        ("llama.context_length", Value::U32(PROBE_CONTEXT as u32)),
         ("llama.attention.head_count", Value::U32(heads as u32)),
         (
             "llama.attention.head_count_kv",
@@ -240,12 +286,14 @@ fn probe_model(ty: GgmlType, shape: ProbeShape) -> Vec<u8> {
     let data: Vec<(GgmlType, Vec<u8>)> = shapes
         .iter()
         .map(|(_, dims)| {
-            let n: u64 = dims.iter().product();
-            if dims.len() == 1 {
+            if let [n] = dims[..] {
                 let ones: Vec<f32> = vec![1.0; n as usize];
                 return (GgmlType::F32, bytes_of(&ones));
             }
-            let values: Vec<f32> = (0..n)
+            // The first `distinct_rows` rows, then the same again.
+            let (cols, rows) = (dims[0], dims[1]);
+            let made = rows.min(shape.distinct_rows);
+            let values: Vec<f32> = (0..cols * made)
                 .map(|_| {
                     seed ^= seed << 13;
                     seed ^= seed >> 17;
@@ -253,10 +301,12 @@ fn probe_model(ty: GgmlType, shape: ProbeShape) -> Vec<u8> {
                     (seed as f32 / u32::MAX as f32 - 0.5) * 0.2
                 })
                 .collect();
-            match quantize(ty, &values) {
+            let (ty, bytes) = match quantize(ty, &values) {
                 Ok(q) => (ty, q),
                 Err(_) => (GgmlType::F32, bytes_of(&values)),
-            }
+            };
+            let len = bytes.len() / made as usize * rows as usize;
+            (ty, bytes.into_iter().cycle().take(len).collect())
         })
         .collect();
     let tensors: Vec<TensorToWrite> = shapes
@@ -315,6 +365,7 @@ mod tests {
             embedding,
             ffn,
             layers: 3,
+            distinct_rows: 8,
         };
         assert_eq!(widths(512, 1536).probe(3), shape(512, 1536));
         assert_eq!(widths(1024, 3072).probe(3), shape(1024, 256));
@@ -327,6 +378,34 @@ mod tests {
                 p.embedding % 256 == 0 && p.ffn % 256 == 0 && p.ffn > 0,
                 "{p:?}"
             );
+        }
+    }
+
+    /// On the machine's adapter (lavapipe in CI: Vulkan on the CPU) the probe predicts a time
+    /// for each engine, and on a software adapter the CPU engine's is the shorter.
+    #[test]
+    #[cfg(not(target_arch = "wasm32"))]
+    fn the_speed_probe_times_both_engines() {
+        let gpu = match pollster::block_on(Gpu::new(&GpuOptions::default())) {
+            Ok(gpu) => gpu,
+            Err(e) if std::env::var_os("HEARTH_REQUIRE_GPU").is_some() => {
+                panic!("HEARTH_REQUIRE_GPU is set but there is no adapter: {e}")
+            }
+            Err(e) => return eprintln!("skipped: {e}"),
+        };
+        let start = std::time::Instant::now();
+        let now = || start.elapsed().as_secs_f64() * 1000.0;
+        let widths = ModelWidths {
+            embedding: 512,
+            ffn: 1536,
+            matrix_values: 100 << 20,
+        };
+        let s = pollster::block_on(compare_speeds(&gpu, GgmlType::Q8_0, widths, &now)).unwrap();
+        eprintln!("{}: {s:?}", gpu.describe());
+        assert!(s.cpu_ms > 0.0 && s.cpu_ms.is_finite(), "{s:?}");
+        assert!(s.gpu_ms > 0.0 && s.gpu_ms.is_finite(), "{s:?}");
+        if gpu.is_software() {
+            assert!(s.cpu_ms < s.gpu_ms, "{s:?}");
         }
     }
 
