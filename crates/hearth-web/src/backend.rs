@@ -1,5 +1,6 @@
-//! Choosing WebGPU only where it computes right: the start-up self-test. The two backends
-//! themselves are [`hearth_gpu::Backend`].
+//! Choosing WebGPU only where it computes right (the start-up self-test) and, under `auto`,
+//! only where it is faster than the CPU engine for the model (the speed probe). The two
+//! backends themselves are [`hearth_gpu::Backend`].
 
 use std::io;
 
