@@ -371,13 +371,19 @@ async fn fill_gpu(
 
 impl Loader {
     fn prepare(&mut self, context_length: usize, tokenizer: bool) -> Result<JsValue, JsValue> {
+        const VOCABULARY: [&str; 4] = [
+            "tokenizer.ggml.tokens",
+            "tokenizer.ggml.merges",
+            "tokenizer.ggml.token_type",
+            "tokenizer.ggml.scores",
+        ];
         // Taken, not copied: a large vocabulary's header is tens of megabytes once parsed, and
         // wasm memory never shrinks.
         let headers: Vec<(Gguf, Vec<u8>)> = std::mem::take(&mut self.headers)
             .into_iter()
             .map(|h| h.ok_or_else(|| js_err(WebError::BadRequest("a header is missing".into()))))
             .collect::<Result<_, _>>()?;
-        let (merged, header_bytes, parts) = if headers.len() == 1 {
+        let (mut merged, header_bytes, parts) = if headers.len() == 1 {
             let (h, bytes) = headers.into_iter().next().expect("one header");
             (h, bytes, Vec::new())
         } else {
@@ -393,6 +399,10 @@ impl Loader {
             true => Some(Tokenizer::from_gguf(&merged).map_err(js_err)?),
             false => None,
         };
+        // The vocabulary's arrays, parsed, are megabytes that nothing reads once the tokenizer
+        // is built (a shard never builds one): freed before the weights arrive, their memory
+        // serves the weights.
+        merged.retain_metadata(|key, _| !VOCABULARY.contains(&key));
         let names: Vec<String> = spec
             .expected_tensors()
             .into_iter()

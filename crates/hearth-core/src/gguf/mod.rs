@@ -146,6 +146,15 @@ impl Gguf {
         &self.metadata
     }
 
+    /// Drops the metadata that `keep(key, value)` refuses (a tokenizer's vocabulary once the
+    /// tokenizer is built: wasm memory never shrinks, so what is freed early is reused).
+    pub fn retain_metadata(&mut self, mut keep: impl FnMut(&str, &Value) -> bool) {
+        self.metadata.retain(|(k, v)| keep(k, v));
+        self.keys = (self.metadata.iter().enumerate())
+            .map(|(i, (k, _))| (k.clone(), i))
+            .collect();
+    }
+
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.keys.get(key).map(|&i| &self.metadata[i].1)
     }
@@ -181,5 +190,26 @@ impl Gguf {
     /// `general.architecture`, the key every other model key is named after.
     pub fn architecture(&self) -> Option<&str> {
         self.get_str("general.architecture")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Dropped keys are gone, and every kept one is still found by name.
+    #[test]
+    fn retained_metadata_is_found_by_key() {
+        let meta = [("a", 1u32), ("b", 2), ("c", 3), ("d", 4)]
+            .map(|(k, v)| (k.to_string(), Value::U32(v)));
+        let mut bytes = Vec::new();
+        write::write_gguf::<std::io::Error>(&mut bytes, &meta, &[], |_| unreachable!()).unwrap();
+        let mut h = Gguf::parse(&bytes, bytes.len() as u64).unwrap();
+        h.retain_metadata(|k, _| k != "b" && k != "c");
+        assert_eq!(h.get_u64("a"), Some(1));
+        assert_eq!(h.get("b"), None);
+        assert_eq!(h.get("c"), None);
+        assert_eq!(h.get_u64("d"), Some(4));
+        assert_eq!(h.metadata().len(), 2);
     }
 }
