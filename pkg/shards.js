@@ -1,36 +1,51 @@
 // A CPU model split by rows across workers (tensor parallel): the engine's worker holds the
 // first shard of every matrix and runs the model; each other shard lives in a worker of its
 // own (shard.js), a wasm instance with its own memory, so the model may exceed what one
-// instance addresses. They share one SharedArrayBuffer, hence the page must be cross-origin
-// isolated; elsewhere the engine keeps every matrix itself.
+// instance addresses. Where the page is cross-origin isolated they share one
+// SharedArrayBuffer, on which the shards block; elsewhere each request and each answer is a
+// message, which the engine awaits (hearth-web's shards.rs).
 
 import { HearthError } from './errors.js';
 
 /** The most workers `auto` takes: more shards than this only add waiting. */
 const MAX_WORKERS = 8;
+/** How long the engine waits for the answers to a request by message (as PATIENCE in shards.rs). */
+const PATIENCE_MS = 30_000;
 
 export const SHARD = /** @type {const} */ ({
   start: 'start',
   put: 'put',
   serve: 'serve',
+  ask: 'ask',
   serving: 'serving',
+  answer: 'answer',
   error: 'error',
 });
 
 /**
+ * The shared buffer's control block, as hearth-web's shards.rs lays it out: its length in
+ * i32s, the index of the answers' count and of why the shards cannot answer (`FAILED`).
+ */
+export const CONTROL = /** @type {const} */ ({ ints: 16, answered: 1, failed: 2 });
+/** Why the shards cannot answer: one failed, or none answered in time. */
+export const FAILED = /** @type {const} */ ({ worker: 1, silent: 2 });
+
+/**
  * @typedef {{ op: 'start', headers: Array<[prefix: Uint8Array, size: number]>, contextLength: number, index: number, count: number }
  *   | { op: 'put', file: number, offset: number, bytes: Uint8Array }
- *   | { op: 'serve', buffer: SharedArrayBuffer }} ShardMessage
- * @typedef {{ type: 'serving', memory: number } | { type: 'error', error: ReturnType<HearthError['toJSON']> }} ShardReply
+ *   | { op: 'serve', buffer: SharedArrayBuffer | null }
+ *   | { op: 'ask', words: Uint32Array, input: Float32Array }} ShardMessage
+ * @typedef {{ type: 'serving', memory: number }
+ *   | { type: 'answer', spans: Uint32Array, values: Float32Array }
+ *   | { type: 'error', error: ReturnType<HearthError['toJSON']> }} ShardReply
  */
 
 /**
  * The workers to split a CPU model across: `requested`, else one per core (at most
- * MAX_WORKERS); one where the page is not cross-origin isolated (no SharedArrayBuffer).
+ * MAX_WORKERS).
  * @param {number | undefined} requested
  */
 export function cpuWorkers(requested) {
-  if (!self.crossOriginIsolated) return 1;
   return requested ?? Math.max(1, Math.min(self.navigator.hardwareConcurrency || 1, MAX_WORKERS));
 }
 
@@ -51,10 +66,17 @@ export class Shards {
     this.waiting = [];
     /** @type {Int32Array | null} the control block of the buffer they answer through */
     this.control = null;
+    /** @type {import('./wasm/hearth_web.js').Mailbox | null} where their answers go, by message */
+    this.mailbox = null;
+    /** @type {number} why they cannot answer by message (FAILED), 0 while they can */
+    this.why = 0;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this.deadline = undefined;
     for (let index = 1; index < count; index++) {
       const w = new Worker(new URL('./shard.js', import.meta.url), { type: 'module', name: `hearth shard ${index}` });
       w.onmessage = (/** @type {MessageEvent<ShardReply>} */ { data }) => {
         if (data.type === SHARD.error) this.fail(HearthError.from(data.error));
+        else if (data.type === SHARD.answer) this.answered(data.spans, data.values);
         else this.waiting.shift()?.(data.memory);
       };
       w.onerror = (e) => { e.preventDefault(); this.fail(new HearthError('internal', `a CPU worker failed: ${e.message}`)); };
@@ -69,6 +91,18 @@ export class Shards {
   fail(e) {
     this.failure ??= e;
     for (const resume of this.waiting.splice(0)) resume(0);
+    this.lose(FAILED.worker);
+  }
+
+  /**
+   * Ends the service by message: the engine awaiting an answer traps (see worker.js).
+   * @param {number} why
+   */
+  lose(why) {
+    if (!this.mailbox || this.why) return;
+    this.why = why;
+    clearTimeout(this.deadline);
+    this.mailbox.fail();
   }
 
   /**
@@ -89,17 +123,41 @@ export class Shards {
    * @param {import('./wasm/hearth_web.js').Engine} engine
    */
   async serve(engine) {
-    const buffer = new SharedArrayBuffer(engine.peerBufferBytes());
-    this.control = new Int32Array(buffer, 0, 16);
+    const buffer = self.crossOriginIsolated ? new SharedArrayBuffer(engine.peerBufferBytes()) : null;
+    if (buffer) this.control = new Int32Array(buffer, 0, CONTROL.ints);
     if (this.failure) throw this.failure;
     /** @type {Promise<number>[]} each worker's wasm memory, once it serves */
     const serving = this.workers.map(() => new Promise((resolve) => this.waiting.push(resolve)));
     /** @type {ShardMessage} */
     const serve = { op: SHARD.serve, buffer };
     for (const w of this.workers) w.postMessage(serve);
-    const memory = await Promise.all(serving);
+    const memory = (await Promise.all(serving)).reduce((a, b) => a + b, 0);
     if (this.failure) throw this.failure;
-    engine.setPeers(buffer, memory.reduce((a, b) => a + b, 0));
+    if (buffer) engine.setPeers(buffer, memory);
+    else this.mailbox = engine.setMessagePeers((/** @type {Uint32Array} */ words, /** @type {Float32Array} */ input) => this.ask(words, input), memory);
+  }
+
+  /**
+   * Hands a request to every worker, by message.
+   * @param {Uint32Array} words
+   * @param {Float32Array} input
+   */
+  ask(words, input) {
+    /** @type {ShardMessage} */
+    const ask = { op: SHARD.ask, words, input };
+    for (const w of this.workers) w.postMessage(ask);
+    clearTimeout(this.deadline);
+    this.deadline = setTimeout(() => this.lose(FAILED.silent), PATIENCE_MS);
+  }
+
+  /**
+   * A worker's rows of the current request.
+   * @param {Uint32Array} spans
+   * @param {Float32Array} values
+   */
+  answered(spans, values) {
+    if (this.why || !this.mailbox) return;
+    if (this.mailbox.answer(spans, values)) clearTimeout(this.deadline);
   }
 
   /**
@@ -109,13 +167,14 @@ export class Shards {
    * @returns {HearthError | null}
    */
   lost() {
-    const why = this.control ? Atomics.load(this.control, 5) : 0;
+    const why = this.control ? Atomics.load(this.control, CONTROL.failed) : this.why;
     if (why === 0) return null;
-    const what = why === 2 ? 'stopped answering for 30 s' : `failed${this.failure ? ` (${this.failure.message})` : ''}`;
+    const what = why === FAILED.silent ? 'stopped answering for 30 s' : `failed${this.failure ? ` (${this.failure.message})` : ''}`;
     return new HearthError('device_lost', `a CPU worker ${what}; the model must be loaded again`);
   }
 
   terminate() {
+    clearTimeout(this.deadline);
     for (const w of this.workers) w.terminate();
   }
 }

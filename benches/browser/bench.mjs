@@ -27,6 +27,9 @@ const USAGE = `usage: node benches/browser/bench.mjs [options] [MODEL.gguf ...]
   --reps N             timed repetitions after one warm-up (default 3)
   --threads LIST       wllama threads, one row each (default 1,2; >1 needs cross-origin isolation)
   --workers LIST       Hearth CPU workers, one row each (default 1,2)
+  --exchange LIST      how CPU workers pass activations, one row each for 2 or more workers, of
+                       shared,messages (default shared: a SharedArrayBuffer on a cross-origin
+                       isolated page; messages: the page is served without isolation)
   --wasm LIST          Hearth CPU rows for each wasm build, of auto,simd128 (default auto: the
                        relaxed-SIMD build where Chromium has it; simd128 keeps the other, on
                        1 worker only: the route that keeps it does not reach nested workers)
@@ -48,6 +51,7 @@ function parse() {
       threads: { type: 'string', default: '1,2' },
       workers: { type: 'string', default: '1,2' },
       wasm: { type: 'string', default: 'auto' },
+      exchange: { type: 'string', default: 'shared' },
       context: { type: 'string', default: '512' },
       timeout: { type: 'string', default: '1800' },
       json: { type: 'string' },
@@ -84,7 +88,10 @@ function parse() {
   const tokens = int('tokens', values.tokens, 2);
   const wasm = values.wasm.split(',').filter(Boolean);
   for (const w of wasm) if (!['auto', 'simd128'].includes(w)) fail(`--wasm: no build ${JSON.stringify(w)}`);
+  const exchange = values.exchange.split(',').filter(Boolean);
+  for (const e of exchange) if (!['shared', 'messages'].includes(e)) fail(`--exchange: no way ${JSON.stringify(e)}`);
   return {
+    exchange,
     models,
     backends,
     tokens,
@@ -114,8 +121,10 @@ function rowsFor(opts) {
   if (opts.backends.includes('cpu')) {
     for (const n of opts.workers) {
       for (const wasm of opts.wasm.filter((w) => w === 'auto' || n === 1)) {
-        const label = `Hearth CPU, ${n} worker${n > 1 ? 's' : ''}${wasm === 'auto' ? '' : `, ${wasm}`}`;
-        rows.push({ label, engine: 'hearth', backend: 'cpu', workers: n, wasm, tokens: opts.tokens });
+        for (const exchange of n > 1 ? opts.exchange : ['shared']) {
+          const label = `Hearth CPU, ${n} worker${n > 1 ? 's' : ''}${wasm === 'auto' ? '' : `, ${wasm}`}${exchange === 'messages' ? ', by message' : ''}`;
+          rows.push({ label, engine: 'hearth', backend: 'cpu', workers: n, wasm, messages: exchange === 'messages', tokens: opts.tokens });
+        }
       }
     }
   }
@@ -160,7 +169,7 @@ async function runRow(browser, appUrl, modelUrl, row, opts) {
     timer = setTimeout(() => reject(new Error(`timed out after ${opts.timeoutMs / 1000} s`)), opts.timeoutMs);
   });
   try {
-    const { label, tokens, wasm, ...spec } = row;
+    const { label, tokens, wasm, messages, ...spec } = row;
     if (wasm === 'simd128') await page.context().route('**/pkg/runtime.js', forceSimd128);
     const result = await Promise.race([
       page.evaluate(
@@ -234,6 +243,9 @@ async function main() {
   // Cross-origin isolated, for wllama's threads (SharedArrayBuffer); every row runs on it.
   const app = await serve(ROOT, { isolated: true });
   const servers = [app];
+  // Not isolated, for the rows whose workers pass messages.
+  const plain = rows.some((r) => r.messages) ? await serve(ROOT) : null;
+  if (plain) servers.push(plain);
   let browser;
   const results = [];
   try {
@@ -248,7 +260,7 @@ async function main() {
       console.log(`\n${basename(model)} (${(statSync(model).size / 1e6).toFixed(1)} MB)`);
       for (const row of rows) {
         const started = Date.now();
-        const result = await runRow(browser, app.url, url, row, opts);
+        const result = await runRow(browser, (row.messages ? plain : app).url, url, row, opts);
         const out = { ...row, result };
         if (result.error) out.error = result.error;
         else if (result.skipped) out.skipped = result.skipped;

@@ -1,13 +1,16 @@
 //! A model split by rows across shards, each on a thread of its own as each browser worker
 //! is, gives the whole model's logits bit for bit: on every fixture, through a prompt and
-//! decode steps, with areas so small that long prompts go through them in several rounds.
+//! decode steps, with areas so small that long prompts go through them in several rounds;
+//! with the first shard blocking on the answers (a shared buffer) or awaiting them (messages).
 
+use std::future::poll_fn;
 use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Poll, Waker};
 use std::thread;
 
 use hearth_core::gguf::GgufFile;
 use hearth_core::model::{
-    CpuModel, Link, ModelSpec, Peers, Request, Shard, Weights, WeightsBuilder,
+    Answers, CpuModel, Link, ModelSpec, Peers, Request, Requests, Shard, Weights, WeightsBuilder,
 };
 use hearth_fixtures::{ids, model_fixtures};
 
@@ -18,12 +21,15 @@ struct Board {
     /// The request's number, the request (`None` once the service ends) and the answers so far.
     state: Mutex<(u64, Option<Request>, usize)>,
     changed: Condvar,
+    /// Where the first shard awaits the answers: woken by the last.
+    waker: Mutex<Option<Waker>>,
 }
 
-/// The first shard's side.
+/// The first shard's side: blocking until the others answer, or with `later`, awaiting them.
 struct First {
     board: Arc<Board>,
     others: usize,
+    later: bool,
 }
 
 impl Peers for First {
@@ -38,7 +44,16 @@ impl Peers for First {
         self.board.changed.notify_all();
     }
 
-    fn wait(&self) {
+    fn wait(&self) -> Answers<'_> {
+        if self.later {
+            return Box::pin(poll_fn(|cx| {
+                *self.board.waker.lock().unwrap() = Some(cx.waker().clone());
+                match self.board.state.lock().unwrap().2 < self.others {
+                    true => Poll::Pending,
+                    false => Poll::Ready(()),
+                }
+            }));
+        }
         let state = self.board.state.lock().unwrap();
         drop(
             self.board
@@ -46,6 +61,7 @@ impl Peers for First {
                 .wait_while(state, |s| s.2 < self.others)
                 .unwrap(),
         );
+        Box::pin(std::future::ready(()))
     }
 
     fn read(&self, at: usize, out: &mut [f32]) {
@@ -67,7 +83,7 @@ struct Other {
     seen: std::cell::Cell<u64>,
 }
 
-impl Link for Other {
+impl Requests for Other {
     fn receive(&self) -> Option<Request> {
         let state = self.board.state.lock().unwrap();
         let state = self
@@ -79,17 +95,22 @@ impl Link for Other {
         state.1
     }
 
+    fn done(&self) {
+        self.board.state.lock().unwrap().2 += 1;
+        self.board.changed.notify_all();
+        if let Some(waker) = self.board.waker.lock().unwrap().take() {
+            waker.wake();
+        }
+    }
+}
+
+impl Link for Other {
     fn input(&self, input: &mut [f32]) {
         input.copy_from_slice(&self.board.input.lock().unwrap()[..input.len()]);
     }
 
     fn write(&self, at: usize, values: &[f32]) {
         self.board.output.lock().unwrap()[at..at + values.len()].copy_from_slice(values);
-    }
-
-    fn done(&self) {
-        self.board.state.lock().unwrap().2 += 1;
-        self.board.changed.notify_all();
     }
 }
 
@@ -120,35 +141,52 @@ fn load(bytes: &[u8], shard: Shard, kept: bool) -> CpuModel {
     CpuModel { spec, weights }
 }
 
-/// The logits of `tokens` and then of two more tokens, one at a time.
-fn run(model: &CpuModel, tokens: &[u32]) -> Vec<Vec<f32>> {
+/// The logits of `tokens` (every position's, or with `later` the last one's, awaited) and then
+/// of two more tokens, one at a time.
+fn run(model: &CpuModel, tokens: &[u32], later: bool) -> Vec<Vec<f32>> {
     let mut state = model.new_state(tokens.len() + 2);
-    let mut out = vec![model.forward_all(&mut state, tokens).unwrap()];
+    let mut forward = |tokens: &[u32], all: bool| match (later, all) {
+        (true, _) => pollster::block_on(model.forward_async(&mut state, tokens)).unwrap(),
+        (false, true) => model.forward_all(&mut state, tokens).unwrap(),
+        (false, false) => model.forward(&mut state, tokens).unwrap(),
+    };
+    let mut out = vec![forward(tokens, true)];
     for t in [tokens[0], tokens[tokens.len() / 2]] {
-        out.push(model.forward(&mut state, &[t]).unwrap());
+        out.push(forward(&[t], false));
     }
     out
 }
 
 #[test]
 fn a_split_model_computes_what_the_whole_one_does() {
-    split_models_match(false);
+    split_models_match(false, false);
 }
 
 /// The same with each shard built from only the bytes it keeps.
 #[test]
 fn a_shard_built_from_its_own_bytes_computes_the_same() {
-    split_models_match(true);
+    split_models_match(true, false);
 }
 
-fn split_models_match(kept: bool) {
+/// The same with the first shard awaiting the answers, as where they come by message.
+#[test]
+fn a_split_model_awaiting_its_answers_computes_the_same() {
+    split_models_match(false, true);
+}
+
+fn split_models_match(kept: bool, later: bool) {
     let count = 3;
     for f in model_fixtures() {
         let label = f.label();
         let bytes = f.gguf_bytes();
         let reference: serde_json::Value = f.reference();
         let tokens = ids(&reference["sequences"][0]["tokens"]);
-        let want = run(&load(&bytes, Shard::WHOLE, false), &tokens);
+        let mut want = run(&load(&bytes, Shard::WHOLE, false), &tokens, false);
+        if later {
+            // Only the prompt's last logits.
+            let earlier = want[0].len() - want[1].len();
+            want[0].drain(..earlier);
+        }
 
         let mut first = load(&bytes, Shard { index: 0, count }, kept);
         // Room for the largest matrix dimension only: a prompt's products take several rounds.
@@ -158,6 +196,7 @@ fn split_models_match(kept: bool) {
             output: Mutex::new(vec![0.0; capacity]),
             state: Mutex::new((0, None, 0)),
             changed: Condvar::new(),
+            waker: Mutex::new(None),
         });
         let got = thread::scope(|scope| {
             for index in 1..count {
@@ -173,8 +212,9 @@ fn split_models_match(kept: bool) {
             first.weights.set_peers(Box::new(First {
                 board: board.clone(),
                 others: count - 1,
+                later,
             }));
-            let got = run(&first, &tokens);
+            let got = run(&first, &tokens, later);
             // Ends the other shards' service.
             drop(first);
             got

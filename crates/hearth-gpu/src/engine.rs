@@ -113,7 +113,7 @@ impl Backend {
     /// Runs `tokens` at the next positions; the logits of the last one.
     pub async fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, GpuError> {
         match self {
-            Backend::Cpu { model, state, .. } => Ok(model.forward(state, tokens)?),
+            Backend::Cpu { model, state, .. } => Ok(model.forward_async(state, tokens).await?),
             Backend::Gpu { model, .. } => model.forward(tokens).await,
         }
     }
@@ -136,7 +136,8 @@ impl Backend {
         };
         let model = match self {
             Backend::Cpu { model, state, .. } => {
-                return Ok(sampler.sample(&masked(model.forward(state, tokens)?))?)
+                let logits = model.forward_async(state, tokens).await?;
+                return Ok(sampler.sample(&masked(logits))?);
             }
             Backend::Gpu { model, .. } => model,
         };

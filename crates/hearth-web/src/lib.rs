@@ -596,6 +596,19 @@ impl CpuShard {
     pub fn serve(&self, buffer: &js_sys::SharedArrayBuffer) {
         self.0.serve(&shards::SharedLink::new(buffer));
     }
+
+    /// Answers one request that came as a message (see [`Engine::set_message_peers`]):
+    /// `words` as `Request::to_words` wrote them, `input` its inputs. Returns `[spans,
+    /// values]` for the engine's [`shards::Mailbox::answer`].
+    pub fn answer(&self, words: &[u32], input: Vec<f32>) -> Result<js_sys::Array, JsValue> {
+        let words = words
+            .try_into()
+            .map_err(|_| JsError::new("a request has the wrong number of words"))?;
+        let reply = shards::Reply::new(input);
+        self.0
+            .answer(hearth_core::model::Request::from_words(words), &reply);
+        Ok(reply.into_js())
+    }
 }
 
 /// What `engine.info` reports.
@@ -642,6 +655,29 @@ impl Engine {
         self.inner
             .try_borrow_mut()
             .map_err(|_| js_err(WebError::Busy))
+    }
+
+    /// Sets the peers that `make(others, weights)` gives (`None`: they cannot serve this model)
+    /// on a split CPU model.
+    fn split_with<T>(
+        &self,
+        memory: f64,
+        make: impl FnOnce(usize, &Weights) -> Option<(Box<dyn hearth_core::model::Peers>, T)>,
+    ) -> Result<T, JsValue> {
+        let mut s = self.session()?;
+        let Backend::Cpu { model, .. } = s.backend_mut() else {
+            return Err(not_on_cpu());
+        };
+        let others = model.weights.shards() - 1;
+        let made = (others > 0).then(|| make(others, &model.weights)).flatten();
+        let Some((peers, out)) = made else {
+            return Err(js_err(WebError::BadRequest(
+                "the buffer is too small, or the model is not split".into(),
+            )));
+        };
+        model.weights.set_peers(peers);
+        self.peer_memory.set(memory);
+        Ok(out)
     }
 }
 
@@ -743,10 +779,7 @@ impl Engine {
     pub fn peer_buffer_bytes(&self) -> Result<f64, JsValue> {
         let s = self.session()?;
         let weights = cpu_weights(s.backend()).ok_or_else(not_on_cpu)?;
-        // Room for whole prompts of the common matrices in one request each.
-        Ok(shards::buffer_bytes(
-            weights.largest_split_dimension().max(1 << 21),
-        ))
+        Ok(shards::buffer_bytes(peer_capacity(weights)))
     }
 
     /// Takes the other shards' rows of every product from the workers serving `buffer` (a
@@ -758,23 +791,37 @@ impl Engine {
         buffer: &js_sys::SharedArrayBuffer,
         memory: f64,
     ) -> Result<(), JsValue> {
-        let mut s = self.session()?;
-        let Backend::Cpu { model, .. } = s.backend_mut() else {
-            return Err(not_on_cpu());
-        };
-        let others = model.weights.shards() - 1;
-        let peers = shards::SharedPeers::new(buffer, others);
-        if others == 0
-            || hearth_core::model::Peers::capacity(&peers) < model.weights.largest_split_dimension()
-        {
-            return Err(js_err(WebError::BadRequest(
-                "the buffer is too small, or the model is not split".into(),
-            )));
-        }
-        model.weights.set_peers(Box::new(peers));
-        self.peer_memory.set(memory);
-        Ok(())
+        self.split_with(memory, |others, weights| {
+            let peers = shards::SharedPeers::new(buffer, others);
+            (hearth_core::model::Peers::capacity(&peers) >= peer_capacity(weights))
+                .then_some((Box::new(peers) as Box<dyn hearth_core::model::Peers>, ()))
+        })
     }
+
+    /// Takes the other shards' rows of every product by message from now on, where the page
+    /// cannot share memory between workers: `post(words, input)` must hand each request to
+    /// every worker serving another shard ([`CpuShard::answer`]), and their answers go to the
+    /// returned mailbox. Their wasm memory holds `memory` bytes together.
+    #[wasm_bindgen(js_name = setMessagePeers)]
+    pub fn set_message_peers(
+        &self,
+        post: js_sys::Function,
+        memory: f64,
+    ) -> Result<shards::Mailbox, JsValue> {
+        self.split_with(memory, |others, weights| {
+            let (peers, mailbox) = shards::MessagePeers::new(post, others, peer_capacity(weights));
+            Some((
+                Box::new(peers) as Box<dyn hearth_core::model::Peers>,
+                mailbox,
+            ))
+        })
+    }
+}
+
+/// Floats each area between the shards holds: room for whole prompts of the common matrices in
+/// one request each.
+fn peer_capacity(weights: &Weights) -> usize {
+    weights.largest_split_dimension().max(1 << 21)
 }
 
 fn cpu_weights(backend: &Backend) -> Option<&Weights> {

@@ -13,7 +13,7 @@ pub mod weights;
 
 pub use arch::Arch;
 pub use cpu::{CpuModel, State};
-pub use shard::{Link, Peers, Request, Shard};
+pub use shard::{Answers, Link, Peers, Request, Requests, Shard, REQUEST_WORDS};
 pub use spec::{
     Attention, DeltaNet, Ffn, Layer, LongRope, Mixer, ModelSpec, Norm, Rope, RopeStyle, ShortConv,
 };

@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use super::cpu::ops::dot;
 use super::cpu::products;
-use super::shard::{Link, Peers, Request, Shard, MOST_PRODUCTS};
+use super::shard::{Link, Peers, Request, Requests, Shard, MOST_PRODUCTS};
 use super::spec::ModelSpec;
 use super::tensor::{Role, TensorId, Use};
 use super::ModelError;
@@ -198,8 +198,8 @@ impl Weights {
     }
 
     /// The output head's product with `x`, taken as [`Weights::products`] says.
-    pub fn head_times(&self, spec: &ModelSpec, x: &[f32]) -> Vec<f32> {
-        self.times(TensorId::global(spec.head), x, None)
+    pub async fn head_times(&self, spec: &ModelSpec, x: &[f32]) -> Vec<f32> {
+        self.times(TensorId::global(spec.head), x, None).await
     }
 
     /// The shards this model is split into (1 when it is whole).
@@ -226,14 +226,18 @@ impl Weights {
 
     /// Matrix `id`'s product with the `x.len() / cols` inputs in `x`, plus `bias`: on a split
     /// model, this shard's rows computed here while the other shards compute theirs.
-    pub fn times(&self, id: TensorId, x: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
-        let mut out = self.times_each(&[(id, bias)], x);
+    pub async fn times(&self, id: TensorId, x: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+        let mut out = self.times_each(&[(id, bias)], x).await;
         out.pop().expect("one product")
     }
 
     /// As [`Weights::times`] for matrices that take the same inputs (at most
     /// [`MOST_PRODUCTS`] of them): on a split model, in one request.
-    pub fn times_each(&self, products: &[(TensorId, Option<&[f32]>)], x: &[f32]) -> Vec<Vec<f32>> {
+    pub async fn times_each(
+        &self,
+        products: &[(TensorId, Option<&[f32]>)],
+        x: &[f32],
+    ) -> Vec<Vec<f32>> {
         if !products.iter().all(|(id, _)| self.split.contains_key(id)) {
             let times = |&(id, bias)| self.matrix(id).times(x, bias, self.products);
             return products.iter().map(times).collect();
@@ -249,8 +253,12 @@ impl Weights {
         let rows: Vec<usize> = products.iter().map(|(id, _)| self.split[id]).collect();
         if products.len() > 1 && rows.iter().sum::<usize>() > peers.capacity() {
             // The areas hold each matrix's rows, not all of theirs at once.
-            let one = |p| self.times_each(&[p], x).pop().expect("one product");
-            return products.iter().copied().map(one).collect();
+            let mut outs = Vec::with_capacity(products.len());
+            for &p in products {
+                let mut one = Box::pin(self.times_each(&[p], x)).await;
+                outs.push(one.pop().expect("one product"));
+            }
+            return outs;
         }
         let cols = self.matrix(products[0].0).cols;
         let n = x.len() / cols;
@@ -270,7 +278,7 @@ impl Weights {
                 .iter()
                 .map(|&(id, _)| self.matrix(id).times(x, None, self.products))
                 .collect();
-            peers.wait();
+            peers.wait().await;
             let mut at = 0;
             for ((out, &rows), local) in outs.iter_mut().zip(&rows).zip(&local) {
                 let mine = self.shard.rows(rows);
@@ -297,7 +305,7 @@ impl Weights {
 
     /// Rows `ids` of matrix `id` (the token embedding's, for tokens `ids`) decoded one after
     /// another into `out`; the ids must be rows of the matrix.
-    pub fn rows_of(&self, id: TensorId, ids: &[u32], out: &mut [f32]) {
+    pub async fn rows_of(&self, id: TensorId, ids: &[u32], out: &mut [f32]) {
         let m = self.matrix(id);
         let cols = m.cols;
         let Some(&rows) = self.split.get(&id) else {
@@ -316,7 +324,7 @@ impl Weights {
             };
             let input: Vec<f32> = ids.iter().map(|&r| f32::from_bits(r)).collect();
             peers.send(request, &input);
-            peers.wait();
+            peers.wait().await;
             peers.read(0, out);
             for (&r, out) in ids.iter().zip(out.chunks_exact_mut(cols)) {
                 if mine.contains(&(r as usize)) {
@@ -336,42 +344,51 @@ impl Weights {
 
     /// Answers the first shard's requests over `link` until it ends them (a shard other than
     /// the first).
-    pub fn serve(&self, link: &dyn Link) {
-        let split: Vec<(TensorId, usize)> = self.split.iter().map(|(&id, &r)| (id, r)).collect();
-        let mut input = Vec::new();
+    pub fn serve(&self, link: &dyn Requests) {
         while let Some(request) = link.receive() {
-            match request {
-                Request::Products { tensors, count, n } => {
-                    let tensors = &tensors[..count as usize];
-                    let n = n as usize;
-                    input.resize(n * self.matrix(split[tensors[0] as usize].0).cols, 0.0);
-                    link.input(&mut input);
-                    let mut at = 0;
-                    for &t in tensors {
-                        let (id, rows) = split[t as usize];
-                        let mine = self.shard.rows(rows);
-                        let local = self.matrix(id).times(&input, None, self.products);
-                        for (t, l) in local.chunks_exact(mine.len().max(1)).enumerate() {
-                            link.write(at + t * rows + mine.start, l);
-                        }
-                        at += n * rows;
+            self.answer(request, link);
+            link.done();
+        }
+    }
+
+    /// Answers one of the first shard's requests: reads its inputs from `link` and writes this
+    /// shard's rows of the products there (a shard other than the first).
+    pub fn answer(&self, request: Request, link: &dyn Link) {
+        // Split matrix number `t` and its rows.
+        let split = |t: u32| {
+            let (&id, &rows) = self.split.iter().nth(t as usize).expect("a split matrix");
+            (id, rows)
+        };
+        match request {
+            Request::Products { tensors, count, n } => {
+                let tensors = &tensors[..count as usize];
+                let n = n as usize;
+                let mut input = vec![0.0; n * self.matrix(split(tensors[0]).0).cols];
+                link.input(&mut input);
+                let mut at = 0;
+                for &t in tensors {
+                    let (id, rows) = split(t);
+                    let mine = self.shard.rows(rows);
+                    let local = self.matrix(id).times(&input, None, self.products);
+                    for (t, l) in local.chunks_exact(mine.len().max(1)).enumerate() {
+                        link.write(at + t * rows + mine.start, l);
                     }
+                    at += n * rows;
                 }
-                Request::Rows { tensor, n } => {
-                    let (id, rows) = split[tensor as usize];
-                    let (m, mine) = (self.matrix(id), self.shard.rows(rows));
-                    input.resize(n as usize, 0.0);
-                    link.input(&mut input);
-                    let mut row = vec![0.0; m.cols];
-                    for (t, r) in input.iter().map(|r| r.to_bits() as usize).enumerate() {
-                        if mine.contains(&r) {
-                            m.row(r - mine.start, &mut row);
-                            link.write(t * m.cols, &row);
-                        }
+            }
+            Request::Rows { tensor, n } => {
+                let (id, rows) = split(tensor);
+                let (m, mine) = (self.matrix(id), self.shard.rows(rows));
+                let mut input = vec![0.0; n as usize];
+                link.input(&mut input);
+                let mut row = vec![0.0; m.cols];
+                for (t, r) in input.iter().map(|r| r.to_bits() as usize).enumerate() {
+                    if mine.contains(&r) {
+                        m.row(r - mine.start, &mut row);
+                        link.write(t * m.cols, &row);
                     }
                 }
             }
-            link.done();
         }
     }
 }
@@ -571,19 +588,21 @@ impl<'a> LayerWeights<'a> {
     }
 
     /// Matrix `role`'s product with `x`, plus `bias`, as [`Weights::times`].
-    pub fn times(self, role: Role, x: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
-        self.w.times(TensorId::layer(self.layer, role), x, bias)
+    pub async fn times(self, role: Role, x: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+        self.w
+            .times(TensorId::layer(self.layer, role), x, bias)
+            .await
     }
 
     /// The products of matrices `roles` with the same `x`, each plus its bias, as
     /// [`Weights::times_each`].
-    pub fn times_each<const N: usize>(
+    pub async fn times_each<const N: usize>(
         self,
         roles: [(Role, Option<&[f32]>); N],
         x: &[f32],
     ) -> [Vec<f32>; N] {
         let products = roles.map(|(role, bias)| (TensorId::layer(self.layer, role), bias));
-        let out = self.w.times_each(&products, x);
+        let out = self.w.times_each(&products, x).await;
         out.try_into().expect("a product per matrix")
     }
 }

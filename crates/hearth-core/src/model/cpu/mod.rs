@@ -11,6 +11,10 @@ mod state;
 
 pub use state::{State, RING_SLACK, SNAPSHOTS};
 
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
 use self::ops::{attend, rms_norm_rows};
 use super::spec::{Attention, DeltaNet, Ffn, Mixer, ModelSpec, ShortConv};
 use super::tensor::{Role, TensorId};
@@ -46,16 +50,27 @@ impl CpuModel {
     }
 
     /// Runs `tokens` at the next positions of `state` and returns the logits of the last one.
+    /// A split model whose peers answer later (by message) runs with
+    /// [`forward_async`](Self::forward_async) instead.
     pub fn forward(&self, state: &mut State, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
-        self.run(state, tokens, false)
+        at_once(self.run(state, tokens, false))
     }
 
     /// As [`forward`](Self::forward), returning the logits of every position, one after another.
     pub fn forward_all(&self, state: &mut State, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
-        self.run(state, tokens, true)
+        at_once(self.run(state, tokens, true))
     }
 
-    fn run(
+    /// As [`forward`](Self::forward), awaiting the other shards' answers where they come later.
+    pub async fn forward_async(
+        &self,
+        state: &mut State,
+        tokens: &[u32],
+    ) -> Result<Vec<f32>, ModelError> {
+        self.run(state, tokens, false).await
+    }
+
+    async fn run(
         &self,
         state: &mut State,
         tokens: &[u32],
@@ -80,7 +95,8 @@ impl CpuModel {
         }
         let mut x = vec![0.0; n * e];
         self.weights
-            .rows_of(TensorId::global(Role::TokenEmbd), tokens, &mut x);
+            .rows_of(TensorId::global(Role::TokenEmbd), tokens, &mut x)
+            .await;
         if s.embd_scale != 1.0 {
             x.iter_mut().for_each(|v| *v *= s.embd_scale);
         }
@@ -98,9 +114,9 @@ impl CpuModel {
             let mut h = x.clone();
             self.norm(&mut h, TensorId::layer(l, Role::AttnNorm));
             let mut out = match &layer.mixer {
-                Mixer::Attention(a) => self.attention(a, w, state, l, &h),
-                Mixer::DeltaNet(d) => self.delta_net(d, w, state, l, &h),
-                Mixer::ShortConv(c) => short_conv(c, w, state, l, &h),
+                Mixer::Attention(a) => self.attention(a, w, state, l, &h).await,
+                Mixer::DeltaNet(d) => self.delta_net(d, w, state, l, &h).await,
+                Mixer::ShortConv(c) => short_conv(c, w, state, l, &h).await,
             };
             if layer.post_norms {
                 self.norm(&mut out, TensorId::layer(l, Role::PostAttnNorm));
@@ -108,7 +124,7 @@ impl CpuModel {
             add(&mut x, &out);
             let mut h = x.clone();
             self.norm(&mut h, TensorId::layer(l, layer.ffn_norm));
-            let mut out = feed_forward(&layer.ffn, w, &h);
+            let mut out = feed_forward(&layer.ffn, w, &h).await;
             if layer.post_norms {
                 self.norm(&mut out, TensorId::layer(l, Role::FfnPostNorm));
             }
@@ -119,7 +135,7 @@ impl CpuModel {
         let first = if all_logits { 0 } else { n - 1 };
         let mut h = x[first * e..].to_vec();
         self.norm(&mut h, TensorId::global(s.output_norm));
-        Ok(self.weights.head_times(s, &h))
+        Ok(self.weights.head_times(s, &h).await)
     }
 
     /// The model's norm `id` over each row of `h`: RMS, or LayerNorm with its bias.
@@ -143,10 +159,10 @@ impl CpuModel {
     }
 
     /// Self-attention of the `h` rows over the cache and themselves.
-    fn attention(
+    async fn attention(
         &self,
         a: &Attention,
-        w: LayerWeights,
+        w: LayerWeights<'_>,
         state: &mut State,
         l: usize,
         h: &[f32],
@@ -154,14 +170,16 @@ impl CpuModel {
         let s = &self.spec;
         let n = h.len() / s.n_embd;
         let (qd, kd, vd, hd) = (a.q_dim(), a.k_dim(), a.v_dim(), a.head_dim);
-        let [q_full, mut k, v] = w.times_each(
-            [
-                (Role::AttnQ, w.optional(Role::AttnQBias)),
-                (Role::AttnK, w.optional(Role::AttnKBias)),
-                (Role::AttnV, w.optional(Role::AttnVBias)),
-            ],
-            h,
-        );
+        let [q_full, mut k, v] = w
+            .times_each(
+                [
+                    (Role::AttnQ, w.optional(Role::AttnQBias)),
+                    (Role::AttnK, w.optional(Role::AttnKBias)),
+                    (Role::AttnV, w.optional(Role::AttnVBias)),
+                ],
+                h,
+            )
+            .await;
         // A gated Q holds [query | gate] per head.
         let (mut q, gate) = if a.output_gate {
             let (mut q, mut g) = (Vec::with_capacity(n * qd), Vec::with_capacity(n * qd));
@@ -241,13 +259,14 @@ impl CpuModel {
             }
         }
         w.times(Role::AttnOutput, &out, w.optional(Role::AttnOutputBias))
+            .await
     }
 
     /// The gated delta net over the `h` rows, one token after another.
-    fn delta_net(
+    async fn delta_net(
         &self,
         d: &DeltaNet,
-        w: LayerWeights,
+        w: LayerWeights<'_>,
         state: &mut State,
         l: usize,
         h: &[f32],
@@ -256,7 +275,7 @@ impl CpuModel {
         let n = h.len() / s.n_embd;
         let (cd, vd, nv) = (d.conv_dim(), d.value_dim(), d.n_v_heads);
         let roles = [Role::AttnQkv, Role::AttnGate, Role::SsmBeta, Role::SsmAlpha];
-        let [mut qkv, z, beta, alpha] = w.times_each(roles.map(|role| (role, None)), h);
+        let [mut qkv, z, beta, alpha] = w.times_each(roles.map(|role| (role, None)), h).await;
         let tables = ops::DeltaTables {
             conv: w.vector(Role::SsmConv1d),
             dt: w.vector(Role::SsmDt),
@@ -280,21 +299,37 @@ impl CpuModel {
                 &mut out[t * vd..(t + 1) * vd],
             );
         }
-        w.times(Role::SsmOut, &out, None)
+        w.times(Role::SsmOut, &out, None).await
     }
 }
 
 /// The gated short convolution over the `h` rows, one token after another.
-fn short_conv(c: &ShortConv, w: LayerWeights, state: &mut State, l: usize, h: &[f32]) -> Vec<f32> {
+async fn short_conv(
+    c: &ShortConv,
+    w: LayerWeights<'_>,
+    state: &mut State,
+    l: usize,
+    h: &[f32],
+) -> Vec<f32> {
     let n = c.channels;
-    let bcx = w.times(Role::ShortConvInProj, h, None);
+    let bcx = w.times(Role::ShortConvInProj, h, None).await;
     let weight = w.vector(Role::ShortConvConv);
     let (conv, _) = state.recurrent(l);
     let mut out = vec![0.0; bcx.len() / 3];
     for (bcx, out) in bcx.chunks_exact(3 * n).zip(out.chunks_exact_mut(n)) {
         ops::short_conv_token(c, weight, conv, bcx, out);
     }
-    w.times(Role::ShortConvOutProj, &out, None)
+    w.times(Role::ShortConvOutProj, &out, None).await
+}
+
+/// The output of `f`, which must not wait: the model is whole, or its peers answer as they are
+/// asked.
+fn at_once<T>(f: impl Future<Output = T>) -> T {
+    let mut f = pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => out,
+        Poll::Pending => panic!("a split model whose peers answer later runs with forward_async"),
+    }
 }
 
 fn add(x: &mut [f32], y: &[f32]) {
@@ -304,22 +339,26 @@ fn add(x: &mut [f32], y: &[f32]) {
 }
 
 /// The feed-forward block of the `h` rows.
-fn feed_forward(ffn: &Ffn, w: LayerWeights, h: &[f32]) -> Vec<f32> {
+async fn feed_forward(ffn: &Ffn, w: LayerWeights<'_>, h: &[f32]) -> Vec<f32> {
     let act = match *ffn {
         Ffn::SiluGated { .. } | Ffn::SiluGatedFused { .. } => ops::silu,
         Ffn::GeluGated { .. } => ops::gelu,
         Ffn::Gelu { .. } => {
             // Ungated, with biases (GPT-2).
-            let mut up = w.times(Role::FfnUp, h, w.optional(Role::FfnUpBias));
+            let mut up = w.times(Role::FfnUp, h, w.optional(Role::FfnUpBias)).await;
             for v in up.iter_mut() {
                 *v = ops::gelu(*v);
             }
-            return w.times(Role::FfnDown, &up, w.optional(Role::FfnDownBias));
+            return w
+                .times(Role::FfnDown, &up, w.optional(Role::FfnDownBias))
+                .await;
         }
     };
-    let [mut gate, up] = w.times_each([(Role::FfnGate, None), (Role::FfnUp, None)], h);
+    let [mut gate, up] = w
+        .times_each([(Role::FfnGate, None), (Role::FfnUp, None)], h)
+        .await;
     for (g, u) in gate.iter_mut().zip(&up) {
         *g = act(*g) * u;
     }
-    w.times(Role::FfnDown, &gate, None)
+    w.times(Role::FfnDown, &gate, None).await
 }
