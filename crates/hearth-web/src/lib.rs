@@ -120,7 +120,7 @@ struct Building {
 
 #[wasm_bindgen]
 pub struct Loader {
-    headers: Vec<Option<(Gguf, Vec<u8>)>>,
+    headers: Vec<Option<Gguf>>,
     prepared: Option<Prepared>,
     building: Option<Building>,
 }
@@ -138,7 +138,8 @@ impl Loader {
     }
 
     /// Parses file `file`'s header from its first bytes. Returns 0 once the header is read,
-    /// otherwise how long a prefix to fetch next.
+    /// otherwise how long a prefix to fetch next (twice as long: each try copies the prefix
+    /// in, and wasm memory never shrinks from what a try took).
     pub fn header(&mut self, file: usize, prefix: &[u8], file_len: f64) -> Result<f64, JsValue> {
         let len = file_len as u64;
         let slot = self
@@ -147,12 +148,11 @@ impl Loader {
             .ok_or_else(|| js_err(WebError::BadRequest(format!("no file {file}"))))?;
         match Gguf::parse(prefix, len) {
             Ok(h) => {
-                let head = prefix[..(h.data_offset as usize).min(prefix.len())].to_vec();
-                *slot = Some((h, head));
+                *slot = Some(h);
                 Ok(0.0)
             }
             Err(GgufError::NeedMore { .. }) if (prefix.len() as u64) < len => {
-                Ok(((prefix.len() as u64).max(1 << 16) * 4).min(len) as f64)
+                Ok(((prefix.len() as u64).max(1 << 16) * 2).min(len) as f64)
             }
             // Too short to hold even the magic: not a model at all.
             Err(GgufError::NeedMore { .. }) if prefix.len() < 8 => Err(js_err(WebError::NotGguf(
@@ -379,19 +379,17 @@ impl Loader {
         ];
         // Taken, not copied: a large vocabulary's header is tens of megabytes once parsed, and
         // wasm memory never shrinks.
-        let headers: Vec<(Gguf, Vec<u8>)> = std::mem::take(&mut self.headers)
+        let mut headers: Vec<Gguf> = std::mem::take(&mut self.headers)
             .into_iter()
             .map(|h| h.ok_or_else(|| js_err(WebError::BadRequest("a header is missing".into()))))
             .collect::<Result<_, _>>()?;
-        let (mut merged, header_bytes, parts) = if headers.len() == 1 {
-            let (h, bytes) = headers.into_iter().next().expect("one header");
-            (h, bytes, Vec::new())
+        let (mut merged, parts) = if headers.len() == 1 {
+            (headers.pop().expect("one header"), Vec::new())
         } else {
-            let parts: Vec<Gguf> = headers.into_iter().map(|(h, _)| h).collect();
-            let (bytes, len) = source::merge_headers(&parts).map_err(js_err)?;
-            let merged = Gguf::parse(&bytes, len).map_err(js_err)?;
-            (merged, bytes, parts)
+            let (bytes, len) = source::merge_headers(&headers).map_err(js_err)?;
+            (Gguf::parse(&bytes, len).map_err(js_err)?, headers)
         };
+        let header_bytes = merged.data_offset;
         let virt_len = merged.file_len;
         let spec = ModelSpec::from_gguf(&merged).map_err(js_err)?;
         spec.check_tensors(&merged).map_err(js_err)?;
@@ -434,7 +432,7 @@ impl Loader {
         let (kv_bytes, recurrent_bytes) = spec.state_bytes(positions, 4, RING_SLACK);
         let cache_bytes = kv_bytes + recurrent_bytes * (1 + SNAPSHOTS as u64);
         // The vocabulary and merges are held twice while the tokenizer is built.
-        let memory_needed = weight_bytes + cache_bytes + 2 * header_bytes.len() as u64;
+        let memory_needed = weight_bytes + cache_bytes + 2 * header_bytes;
         let info = ModelInfo {
             architecture: spec.arch.name.to_string(),
             name: merged.get_str("general.name").map(str::to_string),
@@ -448,7 +446,7 @@ impl Loader {
             memory_needed: memory_needed as f64,
             chat_template: merged.get_str("tokenizer.chat_template").is_some(),
         };
-        let chunks = TensorChunks::new(header_bytes, virt_len, located);
+        let chunks = TensorChunks::new(virt_len, located);
         let fetch = chunks
             .fetch_plan(MERGE_GAP)
             .into_iter()

@@ -53,10 +53,10 @@ pub struct Located {
     pub virt_start: u64,
 }
 
-/// A [`ByteSource`] that holds a header and the tensors put into it. Reading a tensor hands its
-/// buffer over to the reader, so each weight lives in wasm memory once and only until loaded.
+/// A [`ByteSource`] of the tensors put into it, its header parsed beforehand (read it with
+/// `GgufFile::with_header`). Reading a tensor hands its buffer over to the reader, so each
+/// weight lives in wasm memory once and only until loaded.
 pub struct TensorChunks {
-    header: Vec<u8>,
     len: u64,
     parts: RefCell<Vec<Part>>,
     /// (file, real start) -> index into `parts`.
@@ -68,9 +68,8 @@ pub struct TensorChunks {
 }
 
 impl TensorChunks {
-    /// `header` is the (virtual) file's header, `len` its length; `tensors` are the ones to
-    /// fetch, as [`Located`].
-    pub fn new(header: Vec<u8>, len: u64, tensors: Vec<Located>) -> Self {
+    /// `len` is the (virtual) file's length; `tensors` are the ones to fetch, as [`Located`].
+    pub fn new(len: u64, tensors: Vec<Located>) -> Self {
         let mut parts = Vec::with_capacity(tensors.len());
         let mut by_real = BTreeMap::new();
         let mut by_virt = BTreeMap::new();
@@ -98,7 +97,6 @@ impl TensorChunks {
             });
         }
         TensorChunks {
-            header,
             len,
             parts: RefCell::new(parts),
             by_real,
@@ -223,17 +221,6 @@ impl ByteSource for TensorChunks {
     }
 
     fn read(&self, range: Range<u64>) -> io::Result<Cow<'_, [u8]>> {
-        let (start, end) = (range.start as usize, range.end as usize);
-        if end <= self.header.len() {
-            return Ok(Cow::Borrowed(&self.header[start..end]));
-        }
-        // The header parser reads a fixed-size first prefix; what lies past the header is never
-        // interpreted, so zeros stand in for bytes that were not fetched.
-        if start == 0 {
-            let mut prefix = self.header.clone();
-            prefix.resize(end, 0);
-            return Ok(Cow::Owned(prefix));
-        }
         let mut parts = self.parts.borrow_mut();
         let p = self
             .by_virt
@@ -376,7 +363,7 @@ mod tests {
         assert_eq!(merged.tensors().len(), 3);
         let names: Vec<String> = ["x", "z"].map(String::from).to_vec();
         let located = locate(&headers, &merged, &names).unwrap();
-        let chunks = TensorChunks::new(header, len, located);
+        let chunks = TensorChunks::new(len, located);
         // Everything of both files, in pieces that straddle tensor boundaries.
         for (f, bytes) in [&a, &b].iter().enumerate() {
             for (i, piece) in bytes.chunks(37).enumerate() {
@@ -384,7 +371,7 @@ mod tests {
             }
         }
         assert_eq!(chunks.missing(), 0);
-        let file = GgufFile::open(chunks).unwrap();
+        let file = GgufFile::with_header(merged, chunks);
         for (name, src, real) in [("x", &a, &headers[0]), ("z", &b, &headers[1])] {
             let t = file.header.tensor(name).unwrap().clone();
             let r = real.tensor(name).unwrap().range();
@@ -412,11 +399,7 @@ mod tests {
                 }
             })
             .collect();
-        let chunks = TensorChunks::new(
-            a[..h.data_offset as usize].to_vec(),
-            a.len() as u64,
-            located,
-        );
+        let chunks = TensorChunks::new(a.len() as u64, located);
         (h, chunks)
     }
 
