@@ -5,6 +5,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
 use super::pretokenize::PreTokenizer;
+use super::vocab::Vocab;
 use super::TokenizerError;
 
 /// The highest code point GPT-2's byte map uses (byte 0xAD maps to U+0143).
@@ -43,7 +44,7 @@ pub(crate) struct Bpe {
 impl Bpe {
     pub(crate) fn new(
         pre: PreTokenizer,
-        ids: &HashMap<String, u32>,
+        vocab: &Vocab,
         merges: &[String],
     ) -> Result<Self, TokenizerError> {
         let byte_char = byte_chars();
@@ -51,8 +52,8 @@ impl Bpe {
         let mut byte_token = [0u32; 256];
         for (b, &c) in byte_char.iter().enumerate() {
             char_byte[c as usize] = Some(b as u8);
-            byte_token[b] = *ids
-                .get(c.encode_utf8(&mut [0; 4]) as &str)
+            byte_token[b] = vocab
+                .id(c.encode_utf8(&mut [0; 4]))
                 .ok_or(TokenizerError::MissingByte(b as u8))?;
         }
         let mut map = HashMap::with_capacity(merges.len());
@@ -70,14 +71,13 @@ impl Bpe {
                 .ok_or_else(|| bad("it has no space"))?;
             let (left, right) = (&merge[..split], &merge[split + 1..]);
             let id = |part: &str| {
-                ids.get(part)
-                    .copied()
+                vocab
+                    .id(part)
                     .ok_or_else(|| bad("it names a token not in the vocabulary"))
             };
             let (l, r) = (id(left)?, id(right)?);
-            let merged = ids
-                .get(&format!("{left}{right}"))
-                .copied()
+            let merged = vocab
+                .id(&format!("{left}{right}"))
                 .ok_or_else(|| bad("its result is not in the vocabulary"))?;
             let rank = u32::try_from(rank).map_err(|_| bad("there are too many merges"))?;
             map.insert((l, r), (rank, merged));
@@ -92,12 +92,12 @@ impl Bpe {
     }
 
     /// Encodes one fragment of ordinary text (no special tokens in it).
-    pub(crate) fn encode(&self, text: &str, ids: &HashMap<String, u32>, out: &mut Vec<u32>) {
+    pub(crate) fn encode(&self, text: &str, vocab: &Vocab, out: &mut Vec<u32>) {
         let text = self.pre.normalize(text);
         for word in self.pre.split(&text) {
             if self.pre.ignore_merges() {
                 let mapped: String = word.bytes().map(|b| self.byte_char[b as usize]).collect();
-                if let Some(&id) = ids.get(&mapped) {
+                if let Some(id) = vocab.id(&mapped) {
                     out.push(id);
                     continue;
                 }
@@ -196,22 +196,24 @@ mod tests {
         assert_eq!(seen.len(), 256);
     }
 
-    fn tiny(merges: &[&str], pre: &str) -> (Bpe, HashMap<String, u32>) {
-        let mut ids: HashMap<String, u32> = HashMap::new();
-        for c in byte_chars() {
-            let n = ids.len() as u32;
-            ids.insert(c.to_string(), n);
-        }
+    fn tiny(merges: &[&str], pre: &str) -> (Bpe, Vocab) {
+        let mut tokens: Vec<String> = byte_chars().iter().map(char::to_string).collect();
         for m in merges {
             let merged = m.replace(' ', "");
-            let n = ids.len() as u32;
-            ids.entry(merged).or_insert(n);
+            if !tokens.contains(&merged) {
+                tokens.push(merged);
+            }
         }
+        let vocab = Vocab::new(&tokens).unwrap();
         let merges: Vec<String> = merges.iter().map(|s| s.to_string()).collect();
         (
-            Bpe::new(PreTokenizer::new(pre).unwrap(), &ids, &merges).unwrap(),
-            ids,
+            Bpe::new(PreTokenizer::new(pre).unwrap(), &vocab, &merges).unwrap(),
+            vocab,
         )
+    }
+
+    fn id(vocab: &Vocab, text: &str) -> u32 {
+        vocab.id(text).unwrap()
     }
 
     #[test]
@@ -220,7 +222,7 @@ mod tests {
         let (bpe, ids) = tiny(&["b c", "a b"], "gpt-2");
         let mut out = Vec::new();
         bpe.encode("abc", &ids, &mut out);
-        assert_eq!(out, [ids["a"], ids["bc"]]);
+        assert_eq!(out, [id(&ids, "a"), id(&ids, "bc")]);
     }
 
     #[test]
@@ -228,7 +230,7 @@ mod tests {
         let (bpe, ids) = tiny(&["a a"], "gpt-2");
         let mut out = Vec::new();
         bpe.encode("aaa", &ids, &mut out);
-        assert_eq!(out, [ids["aa"], ids["a"]]);
+        assert_eq!(out, [id(&ids, "aa"), id(&ids, "a")]);
     }
 
     #[test]
