@@ -151,13 +151,13 @@ const END_OF_TURN: [&str; 8] = [
     "<end_of_utterance>",
 ];
 
-/// Special tokens grouped by first byte, longest first, for leftmost-longest matching.
+/// Special tokens grouped by first byte, longest first, for leftmost-longest matching. Their
+/// texts stay in the vocabulary (Gemma 3 has some 6,000 special tokens).
 struct SpecialMatcher {
     by_first_byte: HashMap<u8, Vec<Special>>,
 }
 
 struct Special {
-    text: String,
     id: u32,
     ty: TokenType,
     /// The token swallows the whitespace after it (Hugging Face's `rstrip`).
@@ -178,36 +178,38 @@ impl SpecialMatcher {
                     .entry(text.as_bytes()[0])
                     .or_default()
                     .push(Special {
-                        text: text.to_string(),
                         id: id as u32,
                         ty,
                         rstrip: rstrip(text),
                     });
             }
         }
+        let len = |s: &Special| vocab.token(s.id).map_or(0, str::len);
         for list in by_first_byte.values_mut() {
-            list.sort_by(|a, b| b.text.len().cmp(&a.text.len()).then(a.id.cmp(&b.id)));
+            list.sort_by(|a, b| len(b).cmp(&len(a)).then(a.id.cmp(&b.id)));
         }
         SpecialMatcher { by_first_byte }
     }
 
-    fn split<'a>(&self, text: &'a str, control: bool) -> Vec<Fragment<'a>> {
+    fn split<'a>(&self, vocab: &Vocab, text: &'a str, control: bool) -> Vec<Fragment<'a>> {
         let bytes = text.as_bytes();
         let mut out = Vec::new();
         let (mut start, mut i) = (0, 0);
         while i < bytes.len() {
             let found = self.by_first_byte.get(&bytes[i]).and_then(|list| {
-                list.iter().find(|s| {
-                    (control || s.ty == TokenType::UserDefined) && text[i..].starts_with(&s.text)
+                list.iter().find_map(|s| {
+                    let t = vocab.token(s.id)?;
+                    ((control || s.ty == TokenType::UserDefined) && text[i..].starts_with(t))
+                        .then_some((s, t.len()))
                 })
             });
             match found {
-                Some(s) => {
+                Some((s, len)) => {
                     if start < i {
                         out.push(Fragment::Text(&text[start..i]));
                     }
                     out.push(Fragment::Token(s.id));
-                    i += s.text.len();
+                    i += len;
                     if s.rstrip {
                         let rest = &text[i..];
                         i += rest.len() - rest.trim_start().len();
@@ -413,7 +415,7 @@ impl Tokenizer {
         if add_special && self.add_bos {
             out.extend(self.bos);
         }
-        let fragments = self.specials.split(text, parse_special);
+        let fragments = self.specials.split(&self.vocab, text, parse_special);
         match &self.model {
             Model::Bpe(bpe) => {
                 for f in fragments {
