@@ -2,9 +2,10 @@
 //! by rank, as Hugging Face `tokenizers` applies them.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
 use super::pretokenize::PreTokenizer;
+use super::vocab::Vocab;
 use super::TokenizerError;
 
 /// The highest code point GPT-2's byte map uses (byte 0xAD maps to U+0143).
@@ -36,14 +37,58 @@ pub(crate) struct Bpe {
     char_byte: Vec<Option<u8>>,
     /// The token of each single byte.
     byte_token: [u32; 256],
-    /// (left, right) -> (rank, merged token).
-    merges: HashMap<(u32, u32), (u32, u32)>,
+    merges: Merges,
+}
+
+/// The merges grouped by their left token: those of token `l` are at `starts[l]..starts[l + 1]`
+/// in `right` (ascending) and `result`. Half the memory of a `HashMap` of the pairs; a lookup is
+/// one index and a binary search among a token's few merges.
+struct Merges {
+    starts: Vec<u32>,
+    right: Vec<u32>,
+    /// (rank, merged token).
+    result: Vec<(u32, u32)>,
+}
+
+impl Merges {
+    /// From `[left, right, rank, merged]` entries with ids below `n_vocab`; a pair listed twice
+    /// takes its last rank, as a map filled in rank order would.
+    fn new(mut pairs: Vec<[u32; 4]>, n_vocab: usize) -> Self {
+        pairs.sort_unstable();
+        pairs.dedup_by(|later, kept| {
+            let same = later[..2] == kept[..2];
+            if same {
+                *kept = *later;
+            }
+            same
+        });
+        let mut starts = vec![0u32; n_vocab + 1];
+        for p in &pairs {
+            starts[p[0] as usize + 1] += 1;
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        Merges {
+            starts,
+            right: pairs.iter().map(|p| p[1]).collect(),
+            result: pairs.iter().map(|p| (p[2], p[3])).collect(),
+        }
+    }
+
+    /// (rank, merged token) of the pair `(left, right)`.
+    fn get(&self, left: u32, right: u32) -> Option<(u32, u32)> {
+        let start = self.starts[left as usize] as usize;
+        let end = self.starts[left as usize + 1] as usize;
+        let at = self.right[start..end].binary_search(&right).ok()?;
+        Some(self.result[start + at])
+    }
 }
 
 impl Bpe {
     pub(crate) fn new(
         pre: PreTokenizer,
-        ids: &HashMap<String, u32>,
+        vocab: &Vocab,
         merges: &[String],
     ) -> Result<Self, TokenizerError> {
         let byte_char = byte_chars();
@@ -51,11 +96,12 @@ impl Bpe {
         let mut byte_token = [0u32; 256];
         for (b, &c) in byte_char.iter().enumerate() {
             char_byte[c as usize] = Some(b as u8);
-            byte_token[b] = *ids
-                .get(c.encode_utf8(&mut [0; 4]) as &str)
+            byte_token[b] = vocab
+                .id(c.encode_utf8(&mut [0; 4]))
                 .ok_or(TokenizerError::MissingByte(b as u8))?;
         }
-        let mut map = HashMap::with_capacity(merges.len());
+        let mut pairs = Vec::with_capacity(merges.len());
+        let mut joined = String::new();
         for (rank, merge) in merges.iter().enumerate() {
             let bad = |reason| TokenizerError::BadMerge {
                 index: rank,
@@ -70,34 +116,36 @@ impl Bpe {
                 .ok_or_else(|| bad("it has no space"))?;
             let (left, right) = (&merge[..split], &merge[split + 1..]);
             let id = |part: &str| {
-                ids.get(part)
-                    .copied()
+                vocab
+                    .id(part)
                     .ok_or_else(|| bad("it names a token not in the vocabulary"))
             };
             let (l, r) = (id(left)?, id(right)?);
-            let merged = ids
-                .get(&format!("{left}{right}"))
-                .copied()
+            joined.clear();
+            joined.push_str(left);
+            joined.push_str(right);
+            let merged = vocab
+                .id(&joined)
                 .ok_or_else(|| bad("its result is not in the vocabulary"))?;
             let rank = u32::try_from(rank).map_err(|_| bad("there are too many merges"))?;
-            map.insert((l, r), (rank, merged));
+            pairs.push([l, r, rank, merged]);
         }
         Ok(Bpe {
             pre,
             byte_char,
             char_byte,
             byte_token,
-            merges: map,
+            merges: Merges::new(pairs, vocab.len()),
         })
     }
 
     /// Encodes one fragment of ordinary text (no special tokens in it).
-    pub(crate) fn encode(&self, text: &str, ids: &HashMap<String, u32>, out: &mut Vec<u32>) {
+    pub(crate) fn encode(&self, text: &str, vocab: &Vocab, out: &mut Vec<u32>) {
         let text = self.pre.normalize(text);
         for word in self.pre.split(&text) {
             if self.pre.ignore_merges() {
                 let mapped: String = word.bytes().map(|b| self.byte_char[b as usize]).collect();
-                if let Some(&id) = ids.get(&mapped) {
+                if let Some(id) = vocab.id(&mapped) {
                     out.push(id);
                     continue;
                 }
@@ -133,8 +181,8 @@ impl Bpe {
                 return None;
             }
             self.merges
-                .get(&(syms[left].id, syms[right].id))
-                .map(|&(rank, merged)| Reverse((rank, left, merged)))
+                .get(syms[left].id, syms[right].id)
+                .map(|(rank, merged)| Reverse((rank, left, merged)))
         };
         for i in 0..n.saturating_sub(1) {
             heap.extend(pair(&syms, i));
@@ -196,22 +244,24 @@ mod tests {
         assert_eq!(seen.len(), 256);
     }
 
-    fn tiny(merges: &[&str], pre: &str) -> (Bpe, HashMap<String, u32>) {
-        let mut ids: HashMap<String, u32> = HashMap::new();
-        for c in byte_chars() {
-            let n = ids.len() as u32;
-            ids.insert(c.to_string(), n);
-        }
+    fn tiny(merges: &[&str], pre: &str) -> (Bpe, Vocab) {
+        let mut tokens: Vec<String> = byte_chars().iter().map(char::to_string).collect();
         for m in merges {
             let merged = m.replace(' ', "");
-            let n = ids.len() as u32;
-            ids.entry(merged).or_insert(n);
+            if !tokens.contains(&merged) {
+                tokens.push(merged);
+            }
         }
+        let vocab = Vocab::new(&tokens).unwrap();
         let merges: Vec<String> = merges.iter().map(|s| s.to_string()).collect();
         (
-            Bpe::new(PreTokenizer::new(pre).unwrap(), &ids, &merges).unwrap(),
-            ids,
+            Bpe::new(PreTokenizer::new(pre).unwrap(), &vocab, &merges).unwrap(),
+            vocab,
         )
+    }
+
+    fn id(vocab: &Vocab, text: &str) -> u32 {
+        vocab.id(text).unwrap()
     }
 
     #[test]
@@ -220,7 +270,16 @@ mod tests {
         let (bpe, ids) = tiny(&["b c", "a b"], "gpt-2");
         let mut out = Vec::new();
         bpe.encode("abc", &ids, &mut out);
-        assert_eq!(out, [ids["a"], ids["bc"]]);
+        assert_eq!(out, [id(&ids, "a"), id(&ids, "bc")]);
+    }
+
+    #[test]
+    fn a_repeated_merge_takes_its_last_rank() {
+        // "a b" listed again after "b c" ranks below it, so "abc" becomes a + bc.
+        let (bpe, ids) = tiny(&["a b", "b c", "a b"], "gpt-2");
+        let mut out = Vec::new();
+        bpe.encode("abc", &ids, &mut out);
+        assert_eq!(out, [id(&ids, "a"), id(&ids, "bc")]);
     }
 
     #[test]
@@ -228,7 +287,7 @@ mod tests {
         let (bpe, ids) = tiny(&["a a"], "gpt-2");
         let mut out = Vec::new();
         bpe.encode("aaa", &ids, &mut out);
-        assert_eq!(out, [ids["aa"], ids["a"]]);
+        assert_eq!(out, [id(&ids, "aa"), id(&ids, "a")]);
     }
 
     #[test]

@@ -20,6 +20,7 @@
 mod bpe;
 pub mod pretokenize;
 mod spm;
+mod vocab;
 
 use std::collections::HashMap;
 
@@ -27,6 +28,7 @@ use crate::gguf::{Array, Gguf};
 use bpe::Bpe;
 use pretokenize::PreTokenizer;
 use spm::Spm;
+use vocab::Vocab;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TokenizerError {
@@ -42,6 +44,8 @@ pub enum TokenizerError {
     EmptyVocab,
     #[error("the vocabulary has {0} tokens, more than 32-bit token ids can number")]
     VocabTooLarge(usize),
+    #[error("the vocabulary's texts take {0} bytes, more than 32-bit offsets can address")]
+    VocabTextTooLarge(usize),
     #[error("{key} has {got} entries but the vocabulary has {want} tokens")]
     LengthMismatch {
         key: &'static str,
@@ -147,13 +151,13 @@ const END_OF_TURN: [&str; 8] = [
     "<end_of_utterance>",
 ];
 
-/// Special tokens grouped by first byte, longest first, for leftmost-longest matching.
+/// Special tokens grouped by first byte, longest first, for leftmost-longest matching. Their
+/// texts stay in the vocabulary (Gemma 3 has some 6,000 special tokens).
 struct SpecialMatcher {
     by_first_byte: HashMap<u8, Vec<Special>>,
 }
 
 struct Special {
-    text: String,
     id: u32,
     ty: TokenType,
     /// The token swallows the whitespace after it (Hugging Face's `rstrip`).
@@ -166,44 +170,46 @@ enum Fragment<'a> {
 }
 
 impl SpecialMatcher {
-    fn new(tokens: &[String], types: &[TokenType], rstrip: impl Fn(&str) -> bool) -> Self {
+    fn new(vocab: &Vocab, types: &[TokenType], rstrip: impl Fn(&str) -> bool) -> Self {
         let mut by_first_byte: HashMap<u8, Vec<Special>> = HashMap::new();
-        for (id, (text, &ty)) in tokens.iter().zip(types).enumerate() {
+        for (id, (text, &ty)) in vocab.iter().zip(types).enumerate() {
             if ty.is_special() && !text.is_empty() {
                 by_first_byte
                     .entry(text.as_bytes()[0])
                     .or_default()
                     .push(Special {
-                        text: text.clone(),
                         id: id as u32,
                         ty,
                         rstrip: rstrip(text),
                     });
             }
         }
+        let len = |s: &Special| vocab.token(s.id).map_or(0, str::len);
         for list in by_first_byte.values_mut() {
-            list.sort_by(|a, b| b.text.len().cmp(&a.text.len()).then(a.id.cmp(&b.id)));
+            list.sort_by(|a, b| len(b).cmp(&len(a)).then(a.id.cmp(&b.id)));
         }
         SpecialMatcher { by_first_byte }
     }
 
-    fn split<'a>(&self, text: &'a str, control: bool) -> Vec<Fragment<'a>> {
+    fn split<'a>(&self, vocab: &Vocab, text: &'a str, control: bool) -> Vec<Fragment<'a>> {
         let bytes = text.as_bytes();
         let mut out = Vec::new();
         let (mut start, mut i) = (0, 0);
         while i < bytes.len() {
             let found = self.by_first_byte.get(&bytes[i]).and_then(|list| {
-                list.iter().find(|s| {
-                    (control || s.ty == TokenType::UserDefined) && text[i..].starts_with(&s.text)
+                list.iter().find_map(|s| {
+                    let t = vocab.token(s.id)?;
+                    ((control || s.ty == TokenType::UserDefined) && text[i..].starts_with(t))
+                        .then_some((s, t.len()))
                 })
             });
             match found {
-                Some(s) => {
+                Some((s, len)) => {
                     if start < i {
                         out.push(Fragment::Text(&text[start..i]));
                     }
                     out.push(Fragment::Token(s.id));
-                    i += s.text.len();
+                    i += len;
                     if s.rstrip {
                         let rest = &text[i..];
                         i += rest.len() - rest.trim_start().len();
@@ -232,9 +238,8 @@ fn phi3_rstrip(text: &str) -> bool {
 
 /// A tokenizer: the vocabulary, its model and its special tokens.
 pub struct Tokenizer {
-    tokens: Vec<String>,
+    vocab: Vocab,
     types: Vec<TokenType>,
-    ids: HashMap<String, u32>,
     model: Model,
     specials: SpecialMatcher,
     bos: Option<u32>,
@@ -296,18 +301,15 @@ impl Tokenizer {
     pub fn from_gguf(gguf: &Gguf) -> Result<Self, TokenizerError> {
         const TOKENS: &str = "tokenizer.ggml.tokens";
         const TYPES: &str = "tokenizer.ggml.token_type";
-        let tokens: Vec<String> = array(gguf, TOKENS)?
+        let tokens = array(gguf, TOKENS)?
             .ok_or(TokenizerError::MissingKey(TOKENS))?
             .as_strings()
-            .ok_or(TokenizerError::WrongType(TOKENS))?
-            .to_vec();
+            .ok_or(TokenizerError::WrongType(TOKENS))?;
         let n = tokens.len();
         if n == 0 {
             return Err(TokenizerError::EmptyVocab);
         }
-        if u32::try_from(n).is_err() {
-            return Err(TokenizerError::VocabTooLarge(n));
-        }
+        let vocab = Vocab::new(tokens)?;
         let types = match array(gguf, TYPES)? {
             None => vec![TokenType::Normal; n],
             Some(a) => {
@@ -321,12 +323,6 @@ impl Tokenizer {
                     .collect::<Result<_, _>>()?
             }
         };
-        let mut ids = HashMap::with_capacity(n);
-        for (id, t) in tokens.iter().enumerate() {
-            // A repeated text keeps its first id.
-            ids.entry(t.clone()).or_insert(id as u32);
-        }
-
         let model_name = gguf
             .get_str("tokenizer.ggml.model")
             .ok_or(TokenizerError::MissingKey("tokenizer.ggml.model"))?;
@@ -341,7 +337,7 @@ impl Tokenizer {
                     .ok_or(TokenizerError::MissingKey(MERGES))?
                     .as_strings()
                     .ok_or(TokenizerError::WrongType(MERGES))?;
-                (Model::Bpe(Box::new(Bpe::new(pre, &ids, merges)?)), false)
+                (Model::Bpe(Box::new(Bpe::new(pre, &vocab, merges)?)), false)
             }
             "llama" => {
                 const SCORES: &str = "tokenizer.ggml.scores";
@@ -354,7 +350,7 @@ impl Tokenizer {
                 let add_space_prefix =
                     optional_bool(gguf, "tokenizer.ggml.add_space_prefix", true)?;
                 (
-                    Model::Spm(Box::new(Spm::new(scores, &ids, unk, add_space_prefix)?)),
+                    Model::Spm(Box::new(Spm::new(scores, &vocab, unk, add_space_prefix)?)),
                     true,
                 )
             }
@@ -373,11 +369,7 @@ impl Tokenizer {
         if add_eos && eos.is_none() {
             return Err(TokenizerError::NoEos);
         }
-        let special_id = |text: &str| {
-            ids.get(text)
-                .copied()
-                .filter(|&id| types[id as usize].is_special())
-        };
+        let special_id = |text: &str| vocab.id(text).filter(|&id| types[id as usize].is_special());
         let eot = match optional_id(gguf, "tokenizer.ggml.eot_token_id", n)? {
             Some(id) => Some(id),
             None => END_OF_TURN.iter().find_map(|t| special_id(t)),
@@ -393,11 +385,10 @@ impl Tokenizer {
                     let n = n.to_lowercase();
                     n.contains("phi3") || n.contains("phi-3")
                 }));
-        let specials = SpecialMatcher::new(&tokens, &types, |t| phi3 && phi3_rstrip(t));
+        let specials = SpecialMatcher::new(&vocab, &types, |t| phi3 && phi3_rstrip(t));
         Ok(Tokenizer {
-            tokens,
+            vocab,
             types,
-            ids,
             model,
             specials,
             bos,
@@ -424,12 +415,12 @@ impl Tokenizer {
         if add_special && self.add_bos {
             out.extend(self.bos);
         }
-        let fragments = self.specials.split(text, parse_special);
+        let fragments = self.specials.split(&self.vocab, text, parse_special);
         match &self.model {
             Model::Bpe(bpe) => {
                 for f in fragments {
                     match f {
-                        Fragment::Text(t) => bpe.encode(t, &self.ids, &mut out),
+                        Fragment::Text(t) => bpe.encode(t, &self.vocab, &mut out),
                         Fragment::Token(id) => out.push(id),
                     }
                 }
@@ -440,7 +431,7 @@ impl Tokenizer {
                 for f in fragments {
                     match f {
                         Fragment::Text(t) => {
-                            spm.encode(t, after_special, &self.ids, &self.types, &mut out);
+                            spm.encode(t, after_special, &self.vocab, &self.types, &mut out);
                             after_special = false;
                         }
                         Fragment::Token(id) => {
@@ -463,7 +454,7 @@ impl Tokenizer {
         match &self.model {
             Model::Spm(spm) => {
                 let mut out = Vec::new();
-                spm.encode(text, false, &self.ids, &self.types, &mut out);
+                spm.encode(text, false, &self.vocab, &self.types, &mut out);
                 out
             }
             Model::Bpe(_) => self.encode_with(text, false, false),
@@ -497,8 +488,7 @@ impl Tokenizer {
 
     /// Appends the bytes token `id` stands for.
     pub(crate) fn token_bytes(&self, id: u32, skip_special: bool, out: &mut Vec<u8>) {
-        let (Some(text), Some(&ty)) = (self.tokens.get(id as usize), self.types.get(id as usize))
-        else {
+        let (Some(text), Some(&ty)) = (self.vocab.token(id), self.types.get(id as usize)) else {
             return;
         };
         match ty {
@@ -535,12 +525,12 @@ impl Tokenizer {
 
     /// Number of tokens in the vocabulary.
     pub fn n_vocab(&self) -> usize {
-        self.tokens.len()
+        self.vocab.len()
     }
 
     /// The vocabulary's text for `id` (byte-level or "▁" escaped, as stored).
     pub fn token_text(&self, id: u32) -> Option<&str> {
-        self.tokens.get(id as usize).map(String::as_str)
+        self.vocab.token(id)
     }
 
     pub fn token_type(&self, id: u32) -> Option<TokenType> {
@@ -549,7 +539,7 @@ impl Tokenizer {
 
     /// The id of a token by its stored text.
     pub fn token_id(&self, text: &str) -> Option<u32> {
-        self.ids.get(text).copied()
+        self.vocab.id(text)
     }
 
     /// "gpt2" (byte-level BPE) or "llama" (SentencePiece).

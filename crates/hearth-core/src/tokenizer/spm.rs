@@ -4,8 +4,9 @@
 //! agrees with Hugging Face's merges when the scores follow merge order, as SentencePiece's do.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
+use super::vocab::Vocab;
 use super::{TokenType, TokenizerError};
 
 /// SentencePiece's stand-in for a space.
@@ -52,15 +53,15 @@ impl Ord for Bigram {
 impl Spm {
     pub(crate) fn new(
         scores: Vec<f32>,
-        ids: &HashMap<String, u32>,
+        vocab: &Vocab,
         unk: Option<u32>,
         add_space_prefix: bool,
     ) -> Result<Self, TokenizerError> {
         let mut table = [0u32; 256];
         let mut complete = true;
         for (b, slot) in table.iter_mut().enumerate() {
-            match ids.get(&format!("<0x{b:02X}>")) {
-                Some(&id) => *slot = id,
+            match vocab.id(&format!("<0x{b:02X}>")) {
+                Some(id) => *slot = id,
                 None => complete = false,
             }
         }
@@ -82,7 +83,7 @@ impl Spm {
         &self,
         text: &str,
         prefix_space: bool,
-        ids: &HashMap<String, u32>,
+        vocab: &Vocab,
         types: &[TokenType],
         out: &mut Vec<u32>,
     ) {
@@ -122,7 +123,7 @@ impl Spm {
                 return None;
             }
             let (start, len) = (syms[left].start, syms[left].len + syms[right].len);
-            let id = *ids.get(&s[start..start + len])? as usize;
+            let id = vocab.id(&s[start..start + len])? as usize;
             (types.get(id) == Some(&TokenType::Normal)).then(|| Bigram {
                 score: self.scores[id],
                 left,
@@ -158,8 +159,8 @@ impl Spm {
         let mut i = if syms.is_empty() { NONE } else { 0 };
         while i != NONE {
             let piece = &s[syms[i].start..syms[i].start + syms[i].len];
-            match ids.get(piece) {
-                Some(&id) => out.push(id),
+            match vocab.id(piece) {
+                Some(id) => out.push(id),
                 None => self.fallback(piece, out),
             }
             i = syms[i].next;
@@ -189,21 +190,22 @@ pub(crate) fn byte_of(text: &str) -> Option<u8> {
 mod tests {
     use super::*;
 
-    fn vocab(pieces: &[(&str, f32)]) -> (Spm, HashMap<String, u32>, Vec<TokenType>) {
-        let mut ids = HashMap::new();
+    fn vocab(pieces: &[(&str, f32)]) -> (Spm, Vocab, Vec<TokenType>) {
+        let mut tokens = Vec::new();
         let mut scores = Vec::new();
         let mut types = Vec::new();
         for b in 0..=255u8 {
-            ids.insert(format!("<0x{b:02X}>"), ids.len() as u32);
+            tokens.push(format!("<0x{b:02X}>"));
             scores.push(0.0);
             types.push(TokenType::Byte);
         }
         for &(p, s) in pieces {
-            ids.insert(p.to_string(), ids.len() as u32);
+            tokens.push(p.to_string());
             scores.push(s);
             types.push(TokenType::Normal);
         }
-        (Spm::new(scores, &ids, None, true).unwrap(), ids, types)
+        let vocab = Vocab::new(&tokens).unwrap();
+        (Spm::new(scores, &vocab, None, true).unwrap(), vocab, types)
     }
 
     #[test]
@@ -220,7 +222,8 @@ mod tests {
         spm.encode("ab é", true, &ids, &types, &mut out);
         // "ab" (-2) merges before "▁a" (-3); "▁ab" then joins "▁" + "ab".
         let e = "é".as_bytes();
-        assert_eq!(out, [ids["▁ab"], ids["▁"], e[0] as u32, e[1] as u32]);
+        let id = |t| ids.id(t).unwrap();
+        assert_eq!(out, [id("▁ab"), id("▁"), e[0] as u32, e[1] as u32]);
     }
 
     #[test]
