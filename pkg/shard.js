@@ -21,7 +21,7 @@ async function handle(data) {
   switch (data.op) {
     case SHARD.start: {
       ({ memory } = await start());
-      const l = new Loader(data.headers.length);
+      const l = Loader.forShard(data.headers.length);
       data.headers.forEach(([prefix, size], i) => l.header(i, prefix, size));
       l.planShard(data.contextLength);
       l.buildCpu(data.index, data.count);

@@ -121,9 +121,19 @@ struct Building {
 #[wasm_bindgen]
 pub struct Loader {
     headers: Vec<Option<Gguf>>,
+    /// Metadata keys left out of the headers.
+    skip: &'static [&'static str],
     prepared: Option<Prepared>,
     building: Option<Building>,
 }
+
+/// A tokenizer's vocabulary: megabytes once parsed, which nothing reads but the tokenizer.
+const VOCABULARY: [&str; 4] = [
+    "tokenizer.ggml.tokens",
+    "tokenizer.ggml.merges",
+    "tokenizer.ggml.token_type",
+    "tokenizer.ggml.scores",
+];
 
 #[wasm_bindgen]
 impl Loader {
@@ -132,8 +142,19 @@ impl Loader {
     pub fn new(files: usize) -> Loader {
         Loader {
             headers: (0..files.max(1)).map(|_| None).collect(),
+            skip: &[],
             prepared: None,
             building: None,
+        }
+    }
+
+    /// A loader for a worker that holds a shard of the CPU model's matrices (see
+    /// [`Loader::plan_shard`]): the headers' vocabulary is walked over, never held.
+    #[wasm_bindgen(js_name = forShard)]
+    pub fn for_shard(files: usize) -> Loader {
+        Loader {
+            skip: &VOCABULARY,
+            ..Loader::new(files)
         }
     }
 
@@ -146,7 +167,7 @@ impl Loader {
             .headers
             .get_mut(file)
             .ok_or_else(|| js_err(WebError::BadRequest(format!("no file {file}"))))?;
-        match Gguf::parse(prefix, len) {
+        match Gguf::parse_skipping(prefix, len, self.skip) {
             Ok(h) => {
                 *slot = Some(h);
                 Ok(0.0)
@@ -371,12 +392,6 @@ async fn fill_gpu(
 
 impl Loader {
     fn prepare(&mut self, context_length: usize, tokenizer: bool) -> Result<JsValue, JsValue> {
-        const VOCABULARY: [&str; 4] = [
-            "tokenizer.ggml.tokens",
-            "tokenizer.ggml.merges",
-            "tokenizer.ggml.token_type",
-            "tokenizer.ggml.scores",
-        ];
         // Taken, not copied: a large vocabulary's header is tens of megabytes once parsed, and
         // wasm memory never shrinks.
         let mut headers: Vec<Gguf> = std::mem::take(&mut self.headers)
@@ -777,7 +792,7 @@ impl Engine {
     pub fn peer_buffer_bytes(&self) -> Result<f64, JsValue> {
         let s = self.session()?;
         let weights = cpu_weights(s.backend()).ok_or_else(not_on_cpu)?;
-        Ok(shards::buffer_bytes(peer_capacity(weights)))
+        Ok(shards::buffer_bytes(peer_capacity(weights, SHARED_FLOATS)))
     }
 
     /// Takes the other shards' rows of every product from the workers serving `buffer` (a
@@ -791,7 +806,7 @@ impl Engine {
     ) -> Result<(), JsValue> {
         self.split_with(memory, |others, weights| {
             let peers = shards::SharedPeers::new(buffer, others);
-            (hearth_core::model::Peers::capacity(&peers) >= peer_capacity(weights))
+            (hearth_core::model::Peers::capacity(&peers) >= peer_capacity(weights, SHARED_FLOATS))
                 .then_some((Box::new(peers) as Box<dyn hearth_core::model::Peers>, ()))
         })
     }
@@ -807,7 +822,8 @@ impl Engine {
         memory: f64,
     ) -> Result<shards::Mailbox, JsValue> {
         self.split_with(memory, |others, weights| {
-            let (peers, mailbox) = shards::MessagePeers::new(post, others, peer_capacity(weights));
+            let capacity = peer_capacity(weights, MESSAGE_FLOATS);
+            let (peers, mailbox) = shards::MessagePeers::new(post, others, capacity);
             Some((
                 Box::new(peers) as Box<dyn hearth_core::model::Peers>,
                 mailbox,
@@ -816,11 +832,17 @@ impl Engine {
     }
 }
 
-/// Floats each area between the shards holds: room for whole prompts of the common matrices in
-/// one request each.
-fn peer_capacity(weights: &Weights) -> usize {
-    weights.largest_split_dimension().max(1 << 21)
+/// Floats each area between the shards holds: at least the largest dimension of a split matrix,
+/// and room for whole prompts of the common matrices in one request each: `least`.
+fn peer_capacity(weights: &Weights, least: usize) -> usize {
+    weights.largest_split_dimension().max(least)
 }
+
+/// The least floats of a SharedArrayBuffer's areas (outside wasm memory).
+const SHARED_FLOATS: usize = 1 << 21;
+/// The least floats of the output area where answers come by message: it is in wasm memory,
+/// which never shrinks; longer prompts take a few requests a product.
+const MESSAGE_FLOATS: usize = 1 << 18;
 
 fn cpu_weights(backend: &Backend) -> Option<&Weights> {
     match backend {

@@ -111,7 +111,13 @@ impl Gguf {
     /// `bytes` may be the whole file or any prefix; a prefix too short gives
     /// [`GgufError::NeedMore`].
     pub fn parse(bytes: &[u8], file_len: u64) -> Result<Self, GgufError> {
-        read::parse(bytes, file_len)
+        read::parse(bytes, file_len, &[])
+    }
+
+    /// As [`Gguf::parse`], leaving out the metadata under the keys in `skip` (which are walked
+    /// over, never held: a tokenizer's vocabulary where no tokenizer is built).
+    pub fn parse_skipping(bytes: &[u8], file_len: u64, skip: &[&str]) -> Result<Self, GgufError> {
+        read::parse(bytes, file_len, skip)
     }
 
     fn new(

@@ -141,28 +141,67 @@ impl<'a> Reader<'a> {
             .collect())
     }
 
+    /// An array's element type and length, the length checked against the bytes its elements
+    /// need at least.
+    fn array_header(&mut self) -> Result<(u32, usize), GgufError> {
+        let elem = self.u32("array element type")?;
+        let count = self.u64("array length")?;
+        let min_size = match elem {
+            tag::STRING => 8,
+            tag::ARRAY => 12,
+            other => match fixed_size(other) {
+                Some(size) => size as u64,
+                None => {
+                    return Err(GgufError::UnknownValueType {
+                        tag: other,
+                        at: self.pos as u64 - 12,
+                    })
+                }
+            },
+        };
+        Ok((elem, self.check_count(count, min_size, "array length")?))
+    }
+
+    /// Walks over a value of a key that is not kept: its lengths are checked as
+    /// [`Reader::value`] checks them; its contents are neither read nor held.
+    fn skip_value(&mut self, type_tag: u32, depth: usize) -> Result<(), GgufError> {
+        match type_tag {
+            tag::STRING => self.skip_string(),
+            tag::ARRAY => {
+                if depth >= MAX_ARRAY_DEPTH {
+                    return Err(GgufError::ArrayTooDeep {
+                        at: self.pos as u64,
+                    });
+                }
+                let (elem, n) = self.array_header()?;
+                match fixed_size(elem) {
+                    Some(size) => self.take(n * size, "array elements").map(drop),
+                    None => (0..n).try_for_each(|_| self.skip_value(elem, depth + 1)),
+                }
+            }
+            other => match fixed_size(other) {
+                Some(size) => self.take(size, "value").map(drop),
+                None => Err(GgufError::UnknownValueType {
+                    tag: other,
+                    at: self.pos as u64 - 4,
+                }),
+            },
+        }
+    }
+
+    fn skip_string(&mut self) -> Result<(), GgufError> {
+        let len = self.u64("string value")?;
+        let len = self.check_count(len, 1, "string value")?;
+        self.take(len, "string value").map(drop)
+    }
+
     fn array_value(&mut self, depth: usize) -> Result<Array, GgufError> {
         if depth >= MAX_ARRAY_DEPTH {
             return Err(GgufError::ArrayTooDeep {
                 at: self.pos as u64,
             });
         }
-        let elem = self.u32("array element type")?;
-        let count = self.u64("array length")?;
-        let min_size = match elem {
-            tag::U8 | tag::I8 | tag::BOOL => 1,
-            tag::U16 | tag::I16 => 2,
-            tag::U32 | tag::I32 | tag::F32 => 4,
-            tag::U64 | tag::I64 | tag::F64 | tag::STRING => 8,
-            tag::ARRAY => 12,
-            other => {
-                return Err(GgufError::UnknownValueType {
-                    tag: other,
-                    at: self.pos as u64 - 12,
-                })
-            }
-        };
-        let n = self.check_count(count, min_size, "array length")?;
+        let (elem, n) = self.array_header()?;
         Ok(match elem {
             tag::U8 => Array::U8(self.items(n, u8::from_le_bytes)?),
             tag::I8 => Array::I8(self.items(n, i8::from_le_bytes)?),
@@ -189,11 +228,23 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Parses the header from `bytes`, the first bytes of a file of `file_len` bytes.
+/// The bytes of a value of fixed size, by its type tag (strings and arrays have none).
+fn fixed_size(type_tag: u32) -> Option<usize> {
+    match type_tag {
+        tag::U8 | tag::I8 | tag::BOOL => Some(1),
+        tag::U16 | tag::I16 => Some(2),
+        tag::U32 | tag::I32 | tag::F32 => Some(4),
+        tag::U64 | tag::I64 | tag::F64 => Some(8),
+        _ => None,
+    }
+}
+
+/// Parses the header from `bytes`, the first bytes of a file of `file_len` bytes, leaving out
+/// the metadata whose keys are in `skip`.
 ///
 /// When `bytes` is a strict prefix that ends inside the header, the error is
 /// [`GgufError::NeedMore`]: read more of the file and call again.
-pub(super) fn parse(bytes: &[u8], file_len: u64) -> Result<Gguf, GgufError> {
+pub(super) fn parse(bytes: &[u8], file_len: u64, skip: &[&str]) -> Result<Gguf, GgufError> {
     let mut r = Reader {
         bytes,
         pos: 0,
@@ -217,6 +268,10 @@ pub(super) fn parse(bytes: &[u8], file_len: u64) -> Result<Gguf, GgufError> {
     for _ in 0..n_kv {
         let key = r.string("metadata key")?;
         let type_tag = r.u32("metadata value type")?;
+        if skip.contains(&key.as_str()) {
+            r.skip_value(type_tag, 0)?;
+            continue;
+        }
         let value = r.value(type_tag, 0)?;
         if keys.insert(key.clone(), metadata.len()).is_some() {
             return Err(GgufError::DuplicateKey(key));
