@@ -1,11 +1,11 @@
 //! The integer dot product under the CPU's fast products: 8-bit weights times 8-bit
 //! activations, summed per sub-block of 16 or 32 elements into exact 32-bit integers. A plain
-//! loop everywhere, AVX2 on x86_64 where the processor has it (checked at run time), and
-//! WebAssembly's simd128 where the module is built with it (`-C target-feature=+simd128`). Every
-//! version returns the same integers. Under simd128 also the K-quants' fused row products
-//! (`simd128::q4_k_dots` and the like), which unpack the weights' bits in registers, and take
-//! their byte products with relaxed SIMD's dot product where the module is also built with
-//! `+relaxed-simd`.
+//! loop everywhere, AVX2 on x86_64 where the processor has it (checked at run time), NEON on
+//! aarch64 (always there), and WebAssembly's simd128 where the module is built with it
+//! (`-C target-feature=+simd128`). Every version returns the same integers. Under simd128 also
+//! the K-quants' fused row products (`simd128::q4_k_dots` and the like), which unpack the
+//! weights' bits in registers, and take their byte products with relaxed SIMD's dot product
+//! where the module is also built with `+relaxed-simd`.
 
 /// Elements per block of the quantized inputs, and the longest sub-block.
 pub const BLOCK: usize = 32;
@@ -21,6 +21,11 @@ pub fn block_sums(w: &[i8], x: &[i8], sub: usize, sums: &mut [i32]) {
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the processor has AVX2, checked just above; the lengths were checked.
         unsafe { avx2::block_sums(w, x, sub, sums) };
+        return;
+    }
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    {
+        neon::block_sums(w, x, sub, sums);
         return;
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
@@ -93,6 +98,52 @@ mod avx2 {
     fn total(v: __m128i) -> i32 {
         let two = _mm_add_epi32(v, _mm_unpackhi_epi64(v, v));
         _mm_cvtsi128_si32(_mm_add_epi32(two, _mm_shuffle_epi32(two, 1)))
+    }
+}
+
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+mod neon {
+    use std::arch::aarch64::*;
+
+    use super::BLOCK;
+
+    /// [`super::block_sums`] with NEON, a block of 32 per step: [`pairs`] of byte products,
+    /// summed across the register's lanes into i32, one register per 16-element half.
+    pub fn block_sums(w: &[i8], x: &[i8], sub: usize, sums: &mut [i32]) {
+        // SAFETY: the build enables NEON (this module's cfg).
+        unsafe { block_sums_neon(w, x, sub, sums) }
+    }
+
+    #[target_feature(enable = "neon")]
+    fn block_sums_neon(w: &[i8], x: &[i8], sub: usize, sums: &mut [i32]) {
+        let blocks = sums.len() * sub / BLOCK;
+        for b in 0..blocks {
+            let at = b * BLOCK;
+            let lo = vaddlvq_s16(pairs(load(w, at), load(x, at)));
+            let hi = vaddlvq_s16(pairs(load(w, at + 16), load(x, at + 16)));
+            if sub == BLOCK {
+                sums[b] = lo + hi;
+            } else {
+                sums[2 * b] = lo;
+                sums[2 * b + 1] = hi;
+            }
+        }
+    }
+
+    /// The products of `a`'s and `b`'s bytes widened to i16, each added to the product eight
+    /// lanes on (`smull`, `smlal2`): two products of at most 128 * 127 fit in i16. (The 8-bit
+    /// dot product, `sdot`, is not stable in Rust.)
+    #[target_feature(enable = "neon")]
+    fn pairs(a: int8x16_t, b: int8x16_t) -> int16x8_t {
+        vmlal_high_s8(vmull_s8(vget_low_s8(a), vget_low_s8(b)), a, b)
+    }
+
+    /// The 16 values at `v[at..]`.
+    #[target_feature(enable = "neon")]
+    fn load(v: &[i8], at: usize) -> int8x16_t {
+        let v: &[i8; 16] = v[at..at + 16].try_into().expect("16 values");
+        // SAFETY: `v` is 16 readable values; NEON's loads take any alignment.
+        unsafe { vld1q_s8(v.as_ptr()) }
     }
 }
 
