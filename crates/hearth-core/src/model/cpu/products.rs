@@ -88,21 +88,30 @@ pub fn decoding(ty: GgmlType) -> Option<Decoding> {
     })
 }
 
-/// The fused kernels: WebAssembly's simd128 ones, where writing the quants out and reading them
-/// back costs more than the products.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+/// The fused kernels: WebAssembly's simd128 ones and aarch64's NEON ones, where writing the
+/// quants out and reading them back costs more than the products.
+#[cfg(any(
+    all(target_arch = "wasm32", target_feature = "simd128"),
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
 fn fused(ty: GgmlType) -> Option<Fused> {
-    use super::simd::simd128;
+    #[cfg(target_arch = "aarch64")]
+    use super::simd::neon as kernels;
+    #[cfg(target_arch = "wasm32")]
+    use super::simd::simd128 as kernels;
     let (scales, dot): (RowDecoder, RowDot) = match ty {
-        GgmlType::Q4_K => (scales_q4_k, simd128::q4_k_dots),
-        GgmlType::Q5_K => (scales_q5_k, simd128::q5_k_dots),
-        GgmlType::Q6_K => (scales_q6_k, simd128::q6_k_dots),
+        GgmlType::Q4_K => (scales_q4_k, kernels::q4_k_dots),
+        GgmlType::Q5_K => (scales_q5_k, kernels::q5_k_dots),
+        GgmlType::Q6_K => (scales_q6_k, kernels::q6_k_dots),
         _ => return None,
     };
     Some(Fused { scales, dot })
 }
 
-#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[cfg(not(any(
+    all(target_arch = "wasm32", target_feature = "simd128"),
+    all(target_arch = "aarch64", target_feature = "neon")
+)))]
 fn fused(_: GgmlType) -> Option<Fused> {
     None
 }
@@ -268,14 +277,20 @@ fn decode_q5_k(src: &[u8], row: &mut Decoded) {
     });
 }
 
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[cfg(any(
+    all(target_arch = "wasm32", target_feature = "simd128"),
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
 fn scales_q4_k(src: &[u8], row: &mut Decoded) {
     decode_super_blocks(src, (144, BLOCK), row, |b, _, scale, min| {
         q45_k_scales(b, scale, min)
     });
 }
 
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[cfg(any(
+    all(target_arch = "wasm32", target_feature = "simd128"),
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
 fn scales_q5_k(src: &[u8], row: &mut Decoded) {
     decode_super_blocks(src, (176, BLOCK), row, |b, _, scale, min| {
         q45_k_scales(b, scale, min)
@@ -323,7 +338,10 @@ fn decode_q6_k(src: &[u8], row: &mut Decoded) {
     });
 }
 
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[cfg(any(
+    all(target_arch = "wasm32", target_feature = "simd128"),
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
 fn scales_q6_k(src: &[u8], row: &mut Decoded) {
     decode_super_blocks(src, (210, 16), row, |b, _, scale, min| {
         q6_k_scales(b, scale, min)
@@ -719,7 +737,8 @@ mod tests {
         }
     }
 
-    /// Natively: the decoded path (the browser's tests run the fused kernels).
+    /// Natively: the decoded path, and on aarch64 the NEON fused kernels against it (the
+    /// browser's tests run the simd128 ones).
     #[test]
     fn fast_products_match_the_reference_within_input_rounding() {
         testing::fast_products_match_the_reference_within_input_rounding();

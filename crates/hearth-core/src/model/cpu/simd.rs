@@ -1,11 +1,11 @@
 //! The integer dot product under the CPU's fast products: 8-bit weights times 8-bit
 //! activations, summed per sub-block of 16 or 32 elements into exact 32-bit integers. A plain
-//! loop everywhere, AVX2 on x86_64 where the processor has it (checked at run time), and
-//! WebAssembly's simd128 where the module is built with it (`-C target-feature=+simd128`). Every
-//! version returns the same integers. Under simd128 also the K-quants' fused row products
-//! (`simd128::q4_k_dots` and the like), which unpack the weights' bits in registers, and take
-//! their byte products with relaxed SIMD's dot product where the module is also built with
-//! `+relaxed-simd`.
+//! loop everywhere, AVX2 on x86_64 where the processor has it (checked at run time), NEON on
+//! aarch64 (always there), and WebAssembly's simd128 where the module is built with it
+//! (`-C target-feature=+simd128`). Every version returns the same integers. Under simd128 and
+//! NEON also the K-quants' fused row products (`simd128::q4_k_dots`, `neon::q4_k_dots` and the
+//! like), which unpack the weights' bits in registers; simd128's take their byte products with
+//! relaxed SIMD's dot product where the module is also built with `+relaxed-simd`.
 
 /// Elements per block of the quantized inputs, and the longest sub-block.
 pub const BLOCK: usize = 32;
@@ -21,6 +21,11 @@ pub fn block_sums(w: &[i8], x: &[i8], sub: usize, sums: &mut [i32]) {
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the processor has AVX2, checked just above; the lengths were checked.
         unsafe { avx2::block_sums(w, x, sub, sums) };
+        return;
+    }
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    {
+        neon::block_sums(w, x, sub, sums);
         return;
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
@@ -93,6 +98,176 @@ mod avx2 {
     fn total(v: __m128i) -> i32 {
         let two = _mm_add_epi32(v, _mm_unpackhi_epi64(v, v));
         _mm_cvtsi128_si32(_mm_add_epi32(two, _mm_shuffle_epi32(two, 1)))
+    }
+}
+
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+pub mod neon {
+    use std::arch::aarch64::*;
+
+    use super::BLOCK;
+    use crate::quant::QK_K;
+
+    /// [`super::block_sums`] with NEON, a block of 32 per step: [`pairs`] of byte products,
+    /// summed across the register's lanes into i32, one register per 16-element half.
+    pub fn block_sums(w: &[i8], x: &[i8], sub: usize, sums: &mut [i32]) {
+        // SAFETY: the build enables NEON (this module's cfg).
+        unsafe { block_sums_neon(w, x, sub, sums) }
+    }
+
+    #[target_feature(enable = "neon")]
+    fn block_sums_neon(w: &[i8], x: &[i8], sub: usize, sums: &mut [i32]) {
+        let blocks = sums.len() * sub / BLOCK;
+        for b in 0..blocks {
+            let at = b * BLOCK;
+            let lo = vaddlvq_s16(pairs(load(w, at), load(x, at)));
+            let hi = vaddlvq_s16(pairs(load(w, at + 16), load(x, at + 16)));
+            if sub == BLOCK {
+                sums[b] = lo + hi;
+            } else {
+                sums[2 * b] = lo;
+                sums[2 * b + 1] = hi;
+            }
+        }
+    }
+
+    /// [`crate::model::cpu::products::RowDot`] for Q6_K rows, as `simd128::q6_k_dots` takes
+    /// them (with NEON's byte shifts): each sub-block of 16 rebuilt from its nibbles and two high
+    /// bits in one register (0..=63), its [`pairs`] of byte products multiplied by its scale and
+    /// added into i32 lanes; the quants' -32 comes off once per super-block as
+    /// `32 · Σ scale · (sum of the sub-block's inputs)`.
+    pub fn q6_k_dots(row: &[u8], x: (&[i8], &[i32]), scale: &[i32], isums: &mut [i32]) {
+        // SAFETY: the build enables NEON (this module's cfg).
+        unsafe { q6_k(row, x, scale, isums) }
+    }
+
+    /// [`crate::model::cpu::products::RowDot`] for Q4_K rows (144 bytes a super-block).
+    pub fn q4_k_dots(row: &[u8], (x, _): (&[i8], &[i32]), scale: &[i32], isums: &mut [i32]) {
+        // SAFETY: the build enables NEON (this module's cfg).
+        unsafe { q45_k::<144>(row, x, scale, isums) }
+    }
+
+    /// [`crate::model::cpu::products::RowDot`] for Q5_K rows (176 bytes a super-block).
+    pub fn q5_k_dots(row: &[u8], (x, _): (&[i8], &[i32]), scale: &[i32], isums: &mut [i32]) {
+        // SAFETY: the build enables NEON (this module's cfg).
+        unsafe { q45_k::<176>(row, x, scale, isums) }
+    }
+
+    #[target_feature(enable = "neon")]
+    fn q6_k(row: &[u8], (x, xsum): (&[i8], &[i32]), scale: &[i32], isums: &mut [i32]) {
+        let (low, high) = (vdupq_n_u8(0x0F), vdupq_n_u8(0x30));
+        let blocks = row.chunks_exact(210).zip(x.chunks_exact(QK_K));
+        let by_block = scale.chunks_exact(16).zip(xsum.chunks_exact(16));
+        for ((b, x), ((scale, xsum), isum)) in blocks.zip(by_block.zip(isums)) {
+            let (b, x): (&[u8; 210], &[i8; QK_K]) = (as_array(b), as_array(x));
+            let mut acc = vdupq_n_s32(0);
+            // Each half of 128 elements: its eight sub-blocks as products.rs's q6_k_block
+            // builds them. (Loads written out, not through `array::map`, whose closures are not
+            // always inlined into the kernel.)
+            for h in 0..2 {
+                let (at, bits) = (64 * h, 128 + 32 * h);
+                let l = [
+                    load_bytes(b, at),
+                    load_bytes(b, at + 16),
+                    load_bytes(b, at + 32),
+                    load_bytes(b, at + 48),
+                ];
+                let (h0, h1) = (load_bytes(b, bits), load_bytes(b, bits + 16));
+                let subs = [
+                    (l[0], vshlq_n_u8::<4>(h0)),
+                    (l[1], vshlq_n_u8::<4>(h1)),
+                    (l[2], vshlq_n_u8::<2>(h0)),
+                    (l[3], vshlq_n_u8::<2>(h1)),
+                    (vshrq_n_u8::<4>(l[0]), h0),
+                    (vshrq_n_u8::<4>(l[1]), h1),
+                    (vshrq_n_u8::<4>(l[2]), vshrq_n_u8::<2>(h0)),
+                    (vshrq_n_u8::<4>(l[3]), vshrq_n_u8::<2>(h1)),
+                ];
+                for (g, (nibbles, bits)) in subs.into_iter().enumerate() {
+                    let q = vorrq_u8(vandq_u8(nibbles, low), vandq_u8(bits, high));
+                    let p = pairs(vreinterpretq_s8_u8(q), load(x, 128 * h + 16 * g));
+                    acc = scaled(acc, p, scale[8 * h + g]);
+                }
+            }
+            let offset: i32 = scale.iter().zip(xsum).map(|(s, x)| s * x).sum();
+            *isum = vaddvq_s32(acc) - 32 * offset;
+        }
+    }
+
+    /// Q4_K and Q5_K (`BYTES` a super-block: d, dmin, 12 bytes of scales, Q5_K's 32 bytes of
+    /// fifth bits, 128 of nibbles), as `simd128::q45_k_dots` takes them: sub-blocks of 32 in
+    /// pairs over the same 32 bytes, low nibbles then high; two [`pairs`] (four byte products,
+    /// at most 31 · 127, to an i16 lane), multiplied by the scale and added into i32 lanes.
+    #[target_feature(enable = "neon")]
+    fn q45_k<const BYTES: usize>(row: &[u8], x: &[i8], scale: &[i32], isums: &mut [i32]) {
+        let (low, fifth) = (vdupq_n_u8(0x0F), vdupq_n_u8(0x10));
+        let blocks = row.chunks_exact(BYTES).zip(x.chunks_exact(QK_K));
+        for ((b, x), (scale, isum)) in blocks.zip(scale.chunks_exact(8).zip(isums)) {
+            let (b, x): (&[u8; BYTES], &[i8; QK_K]) = (as_array(b), as_array(x));
+            let mut acc = vdupq_n_s32(0);
+            // Q5_K's fifth bits: bit `2j` of byte `l` for element `l` of sub-block `2j`, bit
+            // `2j + 1` for sub-block `2j + 1`; shifted down two bits for each pair.
+            let mut qh = [load_bytes(b, 16), load_bytes(b, 32)];
+            for j in 0..4 {
+                let at = BYTES - 128 + 32 * j;
+                let q = [load_bytes(b, at), load_bytes(b, at + 16)];
+                let mut lo = [vandq_u8(q[0], low), vandq_u8(q[1], low)];
+                let mut hi = [vshrq_n_u8::<4>(q[0]), vshrq_n_u8::<4>(q[1])];
+                if BYTES == 176 {
+                    for k in 0..2 {
+                        lo[k] = vorrq_u8(lo[k], vandq_u8(vshlq_n_u8::<4>(qh[k]), fifth));
+                        hi[k] = vorrq_u8(hi[k], vandq_u8(vshlq_n_u8::<3>(qh[k]), fifth));
+                        qh[k] = vshrq_n_u8::<2>(qh[k]);
+                    }
+                }
+                for (half, q) in [lo, hi].into_iter().enumerate() {
+                    let at = 64 * j + 32 * half;
+                    let sums = vaddq_s16(
+                        pairs(vreinterpretq_s8_u8(q[0]), load(x, at)),
+                        pairs(vreinterpretq_s8_u8(q[1]), load(x, at + 16)),
+                    );
+                    acc = scaled(acc, sums, scale[2 * j + half]);
+                }
+            }
+            *isum = vaddvq_s32(acc);
+        }
+    }
+
+    /// `acc` plus the i16 lanes of `v` times `scale` (a K-quant sub-block's, within i16),
+    /// widened to i32.
+    #[target_feature(enable = "neon")]
+    fn scaled(acc: int32x4_t, v: int16x8_t, scale: i32) -> int32x4_t {
+        let s = scale as i16;
+        vmlal_high_n_s16(vmlal_n_s16(acc, vget_low_s16(v), s), v, s)
+    }
+
+    /// The products of `a`'s and `b`'s bytes widened to i16, each added to the product eight
+    /// lanes on (`smull`, `smlal2`): two products of at most 128 * 127 fit in i16. (The 8-bit
+    /// dot product, `sdot`, is not stable in Rust.)
+    #[target_feature(enable = "neon")]
+    fn pairs(a: int8x16_t, b: int8x16_t) -> int16x8_t {
+        vmlal_high_s8(vmull_s8(vget_low_s8(a), vget_low_s8(b)), a, b)
+    }
+
+    /// The 16 values at `v[at..]`.
+    #[target_feature(enable = "neon")]
+    fn load(v: &[i8], at: usize) -> int8x16_t {
+        let v: &[i8; 16] = v[at..at + 16].try_into().expect("16 values");
+        // SAFETY: `v` is 16 readable values; NEON's loads take any alignment.
+        unsafe { vld1q_s8(v.as_ptr()) }
+    }
+
+    /// The 16 bytes at `b[at..]`.
+    #[target_feature(enable = "neon")]
+    fn load_bytes(b: &[u8], at: usize) -> uint8x16_t {
+        let b: &[u8; 16] = b[at..at + 16].try_into().expect("16 bytes");
+        // SAFETY: `b` is 16 readable bytes; NEON's loads take any alignment.
+        unsafe { vld1q_u8(b.as_ptr()) }
+    }
+
+    /// A chunk of known length as an array, so that loads at constant offsets need no checks.
+    fn as_array<T, const N: usize>(b: &[T]) -> &[T; N] {
+        b.try_into().expect("a whole chunk")
     }
 }
 
