@@ -100,8 +100,9 @@ export interface LoadOptions {
   /**
    * Workers to split a CPU model's matrices across, each a WebAssembly instance with its own
    * memory holding its part of every matrix (default: one per core, `navigator.hardwareConcurrency`,
-   * at most 8). Splitting needs SharedArrayBuffer, so a page that is not cross-origin isolated
-   * (COOP `same-origin` and COEP `require-corp` or `credentialless`) runs on one. WebGPU ignores it.
+   * at most 8). The workers exchange activations through a SharedArrayBuffer where the page is
+   * cross-origin isolated (COOP `same-origin` and COEP `require-corp` or `credentialless`), and
+   * by message, more slowly, where it is not. WebGPU ignores it.
    */
   workers?: number;
 }
