@@ -30,8 +30,10 @@ fn sums_q6_k(first: u32, lane: u32) -> Sums {
         }
         for (var h = 0u; h < 2u; h++) {
             for (var s = 0u; s < 2u; s++) {
-                // Sums of the four 16-value groups of scales 8h + s + 2i, i = 0..3.
-                var part: array<vec4<f32>, RPT>;
+                // Sums of the four 16-value groups of scales 8h + s + 2i, i = 0..3. Zeroed by
+                // its initializer: Chromium's compiler does not zero a `var` declared in a loop
+                // anew on each iteration, as WGSL says it is (SwiftShader gave sums that ran on).
+                var part = array<vec4<f32>, RPT>();
                 for (var j = 4u * s; j < 4u * s + 4u; j++) {
                     let xo = 64u * b + 32u * h + j;
                     let x0 = x[xo];
@@ -87,7 +89,7 @@ fn sums_q45_k(first: u32, lane: u32, words: u32, five: bool) -> Sums {
             mn[r][1] = dm.y * byte_values(((s2 >> 4u) & 0x0F0F0F0Fu) | ((s1 >> 2u) & 0x30303030u));
         }
         for (var k = 0u; k < 8u; k++) {
-            var qh: array<u32, RPT>;
+            var qh = array<u32, RPT>();
             if (five) {
                 for (var r = 0u; r < RPT; r++) {
                     qh[r] = w[base[r] + 4u + k];

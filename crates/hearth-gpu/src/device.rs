@@ -34,9 +34,8 @@ pub struct Paths {
     /// a GPU, 4 on a CPU device.
     pub rows_per_thread: u32,
     /// Decode steps take Q4_K, Q5_K and Q6_K matrices by whole super-blocks
-    /// (superblock.wgsl). Natively only: compiled by Chromium (SwiftShader), that path gives
-    /// wrong Q4_K_M logits where naga's build of the same shader on SwiftShader's and
-    /// lavapipe's Vulkan does not; the browser keeps the 32-value unit path.
+    /// (superblock.wgsl); otherwise by 32-value units, as the other formats (the kernel tests
+    /// run both).
     pub super_blocks: bool,
 }
 
@@ -148,7 +147,7 @@ impl Gpu {
                 subgroup_size,
                 row_lanes: if cpu { 2 } else { 16 },
                 rows_per_thread: if cpu { 4 } else { 1 },
-                super_blocks: !cfg!(target_arch = "wasm32"),
+                super_blocks: true,
             },
             device,
             queue,

@@ -162,8 +162,8 @@ impl Case {
 
 /// The device with the matrix kernels' thread layouts of a GPU (up to 16 threads per row, one
 /// row per thread), of a CPU device (2 and 4), and one with 3 rows per thread, whatever the test
-/// adapter is, each with its name; the first two also without the super-block path (the
-/// browser's).
+/// adapter is, each with its name; the first two also without the super-block path (the 32-value
+/// units that the other formats take).
 fn layouts(gpu: &Gpu) -> Vec<(Gpu, String)> {
     [
         (16, 1, true),
