@@ -54,15 +54,15 @@ test('a model too big for the device is refused before its weights are fetched',
 });
 
 test('running out of WebAssembly memory is out_of_memory, and the page goes on', async () => {
-  // V8 lets wasm memory grow to 32 MB only: the small model fits, the 152k-token Qwen2
-  // vocabulary's model does not.
-  const small = await launch(['--no-sandbox', '--js-flags=--wasm-max-mem-pages=500']);
+  // V8 lets wasm memory grow to 16 MB only: the small model fits in one worker, the
+  // 152k-token Qwen2 vocabulary's model does not.
+  const small = await launch(['--no-sandbox', '--js-flags=--wasm-max-mem-pages=250']);
   try {
     const p = await testPage(small, app.url);
     const codes = await p.evaluate(async (urls) => {
       const out = [];
       for (const url of urls) {
-        try { (await window.Hearth.load(url, { backend: 'cpu', cache: false })).dispose(); out.push(null); }
+        try { (await window.Hearth.load(url, { backend: 'cpu', cache: false, workers: 1 })).dispose(); out.push(null); }
         catch (e) { out.push(e instanceof window.HearthError ? e.code : `not a HearthError: ${e}`); }
       }
       return out;

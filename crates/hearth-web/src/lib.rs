@@ -159,8 +159,7 @@ impl Loader {
     }
 
     /// Parses file `file`'s header from its first bytes. Returns 0 once the header is read,
-    /// otherwise how long a prefix to fetch next (twice as long: each try copies the prefix
-    /// in, and wasm memory never shrinks from what a try took).
+    /// otherwise how long a prefix to fetch next.
     pub fn header(&mut self, file: usize, prefix: &[u8], file_len: f64) -> Result<f64, JsValue> {
         let len = file_len as u64;
         let slot = self
@@ -173,7 +172,7 @@ impl Loader {
                 Ok(0.0)
             }
             Err(GgufError::NeedMore { .. }) if (prefix.len() as u64) < len => {
-                Ok(((prefix.len() as u64).max(1 << 16) * 2).min(len) as f64)
+                Ok(((prefix.len() as u64).max(1 << 16) * 4).min(len) as f64)
             }
             // Too short to hold even the magic: not a model at all.
             Err(GgufError::NeedMore { .. }) if prefix.len() < 8 => Err(js_err(WebError::NotGguf(
