@@ -1,16 +1,13 @@
 // Y = X W^T (+ bias) for the step.count input rows of a prompt chunk: each weight unit is
 // decoded once for a tile of TILE tokens instead of once per token, which is what makes a prompt
-// cheaper than as many decode steps. Rows, lanes and the order of every sum are those of
-// matvec.wgsl's unit path with one row per thread, so each token's result equals a decode step's
+// cheaper than as many decode steps, and each input value read serves the RPT rows of its thread
+// (on CPU devices, where every load is dear next to arithmetic). Rows, lanes and the order of
+// every sum are those of matvec.wgsl's unit path, so each token's result equals a decode step's
 // there (the K-quants' super-block path sums in another order). Workgroup z picks the token
 // tile; output row t goes to t * M.y_stride, or into the KV cache at (step.pos + t) *
-// M.pos_stride. Needs quant.wgsl, product_out.wgsl and common.wgsl; the loader defines LANES
-// and ROWS as for matvec.wgsl.
-
-// Rows of x are `M.cols` apart, which need not be a multiple of 4: read as scalars.
-@group(1) @binding(2) var<storage, read> x: array<f32>;
-
-const TILE: u32 = 8u;
+// M.pos_stride. Needs quant.wgsl, product_out.wgsl and common.wgsl; the loader defines LANES,
+// RPT and ROWS as for matvec.wgsl, TILE, the input `x` (rows `M.cols` apart) and `x4(i)`, its
+// values i..i + 4: one vec4 load where M.cols is a multiple of 4, else four scalar loads.
 
 @compute @workgroup_size(64)
 fn main(
@@ -19,35 +16,46 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let lane = li % LANES;
-    let row = (wg.x + wg.y * nwg.x) * ROWS + li / LANES;
+    let first = (wg.x + wg.y * nwg.x) * ROWS + li / LANES * RPT;
     let t0 = wg.z * TILE;
     let n = min(TILE, step.count - min(t0, step.count));
-    var acc: array<f32, 8>;
-    if (row < M.rows) {
+    var acc: array<array<f32, TILE>, RPT>;
+    if (first < M.rows) {
         let units = units_per_row();
         for (var u = lane; u < units; u += LANES) {
-            let v = unit(row, u);
-            for (var t = 0u; t < n; t++) {
-                // Past the row's end the weights are zero: what is read there does not count.
+            var v: array<Unit, RPT>;
+            for (var r = 0u; r < RPT; r++) {
+                v[r] = unit(thread_row(first, r), u);
+            }
+            // Every token of the tile, whether or not the chunk has it, so that the loops have
+            // constant bounds: rows past the chunk's hold finite values and their sums are
+            // dropped. Past the row's end the weights are zero: what is read there does not
+            // count.
+            for (var t = 0u; t < TILE; t++) {
                 let xb = (t0 + t) * M.cols + u * 32u;
                 for (var k = 0u; k < 8u; k++) {
-                    let i = xb + 4u * k;
-                    acc[t] += dot(v.v[k], vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]));
+                    let xv = x4(xb + 4u * k);
+                    for (var r = 0u; r < RPT; r++) {
+                        acc[r][t] += dot(v[r].v[k], xv);
+                    }
                 }
             }
         }
     }
-    for (var t = 0u; t < TILE; t++) {
-        let sum = reduce_lanes(li, lane, acc[t]);
-        // The next reduction reuses workgroup memory that this one's lanes may still read.
-        workgroupBarrier();
-        if (lane == 0u && row < M.rows && t < n) {
-            let r = M.row_offset + row;
-            var o = (t0 + t) * M.y_stride + r;
-            if (M.pos_stride != 0u) {
-                o = cache_slot(step.pos + t0 + t) * M.pos_stride + r;
+    for (var r = 0u; r < RPT; r++) {
+        for (var t = 0u; t < TILE; t++) {
+            let sum = reduce_lanes(li, lane, acc[r][t]);
+            // The next reduction reuses workgroup memory that this one's lanes may still read.
+            workgroupBarrier();
+            let row = first + r;
+            if (lane == 0u && row < M.rows && t < n) {
+                let o = M.row_offset + row;
+                var at = (t0 + t) * M.y_stride + o;
+                if (M.pos_stride != 0u) {
+                    at = cache_slot(step.pos + t0 + t) * M.pos_stride + o;
+                }
+                write_out(at, o, sum);
             }
-            write_out(o, r, sum);
         }
     }
 }

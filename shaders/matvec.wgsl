@@ -13,12 +13,6 @@
 // One thread's partial sums, one per row.
 alias Sums = array<f32, RPT>;
 
-// Row r of the thread whose rows start at `first`: past the matrix's end, its last row again
-// (read, so that every thread runs the same code, and dropped).
-fn thread_row(first: u32, r: u32) -> u32 {
-    return min(first + r, M.rows - 1u);
-}
-
 // The lane's share of the thread's rows, over 32-value units.
 fn unit_sums(first: u32, lane: u32) -> Sums {
     var acc: Sums;

@@ -19,6 +19,12 @@ fn gelu(v: f32) -> f32 {
     return 0.5 * v * (1.0 + tanh(t));
 }
 
+// Row r of the thread whose rows start at `first`: past the matrix's end, its last row again
+// (read, so that every thread runs the same code, and dropped).
+fn thread_row(first: u32, r: u32) -> u32 {
+    return min(first + r, M.rows - 1u);
+}
+
 fn write_out(o: u32, r: u32, value: f32) {
     var v = value;
     if (M.has_bias != 0u) {

@@ -33,6 +33,9 @@ pub struct Paths {
     /// Rows each thread of a matvec takes, every input value it reads serving all of them: 1 on
     /// a GPU, 4 on a CPU device.
     pub rows_per_thread: u32,
+    /// Rows each thread of a prompt chunk's matmul takes: 1 on a GPU, 2 on a CPU device (where
+    /// each input value read serving two rows halves what reads cost; more measured no faster).
+    pub prompt_rows_per_thread: u32,
     /// Decode steps take Q4_K, Q5_K and Q6_K matrices by whole super-blocks
     /// (superblock.wgsl); otherwise by 32-value units, as the other formats (the kernel tests
     /// run both).
@@ -147,6 +150,7 @@ impl Gpu {
                 subgroup_size,
                 row_lanes: if cpu { 2 } else { 16 },
                 rows_per_thread: if cpu { 4 } else { 1 },
+                prompt_rows_per_thread: if cpu { 2 } else { 1 },
                 super_blocks: true,
             },
             device,

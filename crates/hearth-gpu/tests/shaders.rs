@@ -50,7 +50,14 @@ fn variants() -> Vec<Shader> {
                     });
                 }
             }
-            out.push(Shader::Matmul { ty, lanes });
+            for (rows, wide_x) in [(1, false), (4, true)] {
+                out.push(Shader::Matmul {
+                    ty,
+                    lanes,
+                    rows,
+                    wide_x,
+                });
+            }
         }
     }
     for f16_kv in [false, true] {

@@ -6,7 +6,7 @@ use hearth_core::model::DeltaNet;
 use super::buffers::uniform;
 use super::pipelines::{grid, Dispatch, Kernel, Kernels};
 use super::shaders::{
-    delta_sub_chunk, matvec_rows, super_block_path, DeltaPart, Shader, MATRIX_THREADS,
+    delta_sub_chunk, matvec_rows, super_block_path, DeltaPart, Shader, MATMUL_TILE,
 };
 use super::uniforms::{
     ArgmaxParams, ConvParams, DeltaParams, KvStoreParams, Mat, NormParams, Output, RopeParams,
@@ -18,9 +18,6 @@ use crate::{Gpu, GpuError};
 /// Pairs the top kernel keeps (`TOP` in top.wgsl) and the chunk each workgroup sorts (`CHUNK`).
 pub const TOP_K: usize = 64;
 const TOP_CHUNK: usize = 1024;
-
-/// Tokens one matmul workgroup takes (`TILE` in matmul.wgsl).
-const MATMUL_TILE: usize = 8;
 
 /// The widest value head the delta kernel takes: one thread per column, one workgroup per head.
 pub const MAX_HEAD_V_DIM: usize = 256;
@@ -112,12 +109,20 @@ impl Kernels {
         cache: (usize, usize),
     ) -> Result<Vec<Dispatch>, GpuError> {
         // A decode step's one row is one tile.
-        let tiles = tokens.div_ceil(MATMUL_TILE).max(1) as u32;
+        let tiles = tokens.div_ceil(MATMUL_TILE as usize).max(1) as u32;
         let (ty, paths) = (m.ty, &gpu.paths);
         let super_blocks = tokens == 1 && paths.super_blocks && super_block_path(ty);
         let lanes = matrix_lanes(m.cols, super_blocks, paths.row_lanes);
         let (shader, rows) = if tokens > 1 {
-            (Shader::Matmul { ty, lanes }, MATRIX_THREADS / lanes)
+            let rows = paths.prompt_rows_per_thread;
+            let wide_x = m.cols % 4 == 0;
+            let shader = Shader::Matmul {
+                ty,
+                lanes,
+                rows,
+                wide_x,
+            };
+            (shader, rows)
         } else {
             let rows = paths.rows_per_thread;
             let shader = Shader::Matvec {
@@ -126,14 +131,14 @@ impl Kernels {
                 rows,
                 super_blocks,
             };
-            (shader, matvec_rows(lanes, rows))
+            (shader, rows)
         };
         let kernel = self.get(gpu, shader)?;
         Ok(m.parts
             .iter()
             .map(|p| {
                 let u = uniform(gpu, &mat(m, p, mode, bias.is_some(), cache));
-                let [gx, gy, _] = grid((p.rows as u32).div_ceil(rows));
+                let [gx, gy, _] = grid((p.rows as u32).div_ceil(matvec_rows(lanes, rows)));
                 kernel.dispatch(
                     gpu,
                     &[&p.buffer, &u, x, y, bias.unwrap_or(&self.dummy)],

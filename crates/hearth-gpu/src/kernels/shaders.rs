@@ -32,6 +32,9 @@ pub const COPY: &str = include_str!("../../../../shaders/copy.wgsl");
 /// Threads of a matrix-kernel workgroup; its rows are split among them (matvec.wgsl).
 pub const MATRIX_THREADS: u32 = 64;
 
+/// Tokens one matmul workgroup takes (`TILE` in matmul.wgsl).
+pub const MATMUL_TILE: u32 = 8;
+
 /// Whether `ty` has a matvec by whole 256-value super-blocks (superblock.wgsl) besides the one
 /// by 32-value units.
 pub fn super_block_path(ty: GgmlType) -> bool {
@@ -80,10 +83,13 @@ pub enum Shader {
         rows: u32,
         super_blocks: bool,
     },
-    /// A prompt chunk's matrix product, as `Matvec`.
+    /// A prompt chunk's matrix product by 32-value units, `lanes` and `rows` as for `Matvec`;
+    /// its input rows read as vec4s where `wide_x` (their length a multiple of 4).
     Matmul {
         ty: GgmlType,
         lanes: u32,
+        rows: u32,
+        wide_x: bool,
     },
     Embed {
         ty: GgmlType,
@@ -137,6 +143,20 @@ fn lane_sums_selector(ty: GgmlType, super_blocks: bool) -> Result<String, GpuErr
     ))
 }
 
+/// matmul.wgsl's tile size, input binding and `x4`: vec4 reads where `wide_x`, else scalars.
+fn matmul_input(wide_x: bool) -> String {
+    let (elem, read) = if wide_x {
+        ("vec4<f32>", "x[i / 4u]")
+    } else {
+        ("f32", "vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u])")
+    };
+    format!(
+        "const TILE: u32 = {MATMUL_TILE}u;\n\
+         @group(1) @binding(2) var<storage, read> x: array<{elem}>;\n\
+         fn x4(i: u32) -> vec4<f32> {{ return {read}; }}\n"
+    )
+}
+
 impl Shader {
     pub fn label(self) -> String {
         match self {
@@ -149,7 +169,15 @@ impl Shader {
                 "matvec {ty} x{lanes} r{rows}{}",
                 if super_blocks { " by super-blocks" } else { "" }
             ),
-            Shader::Matmul { ty, lanes } => format!("matmul {ty} x{lanes}"),
+            Shader::Matmul {
+                ty,
+                lanes,
+                rows,
+                wide_x,
+            } => format!(
+                "matmul {ty} x{lanes} r{rows}{}",
+                if wide_x { " by vec4" } else { "" }
+            ),
             Shader::Embed { ty } => format!("embed {ty}"),
             Shader::Attention { f16_kv, vpt } => {
                 format!("attention {} x{vpt}", if f16_kv { "f16" } else { "f32" })
@@ -182,20 +210,29 @@ impl Shader {
     pub fn source(self, f: &Features) -> Result<String, GpuError> {
         let mut parts: Vec<String> = Vec::new();
         match self {
-            Shader::Matvec { ty, lanes, .. } | Shader::Matmul { ty, lanes } => {
+            Shader::Matvec {
+                ty, lanes, rows, ..
+            }
+            | Shader::Matmul {
+                ty, lanes, rows, ..
+            } => {
                 if f.subgroup.is_some() && f.subgroup_directive {
                     parts.push("enable subgroups;\n".into());
                 }
-                let (rpt, matvec) = match self {
-                    Shader::Matvec {
-                        rows, super_blocks, ..
-                    } => (rows, Some(super_blocks && super_block_path(ty))),
-                    _ => (1, None),
-                };
                 parts.push(format!(
-                    "const LANES: u32 = {lanes}u;\nconst RPT: u32 = {rpt}u;\nconst ROWS: u32 = {}u;\n",
-                    matvec_rows(lanes, rpt)
+                    "const LANES: u32 = {lanes}u;\nconst RPT: u32 = {rows}u;\nconst ROWS: u32 = {}u;\n",
+                    matvec_rows(lanes, rows)
                 ));
+                let matvec = match self {
+                    Shader::Matvec { super_blocks, .. } => {
+                        Some(super_blocks && super_block_path(ty))
+                    }
+                    Shader::Matmul { wide_x, .. } => {
+                        parts.push(matmul_input(wide_x));
+                        None
+                    }
+                    _ => unreachable!("matched above"),
+                };
                 parts.extend([COMMON, QUANT].map(String::from));
                 parts.push(unit_selector(ty)?);
                 parts.push(PRODUCT_OUT.into());

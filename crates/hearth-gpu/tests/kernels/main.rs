@@ -161,9 +161,9 @@ impl Case {
 }
 
 /// The device with the matrix kernels' thread layouts of a GPU (up to 16 threads per row, one
-/// row per thread), of a CPU device (2 and 4), and one with 3 rows per thread, whatever the test
-/// adapter is, each with its name; the first two also without the super-block path (the 32-value
-/// units that the other formats take).
+/// row per thread), of a CPU device (2 and 4), and one with 3 rows per thread (in matvec and
+/// matmul alike), whatever the test adapter is, each with its name; the first two also without
+/// the super-block path (the 32-value units that the other formats take).
 fn layouts(gpu: &Gpu) -> Vec<(Gpu, String)> {
     [
         (16, 1, true),
@@ -177,6 +177,7 @@ fn layouts(gpu: &Gpu) -> Vec<(Gpu, String)> {
         let mut g = gpu.clone();
         g.paths.row_lanes = lanes;
         g.paths.rows_per_thread = rows;
+        g.paths.prompt_rows_per_thread = rows;
         g.paths.super_blocks = super_blocks;
         let by = if super_blocks { "" } else { ", by units" };
         (
