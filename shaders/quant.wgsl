@@ -35,7 +35,18 @@ struct Unit {
     v: array<vec4<f32>, 8>,
 }
 
-@group(1) @binding(0) var<storage, read> w: array<u32>;
+// Read as vec4s where whole aligned words are wanted (one load where four scalar ones cost four
+// times as much on CPU devices); `wd` reads one word.
+@group(1) @binding(0) var<storage, read> w: array<vec4<u32>>;
+
+fn wd(i: u32) -> u32 {
+    return w[i / 4u][i % 4u];
+}
+
+// Words i..i + 8, i a multiple of 4: word i + k is [k / 4][k % 4].
+fn words8(i: u32) -> array<vec4<u32>, 2> {
+    return array<vec4<u32>, 2>(w[i / 4u], w[i / 4u + 1u]);
+}
 @group(1) @binding(1) var<uniform> M: Mat;
 
 fn f16_lo(word: u32) -> f32 {
@@ -49,7 +60,7 @@ fn bytes_bits(word: u32, shift: u32, mask: u32) -> vec4<u32> {
 
 // Byte `i` of the words starting at `base`.
 fn byte_at(base: u32, i: u32) -> u32 {
-    return (w[base + i / 4u] >> (8u * (i % 4u))) & 255u;
+    return (wd(base + i / 4u) >> (8u * (i % 4u))) & 255u;
 }
 
 fn units_per_row() -> u32 {
@@ -64,7 +75,7 @@ fn unit_f32(row: u32, u: u32) -> Unit {
         var v = vec4<f32>(0.0);
         for (var i = 0u; i < 4u; i++) {
             if (c + i < M.cols) {
-                v[i] = bitcast<f32>(w[base + c + i]);
+                v[i] = bitcast<f32>(wd(base + c + i));
             }
         }
         r.v[k] = v;
@@ -75,15 +86,24 @@ fn unit_f32(row: u32, u: u32) -> Unit {
 fn unit_f16(row: u32, u: u32) -> Unit {
     var r: Unit;
     let base = row * M.row_words;
+    if ((M.row_words % 4u) == 0u && u * 16u + 16u <= M.row_words) {
+        // A whole unit of aligned words: four vec4 reads.
+        for (var i = 0u; i < 4u; i++) {
+            let q = w[(base + u * 16u) / 4u + i];
+            r.v[2u * i] = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
+            r.v[2u * i + 1u] = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
+        }
+        return r;
+    }
     for (var k = 0u; k < 8u; k++) {
         let c = u * 16u + 2u * k;
         var a = vec2<f32>(0.0);
         var b = vec2<f32>(0.0);
         if (c < M.row_words) {
-            a = unpack2x16float(w[base + c]);
+            a = unpack2x16float(wd(base + c));
         }
         if (c + 1u < M.row_words) {
-            b = unpack2x16float(w[base + c + 1u]);
+            b = unpack2x16float(wd(base + c + 1u));
         }
         r.v[k] = vec4<f32>(a, b);
     }
@@ -100,12 +120,12 @@ fn high4(qh: u32, e: u32) -> vec4<u32> {
     return ((vec4<u32>(qh) >> vec4<u32>(e, e + 1u, e + 2u, e + 3u)) & vec4<u32>(1u)) << vec4<u32>(4u);
 }
 
-// The 32 quants of a Q4 or Q5 block from 16 bytes of nibbles at word `base`: value j and j + 16
+// The 32 quants of a Q4 or Q5 block from 16 bytes of nibbles in `words`: value j and j + 16
 // share byte j (low nibble, then high), and Q5's fifth bits come from `qh` (0 for Q4).
-fn nibbles(base: u32, qh: u32) -> Unit {
+fn nibbles(words: vec4<u32>, qh: u32) -> Unit {
     var q: Unit;
     for (var k = 0u; k < 4u; k++) {
-        let b = w[base + k];
+        let b = words[k];
         q.v[k] = vec4<f32>(bytes_bits(b, 0u, 15u) | high4(qh, 4u * k));
         q.v[k + 4u] = vec4<f32>(bytes_bits(b, 4u, 15u) | high4(qh, 16u + 4u * k));
     }
@@ -132,31 +152,37 @@ fn offset(q: Unit, dm: vec2<f32>) -> Unit {
 
 fn unit_q4_0(row: u32, u: u32) -> Unit {
     let blk = block32(row, u);
-    return centred(nibbles(blk * 4u, 0u), 8.0, f16_lo(w[M.scale_base + blk]));
+    return centred(nibbles(w[blk], 0u), 8.0, f16_lo(wd(M.scale_base + blk)));
 }
 
 fn unit_q4_1(row: u32, u: u32) -> Unit {
     let blk = block32(row, u);
-    return offset(nibbles(blk * 4u, 0u), unpack2x16float(w[M.scale_base + blk]));
+    return offset(nibbles(w[blk], 0u), unpack2x16float(wd(M.scale_base + blk)));
 }
 
-// Q5_0 and Q5_1 bodies: qh, then 16 bytes of nibbles.
+// Q5_0 and Q5_1 bodies: qh, then 16 bytes of nibbles (not aligned to a vec4).
+fn q5_nibbles(blk: u32) -> vec4<u32> {
+    let at = blk * 5u + 1u;
+    return vec4<u32>(wd(at), wd(at + 1u), wd(at + 2u), wd(at + 3u));
+}
+
 fn unit_q5_0(row: u32, u: u32) -> Unit {
     let blk = block32(row, u);
-    return centred(nibbles(blk * 5u + 1u, w[blk * 5u]), 16.0, f16_lo(w[M.scale_base + blk]));
+    return centred(nibbles(q5_nibbles(blk), wd(blk * 5u)), 16.0, f16_lo(wd(M.scale_base + blk)));
 }
 
 fn unit_q5_1(row: u32, u: u32) -> Unit {
     let blk = block32(row, u);
-    return offset(nibbles(blk * 5u + 1u, w[blk * 5u]), unpack2x16float(w[M.scale_base + blk]));
+    return offset(nibbles(q5_nibbles(blk), wd(blk * 5u)), unpack2x16float(wd(M.scale_base + blk)));
 }
 
 fn unit_q8_0(row: u32, u: u32) -> Unit {
     var r: Unit;
     let blk = block32(row, u);
-    let d = f16_lo(w[M.scale_base + blk]);
+    let d = f16_lo(wd(M.scale_base + blk));
+    let body = words8(blk * 8u);
     for (var k = 0u; k < 8u; k++) {
-        let q = bitcast<i32>(w[blk * 8u + k]);
+        let q = bitcast<i32>(body[k / 4u][k % 4u]);
         let s = vec4<i32>(q << 24u, q << 16u, q << 8u, q) >> vec4<u32>(24u);
         r.v[k] = vec4<f32>(s) * d;
     }
@@ -173,14 +199,14 @@ fn unit_q2_k(row: u32, u: u32) -> Unit {
     var r: Unit;
     let base = super_block(row, u) * 21u;
     let g = u % 8u;
-    let dm = unpack2x16float(w[base + 20u]);
+    let dm = unpack2x16float(wd(base + 20u));
     let shift = 2u * (g % 4u);
     for (var half = 0u; half < 2u; half++) {
         let sc = byte_at(base, 2u * g + half);
         let dl = dm.x * f32(sc & 15u);
         let ml = dm.y * f32(sc >> 4u);
         for (var k = 0u; k < 4u; k++) {
-            let q = w[base + 4u + 8u * (g / 4u) + 4u * half + k];
+            let q = wd(base + 4u + 8u * (g / 4u) + 4u * half + k);
             r.v[4u * half + k] = dl * vec4<f32>(bytes_bits(q, shift, 3u)) - ml;
         }
     }
@@ -204,33 +230,38 @@ fn unit_q3_k(row: u32, u: u32) -> Unit {
     let blk = super_block(row, u);
     let base = blk * 27u;
     let g = u % 8u;
-    let d = f16_lo(w[M.scale_base + blk]);
+    let d = f16_lo(wd(M.scale_base + blk));
     let shift = 2u * (g % 4u);
     for (var half = 0u; half < 2u; half++) {
         let dl = d * scale_q3_k(base + 24u, 2u * g + half);
         for (var k = 0u; k < 4u; k++) {
-            let q = vec4<i32>(bytes_bits(w[base + 8u + 8u * (g / 4u) + 4u * half + k], shift, 3u));
-            let h = vec4<i32>(bytes_bits(w[base + 4u * half + k], g, 1u));
+            let q = vec4<i32>(bytes_bits(wd(base + 8u + 8u * (g / 4u) + 4u * half + k), shift, 3u));
+            let h = vec4<i32>(bytes_bits(wd(base + 4u * half + k), g, 1u));
             r.v[4u * half + k] = dl * vec4<f32>(q - 4 + 4 * h);
         }
     }
     return r;
 }
 
-// Sub-block j's scale and min in a Q4_K or Q5_K super-block at word `base`: d and dmin (its
-// first word) times the 6-bit scale and min packed in the 12 bytes after them.
+// Byte i of the 12 scale bytes in words 1..4 of a Q4_K or Q5_K super-block's first vec4.
+fn scale_byte_k4(head: vec4<u32>, i: u32) -> u32 {
+    return (head[1u + i / 4u] >> (8u * (i % 4u))) & 255u;
+}
+
+// Sub-block j's scale and min in a Q4_K or Q5_K super-block starting at word `base`: d and dmin
+// (its first word) times the 6-bit scale and min packed in the 12 bytes after them.
 fn scale_min_k4(base: u32, j: u32) -> vec2<f32> {
-    let s = base + 1u;
+    let head = w[base / 4u];
     var sm: vec2<u32>;
     if (j < 4u) {
-        sm = vec2<u32>(byte_at(s, j) & 63u, byte_at(s, j + 4u) & 63u);
+        sm = vec2<u32>(scale_byte_k4(head, j) & 63u, scale_byte_k4(head, j + 4u) & 63u);
     } else {
         sm = vec2<u32>(
-            (byte_at(s, j + 4u) & 15u) | ((byte_at(s, j - 4u) >> 6u) << 4u),
-            (byte_at(s, j + 4u) >> 4u) | ((byte_at(s, j) >> 6u) << 4u),
+            (scale_byte_k4(head, j + 4u) & 15u) | ((scale_byte_k4(head, j - 4u) >> 6u) << 4u),
+            (scale_byte_k4(head, j + 4u) >> 4u) | ((scale_byte_k4(head, j) >> 6u) << 4u),
         );
     }
-    return unpack2x16float(w[base]) * vec2<f32>(sm);
+    return unpack2x16float(head.x) * vec2<f32>(sm);
 }
 
 // Q4_K (36 words): d|dmin, scales[12], qs[128].
@@ -240,8 +271,9 @@ fn unit_q4_k(row: u32, u: u32) -> Unit {
     let g = u % 8u;
     let sm = scale_min_k4(base, g);
     let shift = 4u * (g % 2u);
+    let qs = words8(base + 4u + 8u * (g / 2u));
     for (var k = 0u; k < 8u; k++) {
-        let q = w[base + 4u + 8u * (g / 2u) + k];
+        let q = qs[k / 4u][k % 4u];
         r.v[k] = sm.x * vec4<f32>(bytes_bits(q, shift, 15u)) - sm.y;
     }
     return r;
@@ -254,9 +286,11 @@ fn unit_q5_k(row: u32, u: u32) -> Unit {
     let g = u % 8u;
     let sm = scale_min_k4(base, g);
     let shift = 4u * (g % 2u);
+    let qs = words8(base + 12u + 8u * (g / 2u));
+    let qh = words8(base + 4u);
     for (var k = 0u; k < 8u; k++) {
-        let q = bytes_bits(w[base + 12u + 8u * (g / 2u) + k], shift, 15u);
-        let h = bytes_bits(w[base + 4u + k], g, 1u) << vec4<u32>(4u);
+        let q = bytes_bits(qs[k / 4u][k % 4u], shift, 15u);
+        let h = bytes_bits(qh[k / 4u][k % 4u], g, 1u) << vec4<u32>(4u);
         r.v[k] = sm.x * vec4<f32>(q | h) - sm.y;
     }
     return r;
@@ -270,14 +304,16 @@ fn unit_q6_k(row: u32, u: u32) -> Unit {
     let g = u % 8u;
     let h = g / 4u;
     let k4 = g % 4u;
-    let d = f16_lo(w[M.scale_base + blk]);
+    let d = f16_lo(wd(M.scale_base + blk));
+    let ql = words8(base + 16u * h + 8u * (k4 % 2u));
+    let qh = words8(base + 32u + 8u * h);
     for (var half = 0u; half < 2u; half++) {
         let sc = i32(byte_at(base + 48u, 8u * h + 2u * k4 + half) << 24u) >> 24u;
         let ds = d * f32(sc);
         for (var k = 0u; k < 4u; k++) {
             let l = 4u * half + k;
-            let low = bytes_bits(w[base + 16u * h + 8u * (k4 % 2u) + l], 4u * (k4 / 2u), 15u);
-            let high = bytes_bits(w[base + 32u + 8u * h + l], 2u * k4, 3u);
+            let low = bytes_bits(ql[half][k], 4u * (k4 / 2u), 15u);
+            let high = bytes_bits(qh[half][k], 2u * k4, 3u);
             r.v[l] = ds * vec4<f32>(vec4<i32>(low | (high << vec4<u32>(4u))) - 32);
         }
     }

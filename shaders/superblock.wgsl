@@ -14,19 +14,21 @@ fn q6(low: u32, high: u32) -> vec4<f32> {
     return byte_values((low & 0x0F0F0F0Fu) | high) - 32.0;
 }
 
-// Q6_K (see unit_q6_k): ql[128], qh[64], scales[16] in 52 words; d in the scale region.
-// Half h of a super-block: value 128h + l + 32i (l < 32) has bits 2i and 2i + 1 of qh[32h + l]
-// as its high two, the low (i < 2) or high nibble of ql[64h + l + 32 (i % 2)] as its low four,
-// and scale 8h + l / 16 + 2i.
+// Q6_K (see unit_q6_k): ql[128], qh[64], scales[16] in 52 words (13 vec4s); d in the scale
+// region. Half h of a super-block: value 128h + l + 32i (l < 32) has bits 2i and 2i + 1 of
+// qh[32h + l] as its high two, the low (i < 2) or high nibble of ql[64h + l + 32 (i % 2)] as its
+// low four, and scale 8h + l / 16 + 2i.
 fn sums_q6_k(first: u32, lane: u32) -> Sums {
     var acc: Sums;
     for (var b = lane; b < M.cols / 256u; b += LANES) {
         var base: array<u32, RPT>;
         var d: array<f32, RPT>;
+        var scales: array<vec4<u32>, RPT>;
         for (var r = 0u; r < RPT; r++) {
             let blk = super_block(thread_row(first, r), 8u * b);
-            base[r] = blk * 52u;
-            d[r] = f16_lo(w[M.scale_base + blk]);
+            base[r] = blk * 13u;
+            d[r] = f16_lo(wd(M.scale_base + blk));
+            scales[r] = w[base[r] + 12u];
         }
         for (var h = 0u; h < 2u; h++) {
             for (var s = 0u; s < 2u; s++) {
@@ -34,28 +36,37 @@ fn sums_q6_k(first: u32, lane: u32) -> Sums {
                 // its initializer: Chromium's compiler does not zero a `var` declared in a loop
                 // anew on each iteration, as WGSL says it is (SwiftShader gave sums that ran on).
                 var part = array<vec4<f32>, RPT>();
-                for (var j = 4u * s; j < 4u * s + 4u; j++) {
-                    let xo = 64u * b + 32u * h + j;
+                // Words 4s..4s + 4 of the half's low nibbles (la, lb) and high bits (hi).
+                var la: array<vec4<u32>, RPT>;
+                var lb: array<vec4<u32>, RPT>;
+                var hi: array<vec4<u32>, RPT>;
+                for (var r = 0u; r < RPT; r++) {
+                    la[r] = w[base[r] + 4u * h + s];
+                    lb[r] = w[base[r] + 4u * h + 2u + s];
+                    hi[r] = w[base[r] + 8u + 2u * h + s];
+                }
+                for (var j = 0u; j < 4u; j++) {
+                    let xo = 64u * b + 32u * h + 4u * s + j;
                     let x0 = x[xo];
                     let x1 = x[xo + 8u];
                     let x2 = x[xo + 16u];
                     let x3 = x[xo + 24u];
                     for (var r = 0u; r < RPT; r++) {
-                        let la = w[base[r] + 16u * h + j];
-                        let lb = w[base[r] + 16u * h + 8u + j];
-                        let hi = w[base[r] + 32u + 8u * h + j];
+                        let a = la[r][j];
+                        let c = lb[r][j];
+                        let e = hi[r][j];
                         part[r] += vec4<f32>(
-                            dot(q6(la, (hi & 0x03030303u) << 4u), x0),
-                            dot(q6(lb, (hi & 0x0C0C0C0Cu) << 2u), x1),
-                            dot(q6(la >> 4u, hi & 0x30303030u), x2),
-                            dot(q6(lb >> 4u, (hi >> 2u) & 0x30303030u), x3),
+                            dot(q6(a, (e & 0x03030303u) << 4u), x0),
+                            dot(q6(c, (e & 0x0C0C0C0Cu) << 2u), x1),
+                            dot(q6(a >> 4u, e & 0x30303030u), x2),
+                            dot(q6(c >> 4u, (e >> 2u) & 0x30303030u), x3),
                         );
                     }
                 }
                 for (var r = 0u; r < RPT; r++) {
                     // Signed bytes s and s + 2 of the half's two scale words.
-                    let s0 = w[base[r] + 48u + 2u * h];
-                    let s1 = w[base[r] + 49u + 2u * h];
+                    let s0 = scales[r][2u * h];
+                    let s1 = scales[r][2u * h + 1u];
                     let at = vec4<u32>(24u - 8u * s, 8u - 8u * s, 24u - 8u * s, 8u - 8u * s);
                     let sc = bitcast<vec4<i32>>(vec4<u32>(s0, s0, s1, s1) << at) >> vec4<u32>(24u);
                     acc[r] += d[r] * dot(part[r], vec4<f32>(sc));
@@ -67,44 +78,46 @@ fn sums_q6_k(first: u32, lane: u32) -> Sums {
 }
 
 // Q4_K (see unit_q4_k) and, with `five`, Q5_K (unit_q5_k): d|dmin, scales[12], then Q5_K's
-// qh[32], then qs[128], in `words` words. Sub-block g's values 32g + l are the low (g even) or
+// qh[32], then qs[128], in `size` vec4s. Sub-block g's values 32g + l are the low (g even) or
 // high nibble of qs[32 (g / 2) + l], Q5_K's fifth bit bit g of qh[l].
-fn sums_q45_k(first: u32, lane: u32, words: u32, five: bool) -> Sums {
+fn sums_q45_k(first: u32, lane: u32, size: u32, five: bool) -> Sums {
     var acc: Sums;
-    let qs = select(4u, 12u, five);
+    let qs = select(1u, 3u, five);
     for (var b = lane; b < M.cols / 256u; b += LANES) {
-        var base: array<u32, RPT>;
-        // Per row, d times the scales and dmin times the mins of sub-blocks 0..3 and 4..7.
+        // Per row, d times the scales and dmin times the mins of sub-blocks 0..3 and 4..7, and
+        // the super-block's quants: q[r][2c + k / 4][k % 4] is word 8c + k of qs, qh[r] likewise.
         var sc: array<array<vec4<f32>, 2>, RPT>;
         var mn: array<array<vec4<f32>, 2>, RPT>;
+        var q: array<array<vec4<u32>, 8>, RPT>;
+        var qh = array<array<vec4<u32>, 2>, RPT>();
         for (var r = 0u; r < RPT; r++) {
-            base[r] = super_block(thread_row(first, r), 8u * b) * words;
-            let dm = unpack2x16float(w[base[r]]);
-            let s0 = w[base[r] + 1u];
-            let s1 = w[base[r] + 2u];
-            let s2 = w[base[r] + 3u];
-            sc[r][0] = dm.x * byte_values(s0 & 0x3F3F3F3Fu);
-            mn[r][0] = dm.y * byte_values(s1 & 0x3F3F3F3Fu);
-            sc[r][1] = dm.x * byte_values((s2 & 0x0F0F0F0Fu) | ((s0 >> 2u) & 0x30303030u));
-            mn[r][1] = dm.y * byte_values(((s2 >> 4u) & 0x0F0F0F0Fu) | ((s1 >> 2u) & 0x30303030u));
+            let base = super_block(thread_row(first, r), 8u * b) * size;
+            let head = w[base];
+            let dm = unpack2x16float(head.x);
+            sc[r][0] = dm.x * byte_values(head.y & 0x3F3F3F3Fu);
+            mn[r][0] = dm.y * byte_values(head.z & 0x3F3F3F3Fu);
+            sc[r][1] = dm.x * byte_values((head.w & 0x0F0F0F0Fu) | ((head.y >> 2u) & 0x30303030u));
+            mn[r][1] = dm.y * byte_values(((head.w >> 4u) & 0x0F0F0F0Fu) | ((head.z >> 2u) & 0x30303030u));
+            if (five) {
+                qh[r][0] = w[base + 1u];
+                qh[r][1] = w[base + 2u];
+            }
+            for (var i = 0u; i < 8u; i++) {
+                q[r][i] = w[base + qs + i];
+            }
         }
         for (var k = 0u; k < 8u; k++) {
-            var qh = array<u32, RPT>();
-            if (five) {
-                for (var r = 0u; r < RPT; r++) {
-                    qh[r] = w[base[r] + 4u + k];
-                }
-            }
             for (var c = 0u; c < 4u; c++) {
                 let x0 = x[64u * b + 16u * c + k];
                 let x1 = x[64u * b + 16u * c + 8u + k];
                 let g = 2u * c;
                 for (var r = 0u; r < RPT; r++) {
-                    let q = w[base[r] + qs + 8u * c + k];
-                    let h0 = ((qh[r] >> g) & 0x01010101u) << 4u;
-                    let h1 = ((qh[r] >> (g + 1u)) & 0x01010101u) << 4u;
-                    let v0 = byte_values((q & 0x0F0F0F0Fu) | h0);
-                    let v1 = byte_values(((q >> 4u) & 0x0F0F0F0Fu) | h1);
+                    let qw = q[r][2u * c + k / 4u][k % 4u];
+                    let hw = qh[r][k / 4u][k % 4u];
+                    let h0 = ((hw >> g) & 0x01010101u) << 4u;
+                    let h1 = ((hw >> (g + 1u)) & 0x01010101u) << 4u;
+                    let v0 = byte_values((qw & 0x0F0F0F0Fu) | h0);
+                    let v1 = byte_values(((qw >> 4u) & 0x0F0F0F0Fu) | h1);
                     let s0 = sc[r][g / 4u][g % 4u];
                     let s1 = sc[r][g / 4u][g % 4u + 1u];
                     let m0 = mn[r][g / 4u][g % 4u];
@@ -118,9 +131,9 @@ fn sums_q45_k(first: u32, lane: u32, words: u32, five: bool) -> Sums {
 }
 
 fn sums_q4_k(first: u32, lane: u32) -> Sums {
-    return sums_q45_k(first, lane, 36u, false);
+    return sums_q45_k(first, lane, 9u, false);
 }
 
 fn sums_q5_k(first: u32, lane: u32) -> Sums {
-    return sums_q45_k(first, lane, 44u, true);
+    return sums_q45_k(first, lane, 11u, true);
 }

@@ -146,7 +146,8 @@ impl GpuMatrix {
             let n = per_part.min(rows - start);
             let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
-                size: (n * row_bytes).max(4) as u64,
+                // Whole vec4s: the kernels read the words as array<vec4<u32>>.
+                size: (n * row_bytes).max(16).next_multiple_of(16) as u64,
                 usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
