@@ -250,12 +250,12 @@ def model_path(name: str, hearth: Path) -> Path:
 
 def run_llama(llama_bench: Path, model: Path, a: argparse.Namespace) -> dict:
     """llama-bench's mean tokens/s: prefill of the prompt from an empty cache, and decode of
-    the generated tokens after a prompt as long (`-d`, filled untimed), each after its own
+    the generated tokens after `decode_after` tokens (`-d`, filled untimed), each after its own
     warm-up, over `reps` repetitions."""
     env = dict(os.environ, GGML_VK_VISIBLE_DEVICES=a.vk_device)
     out = {}
     for phase, flags in (("prefill", ["-p", a.prompt_tokens, "-n", 0]),
-                         ("decode", ["-p", 0, "-n", a.gen_tokens, "-d", a.prompt_tokens])):
+                         ("decode", ["-p", 0, "-n", a.gen_tokens, "-d", a.decode_after])):
         cmd = [llama_bench, "-m", model, "-ngl", 99, "-fa", a.flash_attn, "-r", a.reps,
                "-o", "json"] + flags
         proc = subprocess.run(list(map(str, cmd)), env=env, capture_output=True, text=True)
@@ -270,19 +270,30 @@ def run_llama(llama_bench: Path, model: Path, a: argparse.Namespace) -> dict:
     return out
 
 
-def run_hearth(hearth: Path, model: Path, a: argparse.Namespace) -> dict:
-    cmd = [hearth, "bench", "--model", model, "--prompt-tokens", a.prompt_tokens,
-           "--gen-tokens", a.gen_tokens, "--reps", a.reps, "--json"]
+def hearth_bench(hearth: Path, model: Path, prompt: int, gen: int, reps: int) -> dict:
+    """`hearth bench`'s report: prefill of `prompt` tokens from an empty cache, then `gen`
+    tokens decoded after it, after a warm-up, over `reps` repetitions."""
+    cmd = [hearth, "bench", "--model", model, "--prompt-tokens", prompt, "--gen-tokens", gen,
+           "--reps", reps, "--json"]
     proc = subprocess.run(list(map(str, cmd)), capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"hearth bench failed:\n{proc.stderr[-4000:]}")
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_hearth(hearth: Path, model: Path, a: argparse.Namespace) -> dict:
+    """As run_llama: one run where decode follows the prompt, else a run for each phase (the
+    prefill run decoding a single token)."""
+    pre = hearth_bench(hearth, model, a.prompt_tokens,
+                       a.gen_tokens if a.decode_after == a.prompt_tokens else 1, a.reps)
+    dec = (pre if a.decode_after == a.prompt_tokens
+           else hearth_bench(hearth, model, a.decode_after, a.gen_tokens, a.reps))
     return {
-        "prefill": report["prefill_tokens_per_s"],
-        "prefill_stddev": report["prefill_tokens_per_s_stddev"],
-        "decode": report["decode_tokens_per_s"],
-        "decode_stddev": report["decode_tokens_per_s_stddev"],
-        "device": report["adapter"],
+        "prefill": pre["prefill_tokens_per_s"],
+        "prefill_stddev": pre["prefill_tokens_per_s_stddev"],
+        "decode": dec["decode_tokens_per_s"],
+        "decode_stddev": dec["decode_tokens_per_s_stddev"],
+        "device": pre["adapter"],
     }
 
 
@@ -296,8 +307,12 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
     p.add_argument("--models", default=",".join(DEFAULT_MODELS),
                    help="comma-separated SHAPE.TYPE names (default: %(default)s)")
-    p.add_argument("--prompt-tokens", type=int, default=32)
-    p.add_argument("--gen-tokens", type=int, default=16)
+    p.add_argument("--prompt-tokens", type=int, default=512,
+                   help="tokens of the prefill test's prompt (default 512)")
+    p.add_argument("--gen-tokens", type=int, default=16,
+                   help="tokens of the decode test (default 16)")
+    p.add_argument("--decode-after", type=int, default=32,
+                   help="tokens in the cache before the decode test (default 32)")
     p.add_argument("--reps", type=int, default=3,
                    help="timed repetitions within each run, after a warm-up (default 3)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 2,
@@ -322,9 +337,10 @@ def main() -> None:
     if a.build_only:
         return
 
-    print(f"{a.prompt_tokens}-token prompt from an empty cache, then {a.gen_tokens} tokens "
-          f"decoded after it; mean tokens/s of {a.reps} repetitions after a warm-up; "
-          f"{a.rounds} rounds, the engines alternating", flush=True)
+    print(f"prefill: a {a.prompt_tokens}-token prompt from an empty cache; decode: "
+          f"{a.gen_tokens} tokens after {a.decode_after}; mean tokens/s of {a.reps} "
+          f"repetitions after a warm-up; {a.rounds} rounds, the engines alternating",
+          flush=True)
     results = {name: [] for name in names}
     devices = set()
     for r in range(a.rounds):
@@ -364,7 +380,8 @@ def main() -> None:
         print(f"{name:<20} | {cells[0]} | {cells[1]}")
     if a.json:
         a.json.write_text(json.dumps({"prompt_tokens": a.prompt_tokens,
-                                      "gen_tokens": a.gen_tokens, "reps": a.reps,
+                                      "gen_tokens": a.gen_tokens,
+                                      "decode_after": a.decode_after, "reps": a.reps,
                                       "rounds": results}, indent=1))
 
 
