@@ -2,11 +2,11 @@
 // returned as eight vec4s so callers can dot them with vec4 loads of the input.
 //
 // Layout, repacked at load time (hearth-gpu's weights.rs): every tensor (or row range of a split
-// tensor) is one u32 array. Rows are whole blocks; a block's body words come first, in row-major
-// block order, and formats whose scales move (their row in hearth-core's quant/formats.rs) keep
-// them in a separate region at word `M.scale_base`: one u32 per block, an f16 `d` in the low
-// half (Q4_1 and Q5_1: `d` low, `m` high). Other blocks stay as in GGUF. F32 rows are plain;
-// F16 rows are padded to an even count.
+// tensor) is one array of words, bound as vec4s. Rows are whole blocks; a block's body words
+// come first, in row-major block order, and formats whose scales move (their row in
+// hearth-core's quant/formats.rs) keep them in a separate region at word `M.scale_base`: one u32
+// per block, an f16 `d` in the low half (Q4_1 and Q5_1: `d` low, `m` high). Other blocks stay as
+// in GGUF. F32 rows are plain; F16 rows are padded to an even count.
 //
 // Arithmetic follows hearth-core's dequantizers (which follow ggml) operation for operation.
 
@@ -35,11 +35,12 @@ struct Unit {
     v: array<vec4<f32>, 8>,
 }
 
-// Read as vec4s where whole aligned words are wanted (one load where four scalar ones cost four
-// times as much on CPU devices); `wd` reads one word.
+// The words are read four at a time where a block's words are aligned to four (on a CPU device
+// every read loops over the SIMD lanes, so one vec4 read costs much less than four word reads);
+// `word_at` reads one word.
 @group(1) @binding(0) var<storage, read> w: array<vec4<u32>>;
 
-fn wd(i: u32) -> u32 {
+fn word_at(i: u32) -> u32 {
     return w[i / 4u][i % 4u];
 }
 
@@ -60,7 +61,7 @@ fn bytes_bits(word: u32, shift: u32, mask: u32) -> vec4<u32> {
 
 // Byte `i` of the words starting at `base`.
 fn byte_at(base: u32, i: u32) -> u32 {
-    return (wd(base + i / 4u) >> (8u * (i % 4u))) & 255u;
+    return (word_at(base + i / 4u) >> (8u * (i % 4u))) & 255u;
 }
 
 fn units_per_row() -> u32 {
@@ -75,7 +76,7 @@ fn unit_f32(row: u32, u: u32) -> Unit {
         var v = vec4<f32>(0.0);
         for (var i = 0u; i < 4u; i++) {
             if (c + i < M.cols) {
-                v[i] = bitcast<f32>(wd(base + c + i));
+                v[i] = bitcast<f32>(word_at(base + c + i));
             }
         }
         r.v[k] = v;
@@ -100,10 +101,10 @@ fn unit_f16(row: u32, u: u32) -> Unit {
         var a = vec2<f32>(0.0);
         var b = vec2<f32>(0.0);
         if (c < M.row_words) {
-            a = unpack2x16float(wd(base + c));
+            a = unpack2x16float(word_at(base + c));
         }
         if (c + 1u < M.row_words) {
-            b = unpack2x16float(wd(base + c + 1u));
+            b = unpack2x16float(word_at(base + c + 1u));
         }
         r.v[k] = vec4<f32>(a, b);
     }
@@ -152,34 +153,34 @@ fn offset(q: Unit, dm: vec2<f32>) -> Unit {
 
 fn unit_q4_0(row: u32, u: u32) -> Unit {
     let blk = block32(row, u);
-    return centred(nibbles(w[blk], 0u), 8.0, f16_lo(wd(M.scale_base + blk)));
+    return centred(nibbles(w[blk], 0u), 8.0, f16_lo(word_at(M.scale_base + blk)));
 }
 
 fn unit_q4_1(row: u32, u: u32) -> Unit {
     let blk = block32(row, u);
-    return offset(nibbles(w[blk], 0u), unpack2x16float(wd(M.scale_base + blk)));
+    return offset(nibbles(w[blk], 0u), unpack2x16float(word_at(M.scale_base + blk)));
 }
 
 // Q5_0 and Q5_1 bodies: qh, then 16 bytes of nibbles (not aligned to a vec4).
 fn q5_nibbles(blk: u32) -> vec4<u32> {
     let at = blk * 5u + 1u;
-    return vec4<u32>(wd(at), wd(at + 1u), wd(at + 2u), wd(at + 3u));
+    return vec4<u32>(word_at(at), word_at(at + 1u), word_at(at + 2u), word_at(at + 3u));
 }
 
 fn unit_q5_0(row: u32, u: u32) -> Unit {
     let blk = block32(row, u);
-    return centred(nibbles(q5_nibbles(blk), wd(blk * 5u)), 16.0, f16_lo(wd(M.scale_base + blk)));
+    return centred(nibbles(q5_nibbles(blk), word_at(blk * 5u)), 16.0, f16_lo(word_at(M.scale_base + blk)));
 }
 
 fn unit_q5_1(row: u32, u: u32) -> Unit {
     let blk = block32(row, u);
-    return offset(nibbles(q5_nibbles(blk), wd(blk * 5u)), unpack2x16float(wd(M.scale_base + blk)));
+    return offset(nibbles(q5_nibbles(blk), word_at(blk * 5u)), unpack2x16float(word_at(M.scale_base + blk)));
 }
 
 fn unit_q8_0(row: u32, u: u32) -> Unit {
     var r: Unit;
     let blk = block32(row, u);
-    let d = f16_lo(wd(M.scale_base + blk));
+    let d = f16_lo(word_at(M.scale_base + blk));
     let body = words8(blk * 8u);
     for (var k = 0u; k < 8u; k++) {
         let q = bitcast<i32>(body[k / 4u][k % 4u]);
@@ -199,14 +200,14 @@ fn unit_q2_k(row: u32, u: u32) -> Unit {
     var r: Unit;
     let base = super_block(row, u) * 21u;
     let g = u % 8u;
-    let dm = unpack2x16float(wd(base + 20u));
+    let dm = unpack2x16float(word_at(base + 20u));
     let shift = 2u * (g % 4u);
     for (var half = 0u; half < 2u; half++) {
         let sc = byte_at(base, 2u * g + half);
         let dl = dm.x * f32(sc & 15u);
         let ml = dm.y * f32(sc >> 4u);
         for (var k = 0u; k < 4u; k++) {
-            let q = wd(base + 4u + 8u * (g / 4u) + 4u * half + k);
+            let q = word_at(base + 4u + 8u * (g / 4u) + 4u * half + k);
             r.v[4u * half + k] = dl * vec4<f32>(bytes_bits(q, shift, 3u)) - ml;
         }
     }
@@ -230,13 +231,13 @@ fn unit_q3_k(row: u32, u: u32) -> Unit {
     let blk = super_block(row, u);
     let base = blk * 27u;
     let g = u % 8u;
-    let d = f16_lo(wd(M.scale_base + blk));
+    let d = f16_lo(word_at(M.scale_base + blk));
     let shift = 2u * (g % 4u);
     for (var half = 0u; half < 2u; half++) {
         let dl = d * scale_q3_k(base + 24u, 2u * g + half);
         for (var k = 0u; k < 4u; k++) {
-            let q = vec4<i32>(bytes_bits(wd(base + 8u + 8u * (g / 4u) + 4u * half + k), shift, 3u));
-            let h = vec4<i32>(bytes_bits(wd(base + 4u * half + k), g, 1u));
+            let q = vec4<i32>(bytes_bits(word_at(base + 8u + 8u * (g / 4u) + 4u * half + k), shift, 3u));
+            let h = vec4<i32>(bytes_bits(word_at(base + 4u * half + k), g, 1u));
             r.v[4u * half + k] = dl * vec4<f32>(q - 4 + 4 * h);
         }
     }
@@ -304,7 +305,7 @@ fn unit_q6_k(row: u32, u: u32) -> Unit {
     let g = u % 8u;
     let h = g / 4u;
     let k4 = g % 4u;
-    let d = f16_lo(wd(M.scale_base + blk));
+    let d = f16_lo(word_at(M.scale_base + blk));
     let ql = words8(base + 16u * h + 8u * (k4 % 2u));
     let qh = words8(base + 32u + 8u * h);
     for (var half = 0u; half < 2u; half++) {

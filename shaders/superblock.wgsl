@@ -21,13 +21,14 @@ fn q6(low: u32, high: u32) -> vec4<f32> {
 fn sums_q6_k(first: u32, lane: u32) -> Sums {
     var acc: Sums;
     for (var b = lane; b < M.cols / 256u; b += LANES) {
+        // Per row: the super-block's first vec4, its d, and its scale words (vec4 12).
         var base: array<u32, RPT>;
         var d: array<f32, RPT>;
         var scales: array<vec4<u32>, RPT>;
         for (var r = 0u; r < RPT; r++) {
             let blk = super_block(thread_row(first, r), 8u * b);
             base[r] = blk * 13u;
-            d[r] = f16_lo(wd(M.scale_base + blk));
+            d[r] = f16_lo(word_at(M.scale_base + blk));
             scales[r] = w[base[r] + 12u];
         }
         for (var h = 0u; h < 2u; h++) {
