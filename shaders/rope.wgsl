@@ -1,10 +1,11 @@
 // Optional per-head RMS norm (Qwen3's Q/K norm) followed by rotary embedding, in place on the
-// heads of one position; one workgroup per head. The cos/sin table is computed on the CPU in
+// heads of the step.count positions from step.pos (a decode step's one, or a prompt chunk's
+// bound to its first step); one workgroup per head and token. The cos/sin table is computed on the CPU in
 // f64 at load, the same values the reference uses, so rope scaling (linear, Llama 3 frequency
 // divisors) costs nothing here and no precision is lost to GPU sin/cos at large angles.
-// The heads start at slot * R.pos_stride + step.row * R.row_stride, where slot is step.pos (or
-// step.pos % R.pos_ring in a sliding window's ring): K is roped where it lies in the KV cache,
-// Q in its row of the prompt chunk.
+// Token t's heads start at slot * R.pos_stride + (step.row + t) * R.row_stride, where slot is
+// its position step.pos + t (or that % R.pos_ring in a sliding window's ring): K is roped where
+// it lies in the KV cache, Q in its row of the prompt chunk.
 // Needs common.wgsl.
 
 struct Rope {
@@ -27,8 +28,13 @@ var<workgroup> sums: array<f32, 64>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
-    let slot = select(step.pos, step.pos % R.pos_ring, R.pos_ring != 0u);
-    let base = slot * R.pos_stride + step.row * R.row_stride + wg.x * R.head_dim;
+    let t = wg.y;
+    if (t >= step.count) {
+        return;
+    }
+    let pos = step.pos + t;
+    let slot = select(pos, pos % R.pos_ring, R.pos_ring != 0u);
+    let base = slot * R.pos_stride + (step.row + t) * R.row_stride + wg.x * R.head_dim;
     var s = 0.0;
     for (var i = li; i < R.head_dim; i += 64u) {
         let v = data[base + i];
@@ -58,7 +64,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
             x0 = x0 * scale * norm[a];
             x1 = x1 * scale * norm[b];
         }
-        let cs = table[step.pos * half + i];
+        let cs = table[pos * half + i];
         data[base + a] = x0 * cs.x - x1 * cs.y;
         data[base + b] = x0 * cs.y + x1 * cs.x;
     }

@@ -3,8 +3,8 @@
 //!
 //! A decode step runs one token: embedding, every layer, then the output norm, head and argmax.
 //! A prompt runs in chunks of up to [`CHUNK`] tokens layer by layer: the matrix products take
-//! the whole chunk at once (each weight decoded once per tile of tokens), rope runs per token,
-//! and attention takes every token of the chunk in one launch, flash-style; a delta-net layer's
+//! the whole chunk at once (each weight decoded once per tile of tokens), so do rope (a
+//! workgroup per head and token) and attention, which takes every token of the chunk in one launch, flash-style; a delta-net layer's
 //! delta rule takes the chunked (WY) form, its state-free part in parallel over sub-chunks and
 //! then one walk over the sub-chunks. All bind groups are made at load; a step's only
 //! per-token inputs are its position, token id and row in the chunk, a 16-byte [`Step`] at a dynamic offset, so a whole chunk goes
@@ -20,7 +20,7 @@ use hearth_core::model::{ModelError, ModelSpec};
 use hearth_core::quant::dequantize;
 
 use crate::kernels::Step;
-use crate::plan::{self, kv_slots, Plan, PromptOp, Target, CHUNK};
+use crate::plan::{self, kv_slots, Plan, Target, CHUNK};
 use crate::{Gpu, GpuError};
 
 /// What a run leaves to read back after the last token.
@@ -342,21 +342,9 @@ impl GpuModel {
                     }
                 }
                 if batched {
-                    for op in &self.plan.prompt {
-                        match op {
-                            PromptOp::Chunk(d) => {
-                                self.plan.steps.set(&mut pass, 0);
-                                d.record(&mut pass);
-                            }
-                            PromptOp::PerToken(ds) => {
-                                for t in 0..chunk.len() {
-                                    self.plan.steps.set(&mut pass, t);
-                                    for d in ds {
-                                        d.record(&mut pass);
-                                    }
-                                }
-                            }
-                        }
+                    self.plan.steps.set(&mut pass, 0);
+                    for d in &self.plan.prompt {
+                        d.record(&mut pass);
                     }
                 }
                 if last {

@@ -193,13 +193,14 @@ impl Kernels {
         self.launch(gpu, Shader::RmsNorm, &params, &[x, weight, out], groups)
     }
 
-    /// Per-head norm (when `norm` is given) and rope over `heads` heads of `data`; with no
-    /// `table` (and `rope_dim` 0) the norm alone.
+    /// Per-head norm (when `norm` is given) and rope over `heads` heads of `data` for each of
+    /// `tokens` tokens (those of the step it is bound to); with no `table` (and `rope_dim` 0)
+    /// the norm alone.
     pub fn rope_launch(
         &self,
         gpu: &Gpu,
         params: RopeParams,
-        heads: usize,
+        (heads, tokens): (usize, usize),
         data: &wgpu::Buffer,
         norm: Option<&wgpu::Buffer>,
         table: Option<&wgpu::Buffer>,
@@ -213,7 +214,13 @@ impl Kernels {
             norm.unwrap_or(&self.dummy),
             table.unwrap_or(&self.dummy),
         ];
-        self.launch(gpu, Shader::Rope, &params, &bind, [heads as u32, 1, 1])
+        self.launch(
+            gpu,
+            Shader::Rope,
+            &params,
+            &bind,
+            [heads as u32, tokens as u32, 1],
+        )
     }
 
     /// Causal attention of the query heads of `tokens` rows of `q` over the caches (one row for

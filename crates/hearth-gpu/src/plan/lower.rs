@@ -230,17 +230,26 @@ impl Lowering<'_> {
                 ..rope_params
             };
             let table = table.as_ref();
-            plans.per_token(vec![
-                k.rope_launch(gpu, rope_params, a.n_head, &acts.q, q_norm.as_ref(), table),
-                k.rope_launch(
-                    gpu,
-                    k_rope_params,
-                    a.n_head_kv,
-                    k_out,
-                    k_norm.as_ref(),
-                    table,
-                ),
-            ]);
+            plans.both(|rows| {
+                Ok(vec![
+                    k.rope_launch(
+                        gpu,
+                        rope_params,
+                        (a.n_head, rows),
+                        &acts.q,
+                        q_norm.as_ref(),
+                        table,
+                    ),
+                    k.rope_launch(
+                        gpu,
+                        k_rope_params,
+                        (a.n_head_kv, rows),
+                        k_out,
+                        k_norm.as_ref(),
+                        table,
+                    ),
+                ])
+            })?;
         }
         if let Some((kr, vr)) = &acts.kv_rows {
             plans.both(|rows| {

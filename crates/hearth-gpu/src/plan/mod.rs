@@ -22,7 +22,7 @@ pub use held::{Pending, Target};
 use lower::Lowering;
 pub use lower::{kv_slots, rope_table};
 use plans::{Acts, Plans};
-pub use plans::{PromptOp, Recurrence, CHUNK};
+pub use plans::{Recurrence, CHUNK};
 
 /// Everything a model's runs use, made at load.
 pub struct Plan {
@@ -33,7 +33,8 @@ pub struct Plan {
     /// (none without them).
     pub positions: Vec<(usize, usize, Dispatch)>,
     pub decode: Vec<Dispatch>,
-    pub prompt: Vec<PromptOp>,
+    /// A prompt chunk's launches, each over the whole chunk, bound to its first step.
+    pub prompt: Vec<Dispatch>,
     pub head: Vec<Dispatch>,
     /// Argmax over every token, and over the tokens in `mask`.
     pub argmax: [Dispatch; 2],

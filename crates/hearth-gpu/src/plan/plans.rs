@@ -10,15 +10,6 @@ use crate::GpuError;
 /// Tokens whose steps share one command buffer while a prompt runs.
 pub const CHUNK: usize = 64;
 
-/// One launch of a prompt chunk's plan.
-pub enum PromptOp {
-    /// Over the whole chunk, bound to its first step.
-    Chunk(Dispatch),
-    /// Once per token, bound to that token's step, in token order (rope, whose table row and
-    /// cache row are the token's).
-    PerToken(Vec<Dispatch>),
-}
-
 /// The recurrence's launches in each plan.
 #[derive(Default)]
 pub struct Recurrence {
@@ -37,11 +28,7 @@ impl Recurrence {
         let first = (plans.decode.len(), plans.prompt.len());
         plans.both(op)?;
         self.decode.extend(plans.decode[first.0..].iter().cloned());
-        self.prompt
-            .extend(plans.prompt[first.1..].iter().map(|op| match op {
-                PromptOp::Chunk(d) => d.clone(),
-                PromptOp::PerToken(_) => unreachable!("the recurrence runs over whole chunks"),
-            }));
+        self.prompt.extend(plans.prompt[first.1..].iter().cloned());
         Ok(())
     }
 }
@@ -50,7 +37,8 @@ impl Recurrence {
 #[derive(Default)]
 pub(super) struct Plans {
     pub(super) decode: Vec<Dispatch>,
-    pub(super) prompt: Vec<PromptOp>,
+    /// Over a whole chunk, bound to its first step.
+    pub(super) prompt: Vec<Dispatch>,
 }
 
 impl Plans {
@@ -60,15 +48,8 @@ impl Plans {
         op: impl Fn(usize) -> Result<Vec<Dispatch>, GpuError>,
     ) -> Result<(), GpuError> {
         self.decode.extend(op(1)?);
-        self.prompt
-            .extend(op(CHUNK)?.into_iter().map(PromptOp::Chunk));
+        self.prompt.extend(op(CHUNK)?);
         Ok(())
-    }
-
-    /// Launches run once per token, bound to its step.
-    pub(super) fn per_token(&mut self, launches: Vec<Dispatch>) {
-        self.decode.extend(launches.iter().cloned());
-        self.prompt.push(PromptOp::PerToken(launches));
     }
 }
 

@@ -60,9 +60,10 @@ pub fn rms_norm(b: &Bench, label: &str) -> Checked {
 }
 
 /// Rope over 18 of each head's 24 dimensions, with per-frequency divisors and linear scaling,
-/// at position 37 of a cache; with no style, no rope (no table, no rotated dimension).
+/// at positions 35 to 37 of a cache in one launch; with no style, no rope (no table, no rotated
+/// dimension).
 pub fn rope(b: &Bench, style: Option<RopeStyle>, head_norm: bool, label: &str) -> Checked {
-    let (head_dim, heads, max_ctx, pos) = (24, 3, 40, 37);
+    let (head_dim, heads, max_ctx, first, tokens) = (24, 3, 40, 35, 3);
     let rope = style.map(|style| Rope {
         dim: 18,
         base: 10000.0,
@@ -79,7 +80,8 @@ pub fn rope(b: &Bench, style: Option<RopeStyle>, head_norm: bool, label: &str) -
     });
     let norm = values(head_dim, 4);
     let nb = kernels::storage_f32(&b.gpu, &norm);
-    // Heads at position `pos` of a cache laid out with `stride` values per position.
+    // Heads at positions `first..first + tokens` of a cache laid out with `stride` values per
+    // position.
     let stride = heads * head_dim + 5;
     let data = values(stride * max_ctx, 5);
     let db = kernels::storage_f32(&b.gpu, &data);
@@ -94,15 +96,19 @@ pub fn rope(b: &Bench, style: Option<RopeStyle>, head_norm: bool, label: &str) -
         pos_ring: 0,
     };
     let (norm_b, table_b) = (head_norm.then_some(&nb), tb.as_ref());
-    let l = b.k.rope_launch(&b.gpu, params, heads, &db, norm_b, table_b);
-    b.run(step(pos as u32, 1), &[l]);
+    let l =
+        b.k.rope_launch(&b.gpu, params, (heads, tokens), &db, norm_b, table_b);
+    b.run(step(first as u32, tokens as u32), &[l]);
     let mut want = data.clone();
-    for head in want[pos * stride..pos * stride + heads * head_dim].chunks_exact_mut(head_dim) {
-        if head_norm {
-            ops::rms_norm(head, &norm, 1e-6);
-        }
-        if let Some(r) = &rope {
-            ops::rope(head, r, &angles(r, pos));
+    for pos in first..first + tokens {
+        let at = pos * stride;
+        for head in want[at..at + heads * head_dim].chunks_exact_mut(head_dim) {
+            if head_norm {
+                ops::rms_norm(head, &norm, 1e-6);
+            }
+            if let Some(r) = &rope {
+                ops::rope(head, r, &angles(r, pos));
+            }
         }
     }
     close(label, &b.read(&db, data.len()), &want)
