@@ -7,8 +7,10 @@
 // more than a tile of scores ever exists, in workgroup memory. Threads split a tile's positions
 // for the scores and the value dimensions for the weighted sum, so V reads are coalesced.
 // Grouped-query heads read their shared K/V head. The cache holds `KV` values, f32 or f16 (the
-// loader defines the alias, and enables f16 for it) and VPT, the value dimensions each thread
-// accumulates. Needs common.wgsl.
+// loader defines the alias, and enables f16 for it); the loader also defines VPT, the value
+// dimensions each thread accumulates, the bindings of q and kc, and `score(qb, kr)`, the dot
+// product of the query at qb with the key at kr (by vec4s where head_dim is a multiple of 4).
+// Needs common.wgsl.
 
 struct Attn {
     n_head: u32,
@@ -26,8 +28,6 @@ struct Attn {
 }
 
 @group(1) @binding(0) var<uniform> A: Attn;
-@group(1) @binding(1) var<storage, read> q: array<f32>;
-@group(1) @binding(2) var<storage, read> kc: array<KV>;
 @group(1) @binding(3) var<storage, read> vc: array<KV>;
 @group(1) @binding(4) var<storage, read_write> out: array<f32>;
 
@@ -87,11 +87,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         let p = start + li;
         var s = -3.4e38;
         if (p < n) {
-            s = 0.0;
-            for (var d = 0u; d < A.head_dim; d++) {
-                s += q[qb + d] * f32(kc[(p % A.ring) * A.k_dim + kb + d]);
-            }
-            s *= A.scale;
+            s = score(qb, (p % A.ring) * A.k_dim + kb) * A.scale;
         }
         let m_new = max(m, reduce_max(li, s));
         var e = 0.0;

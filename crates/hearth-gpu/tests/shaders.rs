@@ -62,7 +62,13 @@ fn variants() -> Vec<Shader> {
     }
     for f16_kv in [false, true] {
         for vpt in 1..=5 {
-            out.push(Shader::Attention { f16_kv, vpt });
+            for wide_k in [false, true] {
+                out.push(Shader::Attention {
+                    f16_kv,
+                    vpt,
+                    wide_k,
+                });
+            }
         }
     }
     for (dk, dv) in [

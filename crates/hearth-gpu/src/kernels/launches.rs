@@ -228,7 +228,7 @@ impl Kernels {
     pub fn attention_launch(
         &self,
         gpu: &Gpu,
-        (params, head_dim_v): (&wgpu::Buffer, usize),
+        (params, head_dim, head_dim_v): (&wgpu::Buffer, usize, usize),
         n_head: usize,
         tokens: usize,
         [q, kc, vc, out]: [&wgpu::Buffer; 4],
@@ -236,6 +236,7 @@ impl Kernels {
         let shader = Shader::Attention {
             f16_kv: self.f16_kv(),
             vpt: attention_vpt(head_dim_v),
+            wide_k: head_dim % 4 == 0,
         };
         let kernel = self.fixed(gpu, shader);
         kernel.dispatch(

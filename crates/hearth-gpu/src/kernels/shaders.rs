@@ -96,10 +96,12 @@ pub enum Shader {
     },
     RmsNorm,
     Rope,
-    /// Attention over an f32 or f16 cache, `vpt` value dimensions per thread.
+    /// Attention over an f32 or f16 cache, `vpt` value dimensions per thread; queries and keys
+    /// read as vec4s where `wide_k` (heads a multiple of 4 wide).
     Attention {
         f16_kv: bool,
         vpt: u32,
+        wide_k: bool,
     },
     KvStore,
     Argmax,
@@ -157,6 +159,26 @@ fn matmul_input(wide_x: bool) -> String {
     )
 }
 
+/// attention.wgsl's query and key bindings and `score`: by vec4s where `wide_k`, else by
+/// scalars.
+fn attention_keys(wide_k: bool) -> &'static str {
+    if wide_k {
+        "@group(1) @binding(1) var<storage, read> q: array<vec4<f32>>;\n\
+         @group(1) @binding(2) var<storage, read> kc: array<vec4<KV>>;\n\
+         fn score(qb: u32, kr: u32) -> f32 {\n\
+         var s = 0.0;\n\
+         for (var d = 0u; d < A.head_dim / 4u; d++) { s += dot(q[qb / 4u + d], vec4<f32>(kc[kr / 4u + d])); }\n\
+         return s;\n}\n"
+    } else {
+        "@group(1) @binding(1) var<storage, read> q: array<f32>;\n\
+         @group(1) @binding(2) var<storage, read> kc: array<KV>;\n\
+         fn score(qb: u32, kr: u32) -> f32 {\n\
+         var s = 0.0;\n\
+         for (var d = 0u; d < A.head_dim; d++) { s += q[qb + d] * f32(kc[kr + d]); }\n\
+         return s;\n}\n"
+    }
+}
+
 impl Shader {
     pub fn label(self) -> String {
         match self {
@@ -179,9 +201,15 @@ impl Shader {
                 if wide_x { " by vec4" } else { "" }
             ),
             Shader::Embed { ty } => format!("embed {ty}"),
-            Shader::Attention { f16_kv, vpt } => {
-                format!("attention {} x{vpt}", if f16_kv { "f16" } else { "f32" })
-            }
+            Shader::Attention {
+                f16_kv,
+                vpt,
+                wide_k,
+            } => format!(
+                "attention {} x{vpt}{}",
+                if f16_kv { "f16" } else { "f32" },
+                if wide_k { " by vec4" } else { "" }
+            ),
             Shader::DeltaNet { dk, dv, part } => format!("delta_net {part:?} {dk}x{dv}"),
             other => format!("{other:?}"),
         }
@@ -256,13 +284,18 @@ impl Shader {
                 parts.push(unit_selector(ty)?);
                 parts.push(EMBED.into());
             }
-            Shader::Attention { f16_kv, vpt } => {
+            Shader::Attention {
+                f16_kv,
+                vpt,
+                wide_k,
+            } => {
                 parts.push(if f16_kv {
                     "enable f16;\nalias KV = f16;\n".into()
                 } else {
                     "alias KV = f32;\n".into()
                 });
                 parts.push(format!("const VPT: u32 = {vpt}u;\n"));
+                parts.push(attention_keys(wide_k).into());
                 parts.extend([COMMON, ATTENTION].map(String::from));
             }
             Shader::KvStore => parts.extend(["enable f16;\n", COMMON, KV_STORE].map(String::from)),

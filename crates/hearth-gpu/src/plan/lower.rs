@@ -279,7 +279,7 @@ impl Lowering<'_> {
         plans.both(|rows| {
             Ok(vec![k.attention_launch(
                 gpu,
-                (&params, a.head_dim_v),
+                (&params, a.head_dim, a.head_dim_v),
                 a.n_head,
                 rows,
                 [&acts.q, &kc, &vc, &acts.att],

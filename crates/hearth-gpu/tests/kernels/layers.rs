@@ -166,7 +166,7 @@ pub fn attention(b: &Bench, hd: usize, hdv: usize, window: Option<usize>, label:
     let launch = |tokens| {
         b.k.attention_launch(
             &b.gpu,
-            (&params, hdv),
+            (&params, hd, hdv),
             n_head,
             tokens,
             [&bufs[0], &bufs[1], &bufs[2], &out],

@@ -232,8 +232,8 @@ fn cases() -> Vec<Case> {
         head_norm: true,
     }));
     // Value heads of every width class the kernel compiles for: 12, 256 (Qwen3.5) and 300
-    // (past 4 per thread).
-    for (head_dim, head_dim_v) in [(20, 12), (256, 256), (24, 300)] {
+    // (past 4 per thread); keys read by vec4s, and by scalars where 18 wide.
+    for (head_dim, head_dim_v) in [(20, 12), (256, 256), (24, 300), (18, 12)] {
         cases.push(f32(Op::Attention {
             head_dim,
             head_dim_v,
