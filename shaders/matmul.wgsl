@@ -28,7 +28,7 @@ fn main(
                 v[r] = unit(thread_row(first, r), u);
             }
             // Every token of the tile, whether or not the chunk has it, so that the loops have
-            // constant bounds: rows past the chunk's hold finite values and their sums are
+            // constant bounds: what is read past the chunk's rows only reaches sums that are
             // dropped. Past the row's end the weights are zero: what is read there does not
             // count.
             for (var t = 0u; t < TILE; t++) {
