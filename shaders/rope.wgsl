@@ -1,8 +1,9 @@
 // Optional per-head RMS norm (Qwen3's Q/K norm) followed by rotary embedding, in place on the
 // heads of the step.count positions from step.pos (a decode step's one, or a prompt chunk's
-// bound to its first step); one workgroup per head and token. The cos/sin table is computed on the CPU in
-// f64 at load, the same values the reference uses, so rope scaling (linear, Llama 3 frequency
-// divisors) costs nothing here and no precision is lost to GPU sin/cos at large angles.
+// bound to its first step); one workgroup per head and token. The cos/sin table is computed on
+// the CPU in f64 at load, the same values the reference uses, so rope scaling (linear, Llama 3
+// frequency divisors) costs nothing here and no precision is lost to GPU sin/cos at large
+// angles.
 // Token t's heads start at slot * R.pos_stride + (step.row + t) * R.row_stride, where slot is
 // its position step.pos + t (or that % R.pos_ring in a sliding window's ring): K is roped where
 // it lies in the KV cache, Q in its row of the prompt chunk.

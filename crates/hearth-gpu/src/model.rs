@@ -3,9 +3,9 @@
 //!
 //! A decode step runs one token: embedding, every layer, then the output norm, head and argmax.
 //! A prompt runs in chunks of up to [`CHUNK`] tokens layer by layer: the matrix products take
-//! the whole chunk at once (each weight decoded once per tile of tokens), so do rope (a
-//! workgroup per head and token) and attention, which takes every token of the chunk in one launch, flash-style; a delta-net layer's
-//! delta rule takes the chunked (WY) form, its state-free part in parallel over sub-chunks and
+//! the whole chunk at once (each weight decoded once per tile of tokens), and so do rope (a
+//! workgroup per head and token) and attention (flash-style); a delta-net layer's delta rule
+//! takes the chunked (WY) form, its state-free part in parallel over sub-chunks and
 //! then one walk over the sub-chunks. All bind groups are made at load; a step's only
 //! per-token inputs are its position, token id and row in the chunk, a 16-byte [`Step`] at a dynamic offset, so a whole chunk goes
 //! into one command buffer and a decode step is one submission that reads back four bytes.

@@ -161,22 +161,25 @@ fn matmul_input(wide_x: bool) -> String {
 
 /// attention.wgsl's query and key bindings and `score`: by vec4s where `wide_k`, else by
 /// scalars.
-fn attention_keys(wide_k: bool) -> &'static str {
-    if wide_k {
-        "@group(1) @binding(1) var<storage, read> q: array<vec4<f32>>;\n\
-         @group(1) @binding(2) var<storage, read> kc: array<vec4<KV>>;\n\
-         fn score(qb: u32, kr: u32) -> f32 {\n\
-         var s = 0.0;\n\
-         for (var d = 0u; d < A.head_dim / 4u; d++) { s += dot(q[qb / 4u + d], vec4<f32>(kc[kr / 4u + d])); }\n\
-         return s;\n}\n"
+fn attention_keys(wide_k: bool) -> String {
+    let (q, k, steps, term) = if wide_k {
+        (
+            "vec4<f32>",
+            "vec4<KV>",
+            "A.head_dim / 4u",
+            "dot(q[qb / 4u + d], vec4<f32>(kc[kr / 4u + d]))",
+        )
     } else {
-        "@group(1) @binding(1) var<storage, read> q: array<f32>;\n\
-         @group(1) @binding(2) var<storage, read> kc: array<KV>;\n\
-         fn score(qb: u32, kr: u32) -> f32 {\n\
+        ("f32", "KV", "A.head_dim", "q[qb + d] * f32(kc[kr + d])")
+    };
+    format!(
+        "@group(1) @binding(1) var<storage, read> q: array<{q}>;\n\
+         @group(1) @binding(2) var<storage, read> kc: array<{k}>;\n\
+         fn score(qb: u32, kr: u32) -> f32 {{\n\
          var s = 0.0;\n\
-         for (var d = 0u; d < A.head_dim; d++) { s += q[qb + d] * f32(kc[kr + d]); }\n\
-         return s;\n}\n"
-    }
+         for (var d = 0u; d < {steps}; d++) {{ s += {term}; }}\n\
+         return s;\n}}\n"
+    )
 }
 
 impl Shader {
@@ -251,15 +254,14 @@ impl Shader {
                     "const LANES: u32 = {lanes}u;\nconst RPT: u32 = {rows}u;\nconst ROWS: u32 = {}u;\n",
                     matvec_rows(lanes, rows)
                 ));
+                if let Shader::Matmul { wide_x, .. } = self {
+                    parts.push(matmul_input(wide_x));
+                }
                 let matvec = match self {
                     Shader::Matvec { super_blocks, .. } => {
                         Some(super_blocks && super_block_path(ty))
                     }
-                    Shader::Matmul { wide_x, .. } => {
-                        parts.push(matmul_input(wide_x));
-                        None
-                    }
-                    _ => unreachable!("matched above"),
+                    _ => None,
                 };
                 parts.extend([COMMON, QUANT].map(String::from));
                 parts.push(unit_selector(ty)?);
@@ -295,7 +297,7 @@ impl Shader {
                     "alias KV = f32;\n".into()
                 });
                 parts.push(format!("const VPT: u32 = {vpt}u;\n"));
-                parts.push(attention_keys(wide_k).into());
+                parts.push(attention_keys(wide_k));
                 parts.extend([COMMON, ATTENTION].map(String::from));
             }
             Shader::KvStore => parts.extend(["enable f16;\n", COMMON, KV_STORE].map(String::from)),
