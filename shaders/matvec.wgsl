@@ -5,10 +5,15 @@
 // rows. The LANES threads of a row stride over its 32-value units, so consecutive threads read
 // consecutive blocks, or, for the K-quants with a kernel of their own (superblock.wgsl), over its
 // 256-value super-blocks. The loader defines LANES (fewer for narrow rows, such as a head over a
-// large vocabulary with a small hidden size, so lanes are not left idle), RPT, ROWS and
-// `lane_sums`, which picks the path. Needs quant.wgsl, product_out.wgsl and common.wgsl.
-
-@group(1) @binding(2) var<storage, read> x: array<vec4<f32>>;
+// large vocabulary with a small hidden size, so lanes are not left idle), RPT, ROWS, `lane_sums`,
+// which picks the path, the input `x` with `x8` (below), `row_lane` and the entry point, which
+// calls `matvec`. Needs quant.wgsl, product_out.wgsl and common.wgsl.
+//
+// x8(i, step) is x[i + k % 4 + step * (k / 4)] for k = 0..8: read by each thread, or, where a
+// subgroup's threads all want the same values (one lane per row, LANES = 1), read once per
+// subgroup, a vec4 by each of its first eight lanes, and broadcast. On CPU devices every load
+// is a loop over the SIMD lanes, so that turns eight loads into one. Every thread runs the sums
+// (past the last row on its last row, dropped), so that subgroup operations see them all.
 
 // One thread's partial sums, one per row.
 alias Sums = array<f32, RPT>;
@@ -18,10 +23,7 @@ fn unit_sums(first: u32, lane: u32) -> Sums {
     var acc: Sums;
     let units = units_per_row();
     for (var u = lane; u < units; u += LANES) {
-        var xs: array<vec4<f32>, 8>;
-        for (var k = 0u; k < 8u; k++) {
-            xs[k] = x[u * 8u + k];
-        }
+        let xs = x8(u * 8u, 4u);
         for (var r = 0u; r < RPT; r++) {
             let v = unit(thread_row(first, r), u);
             for (var k = 0u; k < 8u; k++) {
@@ -32,18 +34,11 @@ fn unit_sums(first: u32, lane: u32) -> Sums {
     return acc;
 }
 
-@compute @workgroup_size(64)
-fn main(
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let lane = li % LANES;
-    let first = (wg.x + wg.y * nwg.x) * ROWS + li / LANES * RPT;
-    var acc: Sums;
-    if (first < M.rows) {
-        acc = lane_sums(first, lane);
-    }
+// Thread `li` of workgroup `group`.
+fn matvec(li: u32, group: u32) {
+    let lane = row_lane(li);
+    let first = group * ROWS + li / LANES * RPT;
+    let acc = lane_sums(first, lane);
     for (var r = 0u; r < RPT; r++) {
         let sum = reduce_lanes(li, lane, acc[r]);
         let row = first + r;

@@ -26,9 +26,10 @@ pub struct Paths {
     pub f16_kv: bool,
     /// Smallest subgroup size when the `subgroups` feature is in use.
     pub subgroup_size: Option<u32>,
-    /// Most threads of a matrix kernel that share one row: 16 on a GPU, 2 on a CPU device
-    /// (lavapipe, SwiftShader), whose invocations are the SIMD lanes of a few cores: rows alone
-    /// fill those, and sums across threads cost more there than they save.
+    /// Most threads of a matrix kernel that share one row: 16 on a GPU; on a CPU device
+    /// (lavapipe, SwiftShader), whose invocations are the SIMD lanes of a few cores, rows alone
+    /// fill those and sums across threads cost more there than they save: 1 with subgroups of
+    /// at least 8 (a subgroup's rows then share each input load, see matvec.wgsl), else 2.
     pub row_lanes: u32,
     /// Rows each thread of a matvec takes, every input value it reads serving all of them: 1 on
     /// a GPU, 4 on a CPU device.
@@ -148,7 +149,11 @@ impl Gpu {
                 shader_f16: features.contains(wgpu::Features::SHADER_F16),
                 f16_kv: options.f16_kv && features.contains(wgpu::Features::SHADER_F16),
                 subgroup_size,
-                row_lanes: if cpu { 2 } else { 16 },
+                row_lanes: match (cpu, subgroup_size) {
+                    (false, _) => 16,
+                    (true, Some(8..)) => 1,
+                    (true, _) => 2,
+                },
                 rows_per_thread: if cpu { 4 } else { 1 },
                 prompt_rows_per_thread: if cpu { 2 } else { 1 },
                 super_blocks: true,

@@ -159,6 +159,52 @@ fn matmul_input(wide_x: bool) -> String {
     )
 }
 
+/// Whether a matvec of `lanes` threads per row reads its input once per subgroup and broadcasts
+/// it (`x8` in matvec.wgsl): with one thread per row and subgroups of at least 8.
+fn matvec_shared_x(lanes: u32, f: &Features) -> bool {
+    lanes == 1 && f.subgroup.is_some_and(|s| s >= 8)
+}
+
+/// matvec.wgsl's input binding, `x8`, `row_lane` and entry point: `x8` by subgroup broadcasts
+/// where [`matvec_shared_x`], else by a load per value; `row_lane` a constant 0 for one thread
+/// per row, so that WGSL's uniformity analysis sees the loops over a row as uniform.
+fn matvec_input(lanes: u32, f: &Features) -> String {
+    let lane = if lanes == 1 { "0u" } else { "li % LANES" };
+    let mut s = format!(
+        "@group(1) @binding(2) var<storage, read> x: array<vec4<f32>>;\n\
+         fn row_lane(li: u32) -> u32 {{ return {lane}; }}\n"
+    );
+    let (param, set) = if matvec_shared_x(lanes, f) {
+        let spread: Vec<String> = (0..8)
+            .map(|k| format!("subgroupBroadcast(v, {k}u)"))
+            .collect();
+        s += &format!(
+            "var<private> x_lane: u32;\n\
+             fn x8(i: u32, step: u32) -> array<vec4<f32>, 8> {{\n\
+             let k = x_lane % 8u;\n\
+             let v = x[i + k % 4u + step * (k / 4u)];\n\
+             return array<vec4<f32>, 8>({});\n}}\n",
+            spread.join(", ")
+        );
+        (
+            ", @builtin(subgroup_invocation_id) sid: u32",
+            "x_lane = sid; ",
+        )
+    } else {
+        s += "fn x8(i: u32, step: u32) -> array<vec4<f32>, 8> {\n\
+              var v: array<vec4<f32>, 8>;\n\
+              for (var k = 0u; k < 8u; k++) { v[k] = x[i + k % 4u + step * (k / 4u)]; }\n\
+              return v;\n}\n";
+        ("", "")
+    };
+    s += &format!(
+        "@compute @workgroup_size(64)\n\
+         fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>, \
+         @builtin(num_workgroups) nwg: vec3<u32>{param}) {{ {set}matvec(li, wg.x + wg.y * nwg.x); }}\n"
+    );
+    s
+}
+
 /// attention.wgsl's query and key bindings and `score`: by vec4s where `wide_k`, else by
 /// scalars.
 fn attention_keys(wide_k: bool) -> String {
@@ -268,6 +314,7 @@ impl Shader {
                 parts.push(PRODUCT_OUT.into());
                 match matvec {
                     Some(super_blocks) => {
+                        parts.push(matvec_input(lanes, f));
                         parts.push(MATVEC.into());
                         if super_blocks {
                             parts.push(SUPERBLOCK.into());

@@ -161,16 +161,17 @@ impl Case {
 }
 
 /// The device with the matrix kernels' thread layouts of a GPU (up to 16 threads per row, one
-/// row per thread), of a CPU device (2 and 4), and one with 3 rows per thread (in matvec and
-/// matmul alike), whatever the test adapter is, each with its name; the first two also without
-/// the super-block path (the 32-value units that the other formats take).
+/// row per thread), of a CPU device with subgroups (1 and 4: with the test adapter's subgroups,
+/// a subgroup shares each input load), and one with 2 threads per row and 3 rows per thread (in
+/// matvec and matmul alike), whatever the test adapter is, each with its name; the first two
+/// also without the super-block path (the 32-value units that the other formats take).
 fn layouts(gpu: &Gpu) -> Vec<(Gpu, String)> {
     [
         (16, 1, true),
-        (2, 4, true),
-        (4, 3, true),
+        (1, 4, true),
+        (2, 3, true),
         (16, 1, false),
-        (2, 4, false),
+        (1, 4, false),
     ]
     .into_iter()
     .map(|(lanes, rows, super_blocks)| {
