@@ -6,38 +6,33 @@
 // there (the K-quants' super-block path sums in another order). Workgroup z picks the token
 // tile; output row t goes to t * M.y_stride, or into the KV cache at (step.pos + t) *
 // M.pos_stride. Needs quant.wgsl, product_out.wgsl and common.wgsl; the loader defines LANES,
-// RPT and ROWS as for matvec.wgsl, TILE, the input `x` (rows `M.cols` apart) and `x4(i)`, its
-// values i..i + 4: one vec4 load where M.cols is a multiple of 4, else four scalar loads.
+// RPT, ROWS, `row_lane` and the entry point as for matvec.wgsl, TILE, the input `x` (rows
+// `M.cols` apart) and `x_unit(i)`, its values i..i + 32: read once per subgroup and broadcast
+// where a row has one thread, vec4 loads where M.cols is a multiple of 4, else scalar loads.
+// Every thread runs the sums (past the last row on its last row, dropped), so that subgroup
+// operations see them all.
 
-@compute @workgroup_size(64)
-fn main(
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let lane = li % LANES;
-    let first = (wg.x + wg.y * nwg.x) * ROWS + li / LANES * RPT;
-    let t0 = wg.z * TILE;
+// Thread `li` of workgroup `group`, over the tokens of tile `tile`.
+fn matmul(li: u32, group: u32, tile: u32) {
+    let lane = row_lane(li);
+    let first = group * ROWS + li / LANES * RPT;
+    let t0 = tile * TILE;
     let n = min(TILE, step.count - min(t0, step.count));
     var acc: array<array<f32, TILE>, RPT>;
-    if (first < M.rows) {
-        let units = units_per_row();
-        for (var u = lane; u < units; u += LANES) {
-            var v: array<Unit, RPT>;
-            for (var r = 0u; r < RPT; r++) {
-                v[r] = unit(thread_row(first, r), u);
-            }
-            // Every token of the tile, whether or not the chunk has it, so that the loops have
-            // constant bounds: what is read past the chunk's rows only reaches sums that are
-            // dropped. Past the row's end the weights are zero: what is read there does not
-            // count.
-            for (var t = 0u; t < TILE; t++) {
-                let xb = (t0 + t) * M.cols + u * 32u;
-                for (var k = 0u; k < 8u; k++) {
-                    let xv = x4(xb + 4u * k);
-                    for (var r = 0u; r < RPT; r++) {
-                        acc[r][t] += dot(v[r].v[k], xv);
-                    }
+    let units = units_per_row();
+    for (var u = lane; u < units; u += LANES) {
+        var v: array<Unit, RPT>;
+        for (var r = 0u; r < RPT; r++) {
+            v[r] = unit(thread_row(first, r), u);
+        }
+        // Every token of the tile, whether or not the chunk has it, so that the loops have
+        // constant bounds: what is read past the chunk's rows only reaches sums that are
+        // dropped. Past the row's end the weights are zero: what is read there does not count.
+        for (var t = 0u; t < TILE; t++) {
+            let xs = x_unit((t0 + t) * M.cols + u * 32u);
+            for (var k = 0u; k < 8u; k++) {
+                for (var r = 0u; r < RPT; r++) {
+                    acc[r][t] += dot(v[r].v[k], xs[k]);
                 }
             }
         }

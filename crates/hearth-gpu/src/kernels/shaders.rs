@@ -145,36 +145,29 @@ fn lane_sums_selector(ty: GgmlType, super_blocks: bool) -> Result<String, GpuErr
     ))
 }
 
-/// matmul.wgsl's tile size, input binding and `x4`: vec4 reads where `wide_x`, else scalars.
-fn matmul_input(wide_x: bool) -> String {
-    let (elem, read) = if wide_x {
-        ("vec4<f32>", "x[i / 4u]")
-    } else {
-        ("f32", "vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u])")
-    };
-    format!(
+/// Whether a matrix kernel of `lanes` threads per row over vec4 input rows (`wide_x`) reads its
+/// input once per subgroup and broadcasts it (`x8` in matvec.wgsl): with one thread per row and
+/// subgroups of at least 8.
+fn shared_x(lanes: u32, wide_x: bool, f: &Features) -> bool {
+    wide_x && lanes == 1 && f.subgroup.is_some_and(|s| s >= 8)
+}
+
+/// A matrix kernel's input binding, its readers and its entry point, which runs `call` (matvec or
+/// matmul of the thread `li`, the workgroup `group` and, for matmul, the token tile `wg.z`). The input is vec4s where
+/// `wide_x` (always for matvec), read by `x8` (matvec.wgsl), by subgroup broadcasts where
+/// [`shared_x`], else by a load per vec4; `x_unit(i)` is values i..i + 32 (i a multiple of 32),
+/// four scalar loads a vec4 where not `wide_x`. `row_lane` is a constant 0 for one thread per
+/// row, so that WGSL's uniformity analysis sees the loops over a row as uniform.
+fn matrix_input(call: &str, lanes: u32, wide_x: bool, f: &Features) -> String {
+    let lane = if lanes == 1 { "0u" } else { "li % LANES" };
+    let elem = if wide_x { "vec4<f32>" } else { "f32" };
+    let mut s = format!(
         "const TILE: u32 = {MATMUL_TILE}u;\n\
          @group(1) @binding(2) var<storage, read> x: array<{elem}>;\n\
-         fn x4(i: u32) -> vec4<f32> {{ return {read}; }}\n"
-    )
-}
-
-/// Whether a matvec of `lanes` threads per row reads its input once per subgroup and broadcasts
-/// it (`x8` in matvec.wgsl): with one thread per row and subgroups of at least 8.
-fn matvec_shared_x(lanes: u32, f: &Features) -> bool {
-    lanes == 1 && f.subgroup.is_some_and(|s| s >= 8)
-}
-
-/// matvec.wgsl's input binding, `x8`, `row_lane` and entry point: `x8` by subgroup broadcasts
-/// where [`matvec_shared_x`], else by a load per value; `row_lane` a constant 0 for one thread
-/// per row, so that WGSL's uniformity analysis sees the loops over a row as uniform.
-fn matvec_input(lanes: u32, f: &Features) -> String {
-    let lane = if lanes == 1 { "0u" } else { "li % LANES" };
-    let mut s = format!(
-        "@group(1) @binding(2) var<storage, read> x: array<vec4<f32>>;\n\
          fn row_lane(li: u32) -> u32 {{ return {lane}; }}\n"
     );
-    let (param, set) = if matvec_shared_x(lanes, f) {
+    let shared = shared_x(lanes, wide_x, f);
+    if shared {
         let spread: Vec<String> = (0..8)
             .map(|k| format!("subgroupBroadcast(v, {k}u)"))
             .collect();
@@ -186,21 +179,32 @@ fn matvec_input(lanes: u32, f: &Features) -> String {
              return array<vec4<f32>, 8>({});\n}}\n",
             spread.join(", ")
         );
+    } else if wide_x {
+        s += "fn x8(i: u32, step: u32) -> array<vec4<f32>, 8> {\n\
+              var v: array<vec4<f32>, 8>;\n\
+              for (var k = 0u; k < 8u; k++) { v[k] = x[i + k % 4u + step * (k / 4u)]; }\n\
+              return v;\n}\n";
+    }
+    s += if wide_x {
+        "fn x_unit(i: u32) -> array<vec4<f32>, 8> { return x8(i / 4u, 4u); }\n"
+    } else {
+        "fn x_unit(i: u32) -> array<vec4<f32>, 8> {\n\
+         var v: array<vec4<f32>, 8>;\n\
+         for (var k = 0u; k < 8u; k++) { v[k] = vec4<f32>(x[i + 4u * k], x[i + 4u * k + 1u], x[i + 4u * k + 2u], x[i + 4u * k + 3u]); }\n\
+         return v;\n}\n"
+    };
+    let (param, set) = if shared {
         (
             ", @builtin(subgroup_invocation_id) sid: u32",
             "x_lane = sid; ",
         )
     } else {
-        s += "fn x8(i: u32, step: u32) -> array<vec4<f32>, 8> {\n\
-              var v: array<vec4<f32>, 8>;\n\
-              for (var k = 0u; k < 8u; k++) { v[k] = x[i + k % 4u + step * (k / 4u)]; }\n\
-              return v;\n}\n";
         ("", "")
     };
     s += &format!(
         "@compute @workgroup_size(64)\n\
          fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>, \
-         @builtin(num_workgroups) nwg: vec3<u32>{param}) {{ {set}matvec(li, wg.x + wg.y * nwg.x); }}\n"
+         @builtin(num_workgroups) nwg: vec3<u32>{param}) {{ {set}let group = wg.x + wg.y * nwg.x; {call}; }}\n"
     );
     s
 }
@@ -300,9 +304,11 @@ impl Shader {
                     "const LANES: u32 = {lanes}u;\nconst RPT: u32 = {rows}u;\nconst ROWS: u32 = {}u;\n",
                     matvec_rows(lanes, rows)
                 ));
-                if let Shader::Matmul { wide_x, .. } = self {
-                    parts.push(matmul_input(wide_x));
-                }
+                let (call, wide_x) = match self {
+                    Shader::Matmul { wide_x, .. } => ("matmul(li, group, wg.z)", wide_x),
+                    _ => ("matvec(li, group)", true),
+                };
+                parts.push(matrix_input(call, lanes, wide_x, f));
                 let matvec = match self {
                     Shader::Matvec { super_blocks, .. } => {
                         Some(super_blocks && super_block_path(ty))
@@ -314,7 +320,6 @@ impl Shader {
                 parts.push(PRODUCT_OUT.into());
                 match matvec {
                     Some(super_blocks) => {
-                        parts.push(matvec_input(lanes, f));
                         parts.push(MATVEC.into());
                         if super_blocks {
                             parts.push(SUPERBLOCK.into());
