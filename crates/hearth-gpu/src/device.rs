@@ -32,7 +32,9 @@ pub struct Paths {
     /// at least 8 (a subgroup's rows then share each input load, see matvec.wgsl), else 2.
     pub row_lanes: u32,
     /// Rows each thread of a matvec takes, every input value it reads serving all of them: 1 on
-    /// a GPU, 4 on a CPU device.
+    /// a GPU, 4 on a CPU device without subgroups of 8, 1 on one with them (its subgroups share
+    /// the input already; 4 rows per thread measured up to a third slower there, on F16 and
+    /// Q8_0 heads, and no faster on the others).
     pub rows_per_thread: u32,
     /// Rows each thread of a prompt chunk's matmul takes: 1 on a GPU, 2 on a CPU device (where
     /// each input value read serving two rows halves what reads cost; more measured no faster).
@@ -144,17 +146,18 @@ impl Gpu {
             .then_some(info.subgroup_min_size)
             .filter(|s| s.is_power_of_two() && *s >= 4);
         let cpu = info.device_type == wgpu::DeviceType::Cpu;
+        let (row_lanes, rows_per_thread) = match (cpu, subgroup_size) {
+            (false, _) => (16, 1),
+            (true, Some(8..)) => (1, 1),
+            (true, _) => (2, 4),
+        };
         Ok(Gpu {
             paths: Paths {
                 shader_f16: features.contains(wgpu::Features::SHADER_F16),
                 f16_kv: options.f16_kv && features.contains(wgpu::Features::SHADER_F16),
                 subgroup_size,
-                row_lanes: match (cpu, subgroup_size) {
-                    (false, _) => 16,
-                    (true, Some(8..)) => 1,
-                    (true, _) => 2,
-                },
-                rows_per_thread: if cpu { 4 } else { 1 },
+                row_lanes,
+                rows_per_thread,
                 prompt_rows_per_thread: if cpu { 2 } else { 1 },
                 super_blocks: true,
             },

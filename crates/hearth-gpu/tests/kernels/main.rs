@@ -161,10 +161,11 @@ impl Case {
 }
 
 /// The device with the matrix kernels' thread layouts of a GPU (up to 16 threads per row, one
-/// row per thread), of a CPU device with subgroups (1 and 4: with the test adapter's subgroups,
-/// a subgroup shares each input load), and one with 2 threads per row and 3 rows per thread (in
-/// matvec and matmul alike), whatever the test adapter is, each with its name; the first two
-/// also without the super-block path (the 32-value units that the other formats take).
+/// row per thread), one thread per row taking 4 rows (with the test adapter's subgroups, a
+/// subgroup shares each input load, as on a CPU device, which takes one row), and one with 2
+/// threads per row and 3 rows per thread (in matvec and matmul alike), whatever the test
+/// adapter is, each with its name; the first two also without the super-block path (the
+/// 32-value units that the other formats take).
 fn layouts(gpu: &Gpu) -> Vec<(Gpu, String)> {
     [
         (16, 1, true),
