@@ -153,11 +153,12 @@ fn shared_x(lanes: u32, wide_x: bool, f: &Features) -> bool {
 }
 
 /// A matrix kernel's input binding, its readers and its entry point, which runs `call` (matvec or
-/// matmul of the thread `li`, the workgroup `group` and, for matmul, the token tile `wg.z`). The input is vec4s where
-/// `wide_x` (always for matvec), read by `x8` (matvec.wgsl), by subgroup broadcasts where
-/// [`shared_x`], else by a load per vec4; `x_unit(i)` is values i..i + 32 (i a multiple of 32),
-/// four scalar loads a vec4 where not `wide_x`. `row_lane` is a constant 0 for one thread per
-/// row, so that WGSL's uniformity analysis sees the loops over a row as uniform.
+/// matmul of the thread `li`, the workgroup `group` and, for matmul, the token tile `wg.z`).
+/// The input is vec4s where `wide_x` (always for matvec), read by `x8` (matvec.wgsl), by
+/// subgroup broadcasts where [`shared_x`], else by a load per vec4; `x_unit(i)` is values
+/// i..i + 32 (i a multiple of 32), four scalar loads a vec4 where not `wide_x`. `row_lane` is a
+/// constant 0 for one thread per row, so that WGSL's uniformity analysis sees the loops over a
+/// row as uniform.
 fn matrix_input(call: &str, lanes: u32, wide_x: bool, f: &Features) -> String {
     let lane = if lanes == 1 { "0u" } else { "li % LANES" };
     let elem = if wide_x { "vec4<f32>" } else { "f32" };
@@ -166,8 +167,11 @@ fn matrix_input(call: &str, lanes: u32, wide_x: bool, f: &Features) -> String {
          @group(1) @binding(2) var<storage, read> x: array<{elem}>;\n\
          fn row_lane(li: u32) -> u32 {{ return {lane}; }}\n"
     );
-    let shared = shared_x(lanes, wide_x, f);
-    if shared {
+    // The entry point's extra parameter and first statement.
+    let (mut param, mut set) = ("", "");
+    if shared_x(lanes, wide_x, f) {
+        param = ", @builtin(subgroup_invocation_id) sid: u32";
+        set = "x_lane = sid; ";
         let spread: Vec<String> = (0..8)
             .map(|k| format!("subgroupBroadcast(v, {k}u)"))
             .collect();
@@ -192,14 +196,6 @@ fn matrix_input(call: &str, lanes: u32, wide_x: bool, f: &Features) -> String {
          var v: array<vec4<f32>, 8>;\n\
          for (var k = 0u; k < 8u; k++) { v[k] = vec4<f32>(x[i + 4u * k], x[i + 4u * k + 1u], x[i + 4u * k + 2u], x[i + 4u * k + 3u]); }\n\
          return v;\n}\n"
-    };
-    let (param, set) = if shared {
-        (
-            ", @builtin(subgroup_invocation_id) sid: u32",
-            "x_lane = sid; ",
-        )
-    } else {
-        ("", "")
     };
     s += &format!(
         "@compute @workgroup_size(64)\n\
