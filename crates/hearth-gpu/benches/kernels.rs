@@ -3,8 +3,9 @@
 //! once), as weight bytes per second (for the prompt: the bytes a token-by-token run would read)
 //! and that as a fraction of a plain copy kernel's bytes/s on the same device.
 //!
-//! `cargo bench -p hearth-gpu --bench kernels [-- ROWS COLS]` (default 4096 x 4096); add
-//! `--plain` for the plainest kernels.
+//! `cargo bench -p hearth-gpu --bench kernels [-- ROWS COLS] [TYPE ...]` (default 4096 x 4096,
+//! every type); add `--plain` for the plainest kernels. Each figure is the best of a few timed
+//! submissions: on a shared machine the others are mostly the neighbours' noise.
 
 use std::time::Instant;
 
@@ -18,6 +19,8 @@ use hearth_gpu::{Gpu, GpuOptions};
 const PROMPT: usize = 64;
 /// Decode steps per timed submission.
 const DECODE_RUNS: usize = 32;
+/// Timed submissions per figure, the fastest taken.
+const TIMINGS: usize = 5;
 
 fn values(n: usize) -> Vec<f32> {
     let mut s = 0x9e3779b97f4a7c15u64;
@@ -31,7 +34,8 @@ fn values(n: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Seconds for `runs` runs of `launches` (bound to the first step) in one submission.
+/// Seconds for `runs` runs of `launches` (bound to the first step) in one submission, the
+/// fastest of [`TIMINGS`].
 fn time(gpu: &Gpu, steps: &Steps, launches: &[kernels::Dispatch], runs: usize) -> f64 {
     let record = || {
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
@@ -49,10 +53,14 @@ fn time(gpu: &Gpu, steps: &Steps, launches: &[kernels::Dispatch], runs: usize) -
     // The first run pays for lazy compilation and is not timed.
     gpu.queue.submit([record()]);
     pollster::block_on(gpu.finish()).expect("the device failed");
-    let t = Instant::now();
-    gpu.queue.submit([record()]);
-    pollster::block_on(gpu.finish()).expect("the device failed");
-    t.elapsed().as_secs_f64()
+    (0..TIMINGS)
+        .map(|_| {
+            let t = Instant::now();
+            gpu.queue.submit([record()]);
+            pollster::block_on(gpu.finish()).expect("the device failed");
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
 }
 
 fn main() {
@@ -62,6 +70,15 @@ fn main() {
         .collect();
     let plain = args.iter().any(|a| a == "--plain");
     let dims: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    let named: Vec<GgmlType> = GgmlType::DECODED
+        .into_iter()
+        .filter(|ty| args.iter().any(|a| a.eq_ignore_ascii_case(ty.name())))
+        .collect();
+    let types = if named.is_empty() {
+        GgmlType::DECODED.to_vec()
+    } else {
+        named
+    };
     let (rows, cols) = match dims[..] {
         [r, c] => (r, c),
         _ => (4096, 4096),
@@ -110,7 +127,7 @@ fn main() {
     let x = kernels::storage_f32(&gpu, &values(PROMPT * cols));
     let y = kernels::scratch(&gpu, PROMPT * rows);
     let source = values(rows * cols);
-    for ty in GgmlType::DECODED {
+    for ty in types {
         if cols % ty.block_size() != 0 {
             continue;
         }
